@@ -1,0 +1,166 @@
+"""Reading and writing workflow documents (YAML or JSON) safely.
+
+The loader is PyYAML's safe loader (C-accelerated when libyaml is there) with two changes that keep
+YAML and JSON one document: timestamps stay strings, and a duplicated key is an error rather than
+silently the last one. Whatever the bytes, the only exception that comes out is `WorkflowError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import Issue, WorkflowError
+
+MAX_DOCUMENT_BYTES = 128 * 1024 * 1024
+MAX_DEPTH = 64
+#: containers and scalars visited, counting every alias expansion (stops YAML "billion laughs")
+MAX_ELEMENTS = 5_000_000
+
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
+
+
+class _WorkflowLoader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """yaml's SafeLoader, minus timestamps, plus duplicate-key detection."""
+
+    yaml_implicit_resolvers = {
+        first: [r for r in resolvers if r[0] != _TIMESTAMP]
+        for first, resolvers in _SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable keys are reported by the constructor itself
+            if duplicate:
+                mark = key_node.start_mark
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (line {mark.line + 1}); ids and keys must be unique",
+                    mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_WorkflowLoader.add_constructor("tag:yaml.org,2002:map", _WorkflowLoader.construct_yaml_map)
+
+
+def _fail(message: str) -> WorkflowError:
+    return WorkflowError([Issue(None, None, message)])
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}; ids and keys must be unique")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a workflow may hold")
+
+
+def guess_format(path: str | Path) -> str:
+    return "json" if str(path).lower().endswith(".json") else "yaml"
+
+
+def parse_document(data: bytes | str, fmt: str | None = None) -> dict[str, Any]:
+    """Parse YAML or JSON text into a plain dict (str keys, JSON scalars), or raise WorkflowError."""
+    if isinstance(data, bytes):
+        if len(data) > MAX_DOCUMENT_BYTES:
+            raise _fail(f"document is {len(data)} bytes; the limit is {MAX_DOCUMENT_BYTES}")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _fail(f"document is not valid UTF-8 (byte {exc.start})") from None
+    else:
+        text = data
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise _fail("document is empty")
+    if fmt is None:
+        fmt = "json" if text.lstrip().startswith("{") else "yaml"
+    try:
+        if fmt == "json":
+            document = json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_reject_constant)
+        else:
+            document = yaml.load(text, Loader=_WorkflowLoader)  # noqa: S506 - a SafeLoader subclass
+    except (yaml.YAMLError, ValueError) as exc:
+        raise _fail(f"not valid {fmt.upper()}: {exc}") from None
+    except RecursionError:
+        raise _fail(f"document is nested too deeply (the limit is {MAX_DEPTH} levels)") from None
+    if not isinstance(document, dict):
+        raise _fail(f"a workflow is a mapping of keys (format, nodes, ...), not {_kind(document)}")
+    _check_plain(document)
+    return document
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "an empty document"
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _check_plain(document: dict[str, Any]) -> None:
+    """Iteratively check depth, size and that only JSON types occur (no recursion, no blow-up)."""
+    stack: list[tuple[Any, int, str]] = [(document, 1, "")]
+    visited = 0
+    while stack:
+        value, depth, where = stack.pop()
+        visited += 1
+        if visited > MAX_ELEMENTS:
+            raise _fail(f"document is too large (more than {MAX_ELEMENTS} values once aliases are expanded)")
+        if depth > MAX_DEPTH:
+            raise _fail(f"document is nested too deeply at {where or 'the top'} (the limit is {MAX_DEPTH} levels)")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise _fail(f"key {key!r} at {where or 'the top'} is not a string; quote it")
+                stack.append((item, depth + 1, f"{where}.{key}" if where else key))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                stack.append((item, depth + 1, f"{where}[{index}]"))
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise _fail(f"{where}: {value} is not a finite number")
+        elif not (value is None or isinstance(value, (str, int, bool))):
+            raise _fail(f"{where}: values of type {type(value).__name__} are not allowed in a workflow")
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """Read a workflow file; every failure (missing, unreadable, malformed) is a WorkflowError."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_DOCUMENT_BYTES:
+            raise _fail(f"{path}: {size} bytes; the limit is {MAX_DOCUMENT_BYTES}")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise _fail(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise _fail(f"{path}: is a directory, not a workflow file") from None
+    except OSError as exc:
+        raise _fail(f"{path}: cannot be read ({exc.strerror})") from None
+    return parse_document(data, guess_format(path))
+
+
+def dump_document(document: dict[str, Any], fmt: str = "yaml") -> str:
+    """Serialise a document; YAML and JSON round-trip losslessly with key order kept."""
+    if fmt == "json":
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return yaml.dump(document, Dumper=_SafeDumper, sort_keys=False, allow_unicode=True, width=100)

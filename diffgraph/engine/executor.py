@@ -1,0 +1,226 @@
+"""The executor: runs the nodes a plan needs whose keys miss the cache, in topological order.
+
+Events (dicts with a "type") go to one callback; the CLI draws progress bars from them and the
+server forwards them to WebSocket clients:
+  run_started, node_cached, node_started, progress, node_finished, node_failed,
+  run_finished, run_failed, run_cancelled
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from .cache import Cache
+from .errors import Cancelled, NodeError, RunFailed
+from .node import CancelToken, RunContext
+from .plan import Plan, PlannedNode
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[dict[str, Any]], None]
+DEVICES = ("cpu", "cuda", "mps")
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str  # succeeded | failed | cancelled
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    #: node id -> files it wrote (outputs of type FILES)
+    outputs: dict[str, list[str]] = field(default_factory=dict)
+    #: the workflow's `outputs:` name -> value, for values that are plain JSON
+    values: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    failed_node: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "outputs": self.outputs,
+            "values": self.values,
+            "executed": self.executed,
+            "cached": self.cached,
+            "seconds": {k: round(v, 6) for k, v in self.seconds.items()},
+            "error": self.error,
+            "failed_node": self.failed_node,
+        }
+
+
+def check_device(device: str, dtype: str) -> None:
+    """Reject device/dtype names we do not know; availability is the nodes' business."""
+    if device.split(":", 1)[0] not in DEVICES:
+        raise ValueError(f"device {device!r} is not one of {', '.join(DEVICES)} (optionally cuda:N)")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+
+
+class Executor:
+    """Runs plans against a shared cache. Holds no global state; one instance per process is usual."""
+
+    def __init__(self, cache: Cache | None = None, services: dict[str, Any] | None = None):
+        self.cache = cache if cache is not None else Cache()
+        self.services = services if services is not None else {}
+
+    def run(
+        self,
+        plan: Plan,
+        *,
+        targets: Iterable[str] | None = None,
+        device: str = "cpu",
+        dtype: str = "fp32",
+        output_dir: str | Path = "outputs",
+        cancel: CancelToken | None = None,
+        on_event: EventSink | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        check_device(device, dtype)
+        cancel = cancel or CancelToken()
+        result = RunResult(run_id=run_id or uuid.uuid4().hex, status="running")
+        emit = _emitter(on_event, result.run_id)
+        wanted = list(targets) if targets is not None else plan.default_targets()
+        emit("run_started", targets=wanted)
+
+        values, to_execute = self._resolve(plan, wanted, result, emit)
+        remaining = {nid: 0 for nid in to_execute}
+        for nid in to_execute:
+            for source, _ in plan.nodes[nid].links.values():
+                remaining[source] = remaining.get(source, 0) + 1
+        keep = set(wanted)
+
+        def progress(node_id: str, step: int, total: int, preview: Any = None) -> None:
+            emit("progress", node=node_id, step=step, total=total, preview=preview)
+
+        try:
+            for node_id in plan.order:
+                if node_id not in to_execute:
+                    continue
+                cancel.check()
+                node = plan.nodes[node_id]
+                ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=Path(output_dir),
+                                 cancel=cancel, workflow=plan.document, template_params=plan.template_params,
+                                 services=self.services, on_progress=progress)
+                emit("node_started", node=node_id, node_type=node.type)
+                started = time.perf_counter()
+                outputs = self._execute(node, values, ctx)
+                result.seconds[node_id] = time.perf_counter() - started
+                self.cache.put(node.key, node.spec, outputs)
+                values[node_id] = outputs
+                result.executed.append(node_id)
+                emit("node_finished", node=node_id, node_type=node.type, seconds=result.seconds[node_id])
+                for source, _ in node.links.values():  # free what nothing downstream needs any more
+                    remaining[source] -= 1
+                    if remaining[source] == 0 and source not in keep:
+                        values.pop(source, None)
+        except Cancelled:
+            result.status = "cancelled"
+            emit("run_cancelled")
+            return result
+        except RunFailed as failure:
+            result.status = "failed"
+            result.error = str(failure)
+            result.failed_node = failure.node
+            emit("node_failed", node=failure.node, node_type=failure.node_type, error=failure.message,
+                 field=failure.field)
+            emit("run_failed", error=result.error, node=failure.node)
+            return result
+
+        result.status = "succeeded"
+        self._collect_outputs(plan, wanted, values, result)
+        emit("run_finished", executed=result.executed, cached=result.cached, outputs=result.outputs)
+        return result
+
+    def _resolve(
+        self, plan: Plan, wanted: list[str], result: RunResult, emit: Callable[..., None]
+    ) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """Walk back from the targets: a hit stops the walk, a miss needs its inputs too."""
+        needed = set(wanted)
+        values: dict[str, dict[str, Any]] = {}
+        to_execute: set[str] = set()
+        cached: list[str] = []
+        for node_id in reversed(plan.order):
+            if node_id not in needed:
+                continue
+            node = plan.nodes[node_id]
+            hit = self.cache.get(node.key, node.spec) if node.spec.deterministic else None
+            if hit is not None:
+                values[node_id] = hit
+                cached.append(node_id)
+            else:
+                to_execute.add(node_id)
+                needed.update(source for source, _ in node.links.values())
+        cached.reverse()
+        result.cached = cached
+        for node_id in cached:
+            emit("node_cached", node=node_id, node_type=plan.nodes[node_id].type)
+        return values, to_execute
+
+    @staticmethod
+    def _execute(node: PlannedNode, values: dict[str, dict[str, Any]], ctx: RunContext) -> dict[str, Any]:
+        spec = node.spec
+        arguments = dict(node.params)
+        for port, (source, output) in node.links.items():
+            arguments[port] = values[source][output]
+        for name in spec.inputs:
+            arguments.setdefault(name, None)
+        linked_params = [p for p in node.links if p in spec.params]
+        if linked_params:
+            try:  # values that arrive through links meet the same bounds as literals
+                checked = spec.params_model.model_validate({k: arguments[k] for k in spec.params if k in arguments})
+            except pydantic.ValidationError as exc:
+                error = exc.errors(include_url=False)[0]
+                field_name = str(error["loc"][0]) if error["loc"] else None
+                raise RunFailed(node.id, node.type, error["msg"], field_name) from None
+            arguments.update({p: getattr(checked, p) for p in linked_params})
+        instance = spec.cls.instantiate(arguments)
+        try:
+            outputs = instance.run(ctx)
+        except (Cancelled, RunFailed):
+            raise
+        except NodeError as exc:
+            raise RunFailed(node.id, node.type, str(exc), exc.field) from None
+        except Exception as exc:  # noqa: BLE001 - a node's own bug still fails only this run
+            log.debug("node %s failed", node.id, exc_info=True)
+            raise RunFailed(node.id, node.type, f"{type(exc).__name__}: {exc}") from None
+        if not isinstance(outputs, dict) or any(name not in outputs for name in spec.outputs):
+            missing = [n for n in spec.outputs if not isinstance(outputs, dict) or n not in outputs]
+            raise RunFailed(node.id, node.type, f"returned no value for outputs {missing}")
+        return outputs
+
+    @staticmethod
+    def _collect_outputs(plan: Plan, wanted: list[str], values: dict[str, dict[str, Any]], result: RunResult) -> None:
+        for node_id in wanted:
+            node = plan.nodes[node_id]
+            files = [
+                path
+                for name, port in node.spec.outputs.items()
+                if port.type.name == "FILES"
+                for path in values.get(node_id, {}).get(name) or []
+            ]
+            if files:
+                result.outputs[node_id] = files
+        for name, (node_id, output) in plan.outputs.items():
+            value = values.get(node_id, {}).get(output)
+            if value is None or isinstance(value, (int, float, str, bool, list)):
+                result.values[name] = value
+
+
+def _emitter(on_event: EventSink | None, run_id: str) -> Callable[..., None]:
+    if on_event is None:
+        return lambda kind, **data: None
+
+    def emit(kind: str, **data: Any) -> None:
+        on_event({"type": kind, "run_id": run_id, **data})
+
+    return emit

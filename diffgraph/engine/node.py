@@ -1,0 +1,265 @@
+"""The node API: a node type is a small class with typed inputs, params and outputs.
+
+    @node("Add", category="math")
+    class Add(Node):
+        \"\"\"Add two numbers.\"\"\"
+        a: Float = Input()
+        b: float = Param(1.0, ge=-10, le=10)
+        total: Float = Output()
+
+        def run(self, ctx):
+            return {"total": self.a + self.b}
+
+Inputs are annotated with a `PortType`, params with a Python type (int, float, str, bool); the
+params become a pydantic model that validates them and gives the editor its JSON schema.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pydantic
+
+from .errors import Cancelled
+from .types import PARAM_PORT_TYPES, PortType
+
+_REQUIRED: Any = object()
+
+# Params without explicit bounds still stay inside 64 bits, so huge numbers are refused early.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+
+
+@dataclass
+class Input:
+    """An input port. `optional` inputs may stay unlinked (the node sees None)."""
+
+    optional: bool = False
+    doc: str = ""
+    type: type[PortType] = PortType  # filled from the annotation
+
+
+@dataclass
+class Output:
+    doc: str = ""
+    type: type[PortType] = PortType
+
+
+@dataclass
+class Param:
+    """A literal setting with a default and optional bounds; may also be fed by a link."""
+
+    default: Any = _REQUIRED
+    ge: float | None = None
+    le: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] | None = None
+    multiline: bool = False
+    doc: str = ""
+    python_type: type = object  # filled from the annotation
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    @property
+    def port_type(self) -> type[PortType]:
+        return PARAM_PORT_TYPES[self.python_type]
+
+
+@dataclass
+class NodeSpec:
+    """Everything the engine knows about a node type, read from its class once."""
+
+    type_name: str
+    cls: type[Node]
+    category: str
+    version: int
+    deterministic: bool
+    output_node: bool
+    #: False for nodes cheaper to recompute than to read back (primitives): memory tier only
+    disk_cache: bool
+    doc: str
+    inputs: dict[str, Input]
+    params: dict[str, Param]
+    outputs: dict[str, Output]
+    params_model: type[pydantic.BaseModel]
+
+    def to_json(self) -> dict[str, Any]:
+        """The catalog entry served by `diffgraph nodes --json` and `GET /api/nodes`."""
+        return {
+            "type": self.type_name,
+            "category": self.category,
+            "version": self.version,
+            "deterministic": self.deterministic,
+            "output_node": self.output_node,
+            "doc": self.doc,
+            "inputs": [
+                {"name": n, "type": p.type.name, "optional": p.optional, "doc": p.doc}
+                for n, p in self.inputs.items()
+            ],
+            "params": [
+                {
+                    "name": n,
+                    "type": p.port_type.name,
+                    "required": p.required,
+                    "default": None if p.required else p.default,
+                    "min": p.ge,
+                    "max": p.le,
+                    "step": p.step,
+                    "choices": list(p.choices) if p.choices else None,
+                    "multiline": p.multiline,
+                    "doc": p.doc,
+                }
+                for n, p in self.params.items()
+            ],
+            "outputs": [{"name": n, "type": p.type.name, "doc": p.doc} for n, p in self.outputs.items()],
+            "schema": self.params_model.model_json_schema(),
+        }
+
+
+class CancelToken:
+    """Set by whoever wants the run stopped; polled by the executor and by long nodes."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise Cancelled()
+
+
+@dataclass
+class RunContext:
+    """What a node sees of the run: device, dtype, cancellation, progress, where to write files."""
+
+    node_id: str
+    device: str = "cpu"
+    dtype: str = "fp32"
+    output_dir: Path = Path("outputs")
+    cancel: CancelToken = field(default_factory=CancelToken)
+    #: the workflow document and template params of this run (SaveImage embeds them)
+    workflow: dict[str, Any] | None = None
+    template_params: dict[str, Any] = field(default_factory=dict)
+    #: process-wide services the caller hands in (e.g. the model cache); never globals
+    services: dict[str, Any] = field(default_factory=dict)
+    on_progress: Callable[[str, int, int, Any], None] | None = None
+
+    def check_cancelled(self) -> None:
+        self.cancel.check()
+
+    def progress(self, step: int, total: int, preview: Any = None) -> None:
+        """Report step i of n (and an optional preview image) to the run's listeners."""
+        if self.on_progress is not None:
+            self.on_progress(self.node_id, step, total, preview)
+
+
+class Node:
+    """Base of every node type. Subclasses declare fields and implement `run`."""
+
+    __node_spec__: ClassVar[NodeSpec]
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def instantiate(cls, values: dict[str, Any]) -> Node:
+        instance = cls.__new__(cls)
+        instance.__dict__.update(values)
+        return instance
+
+
+def _params_model(type_name: str, params: dict[str, Param]) -> type[pydantic.BaseModel]:
+    fields: dict[str, Any] = {}
+    for name, p in params.items():
+        annotation: Any = p.python_type
+        if p.choices:
+            annotation = Literal[tuple(p.choices)]  # type: ignore[valid-type]
+        ge, le = p.ge, p.le
+        if p.python_type is int:
+            ge = INT_MIN if ge is None else ge
+            le = INT_MAX if le is None else le
+        extra: dict[str, Any] | None = {"multiline": True} if p.multiline else None
+        default = ... if p.required else p.default
+        constraints: dict[str, Any] = {"ge": ge, "le": le, "description": p.doc or None, "json_schema_extra": extra}
+        if p.python_type is float:
+            constraints["allow_inf_nan"] = False
+        fields[name] = (annotation, pydantic.Field(default, **constraints))
+    config = pydantic.ConfigDict(strict=True, extra="forbid")
+    return pydantic.create_model(f"{type_name}Params", __config__=config, **fields)
+
+
+def node(
+    type_name: str,
+    *,
+    category: str = "misc",
+    version: int = 1,
+    deterministic: bool = True,
+    output_node: bool = False,
+    disk_cache: bool = True,
+) -> Callable[[type[Node]], type[Node]]:
+    """Class decorator that reads a node's typed fields into its `NodeSpec`."""
+
+    def decorate(cls: type[Node]) -> type[Node]:
+        inputs: dict[str, Input] = {}
+        params: dict[str, Param] = {}
+        outputs: dict[str, Output] = {}
+        annotations = _resolved_annotations(cls)
+        for name, annotation in annotations.items():
+            marker = cls.__dict__.get(name)
+            if isinstance(marker, Input):
+                marker.type = _port_type(cls, name, annotation)
+                inputs[name] = marker
+            elif isinstance(marker, Output):
+                marker.type = _port_type(cls, name, annotation)
+                outputs[name] = marker
+            elif isinstance(marker, Param):
+                if annotation not in PARAM_PORT_TYPES:
+                    raise TypeError(f"{cls.__name__}.{name}: a param is int, float, str or bool")
+                marker.python_type = annotation
+                params[name] = marker
+        clash = set(inputs) & set(params) or set(outputs) & (set(inputs) | set(params))
+        if clash:
+            raise TypeError(f"{cls.__name__}: field names used twice: {sorted(clash)}")
+        cls.__node_spec__ = NodeSpec(
+            type_name=type_name,
+            cls=cls,
+            category=category,
+            version=version,
+            deterministic=deterministic,
+            output_node=output_node,
+            disk_cache=disk_cache,
+            doc=(cls.__doc__ or "").strip(),
+            inputs=inputs,
+            params=params,
+            outputs=outputs,
+            params_model=_params_model(type_name, params),
+        )
+        return cls
+
+    return decorate
+
+
+def _resolved_annotations(cls: type) -> dict[str, Any]:
+    import typing
+
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - fall back to the raw annotations of this class
+        return dict(cls.__dict__.get("__annotations__", {}))
+
+
+def _port_type(cls: type, name: str, annotation: Any) -> type[PortType]:
+    if isinstance(annotation, type) and issubclass(annotation, PortType):
+        return annotation
+    raise TypeError(f"{cls.__name__}.{name}: an input or output is annotated with a PortType subclass")

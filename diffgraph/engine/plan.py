@@ -1,0 +1,511 @@
+"""From a workflow document to a runnable plan: template params, subgraphs, validation,
+topological order and Merkle cache keys. Every problem is collected before anything runs."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import pydantic
+
+from .document import read_document
+from .errors import Issue, WorkflowError
+from .node import INT_MAX, INT_MIN, NodeSpec
+from .registry import NodeRegistry
+from .types import PARAM_PORT_TYPES, TEMPLATE_PARAM_TYPES, PortType
+
+FORMAT = "diffgraph/v1"
+TOP_LEVEL_KEYS = ("format", "name", "description", "params", "nodes", "outputs", "metadata")
+NODE_KEYS = ("type", "inputs", "params", "metadata")
+TEMPLATE_PARAM_KEYS = ("type", "default", "min", "max", "choices", "description")
+SUBGRAPH_PREFIX = "workflow:"
+#: subgraph inner ids are "outer/inner"; user ids may not contain these
+RESERVED_ID_CHARS = "./$"
+
+#: resolves `workflow:<ref>` seen in the file at `base` to (document, resolved path)
+SubgraphResolver = Callable[[str, "Path | None"], "tuple[dict[str, Any], Path]"]
+
+
+@dataclass
+class PlannedNode:
+    id: str
+    type: str
+    spec: NodeSpec
+    #: validated literal params, defaults filled in
+    params: dict[str, Any]
+    #: port or param -> (source node id, source output)
+    links: dict[str, tuple[str, str]]
+    key: str = ""
+
+
+@dataclass
+class Plan:
+    """A validated, flattened workflow ready for the executor."""
+
+    document: dict[str, Any]
+    template_params: dict[str, Any]
+    nodes: dict[str, PlannedNode]
+    order: list[str]
+    #: workflow `outputs:` name -> (node id, output)
+    outputs: dict[str, tuple[str, str]]
+    consumers: dict[str, list[str]] = field(default_factory=dict)
+
+    def default_targets(self) -> list[str]:
+        """Nodes a run computes when no outputs are named: output nodes, `outputs:`, else every sink."""
+        targets = {nid for nid, n in self.nodes.items() if n.spec.output_node}
+        targets.update(node_id for node_id, _ in self.outputs.values())
+        if not targets:
+            targets = {nid for nid in self.nodes if not self.consumers.get(nid)}
+        return [nid for nid in self.order if nid in targets]
+
+
+# ---------------------------------------------------------------------------------------------
+# template params
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """`name=value` from `--set`; the value is typed later against the declared param."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise WorkflowError([Issue(None, "--set", f"{text!r} is not NAME=VALUE")])
+    return name.strip(), value
+
+
+def _coerce_template_value(name: str, declared: str, value: Any) -> Any:
+    """Type a template value; strings from the command line are parsed, others checked."""
+    python_type = TEMPLATE_PARAM_TYPES[declared]
+    if isinstance(value, str) and python_type is not str:
+        text = value.strip()
+        try:
+            if python_type is bool:
+                lowered = text.lower()
+                if lowered in ("true", "1", "yes", "on"):
+                    return True
+                if lowered in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError
+            if python_type is int:
+                return int(text)
+            parsed = float(text)
+            if parsed != parsed or parsed in (float("inf"), float("-inf")):
+                raise ValueError
+            return parsed
+        except ValueError:
+            raise ValueError(f"{value!r} is not a valid {declared}") from None
+    if python_type is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not python_type:
+        raise ValueError(f"{value!r} is not a valid {declared}")
+    return value
+
+
+def resolve_template_params(
+    document: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    issues: list[Issue],
+    node: str | None = None,
+    linked: Collection[str] = (),
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Template param values (defaults, then overrides) and their declared types."""
+    declared = document.get("params") or {}
+    values: dict[str, Any] = {}
+    types: dict[str, str] = {}
+    if not isinstance(declared, dict):
+        issues.append(Issue(node, "params", "template params are a mapping of name -> {type, default}"))
+        declared = {}
+    for name, decl in declared.items():
+        where = f"params.{name}" if node is None else name
+        if not isinstance(decl, dict):
+            issues.append(Issue(node, where, "a template param is a mapping {type, default, min, max}"))
+            continue
+        unknown = [k for k in decl if k not in TEMPLATE_PARAM_KEYS]
+        if unknown:
+            issues.append(Issue(node, where, f"unknown keys {unknown}; valid: {list(TEMPLATE_PARAM_KEYS)}"))
+        type_name = decl.get("type")
+        if type_name not in TEMPLATE_PARAM_TYPES:
+            issues.append(Issue(node, where, f"type {type_name!r} is not one of {list(TEMPLATE_PARAM_TYPES)}"))
+            continue
+        types[name] = type_name
+        if name in linked:
+            continue
+        raw = overrides[name] if name in overrides else decl.get("default")
+        if raw is None:
+            issues.append(Issue(node, where, "has no default and no value was given"))
+            continue
+        try:
+            value = _coerce_template_value(name, type_name, raw)
+            _check_template_bounds(decl, value)
+        except ValueError as exc:
+            issues.append(Issue(node, where, str(exc)))
+            continue
+        values[name] = value
+    for name in overrides:
+        if name not in declared:
+            known = ", ".join(declared) or "none"
+            issues.append(Issue(node, f"params.{name}" if node is None else name,
+                                f"unknown template param {name!r}; this workflow's params: {known}"))
+    return values, types
+
+
+def _check_template_bounds(decl: Mapping[str, Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        choices = decl.get("choices")
+        if choices is not None and value not in choices:
+            raise ValueError(f"{value!r} is not one of {choices}")
+        return
+    low, high = decl.get("min"), decl.get("max")
+    if isinstance(value, int) and not (INT_MIN <= value <= INT_MAX):
+        raise ValueError(f"{value} does not fit in 64 bits")
+    if low is not None and value < low:
+        raise ValueError(f"{value} is below the minimum {low}")
+    if high is not None and value > high:
+        raise ValueError(f"{value} is above the maximum {high}")
+
+
+# ---------------------------------------------------------------------------------------------
+# subgraphs
+
+
+def templates_dir() -> Path:
+    """The shipped templates (diffgraph/workflows, also reachable as ./workflows in a checkout)."""
+    return Path(__file__).resolve().parent.parent / "workflows"
+
+
+def default_resolver(ref: str, base: Path | None) -> tuple[dict[str, Any], Path]:
+    """`workflow:<path>` relative to the including file, or `workflow:<name>` among the templates."""
+    roots = [base] if base is not None else [Path.cwd()]
+    candidates: list[Path] = []
+    for root in roots:
+        candidates.append(root / ref)
+        if not Path(ref).suffix:
+            candidates += [root / f"{ref}.yaml", root / f"{ref}.yml", root / f"{ref}.json"]
+    if not Path(ref).suffix and "/" not in ref:
+        candidates += [templates_dir() / f"{ref}.yaml", templates_dir() / f"{ref}.json"]
+    for path in candidates:
+        if path.is_file():
+            return read_document(path), path.resolve()
+    raise WorkflowError([Issue(None, None, f"no workflow named {ref!r} (looked for {', '.join(map(str, candidates))})")])
+
+
+# ---------------------------------------------------------------------------------------------
+# flattening
+
+
+@dataclass
+class _FlatNode:
+    id: str
+    type: str
+    links: dict[str, tuple[str, str]]
+    params: dict[str, Any]
+    #: param name -> the template reference it came from ("$steps"), for messages
+    origins: dict[str, str]
+
+
+class _Flattener:
+    """Turns the document (and any subgraphs) into one flat node list, collecting issues."""
+
+    def __init__(self, registry: NodeRegistry, resolver: SubgraphResolver):
+        self.registry = registry
+        self.resolver = resolver
+        self.issues: list[Issue] = []
+        self.nodes: dict[str, _FlatNode] = {}
+        #: (subgraph node id, output) -> link inside it, for links that point at a subgraph node
+        self.aliases: dict[tuple[str, str], str] = {}
+        self.subgraphs: set[str] = set()
+
+    def flatten(
+        self,
+        document: Mapping[str, Any],
+        values: dict[str, Any],
+        types: dict[str, str],
+        prefix: str,
+        base: Path | None,
+        stack: tuple[Path, ...],
+        fed: Mapping[str, tuple[str, str]] | None = None,
+    ) -> None:
+        nodes = document.get("nodes")
+        if not isinstance(nodes, dict):
+            self.issues.append(Issue(prefix.rstrip("/") or None, "nodes", "`nodes` is a mapping of id -> node"))
+            return
+        fed = fed or {}
+        for raw_id, decl in nodes.items():
+            node_id = prefix + raw_id
+            if not raw_id or any(ch in raw_id for ch in RESERVED_ID_CHARS) or raw_id != raw_id.strip():
+                self.issues.append(Issue(node_id, "id", f"node ids may not be empty, contain {list(RESERVED_ID_CHARS)} "
+                                                        "or start/end with spaces"))
+                continue
+            if not isinstance(decl, dict):
+                self.issues.append(Issue(node_id, None, "a node is a mapping {type, inputs, params}"))
+                continue
+            for key in decl:
+                if key not in NODE_KEYS:
+                    self.issues.append(Issue(node_id, key, f"unknown key; a node has {list(NODE_KEYS)}"))
+            type_name = decl.get("type")
+            inputs = decl.get("inputs") or {}
+            params = decl.get("params") or {}
+            if not isinstance(type_name, str) or not type_name:
+                self.issues.append(Issue(node_id, "type", "every node needs a `type` (a node type name)"))
+                continue
+            if not isinstance(inputs, dict):
+                self.issues.append(Issue(node_id, "inputs", "`inputs` is a mapping of port -> node.output"))
+                inputs = {}
+            if not isinstance(params, dict):
+                self.issues.append(Issue(node_id, "params", "`params` is a mapping of name -> value"))
+                params = {}
+            links: dict[str, tuple[str, str]] = {}
+            for port, link in inputs.items():
+                if not isinstance(link, str) or "." not in link or link.startswith("$"):
+                    self.issues.append(Issue(node_id, port, f"an input is a link `node.output`, got {link!r}"
+                                             " (literal values go under params)"))
+                    continue
+                source, _, output = link.partition(".")
+                links[port] = (prefix + source, output)
+            literal: dict[str, Any] = {}
+            origins: dict[str, str] = {}
+            for name, value in params.items():
+                if name in links:
+                    self.issues.append(Issue(node_id, name, "is both linked under inputs and set under params"))
+                    continue
+                if isinstance(value, str) and value.startswith("$"):
+                    if value.startswith("$$"):
+                        literal[name] = value[1:]
+                        continue
+                    ref = value[1:]
+                    origins[name] = value
+                    if ref in fed:
+                        links[name] = fed[ref]
+                    elif ref in values:
+                        literal[name] = values[ref]
+                    elif ref not in types:
+                        known = ", ".join(types) or "none"
+                        self.issues.append(Issue(node_id, name, f"unknown template param {value!r}; declared: {known}"))
+                    continue
+                literal[name] = value
+            if type_name.startswith(SUBGRAPH_PREFIX):
+                self._subgraph(node_id, type_name[len(SUBGRAPH_PREFIX):], links, literal, base, stack)
+            else:
+                self.nodes[node_id] = _FlatNode(node_id, type_name, links, literal, origins)
+        outputs = document.get("outputs") or {}
+        if prefix and isinstance(outputs, dict):
+            for name, link in outputs.items():
+                if isinstance(link, str) and "." in link:
+                    source, _, output = link.partition(".")
+                    self.aliases[(prefix.rstrip("/"), name)] = f"{prefix}{source}.{output}"
+
+    def _subgraph(
+        self,
+        node_id: str,
+        ref: str,
+        links: dict[str, tuple[str, str]],
+        params: dict[str, Any],
+        base: Path | None,
+        stack: tuple[Path, ...],
+    ) -> None:
+        try:
+            document, path = self.resolver(ref, base)
+        except WorkflowError as exc:
+            self.issues.append(Issue(node_id, "type", "; ".join(i.message for i in exc.issues)))
+            return
+        if path in stack:
+            chain = " -> ".join(p.name for p in (*stack, path))
+            self.issues.append(Issue(node_id, "type", f"subgraph includes itself: {chain}"))
+            return
+        self.subgraphs.add(node_id)
+        declared = document.get("params") or {}
+        fed: dict[str, tuple[str, str]] = {}
+        for port, link in links.items():
+            if isinstance(declared, dict) and port not in declared:
+                self.issues.append(Issue(node_id, port, f"workflow {ref!r} has no param {port!r}"))
+            elif isinstance(link, tuple):
+                fed[port] = link
+        values, types = resolve_template_params(document, params, self.issues, node=node_id, linked=fed)
+        self.flatten(document, values, types, prefix=f"{node_id}/", base=path.parent, stack=(*stack, path), fed=fed)
+
+
+def _split(link: str) -> tuple[str, str]:
+    source, _, output = link.rpartition(".")
+    return source, output
+
+
+# ---------------------------------------------------------------------------------------------
+# validation and keys
+
+
+def compile_workflow(
+    document: Mapping[str, Any],
+    registry: NodeRegistry,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    base: Path | None = None,
+    resolver: SubgraphResolver = default_resolver,
+) -> Plan:
+    """Validate `document` against `registry` and plan it, or raise WorkflowError with every issue."""
+    issues: list[Issue] = []
+    for key in document:
+        if key not in TOP_LEVEL_KEYS:
+            issues.append(Issue(None, key, f"unknown top-level key; valid keys: {', '.join(TOP_LEVEL_KEYS)}"))
+    if document.get("format") != FORMAT:
+        issues.append(Issue(None, "format", f"must be {FORMAT!r}, got {document.get('format')!r}"))
+    for text_key in ("name", "description"):
+        if text_key in document and not isinstance(document[text_key], str):
+            issues.append(Issue(None, text_key, "must be a string"))
+    values, types = resolve_template_params(document, overrides or {}, issues)
+    flattener = _Flattener(registry, resolver)
+    flattener.issues = issues
+    flattener.flatten(document, values, types, prefix="", base=base, stack=())
+    flat = flattener.nodes
+
+    planned: dict[str, PlannedNode] = {}
+    for node in flat.values():
+        spec = registry.get(node.type)
+        if spec is None:
+            close = difflib.get_close_matches(node.type, registry.names(), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            issues.append(Issue(node.id, "type", f"unknown node type {node.type!r}{hint}"))
+            continue
+        planned[node.id] = PlannedNode(node.id, node.type, spec, {}, {})
+
+    for node in flat.values():
+        target = planned.get(node.id)
+        if target is not None:
+            _check_node(node, target, flat, planned, flattener.aliases, flattener.subgraphs, issues)
+
+    outputs: dict[str, tuple[str, str]] = {}
+    declared_outputs = document.get("outputs") or {}
+    if not isinstance(declared_outputs, dict):
+        issues.append(Issue(None, "outputs", "`outputs` is a mapping of name -> node.output"))
+        declared_outputs = {}
+    for name, link in declared_outputs.items():
+        resolved = _resolve_link(link, flattener.aliases) if isinstance(link, str) and "." in link else None
+        if resolved is None or resolved[0] not in planned:
+            issues.append(Issue(None, f"outputs.{name}", f"{link!r} is not a link to an existing node.output"))
+        elif resolved[1] not in planned[resolved[0]].spec.outputs:
+            issues.append(Issue(None, f"outputs.{name}", f"node {resolved[0]!r} has no output {resolved[1]!r}"))
+        else:
+            outputs[name] = resolved
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(planned)
+    graph.add_edges_from((src, nid) for nid, n in planned.items() for src, _ in n.links.values() if src in planned)
+    order: list[str] = []
+    try:
+        order = list(nx.topological_sort(graph))
+    except nx.NetworkXUnfeasible:
+        for component in nx.strongly_connected_components(graph):
+            if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
+                ids = [n for n in planned if n in component]
+                for nid in ids:
+                    issues.append(Issue(nid, None, f"is on a cycle: {' -> '.join([*ids, ids[0]])}"))
+    if issues:
+        raise WorkflowError(issues)
+
+    consumers: dict[str, list[str]] = {nid: list(graph.successors(nid)) for nid in order}
+    _assign_keys(planned, order)
+    return Plan(dict(document), values, planned, order, outputs, consumers)
+
+
+def _resolve_link(link: str, aliases: Mapping[tuple[str, str], str]) -> tuple[str, str]:
+    source, output = _split(link)
+    seen = 0
+    while (source, output) in aliases and seen < 1000:  # a subgraph output may point into another
+        source, output = _split(aliases[(source, output)])
+        seen += 1
+    return source, output
+
+
+def _check_node(
+    node: _FlatNode,
+    target: PlannedNode,
+    flat: Mapping[str, _FlatNode],
+    planned: Mapping[str, PlannedNode],
+    aliases: Mapping[tuple[str, str], str],
+    subgraphs: Collection[str],
+    issues: list[Issue],
+) -> None:
+    spec = target.spec
+    for port, link in node.links.items():
+        source, output = _resolve_link(f"{link[0]}.{link[1]}", aliases) if aliases else link
+        port_type: type[PortType] | None
+        if port in spec.inputs:
+            port_type = spec.inputs[port].type
+        elif port in spec.params:
+            port_type = spec.params[port].port_type
+        else:
+            valid = ", ".join([*spec.inputs, *spec.params]) or "none"
+            issues.append(Issue(node.id, port, f"{spec.type_name} has no input {port!r}; its inputs: {valid}"))
+            continue
+        if source in subgraphs:
+            issues.append(Issue(node.id, port, f"subgraph {source!r} has no output {output!r}"))
+            continue
+        if source not in flat and source not in planned:
+            issues.append(Issue(node.id, port, f"links to missing node {source!r}"))
+            continue
+        source_node = planned.get(source)
+        if source_node is None:
+            continue  # its own problem is reported on it
+        out = source_node.spec.outputs.get(output)
+        if out is None:
+            valid = ", ".join(source_node.spec.outputs) or "none"
+            issues.append(Issue(node.id, port, f"node {source!r} ({source_node.type}) has no output {output!r}; "
+                                               f"its outputs: {valid}"))
+            continue
+        if not out.type.feeds(port_type):
+            issues.append(Issue(node.id, port, f"type mismatch: {source}.{output} is {out.type.name}, "
+                                               f"{port!r} takes {port_type.name}"))
+            continue
+        target.links[port] = (source, output)
+    for name, input_port in spec.inputs.items():
+        if not input_port.optional and name not in node.links:
+            issues.append(Issue(node.id, name, f"missing required input {name!r} ({input_port.type.name})"))
+    unknown = [name for name in node.params if name not in spec.params]
+    for name in unknown:
+        valid = ", ".join(spec.params) or "none"
+        issues.append(Issue(node.id, name, f"{spec.type_name} has no param {name!r}; its params: {valid}"))
+    literal = {k: v for k, v in node.params.items() if k in spec.params}
+    try:
+        target.params = spec.params_model.model_validate(literal).model_dump()
+    except pydantic.ValidationError as exc:
+        validated = dict(literal)
+        for error in exc.errors(include_url=False):
+            name = str(error["loc"][0]) if error["loc"] else ""
+            if error["type"] == "missing" and name in node.links:
+                continue
+            origin = f" (from {node.origins[name]})" if name in node.origins else ""
+            got = f", got {literal[name]!r}" if name in literal else ""
+            issues.append(Issue(node.id, name or None, f"{error['msg']}{got}{origin}"))
+            validated.pop(name, None)
+        target.params = validated
+    for name in node.links:
+        target.params.pop(name, None)
+
+
+def _assign_keys(planned: dict[str, PlannedNode], order: list[str]) -> None:
+    """Merkle keys in topological order: each node's key hashes its own content and its inputs' keys."""
+    for node_id in order:
+        node = planned[node_id]
+        links = sorted((port, planned[src].key, out) for port, (src, out) in node.links.items())
+        payload = [node.type, node.spec.version, node.params, links]
+        if not node.spec.deterministic:
+            payload.append(os.urandom(16).hex())  # never hits, nor does anything downstream
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+        node.key = hashlib.blake2b(text.encode("utf-8"), digest_size=20).hexdigest()
+
+
+def load_plan(
+    path: str | Path,
+    registry: NodeRegistry,
+    overrides: Mapping[str, Any] | None = None,
+) -> Plan:
+    """Read, validate and plan a workflow file."""
+    path = Path(path)
+    return compile_workflow(read_document(path), registry, overrides, base=path.resolve().parent)
+
+
+__all__ = ["Plan", "PlannedNode", "compile_workflow", "load_plan", "parse_override", "PARAM_PORT_TYPES"]

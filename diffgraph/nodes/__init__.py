@@ -1,0 +1,15 @@
+"""diffgraph's own node catalog, registered through the `diffgraph.nodes` entry point.
+
+Importing this package stays light: modules import torch, diffusers and transformers inside the
+functions that use them, so `diffgraph validate` and `diffgraph nodes` start fast.
+"""
+
+from __future__ import annotations
+
+from diffgraph.engine import NodeRegistry
+
+
+def register(registry: NodeRegistry) -> None:
+    from . import primitives
+
+    registry.add(*primitives.NODES)

@@ -1,0 +1,110 @@
+"""Port types of the diffusion catalog and how each is kept in the disk cache.
+
+Tensors are stored with safetensors, never pickle. Models and schedulers are live objects that
+stay in memory (the model cache owns their weights), so they are never written to disk.
+Value conventions shared by all nodes:
+  IMAGE         float32 tensor [B, 3, H, W] in [0, 1], on the CPU
+  MASK          float32 tensor [B, 1, H, W] in [0, 1] (1 = repaint), on the CPU
+  LATENT        dict of tensors: {"samples": [B, C, h, w]} plus optional entries
+  CONDITIONING  dict of tensors: {"embeds": [B, T, D]} plus optional entries
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from diffgraph.engine import PortType
+
+
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    numel = getattr(value, "numel", None)
+    return int(numel() * value.element_size()) if numel is not None else 64
+
+
+class TensorDictType(PortType):
+    """A dict of CPU tensors, stored as one safetensors file."""
+
+    @classmethod
+    def save(cls, value: Any, directory: Path, stem: str) -> list[str]:
+        from safetensors.torch import save_file
+
+        name = f"{stem}.safetensors"
+        save_file({k: v.detach().cpu().contiguous() for k, v in value.items()}, str(directory / name))
+        return [name]
+
+    @classmethod
+    def load(cls, directory: Path, files: list[str]) -> Any:
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(directory / files[0])))
+
+    @classmethod
+    def nbytes(cls, value: Any) -> int:
+        return _tensor_bytes(value)
+
+
+class TensorType(PortType):
+    """A single CPU tensor, stored as a safetensors file."""
+
+    @classmethod
+    def save(cls, value: Any, directory: Path, stem: str) -> list[str]:
+        return TensorDictType.save({"tensor": value}, directory, stem)
+
+    @classmethod
+    def load(cls, directory: Path, files: list[str]) -> Any:
+        return TensorDictType.load(directory, files)["tensor"]
+
+    @classmethod
+    def nbytes(cls, value: Any) -> int:
+        return _tensor_bytes(value)
+
+
+class Latent(TensorDictType):
+    name = "LATENT"
+
+
+class Conditioning(TensorDictType):
+    name = "CONDITIONING"
+
+
+class Image(TensorType):
+    name = "IMAGE"
+
+
+class Mask(TensorType):
+    name = "MASK"
+
+
+class ModelType(PortType):
+    """A live model object; memory only, shared by reference."""
+
+    disk_cacheable = False
+
+    @classmethod
+    def nbytes(cls, value: Any) -> int:
+        return 1024  # the weights are accounted for by the model cache, not the result cache
+
+
+class UNet(ModelType):
+    name = "UNET"
+
+
+class VAE(ModelType):
+    name = "VAE"
+
+
+class TextEncoder(ModelType):
+    """A text encoder together with its tokenizer."""
+
+    name = "TEXT_ENCODER"
+
+
+class Scheduler(ModelType):
+    name = "SCHEDULER"
+
+
+class DepthModel(ModelType):
+    name = "DEPTH_MODEL"
