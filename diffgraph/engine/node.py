@@ -16,6 +16,7 @@ params become a pydantic model that validates them and gives the editor its JSON
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +47,8 @@ class Input:
 class Output:
     doc: str = ""
     type: type[PortType] = PortType
+    #: the port's name when it differs from the attribute's (an output named like a param or input)
+    name: str = ""
 
 
 @dataclass
@@ -87,6 +90,13 @@ class NodeSpec:
     params: dict[str, Param]
     outputs: dict[str, Output]
     params_model: type[pydantic.BaseModel]
+
+    @functools.cached_property
+    def port_types(self) -> dict[str, type[PortType]]:
+        """What each linkable name (input port, or param fed by a link) accepts."""
+        types = {name: port.type for name, port in self.inputs.items()}
+        types.update({name: param.port_type for name, param in self.params.items()})
+        return types
 
     def to_json(self) -> dict[str, Any]:
         """The catalog entry served by `diffgraph nodes --json` and `GET /api/nodes`."""
@@ -173,6 +183,15 @@ class Node:
         raise NotImplementedError
 
     @classmethod
+    def fingerprint(cls, params: dict[str, Any]) -> str | None:
+        """Content the cache key must follow beyond the params, read at planning time.
+
+        A node that reads something its params only name (LoadImage: the file behind a path)
+        returns a digest of it, so the key changes when the content does. None: params suffice.
+        """
+        return None
+
+    @classmethod
     def instantiate(cls, values: dict[str, Any]) -> Node:
         instance = cls.__new__(cls)
         instance.__dict__.update(values)
@@ -222,13 +241,15 @@ def node(
                 inputs[name] = marker
             elif isinstance(marker, Output):
                 marker.type = _port_type(cls, name, annotation)
-                outputs[name] = marker
+                if (marker.name or name) in outputs:
+                    raise TypeError(f"{cls.__name__}: two outputs named {marker.name or name!r}")
+                outputs[marker.name or name] = marker
             elif isinstance(marker, Param):
                 if annotation not in PARAM_PORT_TYPES:
                     raise TypeError(f"{cls.__name__}.{name}: a param is int, float, str or bool")
                 marker.python_type = annotation
                 params[name] = marker
-        clash = set(inputs) & set(params) or set(outputs) & (set(inputs) | set(params))
+        clash = set(inputs) & set(params)  # outputs are their own namespace (LoadImage: param and output `image`)
         if clash:
             raise TypeError(f"{cls.__name__}: field names used twice: {sorted(clash)}")
         cls.__node_spec__ = NodeSpec(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import os
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +15,11 @@ from typing import Any
 import networkx as nx
 import pydantic
 
-from .document import read_document
+from .document import gc_paused, read_document
 from .errors import Issue, WorkflowError
 from .node import INT_MAX, INT_MIN, NodeSpec
 from .registry import NodeRegistry
-from .types import PARAM_PORT_TYPES, TEMPLATE_PARAM_TYPES, PortType
+from .types import PARAM_PORT_TYPES, TEMPLATE_PARAM_TYPES
 
 FORMAT = "diffgraph/v1"
 TOP_LEVEL_KEYS = ("format", "name", "description", "params", "nodes", "outputs", "metadata")
@@ -28,6 +28,8 @@ TEMPLATE_PARAM_KEYS = ("type", "default", "min", "max", "choices", "description"
 SUBGRAPH_PREFIX = "workflow:"
 #: subgraph inner ids are "outer/inner"; user ids may not contain these
 RESERVED_ID_CHARS = "./$"
+_BAD_ID = re.compile(r"[./$]|^\s|\s$")
+_NODE_KEY_SET = frozenset(NODE_KEYS)
 
 #: resolves `workflow:<ref>` seen in the file at `base` to (document, resolved path)
 SubgraphResolver = Callable[[str, "Path | None"], "tuple[dict[str, Any], Path]"]
@@ -237,16 +239,17 @@ class _Flattener:
         fed = fed or {}
         for raw_id, decl in nodes.items():
             node_id = prefix + raw_id
-            if not raw_id or any(ch in raw_id for ch in RESERVED_ID_CHARS) or raw_id != raw_id.strip():
+            if not raw_id or _BAD_ID.search(raw_id):
                 self.issues.append(Issue(node_id, "id", f"node ids may not be empty, contain {list(RESERVED_ID_CHARS)} "
                                                         "or start/end with spaces"))
                 continue
             if not isinstance(decl, dict):
                 self.issues.append(Issue(node_id, None, "a node is a mapping {type, inputs, params}"))
                 continue
-            for key in decl:
-                if key not in NODE_KEYS:
-                    self.issues.append(Issue(node_id, key, f"unknown key; a node has {list(NODE_KEYS)}"))
+            if not decl.keys() <= _NODE_KEY_SET:
+                for key in decl:
+                    if key not in _NODE_KEY_SET:
+                        self.issues.append(Issue(node_id, key, f"unknown key; a node has {list(NODE_KEYS)}"))
             type_name = decl.get("type")
             inputs = decl.get("inputs") or {}
             params = decl.get("params") or {}
@@ -347,6 +350,17 @@ def compile_workflow(
     resolver: SubgraphResolver = default_resolver,
 ) -> Plan:
     """Validate `document` against `registry` and plan it, or raise WorkflowError with every issue."""
+    with gc_paused():
+        return _compile(document, registry, overrides, base, resolver)
+
+
+def _compile(
+    document: Mapping[str, Any],
+    registry: NodeRegistry,
+    overrides: Mapping[str, Any] | None,
+    base: Path | None,
+    resolver: SubgraphResolver,
+) -> Plan:
     issues: list[Issue] = []
     for key in document:
         if key not in TOP_LEVEL_KEYS:
@@ -430,33 +444,28 @@ def _check_node(
     issues: list[Issue],
 ) -> None:
     spec = target.spec
+    port_types = spec.port_types
     for port, link in node.links.items():
         source, output = _resolve_link(f"{link[0]}.{link[1]}", aliases) if aliases else link
-        port_type: type[PortType] | None
-        if port in spec.inputs:
-            port_type = spec.inputs[port].type
-        elif port in spec.params:
-            port_type = spec.params[port].port_type
-        else:
-            valid = ", ".join([*spec.inputs, *spec.params]) or "none"
+        port_type = port_types.get(port)
+        if port_type is None:
+            valid = ", ".join(port_types) or "none"
             issues.append(Issue(node.id, port, f"{spec.type_name} has no input {port!r}; its inputs: {valid}"))
-            continue
-        if source in subgraphs:
-            issues.append(Issue(node.id, port, f"subgraph {source!r} has no output {output!r}"))
-            continue
-        if source not in flat and source not in planned:
-            issues.append(Issue(node.id, port, f"links to missing node {source!r}"))
             continue
         source_node = planned.get(source)
         if source_node is None:
-            continue  # its own problem is reported on it
+            if source in subgraphs:
+                issues.append(Issue(node.id, port, f"subgraph {source!r} has no output {output!r}"))
+            elif source not in flat:
+                issues.append(Issue(node.id, port, f"links to missing node {source!r}"))
+            continue  # otherwise the source's own problem is reported on it
         out = source_node.spec.outputs.get(output)
         if out is None:
             valid = ", ".join(source_node.spec.outputs) or "none"
             issues.append(Issue(node.id, port, f"node {source!r} ({source_node.type}) has no output {output!r}; "
                                                f"its outputs: {valid}"))
             continue
-        if not out.type.feeds(port_type):
+        if out.type is not port_type and not out.type.feeds(port_type):
             issues.append(Issue(node.id, port, f"type mismatch: {source}.{output} is {out.type.name}, "
                                                f"{port!r} takes {port_type.name}"))
             continue
@@ -464,13 +473,16 @@ def _check_node(
     for name, input_port in spec.inputs.items():
         if not input_port.optional and name not in node.links:
             issues.append(Issue(node.id, name, f"missing required input {name!r} ({input_port.type.name})"))
-    unknown = [name for name in node.params if name not in spec.params]
-    for name in unknown:
-        valid = ", ".join(spec.params) or "none"
-        issues.append(Issue(node.id, name, f"{spec.type_name} has no param {name!r}; its params: {valid}"))
-    literal = {k: v for k, v in node.params.items() if k in spec.params}
+    literal = node.params
+    if not literal.keys() <= spec.params.keys():
+        for name in literal:
+            if name not in spec.params:
+                valid = ", ".join(spec.params) or "none"
+                issues.append(Issue(node.id, name, f"{spec.type_name} has no param {name!r}; its params: {valid}"))
+        literal = {k: v for k, v in literal.items() if k in spec.params}
     try:
-        target.params = spec.params_model.model_validate(literal).model_dump()
+        # the validated model's __dict__ holds exactly the (flat, primitive) param values
+        target.params = dict(vars(spec.params_model.model_validate(literal)))
     except pydantic.ValidationError as exc:
         validated = dict(literal)
         for error in exc.errors(include_url=False):
@@ -490,11 +502,18 @@ def _assign_keys(planned: dict[str, PlannedNode], order: list[str]) -> None:
     """Merkle keys in topological order: each node's key hashes its own content and its inputs' keys."""
     for node_id in order:
         node = planned[node_id]
-        links = sorted((port, planned[src].key, out) for port, (src, out) in node.links.items())
-        payload = [node.type, node.spec.version, node.params, links]
+        links = sorted([(port, planned[src].key, out) for port, (src, out) in node.links.items()])
+        # repr of validated primitives is canonical (1 and 1.0 and True stay distinct); params sorted by name
+        payload = (node.type, node.spec.version, sorted(node.params.items()), links)
+        text = repr(payload)
+        try:  # content named by the params (a file's bytes); only when present, so other keys stay as they were
+            fingerprint = node.spec.cls.fingerprint(node.params)
+        except Exception:  # noqa: BLE001 - a failing fingerprint must not stop planning: that node never hits
+            fingerprint = os.urandom(16).hex()
+        if fingerprint is not None:
+            text += f"|{fingerprint}"
         if not node.spec.deterministic:
-            payload.append(os.urandom(16).hex())  # never hits, nor does anything downstream
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+            text += os.urandom(16).hex()  # never hits, nor does anything downstream
         node.key = hashlib.blake2b(text.encode("utf-8"), digest_size=20).hexdigest()
 
 
