@@ -114,6 +114,8 @@ def parse_document(data: bytes | str, fmt: str | None = None) -> dict[str, Any]:
             if fmt == "json":
                 document = json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_reject_constant)
             else:
+                if _yaml_too_deep(text):
+                    raise _fail(f"document is nested too deeply (the limit is {MAX_DEPTH} levels)")
                 document = yaml.load(text, Loader=_WorkflowLoader)  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, ValueError) as exc:
         raise _fail(f"not valid {fmt.upper()}: {exc}") from None
@@ -123,6 +125,30 @@ def parse_document(data: bytes | str, fmt: str | None = None) -> dict[str, Any]:
         raise _fail(f"a workflow is a mapping of keys (format, nodes, ...), not {_kind(document)}")
     _check_plain(document)
     return document
+
+
+#: libyaml composes recursively in C: thousands of nested levels overflow the C stack (a segfault)
+_SAFE_YAML_NESTING = 2000
+
+
+def _yaml_too_deep(text: str) -> bool:
+    """True when the YAML nests deeper than MAX_DEPTH, checked before libyaml's recursive composer sees it.
+
+    Cheap bound first: flow brackets, plus two levels per column (block levels indent or alternate
+    map/sequence); only a document that could nest past the safe bound pays for the event scan.
+    """
+    flow = text.count("[") + text.count("{")
+    if flow + 2 * max(map(len, text.splitlines())) + 2 <= _SAFE_YAML_NESTING:
+        return False
+    depth = 0
+    for event in yaml.parse(text, Loader=_SafeLoader):  # libyaml's parser is iterative
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+    return False
 
 
 def _kind(value: Any) -> str:

@@ -157,8 +157,14 @@ def resolve_template_params(
 
 
 def _check_template_bounds(decl: Mapping[str, Any], value: Any) -> None:
+    for bound in ("min", "max"):
+        limit = decl.get(bound)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))):
+            raise ValueError(f"{bound} must be a number, got {limit!r}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         choices = decl.get("choices")
+        if choices is not None and not isinstance(choices, list):
+            raise ValueError(f"choices must be a list, got {choices!r}")
         if choices is not None and value not in choices:
             raise ValueError(f"{value!r} is not one of {choices}")
         return
@@ -191,7 +197,11 @@ def default_resolver(ref: str, base: Path | None) -> tuple[dict[str, Any], Path]
     if not Path(ref).suffix and "/" not in ref:
         candidates += [templates_dir() / f"{ref}.yaml", templates_dir() / f"{ref}.json"]
     for path in candidates:
-        if path.is_file():
+        try:
+            found = path.is_file()
+        except (OSError, ValueError):  # a name too long for the file system, or one holding NUL
+            found = False
+        if found:
             return read_document(path), path.resolve()
     raise WorkflowError([Issue(None, None, f"no workflow named {ref!r} (looked for {', '.join(map(str, candidates))})")])
 
