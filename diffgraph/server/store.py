@@ -1,0 +1,222 @@
+"""The server's SQLite file: the run queue and history, and the saved-workflow library.
+
+One connection shared by the event loop and the worker thread, guarded by a lock; every
+statement is short, so nobody waits long. WAL mode keeps readers and the writer apart on disk.
+A run's row is its whole story: it is inserted `queued`, the worker claims it (`running`) and
+writes the result (`succeeded`, `failed`, `cancelled`) in one statement.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+FINISHED = ("succeeded", "failed", "cancelled")
+SERVER_STOPPED = "server stopped"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    status      TEXT NOT NULL,
+    name        TEXT,
+    workflow    TEXT NOT NULL,
+    params      TEXT NOT NULL,
+    created_at  REAL NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    outputs     TEXT NOT NULL DEFAULT '{}',
+    output_values TEXT NOT NULL DEFAULT '{}',
+    executed    TEXT NOT NULL DEFAULT '[]',
+    cached      TEXT NOT NULL DEFAULT '[]',
+    seconds     TEXT NOT NULL DEFAULT '{}',
+    error       TEXT,
+    failed_node TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, seq);
+CREATE TABLE IF NOT EXISTS workflows (
+    name       TEXT PRIMARY KEY,
+    document   TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+_SUMMARY_COLUMNS = ("seq, id, status, name, params, created_at, started_at, finished_at, outputs, executed, "
+                    "cached, seconds, error, failed_node")
+_ALL_COLUMNS = _SUMMARY_COLUMNS + ", workflow, output_values"
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """After a crash: runs that were executing failed; queued ones stay queued. Returns the failed ids."""
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM runs WHERE status = 'running'").fetchall()
+            self._db.execute("UPDATE runs SET status = 'failed', error = ?, finished_at = ? WHERE status = 'running'",
+                             (SERVER_STOPPED, time.time()))
+        return [row["id"] for row in rows]
+
+    def add_run(self, workflow: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        run_id = uuid.uuid4().hex
+        name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO runs (id, status, name, workflow, params, created_at) VALUES (?, 'queued', ?, ?, ?, ?)",
+                (run_id, name, _dumps(workflow), _dumps(params), time.time()),
+            )
+            row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return _summary(row)
+
+    def claim_next(self) -> dict[str, Any] | None:
+        """Mark the oldest queued run running and return it (with its workflow), or None."""
+        with self._lock:
+            row = self._db.execute(f"SELECT {_ALL_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY seq LIMIT 1"
+                                   ).fetchone()
+            if row is None:
+                return None
+            now = time.time()
+            self._db.execute("UPDATE runs SET status = 'running', started_at = ? WHERE seq = ?", (now, row["seq"]))
+        record = _full(row)
+        record["status"], record["started_at"] = "running", iso(now)
+        return record
+
+    def finish_run(self, run_id: str, status: str, *, outputs: dict[str, list[str]] | None = None,
+                   values: dict[str, Any] | None = None, executed: list[str] | None = None,
+                   cached: list[str] | None = None, seconds: dict[str, float] | None = None,
+                   error: str | None = None, failed_node: str | None = None) -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, outputs = ?, output_values = ?, executed = ?, "
+                "cached = ?, seconds = ?, error = ?, failed_node = ? WHERE id = ?",
+                (status, time.time(), _dumps(outputs or {}), _dumps(values or {}), _dumps(executed or []),
+                 _dumps(cached or []), _dumps(seconds or {}), error, failed_node, run_id),
+            )
+
+    def cancel_queued(self, run_id: str) -> bool:
+        """Cancel a run that has not started; False when it is not queued (any more)."""
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE runs SET status = 'cancelled', finished_at = ?, error = 'cancelled before it started' "
+                "WHERE id = ? AND status = 'queued'", (time.time(), run_id))
+        return cursor.rowcount == 1
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_ALL_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return None if row is None else _full(row)
+
+    def list_runs(self, status: str | None, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
+        """Newest first. `before` is the cursor (a run's `seq`) from the previous page's `next`."""
+        clauses, args = [], []
+        if status is not None:
+            clauses.append("status = ?")
+            args.append(status)
+        if before is not None:
+            clauses.append("seq < ?")
+            args.append(before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs {where} ORDER BY seq DESC LIMIT ?",
+                                    (*args, limit + 1)).fetchall()
+        page = [_summary(row) for row in rows[:limit]]
+        return page, (page[-1]["seq"] if len(rows) > limit else None)
+
+    def queue_length(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT count(*) FROM runs WHERE status = 'queued'").fetchone()[0]
+
+    # -- saved workflows ------------------------------------------------------------------------
+
+    def list_workflows(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT name, document, created_at, updated_at FROM workflows ORDER BY name"
+                                    ).fetchall()
+        result = []
+        for row in rows:
+            document = json.loads(row["document"])
+            description = document.get("description") if isinstance(document.get("description"), str) else None
+            result.append({"name": row["name"], "description": description,
+                           "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])})
+        return result
+
+    def get_workflow(self, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT document FROM workflows WHERE name = ?", (name,)).fetchone()
+        return None if row is None else json.loads(row["document"])
+
+    def put_workflow(self, name: str, document: dict[str, Any]) -> bool:
+        """Create or replace; True when it was created."""
+        now = time.time()
+        with self._lock:
+            existed = self._db.execute("SELECT 1 FROM workflows WHERE name = ?", (name,)).fetchone() is not None
+            self._db.execute(
+                "INSERT INTO workflows (name, document, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+                (name, _dumps(document), now, now),
+            )
+        return not existed
+
+    def delete_workflow(self, name: str) -> bool:
+        with self._lock:
+            cursor = self._db.execute("DELETE FROM workflows WHERE name = ?", (name,))
+        return cursor.rowcount == 1
+
+
+def _summary(row: sqlite3.Row) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "seq": row["seq"],
+        "status": row["status"],
+        "name": row["name"],
+        "params": json.loads(row["params"]),
+        "created_at": iso(row["created_at"]),
+        "started_at": iso(row["started_at"]),
+        "finished_at": iso(row["finished_at"]),
+        "outputs": json.loads(row["outputs"]),
+        "executed": json.loads(row["executed"]),
+        "cached": json.loads(row["cached"]),
+        "seconds": json.loads(row["seconds"]),
+        "error": row["error"],
+        "failed_node": row["failed_node"],
+    }
+
+
+def _full(row: sqlite3.Row) -> dict[str, Any]:
+    record = _summary(row)
+    record["workflow"] = json.loads(row["workflow"])
+    record["values"] = json.loads(row["output_values"])
+    return record

@@ -1,0 +1,234 @@
+"""One worker thread that executes queued runs in order, and the hub that fans events out.
+
+The executor is synchronous, so it runs in its own thread; its events cross to the event loop
+with `loop.call_soon_threadsafe`. Terminal events (run_finished/failed/cancelled) are published
+only after the run's row is written, so a client that hears "finished" and then asks for the run
+sees it finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import os
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from diffgraph.engine import CancelToken, Executor, WorkflowError
+from diffgraph.engine.plan import Plan
+
+from .store import SERVER_STOPPED, Store
+
+log = logging.getLogger(__name__)
+
+PREVIEW_MAX_SIDE = 512
+TERMINAL_EVENTS = ("run_finished", "run_failed", "run_cancelled")
+
+
+class Hub:
+    """WebSocket subscribers on the event loop. Each has a bounded queue; a client too slow to
+    drain it is dropped rather than letting the server's memory grow."""
+
+    def __init__(self, max_pending: int = 20_000):
+        self.max_pending = max_pending
+        self._subscribers: dict[asyncio.Queue[str | bytes | None], str | None] = {}
+
+    def subscribe(self, run_id: str | None) -> asyncio.Queue[str | bytes | None]:
+        queue: asyncio.Queue[str | bytes | None] = asyncio.Queue(self.max_pending)
+        self._subscribers[queue] = run_id
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[str | bytes | None]) -> None:
+        self._subscribers.pop(queue, None)
+
+    def __len__(self) -> int:
+        return len(self._subscribers)
+
+    def publish(self, run_id: str, message: str | bytes) -> None:
+        """Called on the event loop only."""
+        for queue, wanted in list(self._subscribers.items()):
+            if wanted is not None and wanted != run_id:
+                continue
+            try:
+                queue.put_nowait(message)
+            except asyncio.QueueFull:
+                self.unsubscribe(queue)
+                queue._queue.clear()  # type: ignore[attr-defined]  # make room for the goodbye
+                queue.put_nowait(None)
+
+    def publish_event(self, event: dict[str, Any]) -> None:
+        self.publish(event["run_id"], json.dumps(event, ensure_ascii=False, default=str))
+
+    def close_all(self) -> None:
+        for queue in list(self._subscribers):
+            self.unsubscribe(queue)
+            try:
+                queue.put_nowait(None)
+            except asyncio.QueueFull:
+                pass
+
+
+def preview_frame(run_id: str, node: str, step: int, total: int, image: Any) -> bytes | None:
+    """A binary WebSocket frame: 4-byte big-endian header length, a JSON header, then JPEG bytes."""
+    if not hasattr(image, "save") or not hasattr(image, "thumbnail"):
+        return None  # previews are PIL images by convention; anything else is not sent
+    image = image.copy()
+    image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+    if image.mode not in ("RGB", "L"):
+        image = image.convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=80)
+    header = json.dumps({"type": "preview", "run_id": run_id, "node": node, "step": step, "total": total,
+                         "format": "jpeg"}).encode()
+    return struct.pack(">I", len(header)) + header + buffer.getvalue()
+
+
+class Worker:
+    """Claims queued runs from the store one at a time and executes them on one thread."""
+
+    def __init__(self, store: Store, executor: Executor, compile_run: Callable[[dict[str, Any]], Plan],
+                 outputs_root: Path, device: str, dtype: str):
+        self.store = store
+        self.executor = executor
+        self.compile_run = compile_run
+        self.outputs_root = outputs_root
+        self.device = device
+        self.dtype = dtype
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.hub: Hub | None = None
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._current: tuple[str, CancelToken] | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- control, from the event loop ---------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop, hub: Hub) -> None:
+        self.loop, self.hub = loop, hub
+        self._thread = threading.Thread(target=self._main, name="diffgraph-worker", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def current_run(self) -> str | None:
+        current = self._current
+        return current[0] if current else None
+
+    def cancel(self, run_id: str) -> str | None:
+        """'cancelled' when it was still queued, 'cancelling' when it is running, None otherwise."""
+        with self._lock:
+            if self.store.cancel_queued(run_id):
+                return "cancelled"
+            if self._current is not None and self._current[0] == run_id:
+                self._current[1].cancel()
+                return "cancelling"
+        return None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current run; a run still executing is cancelled and marked 'server stopped'."""
+        self._stopping.set()
+        with self._lock:
+            if self._current is not None:
+                self._current[1].cancel()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _main(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                record = self.store.claim_next()
+                token = CancelToken()
+                self._current = (record["id"], token) if record else None
+            if record is None:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
+            try:
+                self._execute(record, token)
+            except Exception:  # noqa: BLE001 - the worker must survive anything a run does
+                log.exception("run %s crashed the worker", record["id"])
+                self.store.finish_run(record["id"], "failed", error="internal error while running; see the server log")
+                self._publish({"type": "run_failed", "run_id": record["id"], "error": "internal error"})
+            finally:
+                with self._lock:
+                    self._current = None
+
+    def _execute(self, record: dict[str, Any], token: CancelToken) -> None:
+        run_id = record["id"]
+        try:
+            plan = self.compile_run(record)
+        except WorkflowError as exc:
+            error = "; ".join(str(issue) for issue in exc.issues)
+            self.store.finish_run(run_id, "failed", error=f"invalid workflow: {error}")
+            self._publish({"type": "run_failed", "run_id": run_id, "error": error})
+            return
+
+        def on_event(event: dict[str, Any]) -> None:
+            if event["type"] in TERMINAL_EVENTS:
+                return  # re-sent below, after the row is written
+            if event["type"] == "progress":
+                preview = event.pop("preview", None)
+                if preview is not None:
+                    frame = preview_frame(run_id, event["node"], event["step"], event["total"], preview)
+                    if frame is not None:
+                        self._publish_bytes(run_id, frame)
+            self._publish(event)
+
+        result = self.executor.run(plan, device=self.device, dtype=self.dtype, output_dir=self.outputs_root,
+                                   cancel=token, on_event=on_event, run_id=run_id)
+        outputs = {node: self._names(paths) for node, paths in result.outputs.items()}
+        error = result.error
+        status = result.status
+        if status == "cancelled" and self._stopping.is_set():
+            status, error = "failed", SERVER_STOPPED
+        self.store.finish_run(run_id, status, outputs=outputs, values=result.values, executed=result.executed,
+                              cached=result.cached, seconds=result.seconds, error=error,
+                              failed_node=result.failed_node)
+        kind = {"succeeded": "run_finished", "failed": "run_failed", "cancelled": "run_cancelled"}[status]
+        self._publish({"type": kind, "run_id": run_id, "status": status, "outputs": outputs,
+                       "executed": result.executed, "cached": result.cached, "error": error,
+                       "node": result.failed_node})
+
+    def _names(self, paths: list[str]) -> list[str]:
+        """Output files as names relative to the outputs root; files written elsewhere are not served."""
+        root = self.outputs_root.resolve()
+        names = []
+        for path in paths:
+            resolved = Path(path).resolve()
+            if resolved.is_relative_to(root):
+                names.append(resolved.relative_to(root).as_posix())
+            else:
+                log.warning("output %s is outside the outputs folder %s; not served", path, root)
+        return names
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        if self.loop is None or self.hub is None:
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.hub.publish_event, event)
+        except RuntimeError:  # the loop closed during shutdown
+            pass
+
+    def _publish_bytes(self, run_id: str, frame: bytes) -> None:
+        if self.loop is None or self.hub is None:
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.hub.publish, run_id, frame)
+        except RuntimeError:
+            pass
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "diffgraph"
