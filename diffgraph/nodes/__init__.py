@@ -10,6 +10,7 @@ from diffgraph.engine import NodeRegistry
 
 
 def register(registry: NodeRegistry) -> None:
-    from . import primitives
+    from . import images, primitives
 
     registry.add(*primitives.NODES)
+    registry.add(*images.NODES)

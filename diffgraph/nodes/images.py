@@ -1,0 +1,308 @@
+"""Image nodes: load a picture from disk, save or preview pictures, and build inpainting masks.
+
+IMAGE values are float32 CPU tensors [B, 3, H, W] in [0, 1]; MASK values are [B, 1, H, W] in
+[0, 1] with 1 = repaint (see `diffgraph.nodes.types`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+from diffgraph.engine import Files, Input, Node, NodeError, Output, Param, RunContext, node
+
+from .types import Image, Mask
+
+#: formats LoadImage reads; Pillow's other (rarer, less audited) decoders are never tried
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+#: the PNG text chunk SaveImage writes: JSON {"workflow": document, "params": template params}
+WORKFLOW_CHUNK = "diffgraph"
+_NUMBERED = "{prefix}_{number:05d}.png"
+_FORBIDDEN_IN_PREFIX = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@node("LoadImage", category="image")
+class LoadImage(Node):
+    """Load a PNG, JPEG or WebP picture. Its alpha channel becomes the mask (transparent = repaint)."""
+
+    image: str = Param(doc="path to the picture, absolute or relative to the working directory")
+    image_out: Image = Output(name="image", doc="the picture as RGB in [0, 1]")
+    mask: Mask = Output(doc="1 - alpha: transparent pixels are 1 (repaint); all zeros without alpha")
+
+    @classmethod
+    def fingerprint(cls, params: dict[str, Any]) -> str | None:
+        # the same path with new content must not hit the old cache entry (ComfyUI's IS_CHANGED)
+        path = params.get("image")
+        if not isinstance(path, str) or not path:
+            return None
+        try:
+            return _file_digest(Path(path).expanduser())
+        except OSError:
+            return "unreadable"  # the run reports why; a failed node is never cached
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        import numpy as np
+        import torch
+
+        picture = _open_image(self.image)
+        if picture.mode.startswith("I") or picture.mode == "F":  # 16-bit or float greyscale
+            grey = np.asarray(picture, dtype=np.float32) / (65535.0 if picture.mode.startswith("I") else 1.0)
+            rgb = torch.from_numpy(np.clip(grey, 0.0, 1.0)).expand(3, *grey.shape).clone()
+        else:
+            pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8)
+            rgb = torch.from_numpy(pixels.copy()).permute(2, 0, 1).float() / 255.0
+        height, width = rgb.shape[1:]
+        if picture.has_transparency_data:
+            alpha = np.asarray(picture.convert("RGBA").getchannel("A"), dtype=np.uint8)
+            mask = 1.0 - torch.from_numpy(alpha.copy()).float() / 255.0
+        else:
+            mask = torch.zeros(height, width)
+        return {"image": rgb.unsqueeze(0).contiguous(), "mask": mask.reshape(1, 1, height, width).contiguous()}
+
+
+def _open_image(text: str):
+    """Open, fully decode and orient the picture at `text`, or raise a NodeError on `image`."""
+    import warnings
+
+    from PIL import Image as PILImage
+    from PIL import ImageOps, UnidentifiedImageError
+
+    if not text.strip():
+        raise NodeError("no picture given: set `image` to the path of a PNG, JPEG or WebP file", field="image")
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise NodeError(f"no such file: {str(path)!r} (relative paths start at {os.getcwd()!r})", field="image")
+    if not path.is_file():
+        raise NodeError(f"{str(path)!r} is not a file", field="image")
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too
+            warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+            with PILImage.open(path, formats=IMAGE_FORMATS) as picture:
+                picture.load()
+                oriented = ImageOps.exif_transpose(picture)
+                oriented.load()
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        raise NodeError(f"{str(path)!r} is too large to load safely ({exc})", field="image") from None
+    except UnidentifiedImageError:
+        raise NodeError(f"{str(path)!r} is not a PNG, JPEG or WebP picture", field="image") from None
+    except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, zlib errors...
+        raise NodeError(f"{str(path)!r} is damaged or truncated and cannot be decoded ({exc})", field="image") from None
+    return oriented
+
+
+# ---------------------------------------------------------------------------------------------
+# saving
+
+
+def _check_prefix(prefix: str) -> str:
+    """A file name prefix that stays inside the output folder, or a NodeError on `prefix`."""
+    if not prefix or prefix != prefix.strip():
+        raise NodeError("the prefix is empty or starts/ends with spaces", field="prefix")
+    if _FORBIDDEN_IN_PREFIX.search(prefix) or prefix.startswith(".") or os.path.isabs(prefix):
+        raise NodeError(f"{prefix!r} is not a plain file name prefix: no path separators, no leading '.', "
+                        'none of : * ? " < > |', field="prefix")
+    if len(prefix) > 100:
+        raise NodeError("the prefix is longer than 100 characters", field="prefix")
+    return prefix
+
+
+def _to_pictures(images: Any) -> list:
+    """IMAGE tensor -> PIL pictures, rounding as diffusers' `numpy_to_pil` does."""
+    import torch
+    from PIL import Image as PILImage
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise NodeError(f"expected an IMAGE tensor [B, 3, H, W], got {shape}", field="images")
+    pixels = (images.detach().float().cpu().nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8)
+    return [PILImage.fromarray(p.permute(1, 2, 0).contiguous().numpy(), "RGB") for p in pixels]
+
+
+def _next_number(folder: Path, prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"_(\d{5,})\.png")
+    numbers = [int(m.group(1)) for name in os.listdir(folder) if (m := pattern.fullmatch(name))]
+    return max(numbers, default=0) + 1
+
+
+def _write_numbered(folder: Path, prefix: str, picture: Any, pnginfo: Any = None) -> Path:
+    """Write `picture` as the next free `<prefix>_NNNNN.png` without ever replacing a file.
+
+    The PNG is written to a hidden temporary file first and then hard-linked to its name, which
+    fails if the name exists (another process got there first: try the next number); so the name
+    only ever shows a complete picture and no existing file is overwritten.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    temporary = folder / f".{prefix}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(temporary, "xb") as handle:
+            picture.save(handle, format="PNG", pnginfo=pnginfo, compress_level=4)
+            handle.flush()
+            os.fsync(handle.fileno())
+        number = _next_number(folder, prefix)
+        while True:
+            target = folder / _NUMBERED.format(prefix=prefix, number=number)
+            try:
+                os.link(temporary, target)
+                return target
+            except FileExistsError:
+                number += 1
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _save_all(images: Any, folder: Path, prefix: str, pnginfo: Any = None) -> list[str]:
+    pictures = _to_pictures(images)
+    written: list[str] = []
+    try:
+        for picture in pictures:
+            written.append(str(_write_numbered(folder, prefix, picture, pnginfo).resolve()))
+    except OSError as exc:
+        raise NodeError(f"cannot write pictures to {str(folder)!r}: {exc}") from None
+    return written
+
+
+# Saved and previewed files are cached in memory only (disk_cache=False): within one process a
+# repeated run reports the files it already wrote, while another process (perhaps with another
+# --output-dir) writes its own instead of reporting paths that may be elsewhere or deleted.
+
+
+@node("SaveImage", category="image", output_node=True, disk_cache=False)
+class SaveImage(Node):
+    """Save pictures as numbered PNG files in the output folder, with the workflow embedded."""
+
+    images: Image = Input()
+    prefix: str = Param("diffgraph", doc="file names are <prefix>_00001.png, <prefix>_00002.png, ...")
+    files: Files = Output(doc="absolute paths of the PNG files written")
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        from PIL.PngImagePlugin import PngInfo
+
+        prefix = _check_prefix(self.prefix)
+        recipe = {"workflow": ctx.workflow, "params": ctx.template_params}
+        info = PngInfo()
+        # ASCII JSON keeps the chunk a plain tEXt that any PNG reader (and the editor) can parse
+        info.add_text(WORKFLOW_CHUNK, json.dumps(recipe, ensure_ascii=True, default=str))
+        return {"files": _save_all(self.images, Path(ctx.output_dir), prefix, info)}
+
+
+@node("PreviewImage", category="image", output_node=True, disk_cache=False)
+class PreviewImage(Node):
+    """Show pictures without keeping them: PNG files under the output folder's `previews/`."""
+
+    images: Image = Input()
+    files: Files = Output(doc="absolute paths of the preview PNG files")
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        return {"files": _save_all(self.images, Path(ctx.output_dir) / "previews", "preview")}
+
+
+# ---------------------------------------------------------------------------------------------
+# masks
+
+
+@node("Mask", category="mask")
+class MaskNode(Node):
+    """Build an inpainting mask (1 = repaint) from a mask, an image's brightness and/or a rectangle.
+
+    Steps, in order: take the linked mask (else the image's luminance, else zeros the image's
+    size), threshold it, add the rectangle, invert, grow or shrink, feather.
+    """
+
+    mask: Mask = Input(optional=True, doc="a mask to start from (LoadImage's alpha mask, say)")
+    image: Image = Input(optional=True, doc="without a mask: its luminance is the mask (white = repaint)")
+    use_luminance: bool = Param(True, doc="off: without a mask, use the image only for its size")
+    threshold: float = Param(0.5, ge=0.0, le=1.0, step=0.01,
+                             doc="values >= threshold become 1, others 0; 0 keeps soft values")
+    invert: bool = Param(False, doc="swap repaint and keep (the rectangle too)")
+    grow: int = Param(0, ge=-1024, le=1024, doc="pixels to grow the mask by (negative: shrink)")
+    feather: int = Param(0, ge=0, le=1024, doc="pixels of soft edge (Gaussian blur radius)")
+    x: int = Param(0, ge=0, doc="rectangle left edge, in pixels")
+    y: int = Param(0, ge=0, doc="rectangle top edge, in pixels")
+    width: int = Param(0, ge=0, doc="rectangle width; the rectangle is added when width and height > 0")
+    height: int = Param(0, ge=0, doc="rectangle height")
+    mask_out: Mask = Output(name="mask", doc="the mask [B, 1, H, W] in [0, 1]")
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        import torch
+
+        mask = self._source()
+        if self.threshold > 0:
+            mask = (mask >= self.threshold).float()
+        if self.width > 0 and self.height > 0:
+            size_h, size_w = mask.shape[2:]
+            if self.x >= size_w or self.y >= size_h:
+                field = "x" if self.x >= size_w else "y"
+                raise NodeError(f"the rectangle at ({self.x}, {self.y}) lies outside the {size_w}x{size_h} mask",
+                                field=field)
+            mask = mask.clone()
+            mask[:, :, self.y:self.y + self.height, self.x:self.x + self.width] = 1.0
+        if self.invert:
+            mask = 1.0 - mask
+        if self.grow:
+            mask = grow_mask(mask, self.grow)
+        if self.feather:
+            mask = feather_mask(mask, self.feather)
+        return {"mask": mask.clamp(0, 1).to(torch.float32).contiguous()}
+
+    def _source(self):
+        import torch
+
+        image = self.image
+        if image is not None and (not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3):
+            raise NodeError("expected an IMAGE tensor [B, 3, H, W]", field="image")
+        if self.mask is not None:
+            mask = self.mask
+            if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] != 1:
+                raise NodeError("expected a MASK tensor [B, 1, H, W]", field="mask")
+            if image is not None and image.shape[2:] != mask.shape[2:]:
+                raise NodeError(f"the mask is {mask.shape[3]}x{mask.shape[2]} but the image is "
+                                f"{image.shape[3]}x{image.shape[2]}; they must be the same size", field="mask")
+            return mask.detach().float().cpu().nan_to_num(0.0).clamp(0, 1)
+        if image is None:
+            raise NodeError("link a mask or an image: without one the mask's size is unknown", field="mask")
+        image = image.detach().float().cpu().nan_to_num(0.0).clamp(0, 1)
+        if not self.use_luminance:
+            return torch.zeros(image.shape[0], 1, *image.shape[2:])
+        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, as Pillow's "L"
+        return (image * weights).sum(dim=1, keepdim=True)
+
+
+def grow_mask(mask, pixels: int):
+    """Grow (pixels > 0) or shrink (< 0) by a square of `pixels` on each side; outside the border
+    counts as neither, so a mask touching the edge does not shrink away from it."""
+    import torch.nn.functional as F
+
+    size = 2 * abs(pixels) + 1
+    if pixels > 0:
+        return F.max_pool2d(mask, size, stride=1, padding=abs(pixels))
+    return -F.max_pool2d(-mask, size, stride=1, padding=abs(pixels))
+
+
+def feather_mask(mask, pixels: int):
+    """Soften edges with a separable Gaussian blur reaching `pixels` on each side (sigma = pixels / 3)."""
+    import torch
+    import torch.nn.functional as F
+
+    offsets = torch.arange(-pixels, pixels + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / (pixels / 3.0)) ** 2)
+    kernel = kernel / kernel.sum()
+    padded = F.pad(mask, (pixels, pixels, pixels, pixels), mode="replicate")
+    blurred = F.conv2d(padded, kernel.view(1, 1, 1, -1))
+    return F.conv2d(blurred, kernel.view(1, 1, -1, 1))
+
+
+NODES = [LoadImage, SaveImage, PreviewImage, MaskNode]
