@@ -76,11 +76,13 @@ def _fail(message: str) -> WorkflowError:
 
 
 def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}; ids and keys must be unique")
-        result[key] = value
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}; ids and keys must be unique")
+            seen.add(key)
     return result
 
 
@@ -164,25 +166,30 @@ def _check_plain(document: dict[str, Any]) -> None:
     stack: list[tuple[Any, int, str]] = [(document, 1, "")]
     visited = 0
     while stack:
-        value, depth, where = stack.pop()
-        visited += 1
+        container, depth, where = stack.pop()
+        visited += len(container)
         if visited > MAX_ELEMENTS:
             raise _fail(f"document is too large (more than {MAX_ELEMENTS} values once aliases are expanded)")
         if depth > MAX_DEPTH:
             raise _fail(f"document is nested too deeply at {where or 'the top'} (the limit is {MAX_DEPTH} levels)")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise _fail(f"key {key!r} at {where or 'the top'} is not a string; quote it")
-                stack.append((item, depth + 1, f"{where}.{key}" if where else key))
-        elif isinstance(value, list):
-            for index, item in enumerate(value):
-                stack.append((item, depth + 1, f"{where}[{index}]"))
-        elif isinstance(value, float):
-            if not math.isfinite(value):
-                raise _fail(f"{where}: {value} is not a finite number")
-        elif not (value is None or isinstance(value, (str, int, bool))):
-            raise _fail(f"{where}: values of type {type(value).__name__} are not allowed in a workflow")
+        is_dict = type(container) is dict
+        for key, value in container.items() if is_dict else enumerate(container):
+            if is_dict and type(key) is not str:
+                raise _fail(f"key {key!r} at {where or 'the top'} is not a string; quote it")
+            kind = type(value)
+            if kind is dict or kind is list:
+                stack.append((value, depth + 1, _path(where, key, is_dict)))
+            elif kind is float:
+                if not math.isfinite(value):
+                    raise _fail(f"{_path(where, key, is_dict)}: {value} is not a finite number")
+            elif not (value is None or kind is str or kind is int or kind is bool):
+                raise _fail(f"{_path(where, key, is_dict)}: values of type {kind.__name__} are not allowed")
+
+
+def _path(where: str, key: Any, in_dict: bool) -> str:
+    if not in_dict:
+        return f"{where}[{key}]"
+    return f"{where}.{key}" if where else str(key)
 
 
 def read_document(path: str | Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ _NODE_KEY_SET = frozenset(NODE_KEYS)
 SubgraphResolver = Callable[[str, "Path | None"], "tuple[dict[str, Any], Path]"]
 
 
-@dataclass
+@dataclass(slots=True)
 class PlannedNode:
     id: str
     type: str
@@ -210,7 +210,7 @@ def default_resolver(ref: str, base: Path | None) -> tuple[dict[str, Any], Path]
 # flattening
 
 
-@dataclass
+@dataclass(slots=True)
 class _FlatNode:
     id: str
     type: str
@@ -415,24 +415,53 @@ def _compile(
         else:
             outputs[name] = resolved
 
-    graph = nx.DiGraph()
-    graph.add_nodes_from(planned)
-    graph.add_edges_from((src, nid) for nid, n in planned.items() for src, _ in n.links.values() if src in planned)
-    order: list[str] = []
-    try:
-        order = list(nx.topological_sort(graph))
-    except nx.NetworkXUnfeasible:
-        for component in nx.strongly_connected_components(graph):
-            if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
-                ids = [n for n in planned if n in component]
-                for nid in ids:
-                    issues.append(Issue(nid, None, f"is on a cycle: {' -> '.join([*ids, ids[0]])}"))
+    consumers: dict[str, list[str]] = {nid: [] for nid in planned}
+    for nid, planned_node in planned.items():
+        for source, _ in planned_node.links.values():
+            consumers[source].append(nid)
+    order = _topological_order(consumers)
+    if len(order) < len(planned):
+        issues.extend(_cycle_issues(planned, consumers, set(order)))
     if issues:
         raise WorkflowError(issues)
 
-    consumers: dict[str, list[str]] = {nid: list(graph.successors(nid)) for nid in order}
     _assign_keys(planned, order)
     return Plan(dict(document), values, planned, order, outputs, consumers)
+
+
+def _topological_order(consumers: Mapping[str, list[str]]) -> list[str]:
+    """Kahn's algorithm, iterative: O(nodes + edges), no recursion however deep the graph.
+    Ties keep document order. Nodes on a cycle are left out of the result."""
+    indegree = dict.fromkeys(consumers, 0)
+    for targets in consumers.values():
+        for target in targets:
+            indegree[target] += 1
+    ready = [nid for nid, degree in indegree.items() if degree == 0]
+    ready.reverse()
+    order: list[str] = []
+    while ready:
+        nid = ready.pop()
+        order.append(nid)
+        for target in reversed(consumers[nid]):
+            indegree[target] -= 1
+            if indegree[target] == 0:
+                ready.append(target)
+    return order
+
+
+def _cycle_issues(
+    planned: Mapping[str, PlannedNode], consumers: Mapping[str, list[str]], ordered: set[str]
+) -> list[Issue]:
+    """One issue per node on a cycle, each listing the ids on its cycle (networkx finds them)."""
+    graph = nx.DiGraph()
+    graph.add_edges_from((nid, target) for nid, targets in consumers.items() if nid not in ordered
+                         for target in targets if target not in ordered)
+    issues = []
+    for component in nx.strongly_connected_components(graph):
+        if len(component) > 1 or any(graph.has_edge(n, n) for n in component):
+            ids = [nid for nid in planned if nid in component]
+            issues += [Issue(nid, None, f"is on a cycle: {' -> '.join([*ids, ids[0]])}") for nid in ids]
+    return issues
 
 
 def _resolve_link(link: str, aliases: Mapping[tuple[str, str], str]) -> tuple[str, str]:
