@@ -1,0 +1,331 @@
+// One node on the canvas: typed handles, param widgets, live run state, issues and images.
+
+import { Handle, Position, useNodeConnections, type NodeProps } from "@xyflow/react";
+import { createContext, memo, useContext, useEffect, useRef, useState } from "react";
+import type { DgNode } from "./convert";
+import { useNodeStatus } from "./nodeStatus";
+import type { Catalog, ParamSpec, PortSpec } from "./types";
+
+export interface EditorActions {
+  catalog: Catalog;
+  setParam(nodeId: string, name: string, value: unknown): void;
+  upload(file: File): Promise<string>;
+  thumbnail(value: string): string | undefined;
+}
+
+export const EditorContext = createContext<EditorActions>({
+  catalog: {},
+  setParam: () => {},
+  upload: async () => "",
+  thumbnail: () => undefined,
+});
+
+const TYPE_COLOURS: Record<string, string> = {
+  UNET: "#b07cff",
+  VAE: "#ff6b9a",
+  TEXT_ENCODER: "#ffd166",
+  SCHEDULER: "#8ecae6",
+  DEPTH_MODEL: "#c9a227",
+  LATENT: "#ff8fab",
+  CONDITIONING: "#f4a261",
+  IMAGE: "#64dfdf",
+  MASK: "#80ed99",
+  INT: "#52b788",
+  FLOAT: "#95d5b2",
+  STRING: "#a0c4ff",
+  BOOLEAN: "#e5989b",
+  FILES: "#adb5bd",
+  ANY: "#dddddd",
+};
+
+export function typeColour(type: string | undefined): string {
+  if (!type) return TYPE_COLOURS.ANY;
+  if (TYPE_COLOURS[type]) return TYPE_COLOURS[type];
+  let hash = 0;
+  for (const c of type) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
+  return `hsl(${hash % 360} 60% 65%)`;
+}
+
+const UPLOAD_NODES = /image|mask/i;
+const UPLOAD_PARAMS = /^(image|mask|path|file|filename)$/i;
+
+function isTemplateRef(value: unknown): value is string {
+  return typeof value === "string" && value.startsWith("$") && !value.startsWith("$$");
+}
+
+function NumberWidget({ spec, value, onChange }: { spec: ParamSpec; value: unknown; onChange: (v: unknown) => void }) {
+  const [text, setText] = useState(value === undefined || value === null ? "" : String(value));
+  useEffect(() => setText(value === undefined || value === null ? "" : String(value)), [value]);
+  const integer = spec.type === "INT";
+  const commit = (raw: string) => {
+    setText(raw);
+    if (raw.trim() === "") return;
+    if (raw.trim().startsWith("$")) return onChange(raw.trim());
+    const parsed = integer ? Number(raw) : Number.parseFloat(raw);
+    if (Number.isFinite(parsed) && (!integer || Number.isInteger(parsed))) onChange(parsed);
+  };
+  const hasRange = spec.min != null && spec.max != null && spec.max - spec.min <= 100_000;
+  const isSeed = integer && /seed/i.test(spec.name);
+  return (
+    <div className="number-widget">
+      {hasRange && typeof value === "number" && (
+        <input
+          className="nodrag slider"
+          type="range"
+          min={spec.min ?? undefined}
+          max={spec.max ?? undefined}
+          step={spec.step ?? (integer ? 1 : "any")}
+          value={value}
+          onChange={(e) => commit(e.target.value)}
+        />
+      )}
+      <input
+        className="nodrag"
+        type="text"
+        inputMode={integer ? "numeric" : "decimal"}
+        data-param={spec.name}
+        value={text}
+        onChange={(e) => commit(e.target.value)}
+      />
+      {isSeed && (
+        <button
+          className="nodrag icon"
+          title="Randomize the seed"
+          onClick={() => {
+            const max = Math.min(spec.max ?? 2 ** 32 - 1, 2 ** 32 - 1);
+            const min = Math.max(spec.min ?? 0, 0);
+            onChange(min + Math.floor(Math.random() * (max - min + 1)));
+          }}
+        >
+          🎲
+        </button>
+      )}
+    </div>
+  );
+}
+
+function UploadWidget({ value, onChange }: { value: unknown; onChange: (v: unknown) => void }) {
+  const actions = useContext(EditorContext);
+  const input = useRef<HTMLInputElement>(null);
+  const [error, setError] = useState<string | null>(null);
+  const text = typeof value === "string" ? value : "";
+  const thumb = actions.thumbnail(text);
+  return (
+    <div className="upload-widget">
+      <div className="row">
+        <input className="nodrag" type="text" value={text} onChange={(e) => onChange(e.target.value)} />
+        <button className="nodrag" onClick={() => input.current?.click()}>
+          Upload…
+        </button>
+        <input
+          ref={input}
+          type="file"
+          accept="image/*"
+          hidden
+          onChange={async (e) => {
+            const file = e.target.files?.[0];
+            e.target.value = "";
+            if (!file) return;
+            try {
+              setError(null);
+              onChange(await actions.upload(file));
+            } catch (err) {
+              setError((err as Error).message);
+            }
+          }}
+        />
+      </div>
+      {thumb && <img className="thumbnail" src={thumb} alt="uploaded" />}
+      {error && <div className="node-error">{error}</div>}
+    </div>
+  );
+}
+
+function ParamWidget({ nodeType, spec, value, onChange }: {
+  nodeType: string;
+  spec: ParamSpec;
+  value: unknown;
+  onChange: (v: unknown) => void;
+}) {
+  if (isTemplateRef(value)) {
+    return (
+      <input
+        className="nodrag template-ref"
+        title="a template param of this workflow (edit it in the Workflow params panel)"
+        data-param={spec.name}
+        value={value}
+        onChange={(e) => onChange(e.target.value)}
+      />
+    );
+  }
+  if (spec.choices && spec.choices.length > 0) {
+    return (
+      <select className="nodrag" data-param={spec.name} value={String(value ?? "")} onChange={(e) => onChange(e.target.value)}>
+        {!spec.choices.includes(String(value)) && <option value={String(value ?? "")}>{String(value ?? "")}</option>}
+        {spec.choices.map((choice) => (
+          <option key={choice} value={choice}>
+            {choice}
+          </option>
+        ))}
+      </select>
+    );
+  }
+  if (spec.type === "BOOLEAN") {
+    return <input className="nodrag" type="checkbox" data-param={spec.name} checked={value === true} onChange={(e) => onChange(e.target.checked)} />;
+  }
+  if (spec.type === "INT" || spec.type === "FLOAT") return <NumberWidget spec={spec} value={value} onChange={onChange} />;
+  if (spec.type === "STRING" && UPLOAD_NODES.test(nodeType) && UPLOAD_PARAMS.test(spec.name)) {
+    return <UploadWidget value={value} onChange={onChange} />;
+  }
+  if (spec.multiline) {
+    return (
+      <textarea
+        className="nodrag nowheel"
+        data-param={spec.name}
+        rows={3}
+        value={String(value ?? "")}
+        onChange={(e) => onChange(e.target.value)}
+      />
+    );
+  }
+  return <input className="nodrag" type="text" data-param={spec.name} value={String(value ?? "")} onChange={(e) => onChange(e.target.value)} />;
+}
+
+function PortHandle({ port, kind }: { port: PortSpec; kind: "source" | "target" }) {
+  return (
+    <Handle
+      type={kind}
+      id={port.name}
+      position={kind === "source" ? Position.Right : Position.Left}
+      className={`port port-${port.type}`}
+      style={{ background: typeColour(port.type) }}
+      data-port-type={port.type}
+      title={`${port.name}: ${port.type}${port.doc ? ` — ${port.doc}` : ""}`}
+    />
+  );
+}
+
+function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
+  const actions = useContext(EditorContext);
+  const status = useNodeStatus(id);
+  const connections = useNodeConnections({ handleType: "target" });
+  const outgoing = useNodeConnections({ handleType: "source" });
+  const linked = new Set(connections.map((c) => c.targetHandle));
+  const spec = actions.catalog[data.type];
+  // ports the catalog does not know (subgraphs, unknown types) still get handles for their links
+  const inputs: PortSpec[] = [...(spec?.inputs ?? [])];
+  const params: ParamSpec[] = [...(spec?.params ?? [])];
+  const outputs: PortSpec[] = [...(spec?.outputs ?? [])];
+  const known = new Set([...inputs, ...params].map((p) => p.name));
+  for (const name of linked) if (name && !known.has(name)) inputs.push({ name, type: "ANY" });
+  const knownOut = new Set(outputs.map((p) => p.name));
+  for (const c of outgoing) if (c.sourceHandle && !knownOut.has(c.sourceHandle)) {
+    knownOut.add(c.sourceHandle);
+    outputs.push({ name: c.sourceHandle, type: "ANY" });
+  }
+  if (!spec) for (const name of Object.keys(data.params)) if (!known.has(name)) params.push({ name, type: "STRING" });
+  const issuesByField = new Map<string, string[]>();
+  const nodeIssues: string[] = [];
+  for (const issue of status.issues) {
+    const field = issue.field ?? "";
+    if (field && (known.has(field) || params.some((p) => p.name === field))) {
+      issuesByField.set(field, [...(issuesByField.get(field) ?? []), issue.message]);
+    } else {
+      nodeIssues.push(field ? `${field}: ${issue.message}` : issue.message);
+    }
+  }
+  const state = status.state;
+  const badge =
+    state === "running"
+      ? status.total
+        ? `running ${status.step ?? 0}/${status.total}`
+        : "running"
+      : state;
+  const classes = ["dg-node", state ? `state-${state}` : "", status.issues.length ? "has-issues" : "", selected ? "selected" : ""];
+  return (
+    <div className={classes.join(" ")} data-testid={`node-${id}`} data-state={state ?? "idle"} data-node-type={data.type}>
+      <div className="dg-node-header" title={spec?.doc ?? (spec ? "" : `unknown node type ${data.type}`)}>
+        <span className="dg-node-id">{id}</span>
+        <span className="dg-node-type">{data.type}</span>
+        {badge && <span className={`badge badge-${state}`} data-testid="node-state">{badge}</span>}
+      </div>
+      {state === "running" && status.total ? (
+        <div className="progress">
+          <div style={{ width: `${(100 * (status.step ?? 0)) / status.total}%` }} />
+        </div>
+      ) : null}
+      <div className="dg-node-body">
+        {outputs.map((port) => (
+          <div className="port-row output" key={`out-${port.name}`}>
+            <span className="port-name">{port.name}</span>
+            <span className="port-type">{port.type}</span>
+            <PortHandle port={port} kind="source" />
+          </div>
+        ))}
+        {inputs.map((port) => (
+          <div className={`port-row input ${issuesByField.has(port.name) ? "invalid" : ""}`} key={`in-${port.name}`}>
+            <PortHandle port={port} kind="target" />
+            <span className="port-name">
+              {port.name}
+              {port.optional ? "?" : ""}
+            </span>
+            <span className="port-type">{port.type}</span>
+            {issuesByField.get(port.name)?.map((m, i) => (
+              <div className="field-error" key={i}>{m}</div>
+            ))}
+          </div>
+        ))}
+        {params.map((param) => {
+          const isLinked = linked.has(param.name);
+          const value = param.name in data.params ? data.params[param.name] : param.default;
+          return (
+            <div className={`param-row ${issuesByField.has(param.name) ? "invalid" : ""}`} key={`param-${param.name}`} title={param.doc}>
+              <Handle
+                type="target"
+                id={param.name}
+                position={Position.Left}
+                className={`port param-port port-${param.type}`}
+                style={{ background: typeColour(param.type) }}
+                data-port-type={param.type}
+              />
+              <label>{param.name}</label>
+              {isLinked ? (
+                <span className="linked">linked</span>
+              ) : (
+                <ParamWidget
+                  nodeType={data.type}
+                  spec={param}
+                  value={value}
+                  onChange={(v) => actions.setParam(id, param.name, v)}
+                />
+              )}
+              {issuesByField.get(param.name)?.map((m, i) => (
+                <div className="field-error" key={i}>{m}</div>
+              ))}
+            </div>
+          );
+        })}
+      </div>
+      {(nodeIssues.length > 0 || status.error) && (
+        <div className="node-errors" data-testid="node-errors">
+          {nodeIssues.map((m, i) => (
+            <div className="node-error" key={i}>{m}</div>
+          ))}
+          {status.error && <div className="node-error">{status.error}</div>}
+        </div>
+      )}
+      {status.preview && state === "running" && <img className="preview" src={status.preview} alt="preview" />}
+      {status.images.length > 0 && (
+        <div className="images" data-testid="node-images">
+          {status.images.map((src) => (
+            <a key={src} href={src} target="_blank" rel="noreferrer">
+              <img src={src} alt="output" />
+            </a>
+          ))}
+        </div>
+      )}
+    </div>
+  );
+}
+
+export const GraphNode = memo(GraphNodeView);

@@ -1,0 +1,130 @@
+// The server's REST routes (DESIGN.md). Every failure becomes an ApiError whose message is words a
+// user can act on: the server's own `error` text, or what went wrong with the connection.
+
+import type { Catalog, Issue, NodeSpec, WorkflowDocument } from "./types";
+
+export class ApiError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly issues: Issue[] = [],
+  ) {
+    super(message);
+  }
+}
+
+async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  let response: Response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: body === undefined || body instanceof FormData ? undefined : { "Content-Type": "application/json" },
+      body: body === undefined ? undefined : body instanceof FormData ? body : JSON.stringify(body),
+    });
+  } catch (error) {
+    throw new ApiError(`cannot reach the diffgraph server (${(error as Error).message})`, 0);
+  }
+  const text = await response.text();
+  let payload: unknown = null;
+  try {
+    payload = text ? JSON.parse(text) : null;
+  } catch {
+    payload = null;
+  }
+  if (!response.ok) {
+    const record = (payload ?? {}) as { error?: string; errors?: Issue[] };
+    const issues = Array.isArray(record.errors) ? record.errors : [];
+    const message = record.error ?? (text.trim().slice(0, 300) || response.statusText);
+    throw new ApiError(`${method} ${path} failed (${response.status}): ${message}`, response.status, issues);
+  }
+  return payload as T;
+}
+
+export interface RunRecord {
+  id: string;
+  seq?: number;
+  status: "queued" | "running" | "succeeded" | "failed" | "cancelled";
+  name?: string | null;
+  params?: Record<string, unknown>;
+  created_at?: string | null;
+  finished_at?: string | null;
+  outputs: Record<string, string[]>;
+  executed?: string[];
+  cached?: string[];
+  error?: string | null;
+  failed_node?: string | null;
+  workflow?: WorkflowDocument;
+}
+
+export interface TemplateEntry {
+  name: string;
+  description?: string;
+  workflow?: WorkflowDocument;
+  document?: WorkflowDocument;
+  [key: string]: unknown;
+}
+
+export interface LibraryEntry {
+  name: string;
+  updated_at?: string;
+  [key: string]: unknown;
+}
+
+function listOf<T>(payload: unknown, key: string): T[] {
+  if (Array.isArray(payload)) return payload as T[];
+  const value = (payload as Record<string, unknown> | null)?.[key];
+  return Array.isArray(value) ? (value as T[]) : [];
+}
+
+export async function fetchCatalog(): Promise<Catalog> {
+  const payload = await request<unknown>("GET", "/api/nodes");
+  const catalog: Catalog = {};
+  for (const spec of listOf<NodeSpec>(payload, "nodes")) catalog[spec.type] = spec;
+  return catalog;
+}
+
+export async function validateWorkflow(workflow: WorkflowDocument): Promise<{ valid: boolean; errors: Issue[] }> {
+  const payload = await request<{ valid: boolean; errors?: Issue[] }>("POST", "/api/validate", { workflow });
+  return { valid: payload.valid, errors: payload.errors ?? [] };
+}
+
+export async function startRun(workflow: WorkflowDocument, params?: Record<string, unknown>): Promise<string> {
+  const payload = await request<{ id: string }>("POST", "/api/runs", params ? { workflow, params } : { workflow });
+  return payload.id;
+}
+
+export const cancelRun = (id: string) => request<unknown>("POST", `/api/runs/${encodeURIComponent(id)}/cancel`);
+export const fetchRun = (id: string) => request<RunRecord>("GET", `/api/runs/${encodeURIComponent(id)}`);
+export const fetchRuns = async (limit = 50) =>
+  listOf<RunRecord>(await request<unknown>("GET", `/api/runs?limit=${limit}`), "runs");
+
+export async function fetchTemplates(): Promise<TemplateEntry[]> {
+  return listOf<TemplateEntry>(await request<unknown>("GET", "/api/templates"), "templates");
+}
+
+export async function fetchLibrary(): Promise<LibraryEntry[]> {
+  return listOf<LibraryEntry>(await request<unknown>("GET", "/api/workflows"), "workflows");
+}
+
+export async function fetchSaved(name: string): Promise<WorkflowDocument> {
+  const payload = await request<Record<string, unknown>>("GET", `/api/workflows/${encodeURIComponent(name)}`);
+  // either the document itself or {name, workflow}
+  const inner = payload.workflow ?? payload.document;
+  return (inner && typeof inner === "object" ? inner : payload) as WorkflowDocument;
+}
+
+export const saveToLibrary = (name: string, workflow: WorkflowDocument) =>
+  request<unknown>("PUT", `/api/workflows/${encodeURIComponent(name)}`, { workflow });
+export const deleteFromLibrary = (name: string) =>
+  request<unknown>("DELETE", `/api/workflows/${encodeURIComponent(name)}`);
+
+export async function uploadImage(file: File): Promise<{ name: string; path: string }> {
+  const form = new FormData();
+  form.append("image", file, file.name);
+  return request<{ name: string; path: string }>("POST", "/api/uploads", form);
+}
+
+/** URL of a run output (a name relative to the server's outputs folder). */
+export function outputUrl(name: string): string {
+  return `/api/outputs/${name.split("/").map(encodeURIComponent).join("/")}`;
+}

@@ -1,0 +1,79 @@
+// Live per-node status (run state, validation issues, images) kept outside React Flow's node data,
+// so a progress event re-renders only the node it is about, not all 500.
+
+import { useSyncExternalStore } from "react";
+import type { Issue } from "./types";
+
+export type RunState = "queued" | "running" | "cached" | "done" | "failed";
+
+export interface NodeStatus {
+  state?: RunState;
+  step?: number;
+  total?: number;
+  error?: string;
+  /** validation issues from the server, each naming a field */
+  issues: Issue[];
+  /** output images of this node (URLs) */
+  images: string[];
+  /** the latest sampling preview (an object URL) */
+  preview?: string;
+}
+
+const EMPTY: NodeStatus = { issues: [], images: [] };
+
+export class StatusStore {
+  private statuses = new Map<string, NodeStatus>();
+  private listeners = new Map<string, Set<() => void>>();
+
+  get(id: string): NodeStatus {
+    return this.statuses.get(id) ?? EMPTY;
+  }
+
+  update(id: string, patch: Partial<NodeStatus>): void {
+    const previous = this.get(id);
+    if (patch.preview && previous.preview && patch.preview !== previous.preview) URL.revokeObjectURL(previous.preview);
+    this.statuses.set(id, { ...previous, ...patch });
+    this.listeners.get(id)?.forEach((listener) => listener());
+  }
+
+  /** Reset one aspect (run state or issues) on every node. */
+  clear(what: "run" | "issues" | "all"): void {
+    for (const [id, status] of [...this.statuses]) {
+      const next: NodeStatus =
+        what === "issues"
+          ? { ...status, issues: [] }
+          : what === "run"
+            ? { issues: status.issues, images: status.images }
+            : EMPTY;
+      if (status.preview && what !== "issues") URL.revokeObjectURL(status.preview);
+      this.statuses.set(id, next);
+      this.listeners.get(id)?.forEach((listener) => listener());
+    }
+  }
+
+  ids(): string[] {
+    return [...this.statuses.keys()];
+  }
+
+  subscribe(id: string, listener: () => void): () => void {
+    const set = this.listeners.get(id) ?? new Set();
+    set.add(listener);
+    this.listeners.set(id, set);
+    return () => set.delete(listener);
+  }
+}
+
+export const statusStore = new StatusStore();
+
+export function useNodeStatus(id: string): NodeStatus {
+  return useSyncExternalStore(
+    (listener) => statusStore.subscribe(id, listener),
+    () => statusStore.get(id),
+  );
+}
+
+/** Events name inner nodes of a subgraph "outer/inner"; the canvas shows them on "outer". */
+export function canvasNodeId(id: string): string {
+  const slash = id.indexOf("/");
+  return slash < 0 ? id : id.slice(0, slash);
+}
