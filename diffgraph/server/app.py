@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from diffgraph.engine import (
     Cache,
@@ -266,7 +266,7 @@ async def cancel_run(request: web.Request) -> web.Response:
     if outcome == "cancelling":
         return web.json_response({"id": run["id"], "status": "cancelling"}, status=202)
     current = request.app[STORE].get_run(run["id"]) or run
-    raise RequestError(409, f"run {run['id']} is already {current['status']}", status=current["status"])
+    raise RequestError(409, f"run {run['id']} is already {current['status']}", run_status=current["status"])
 
 
 @routes.get("/api/outputs/{name:.+}")
@@ -303,10 +303,10 @@ async def upload(request: web.Request) -> web.Response:
             part = await reader.next()
             if part is None:
                 break
-            if getattr(part, "name", None) in ("image", "file") and isinstance(part, web.BodyPartReader):
+            if getattr(part, "name", None) in ("image", "file") and isinstance(part, BodyPartReader):
                 data = await _read_limited(part)
                 break
-            if isinstance(part, web.BodyPartReader):
+            if isinstance(part, BodyPartReader):
                 await part.release()
     except (ValueError, AssertionError, KeyError, LookupError, asyncio.IncompleteReadError) as exc:
         raise RequestError(400, f"malformed multipart body: {exc}") from None
