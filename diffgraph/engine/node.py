@@ -92,6 +92,10 @@ class NodeSpec:
     params_model: type[pydantic.BaseModel]
 
     @functools.cached_property
+    def has_fingerprint(self) -> bool:
+        return self.cls.fingerprint.__func__ is not Node.fingerprint.__func__  # type: ignore[attr-defined]
+
+    @functools.cached_property
     def port_types(self) -> dict[str, type[PortType]]:
         """What each linkable name (input port, or param fed by a link) accepts."""
         types = {name: port.type for name, port in self.inputs.items()}

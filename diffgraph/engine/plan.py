@@ -131,7 +131,7 @@ def resolve_template_params(
         if unknown:
             issues.append(Issue(node, where, f"unknown keys {unknown}; valid: {list(TEMPLATE_PARAM_KEYS)}"))
         type_name = decl.get("type")
-        if type_name not in TEMPLATE_PARAM_TYPES:
+        if not isinstance(type_name, str) or type_name not in TEMPLATE_PARAM_TYPES:
             issues.append(Issue(node, where, f"type {type_name!r} is not one of {list(TEMPLATE_PARAM_TYPES)}"))
             continue
         types[name] = type_name
@@ -541,16 +541,20 @@ def _assign_keys(planned: dict[str, PlannedNode], order: list[str]) -> None:
     """Merkle keys in topological order: each node's key hashes its own content and its inputs' keys."""
     for node_id in order:
         node = planned[node_id]
-        links = sorted([(port, planned[src].key, out) for port, (src, out) in node.links.items()])
-        # repr of validated primitives is canonical (1 and 1.0 and True stay distinct); params sorted by name
-        payload = (node.type, node.spec.version, sorted(node.params.items()), links)
-        text = repr(payload)
-        try:  # content named by the params (a file's bytes); only when present, so other keys stay as they were
-            fingerprint = node.spec.cls.fingerprint(node.params)
-        except Exception:  # noqa: BLE001 - a failing fingerprint must not stop planning: that node never hits
-            fingerprint = os.urandom(16).hex()
-        if fingerprint is not None:
-            text += f"|{fingerprint}"
+        # repr of validated primitives is canonical (1, 1.0 and True stay distinct); names sorted
+        parts = [node.type, str(node.spec.version), repr(sorted(node.params.items()))]
+        links = node.links
+        for port in sorted(links) if len(links) > 1 else links:
+            source, output = links[port]
+            parts += (port, planned[source].key, output)
+        text = "\x1f".join(parts)
+        if node.spec.has_fingerprint:
+            try:  # content the params only name (a file's bytes)
+                fingerprint = node.spec.cls.fingerprint(node.params)
+            except Exception:  # noqa: BLE001 - a failing fingerprint must not stop planning: that node never hits
+                fingerprint = os.urandom(16).hex()
+            if fingerprint is not None:
+                text += f"|{fingerprint}"
         if not node.spec.deterministic:
             text += os.urandom(16).hex()  # never hits, nor does anything downstream
         node.key = hashlib.blake2b(text.encode("utf-8"), digest_size=20).hexdigest()
