@@ -1,0 +1,203 @@
+"""Workflow documents: YAML and JSON are one format, and malformed bytes only ever give WorkflowError."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from diffgraph.engine import (
+    NodeRegistry,
+    WorkflowError,
+    compile_workflow,
+    dump_document,
+    parse_document,
+    read_document,
+)
+
+HAND_WRITTEN = """\
+format: diffgraph/v1
+name: sums
+description: "Zwei Zahlen addieren — 足し算 ✓"
+params:
+  zeta: {type: FLOAT, default: 1.5, min: 0, max: 10}
+  alpha: {type: STRING, default: "ünïcødé $ text"}
+nodes:
+  zweite:
+    type: TestAdd
+    inputs: {a: erste.total}
+    params: {b: $zeta}
+  erste:
+    type: TestAdd
+    params: {b: 2, a: 0.25}
+  größe:
+    type: String
+    params: {value: $alpha}
+outputs: {summe: zweite.total, text: größe.text}
+metadata: {editor: {positions: {erste: [10, 20], zweite: [200, 20]}}, note: null, flag: true}
+"""
+
+
+def key_paths(value: Any, where: str = "") -> list[str]:
+    """Every key path in document order: equal lists mean equal key order at every level."""
+    if isinstance(value, dict):
+        paths = []
+        for key, item in value.items():
+            paths.append(f"{where}/{key}")
+            paths += key_paths(item, f"{where}/{key}")
+        return paths
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in key_paths(item, f"{where}[{index}]")]
+    return []
+
+
+def test_yaml_to_json_to_yaml_round_trip_keeps_values_key_order_and_unicode(tmp_path):
+    original = parse_document(HAND_WRITTEN)
+    assert list(original["nodes"]) == ["zweite", "erste", "größe"]  # not sorted
+
+    json_file = tmp_path / "sums.json"
+    json_file.write_text(dump_document(original, "json"), encoding="utf-8")
+    assert "足し算" in json_file.read_text(encoding="utf-8")  # unicode kept as text, not \\u escapes
+    from_json = read_document(json_file)
+    assert from_json == original
+    assert key_paths(from_json) == key_paths(original)
+
+    yaml_file = tmp_path / "sums.yaml"
+    yaml_file.write_text(dump_document(from_json, "yaml"), encoding="utf-8")
+    assert "größe" in yaml_file.read_text(encoding="utf-8")
+    back = read_document(yaml_file)
+    assert back == original
+    assert key_paths(back) == key_paths(original)
+    assert isinstance(back["params"]["zeta"]["default"], float) and back["metadata"]["note"] is None
+
+
+def test_yaml_scalars_that_look_like_dates_stay_strings_so_json_can_hold_them():
+    document = parse_document("format: diffgraph/v1\nnodes: {}\nmetadata: {day: 2024-01-31, at: 2024-01-31 10:00:00}\n")
+    assert document["metadata"] == {"day": "2024-01-31", "at": "2024-01-31 10:00:00"}
+    assert parse_document(dump_document(document, "json")) == document
+
+
+def test_a_json_document_parses_the_same_as_yaml_or_json():
+    text = json.dumps({"format": "diffgraph/v1", "nodes": {"n": {"type": "Int", "params": {"value": 3}}}})
+    assert parse_document(text) == parse_document(text, "json") == parse_document(text, "yaml")
+
+
+def billion_laughs() -> str:
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for level in range(1, 9):
+        ref = chr(ord("a") + level - 1)
+        lines.append(f"{chr(ord('a') + level)}: &{chr(ord('a') + level)} [{', '.join(['*' + ref] * 10)}]")
+    return "\n".join(lines) + "\n"
+
+
+BAD_DOCUMENTS: dict[str, tuple[bytes, str]] = {
+    "empty": (b"", "empty"),
+    "only whitespace": (b"  \n\n", "empty"),
+    "a list": (b"- a\n- b\n", "not a list"),
+    "a scalar": (b"just text\n", "not a string"),
+    "broken yaml": (b"nodes: {a: [1, 2\n", "not valid YAML"),
+    "broken json": (b'{"nodes": ', "not valid JSON"),
+    "not utf-8": (b"format: diffgraph/v1\nname: \xff\xfe caf\xe9\n", "UTF-8"),
+    "yaml bomb": (billion_laughs().encode(), "too large"),
+    "deep yaml flow": (b"nodes: " + b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+    "deep yaml block": (("a:\n" + "".join(" " * i + "b:\n" for i in range(1, 100))).encode(), "nested too deeply"),
+    "deep json": (b'{"nodes": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested too deeply"),
+    "duplicate yaml id": (b"nodes:\n  a: {type: Int}\n  a: {type: Float}\n", "duplicate key 'a'"),
+    "duplicate json id": (b'{"nodes": {"a": {"type": "Int"}, "a": {"type": "Int"}}}', "duplicate key 'a'"),
+    "json infinity": (b'{"format": "diffgraph/v1", "nodes": {"n": {"type": "Float", "params": {"value": 1e999}}}}',
+                      "not a finite number"),
+    "json NaN": (b'{"format": "diffgraph/v1", "nodes": {}, "name": NaN}', "not a number"),
+    "yaml infinity": (b"format: diffgraph/v1\nnodes: {n: {type: Float, params: {value: .inf}}}\n", "finite"),
+    "int beyond python's digit limit": (b"nodes: {n: {type: Int, params: {value: " + b"9" * 5000 + b"}}}\n",
+                                        "not valid YAML"),
+    "non-string key": (b"nodes: {1: {type: Int}}\n", "not a string"),
+    "binary tag": (b"name: !!binary aGVsbG8=\n", "not allowed"),
+    "python tag": (b"name: !!python/object/apply:os.system [echo hi]\n", "not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DOCUMENTS))
+def test_malformed_bytes_give_one_clear_workflow_error(case):
+    data, expected = BAD_DOCUMENTS[case]
+    with pytest.raises(WorkflowError) as caught:
+        parse_document(data, "json" if "json" in case else None)
+    assert expected in str(caught.value)
+    assert len(caught.value.issues) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# property-based: whatever comes in, only WorkflowError comes out
+
+KEYS = ["format", "name", "nodes", "params", "outputs", "inputs", "type", "default", "min", "max",
+        "choices", "a", "b", "n", "value", "total", "TestAdd", "Int", "workflow:x", "$a", "metadata", ""]
+SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from(KEYS + ["diffgraph/v1", "n.total", "$$x",
+                                                                           "a.b", ".", "$", "INT", "FLOAT"]),
+    st.text(max_size=20),
+)
+DOCUMENTS = st.recursive(
+    SCALARS,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), children, max_size=5),
+    ),
+    max_leaves=40,
+)
+
+
+def workflow_like(nodes: dict[str, Any], params: Any, outputs: Any) -> dict[str, Any]:
+    return {"format": "diffgraph/v1", "params": params, "nodes": nodes, "outputs": outputs}
+
+
+WORKFLOW_LIKE = st.builds(
+    workflow_like,
+    st.dictionaries(st.sampled_from(["a", "b", "n", "ü", "x/y", ""]), st.one_of(
+        DOCUMENTS,
+        st.fixed_dictionaries({"type": st.sampled_from(["TestAdd", "Int", "TestConcat", "Nope", "workflow:" + "x" * 300]),
+                               "inputs": DOCUMENTS, "params": DOCUMENTS}),
+    ), max_size=4),
+    DOCUMENTS, DOCUMENTS,
+)
+
+
+def check_only_workflow_errors(document: Any, registry: NodeRegistry, base) -> None:
+    try:
+        text = json.dumps(document, allow_nan=True)
+    except (ValueError, TypeError):
+        text = repr(document)
+    for fmt in ("json", "yaml"):
+        try:
+            parsed = parse_document(text, fmt)
+        except WorkflowError:
+            continue
+        try:
+            compile_workflow(parsed, registry, base=base)
+        except WorkflowError as exc:
+            assert exc.issues and all(str(issue) for issue in exc.issues)
+    if isinstance(document, dict):
+        try:
+            compile_workflow(document, registry, base=base)
+        except WorkflowError:
+            pass
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=st.one_of(DOCUMENTS, WORKFLOW_LIKE))
+@example(document={"format": "diffgraph/v1", "params": {"p": {"type": ["INT"]}}, "nodes": {}})  # found by hypothesis
+@example(document={"format": "diffgraph/v1", "params": {"p": {"type": "INT", "default": 1, "min": "0"}}, "nodes": {}})
+@example(document={"format": "diffgraph/v1", "nodes": {"n": {"type": "workflow:" + "x" * 300}}})
+def test_random_documents_only_ever_raise_workflow_error(document, registry, tmp_path):
+    check_only_workflow_errors(document, registry, tmp_path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.one_of(st.binary(max_size=200), st.text(max_size=200)))
+def test_random_bytes_and_text_only_ever_raise_workflow_error(data):
+    try:
+        parse_document(data)
+    except WorkflowError as exc:
+        assert exc.issues
