@@ -10,7 +10,10 @@ from diffgraph.engine import NodeRegistry
 
 
 def register(registry: NodeRegistry) -> None:
-    from . import images, primitives
+    from . import images, latents, loaders, primitives, sampling
 
     registry.add(*primitives.NODES)
     registry.add(*images.NODES)
+    registry.add(*loaders.NODES)
+    registry.add(*sampling.NODES)
+    registry.add(*latents.NODES)

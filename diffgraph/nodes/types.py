@@ -1,12 +1,15 @@
 """Port types of the diffusion catalog and how each is kept in the disk cache.
 
-Tensors are stored with safetensors, never pickle. Models and schedulers are live objects that
-stay in memory (the model cache owns their weights), so they are never written to disk.
+Tensors are stored with safetensors, never pickle. Models and schedulers travel as references
+(where their files are, stored as JSON); the model cache owns their weights, which never go to
+the result cache.
 Value conventions shared by all nodes:
   IMAGE         float32 tensor [B, 3, H, W] in [0, 1], on the CPU
   MASK          float32 tensor [B, 1, H, W] in [0, 1] (1 = repaint), on the CPU
   LATENT        dict of tensors: {"samples": [B, C, h, w]} plus optional entries
   CONDITIONING  dict of tensors: {"embeds": [B, T, D]} plus optional entries
+  DEPTH         float32 tensor [B, 1, h, w] in [0, 1], on the CPU
+  UNET, VAE, TEXT_ENCODER, SCHEDULER, DEPTH_MODEL   `diffgraph.nodes.models.ModelRef`
 """
 
 from __future__ import annotations
@@ -78,10 +81,26 @@ class Mask(TensorType):
     name = "MASK"
 
 
-class ModelType(PortType):
-    """A live model object; memory only, shared by reference."""
+class Depth(TensorType):
+    """A depth map [B, 1, h, w] in [0, 1] (1 = near), at the depth estimator's resolution."""
 
-    disk_cacheable = False
+    name = "DEPTH"
+
+
+class ModelType(PortType):
+    """A reference to a model (`diffgraph.nodes.models.ModelRef`: where its files are), not the
+    weights: the model cache in `ctx.services` turns it into a live model. Being small JSON, a
+    loader's result survives in the disk cache, so a second process skips re-checking the model."""
+
+    @classmethod
+    def save(cls, value: Any, directory: Path, stem: str) -> list[str]:
+        return PortType.save(None if value is None else value.to_json(), directory, stem)
+
+    @classmethod
+    def load(cls, directory: Path, files: list[str]) -> Any:
+        from .models import ref_from_json
+
+        return ref_from_json(PortType.load(directory, files))
 
     @classmethod
     def nbytes(cls, value: Any) -> int:

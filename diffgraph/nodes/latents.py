@@ -1,0 +1,176 @@
+"""Between pixels and latents: EmptyLatent, VAEEncode, VAEDecode, PixelsToImage, DepthEstimate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from diffgraph.engine import Input, Node, NodeError, Output, Param, node
+
+from . import models
+from .types import VAE, Depth, DepthModel, Image, Latent, Mask, UNet
+
+
+def vae_scale_factor(vae: Any) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def _check_size(value: int, factor: int, field: str) -> None:
+    if value % factor:
+        raise NodeError(f"{value} is not a multiple of {factor} (the VAE's downscale factor); "
+                        f"try {max(factor, value - value % factor)}", field)
+
+
+@node("EmptyLatent", category="latent")
+class EmptyLatent(Node):
+    """A blank latent of the given size, to sample from pure noise (txt2img). Without a VAE it is a
+    blank pixel-space sample for a UNet2DModel (unconditional generation)."""
+
+    vae: VAE = Input(optional=True, doc="gives the latent's channels and downscale factor")
+    unet: UNet = Input(optional=True, doc="gives the native size, and the channels without a VAE")
+    width: int = Param(0, ge=0, le=16384, step=8, doc="pixels; 0 = the model's native size")
+    height: int = Param(0, ge=0, le=16384, step=8, doc="pixels; 0 = the model's native size")
+    batch_size: int = Param(1, ge=1, le=64)
+    latent: Latent = Output()
+
+    def run(self, ctx):
+        import torch
+
+        if self.vae is None and self.unet is None:
+            raise NodeError("link a VAE (latent models) or a UNet (pixel-space models)", "vae")
+        vae = models.load(ctx, self.vae, "vae") if self.vae is not None else None
+        unet = models.load(ctx, self.unet, "unet") if self.unet is not None else None
+        factor = vae_scale_factor(vae) if vae is not None else 1
+        channels = vae.config.latent_channels if vae is not None else unet.config.in_channels
+        sizes = []
+        for field in ("width", "height"):
+            value = getattr(self, field)
+            if value == 0:
+                if unet is None:
+                    raise NodeError("0 means the model's native size: link the UNet, or give a size", field)
+                native = unet.config.sample_size
+                native = native if isinstance(native, int) else native[0 if field == "height" else 1]
+                value = native * factor
+            _check_size(value, factor, field)
+            sizes.append(value // factor)
+        width, height = sizes
+        return {"latent": {"samples": torch.zeros(self.batch_size, channels, height, width)}}
+
+
+@node("VAEEncode", category="latent")
+class VAEEncode(Node):
+    """Encode an image into the VAE's latent distribution (for img2img, inpainting, depth2img).
+    With a mask, also encodes the image with the masked part blanked out, for inpainting; the
+    sampler draws from the distribution with its seed, as the diffusers pipelines do."""
+
+    vae: VAE = Input()
+    image: Image = Input()
+    mask: Mask = Input(optional=True, doc="1 = repaint; the same size as the image")
+    latent: Latent = Output()
+
+    def run(self, ctx):
+        import torch
+
+        vae = models.load(ctx, self.vae, "vae")
+        image = self.image
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise NodeError(f"expected an RGB image [B, 3, H, W], got {tuple(image.shape)}", "image")
+        factor = vae_scale_factor(vae)
+        height, width = image.shape[2:]
+        _check_size(width, factor, "image")
+        _check_size(height, factor, "image")
+        device, dtype = ctx.device, models.torch_dtype(ctx)
+        pixels = (image * 2.0 - 1.0).to(device=device, dtype=dtype)
+        with torch.inference_mode():
+            latent = _encode(vae, pixels, "")
+            if self.mask is not None:
+                mask = self.mask
+                if mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (height, width):
+                    raise NodeError(f"the mask is {tuple(mask.shape[2:])} (H, W) but the image is "
+                                    f"{(height, width)}; they must match", "mask")
+                if mask.shape[0] not in (1, image.shape[0]):
+                    raise NodeError(f"{mask.shape[0]} masks for {image.shape[0]} images", "mask")
+                binary = (mask >= 0.5).to(dtype=pixels.dtype, device=device)  # as the pipelines binarize
+                latent.update(_encode(vae, pixels * (binary < 0.5), "masked_"))
+                latent["mask"] = torch.nn.functional.interpolate(
+                    binary, size=(height // factor, width // factor)).float().cpu()
+        return {"latent": latent}
+
+
+def _encode(vae: Any, pixels: Any, prefix: str) -> dict[str, Any]:
+    distribution = vae.encode(pixels).latent_dist
+    scale = vae.config.scaling_factor
+    return {f"{prefix}samples": (distribution.mean * scale).float().cpu(),
+            f"{prefix}std": (distribution.std * scale).float().cpu()}
+
+
+@node("VAEDecode", category="latent")
+class VAEDecode(Node):
+    """Decode latents into images with the VAE."""
+
+    vae: VAE = Input()
+    latent: Latent = Input()
+    image: Image = Output()
+
+    def run(self, ctx):
+        import torch
+
+        vae = models.load(ctx, self.vae, "vae")
+        samples = self.latent["samples"]
+        if samples.shape[1] != vae.config.latent_channels:
+            raise NodeError(f"a {samples.shape[1]}-channel latent does not fit this VAE "
+                            f"({vae.config.latent_channels} channels)", "latent")
+        with torch.inference_mode():
+            scaled = samples.to(device=ctx.device, dtype=models.torch_dtype(ctx)) / vae.config.scaling_factor
+            decoded = vae.decode(scaled, return_dict=False)[0]
+        return {"image": (decoded / 2 + 0.5).clamp(0, 1).float().cpu()}
+
+
+@node("PixelsToImage", category="latent")
+class PixelsToImage(Node):
+    """Turn a pixel-space sample (a UNet2DModel's output, values in [-1, 1]) into an image."""
+
+    latent: Latent = Input()
+    image: Image = Output()
+
+    def run(self, ctx):
+        samples = self.latent["samples"]
+        if samples.shape[1] != 3:
+            raise NodeError(f"a {samples.shape[1]}-channel sample is not RGB pixels (decode it with VAEDecode)",
+                            "latent")
+        return {"image": (samples.float() / 2 + 0.5).clamp(0, 1)}
+
+
+@node("DepthEstimate", category="image")
+class DepthEstimate(Node):
+    """Estimate a depth map (1 = nearest) with a transformers depth model such as DPT."""
+
+    depth_model: DepthModel = Input()
+    image: Image = Input()
+    depth: Depth = Output(doc="[B, 1, h, w] in [0, 1] at the estimator's resolution")
+
+    def run(self, ctx):
+        import contextlib
+
+        import torch
+        from PIL import Image as PILImage
+
+        pair = models.load(ctx, self.depth_model, "depth_model")
+        if self.image.ndim != 4 or self.image.shape[1] != 3:
+            raise NodeError(f"expected an RGB image [B, 3, H, W], got {tuple(self.image.shape)}", "image")
+        # the processor sees 8-bit pictures, exactly as the depth2img pipeline hands it PIL images
+        pictures = [PILImage.fromarray((img.permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy())
+                    for img in self.image]
+        dtype = models.torch_dtype(ctx)
+        pixels = pair.processor(images=pictures, return_tensors="pt").pixel_values.to(ctx.device, dtype)
+        device_type = torch.device(ctx.device).type
+        # DPT-Hybrid's batch norm needs autocast in half precision (as in the depth2img pipeline)
+        autocast = contextlib.nullcontext() if ctx.dtype == "fp32" else torch.autocast(device_type, dtype=dtype)
+        with torch.inference_mode(), autocast:
+            depth = pair.model(pixels).predicted_depth.float()
+        depth = depth.unsqueeze(1)
+        low = torch.amin(depth, dim=[1, 2, 3], keepdim=True)
+        high = torch.amax(depth, dim=[1, 2, 3], keepdim=True)
+        return {"depth": ((depth - low) / (high - low).clamp_min(1e-8)).cpu()}
+
+
+NODES = [EmptyLatent, VAEEncode, VAEDecode, PixelsToImage, DepthEstimate]

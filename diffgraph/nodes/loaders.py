@@ -1,0 +1,176 @@
+"""Model loaders: check that `model` names a usable model, load it into the model cache, and hand
+references to the nodes that compute with it (see `models.py` for where models may come from)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from diffgraph.engine import Node, NodeError, Output, Param, node
+
+from . import models
+from .types import VAE, DepthModel, Scheduler, TextEncoder, UNet
+
+UNET_CLASSES = ("UNet2DConditionModel", "UNet2DModel")
+VAE_CLASSES = ("AutoencoderKL", "AsymmetricAutoencoderKL", "AutoencoderTiny")
+TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
+
+MODEL_DOC = "a diffusers folder, a Hugging Face repo id, or a single-file .safetensors checkpoint"
+CONFIG_DOC = "single-file checkpoints only: a diffusers folder or repo id providing the model's configs"
+PICKLE_DOC = "allow pickle weights (.ckpt/.bin/.pt), which can run code when loaded: only for files you trust"
+
+
+def _source(model: str, revision: str, allow_pickle: bool) -> tuple[Path, bool]:
+    """(resolved path, is a single checkpoint file)."""
+    path = models.resolve_model(model, revision)
+    if path.is_file():
+        models.check_checkpoint_file(path, allow_pickle)
+        return path, True
+    return path, False
+
+
+def _config_folder(config: str, revision: str) -> Path:
+    if not config.strip():
+        raise NodeError("a single-file checkpoint needs `config`: a diffusers folder (or repo id) with the "
+                        "model's configs, such as the model it was trained from", "config")
+    folder = models.resolve_model(config, revision, field="config")
+    if not (folder / "model_index.json").is_file():
+        raise NodeError(f"{folder} is not a diffusers folder (no model_index.json)", "config")
+    return folder
+
+
+def _ref(ctx, kind: str, path: Path, subfolder: str, revision: str, allow_pickle: bool, config: str = ""):
+    ref = models.ModelRef(kind=kind, path=str(path), subfolder=subfolder, revision=revision, config=config,
+                          allow_pickle=allow_pickle)
+    models.model_cache(ctx).load(ref, ctx.device, ctx.dtype, field="model")
+    return ref
+
+
+def _component(ctx, model: str, revision: str, allow_pickle: bool, config: str, kind: str,
+               names: tuple[str, ...], classes: tuple[str, ...]):
+    path, single = _source(model, revision, allow_pickle)
+    if single:
+        if kind not in ("unet", "vae", "text_encoder"):
+            raise NodeError(f"a single-file checkpoint holds no {kind}", "model")
+        return _ref(ctx, kind, path, "", revision, allow_pickle, str(_config_folder(config, revision)))
+    subfolder = models.find_component(path, names, classes, "model")
+    return _ref(ctx, kind, path, subfolder, revision, allow_pickle)
+
+
+@node("LoadPipeline", category="loaders")
+class LoadPipeline(Node):
+    """Load a Stable Diffusion model (or a pixel-space DDPM model): its UNet, VAE, text encoder
+    and scheduler. A model without a VAE or text encoder leaves those outputs empty."""
+
+    model: str = Param(doc=MODEL_DOC)
+    revision: str = Param("", doc="Hugging Face repo ids only: a branch, tag or commit")
+    config: str = Param("", doc=CONFIG_DOC)
+    allow_pickle: bool = Param(False, doc=PICKLE_DOC)
+    unet: UNet = Output()
+    vae: VAE = Output()
+    text_encoder: TextEncoder = Output(doc="the text encoder together with its tokenizer")
+    scheduler: Scheduler = Output(doc="the model's own scheduler config")
+
+    def run(self, ctx):
+        path, single = _source(self.model, self.revision, self.allow_pickle)
+        if single:
+            config = _config_folder(self.config, self.revision)
+            refs = {kind: _ref(ctx, kind, path, "", self.revision, self.allow_pickle, str(config))
+                    for kind in ("unet", "vae", "text_encoder")}
+            return {**refs, "scheduler": models.scheduler_ref(config)}
+        if not (path / "model_index.json").is_file():
+            what = models.component_class(path, "")
+            found = f"a single {what[1]} (use LoadUNet/LoadVAE/LoadTextEncoder)" if what else "no model_index.json"
+            raise NodeError(f"{path} is not a diffusers pipeline folder: {found}", "model")
+        index = models.component_class(path, "unet")
+        if index is None or index[1] not in UNET_CLASSES:
+            raise NodeError(f"{path} is not a diffusion model: it has no UNet "
+                            f"({index[1] if index else 'no unet entry in model_index.json'})", "model")
+        if not (path / "scheduler" / "scheduler_config.json").is_file():
+            raise NodeError(f"{path} has no scheduler/scheduler_config.json", "model")
+        outputs = {"unet": _ref(ctx, "unet", path, "unet", self.revision, self.allow_pickle),
+                   "scheduler": models.scheduler_ref(path)}
+        for kind, classes in (("vae", VAE_CLASSES), ("text_encoder", TEXT_ENCODER_CLASSES)):
+            found = models.component_class(path, kind)
+            if found is None:
+                outputs[kind] = None
+            elif found[1] not in classes:
+                raise NodeError(f"{path}: its {kind} is a {found[1]}, not one of {', '.join(classes)}", "model")
+            else:
+                outputs[kind] = _ref(ctx, kind, path, kind, self.revision, self.allow_pickle)
+        return outputs
+
+
+@node("LoadUNet", category="loaders")
+class LoadUNet(Node):
+    """Load only the UNet of a model (a pipeline folder, a `unet` folder, or a checkpoint)."""
+
+    model: str = Param(doc=MODEL_DOC)
+    revision: str = Param("")
+    config: str = Param("", doc=CONFIG_DOC)
+    allow_pickle: bool = Param(False, doc=PICKLE_DOC)
+    unet: UNet = Output()
+
+    def run(self, ctx):
+        return {"unet": _component(ctx, self.model, self.revision, self.allow_pickle, self.config, "unet",
+                                   ("unet", ""), UNET_CLASSES)}
+
+
+@node("LoadVAE", category="loaders")
+class LoadVAE(Node):
+    """Load only the VAE of a model (a pipeline folder, a `vae` folder, or a checkpoint)."""
+
+    model: str = Param(doc=MODEL_DOC)
+    revision: str = Param("")
+    config: str = Param("", doc=CONFIG_DOC)
+    allow_pickle: bool = Param(False, doc=PICKLE_DOC)
+    vae: VAE = Output()
+
+    def run(self, ctx):
+        return {"vae": _component(ctx, self.model, self.revision, self.allow_pickle, self.config, "vae",
+                                  ("vae", ""), VAE_CLASSES)}
+
+
+@node("LoadTextEncoder", category="loaders")
+class LoadTextEncoder(Node):
+    """Load only the text encoder and tokenizer of a model (a pipeline folder or a checkpoint)."""
+
+    model: str = Param(doc=MODEL_DOC)
+    revision: str = Param("")
+    config: str = Param("", doc=CONFIG_DOC)
+    allow_pickle: bool = Param(False, doc=PICKLE_DOC)
+    text_encoder: TextEncoder = Output()
+
+    def run(self, ctx):
+        return {"text_encoder": _component(ctx, self.model, self.revision, self.allow_pickle, self.config,
+                                           "text_encoder", ("text_encoder",), TEXT_ENCODER_CLASSES)}
+
+
+@node("LoadDepthModel", category="loaders")
+class LoadDepthModel(Node):
+    """Load a depth estimator (transformers AutoModelForDepthEstimation, such as DPT) and its image
+    processor: a depth2img pipeline folder (depth_estimator/ + feature_extractor/) or a model folder."""
+
+    model: str = Param(doc="a folder or Hugging Face repo id")
+    revision: str = Param("")
+    allow_pickle: bool = Param(False, doc=PICKLE_DOC)
+    depth_model: DepthModel = Output()
+
+    def run(self, ctx):
+        path, single = _source(self.model, self.revision, self.allow_pickle)
+        if single:
+            raise NodeError("a depth model is a folder (config.json and preprocessor_config.json), not a file",
+                            "model")
+        if (path / "model_index.json").is_file():
+            subfolder = "depth_estimator"
+            if models.component_class(path, subfolder) is None:
+                raise NodeError(f"{path} has no depth_estimator", "model")
+        else:
+            subfolder = ""
+            found = models.component_class(path, "")
+            if found is None or "Depth" not in found[1]:
+                raise NodeError(f"{path} is not a depth estimation model ({found[1] if found else 'no config.json'})",
+                                "model")
+        return {"depth_model": _ref(ctx, "depth_model", path, subfolder, self.revision, self.allow_pickle)}
+
+
+NODES = [LoadPipeline, LoadUNet, LoadVAE, LoadTextEncoder, LoadDepthModel]

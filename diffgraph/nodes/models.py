@@ -1,0 +1,362 @@
+"""Finding, checking and loading models; the per-process model cache.
+
+Models travel between nodes by reference: a loader node checks that its `model` names a usable
+model and returns small `ModelRef`s (a resolved local path plus a component), which the result
+cache can keep on disk. The nodes that compute with a model turn the ref into live weights
+through the `ModelCache` kept in `ctx.services["models"]`: loaded once per process, placed on the
+run's device and dtype, dropped least-recently-used under a memory budget.
+
+Where a model can come from:
+  - a local diffusers folder (model_index.json and one subfolder per component) or a single
+    component folder (config.json);
+  - a Hugging Face repo id, read from huggingface_hub's cache (HF_HUB_OFFLINE honoured);
+  - a single-file `.safetensors` checkpoint in the original Stable Diffusion layout, converted by
+    diffusers' `from_single_file` with the configs of a local diffusers folder (`config`).
+Pickle files (.ckpt, .bin, .pt) can run code when loaded: they are refused unless the user opts
+in with `allow_pickle`. The format is judged by the file's content, never by its name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import struct
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from diffgraph.engine import NodeError
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PICKLE_HELP = ("pickle files can run arbitrary code when loaded; convert the checkpoint to .safetensors, "
+               "or set allow_pickle=true if you trust its source")
+#: libraries whose classes a model folder may name
+LIBRARIES = ("diffusers", "transformers")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where one component of a model lives. JSON-serializable, so loaders cache on disk."""
+
+    kind: str  # unet | vae | text_encoder | depth_model | scheduler
+    path: str  # resolved local folder or checkpoint file
+    subfolder: str = ""
+    revision: str = ""
+    #: for a single-file checkpoint: the diffusers folder that provides the configs
+    config: str = ""
+    allow_pickle: bool = False
+    #: schedulers only: the class name and its config (schedulers are built, not loaded)
+    scheduler_class: str = ""
+    scheduler_config: str = ""  # JSON text, so the ref stays hashable
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelRef:
+        return cls(**data)
+
+    @property
+    def single_file(self) -> bool:
+        return Path(self.path).is_file()
+
+    def describe(self) -> str:
+        return f"{self.path}" + (f" ({self.subfolder})" if self.subfolder else "")
+
+
+def ref_from_json(data: Any) -> ModelRef | None:
+    return None if data is None else ModelRef.from_json(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# finding a model
+
+
+def sniff_format(path: Path) -> str:
+    """'safetensors', 'pickle' or 'unknown', from the first bytes of the file."""
+    with open(path, "rb") as handle:
+        head = handle.read(16)
+    if len(head) >= 10 and head[8:9] == b"{":
+        (header_length,) = struct.unpack("<Q", head[:8])
+        if 2 <= header_length <= path.stat().st_size - 8:
+            return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or a raw pickle stream
+        return "pickle"
+    return "unknown"
+
+
+def resolve_model(text: str, revision: str = "", field: str = "model") -> Path:
+    """A local path for `text`: a path (absolute, relative to the working folder or to the
+    diffgraph package) or a Hugging Face repo id found through huggingface_hub's cache."""
+    text = text.strip()
+    if not text:
+        raise NodeError("no model given: name a diffusers folder, a .safetensors file or a repo id", field)
+    path = Path(text).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    if path.is_absolute() or text.startswith(".") or not REPO_ID.match(text):
+        raise NodeError(f"{text!r} does not exist", field)
+    return _from_hub(text, revision, field)
+
+
+def _from_hub(repo_id: str, revision: str, field: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        folder = snapshot_download(repo_id, revision=revision or None, local_files_only=offline,
+                                   allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
+    except LocalEntryNotFoundError:
+        where = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
+        raise NodeError(f"{repo_id!r} is not a local path, and the Hugging Face repo is not in the cache "
+                        f"({where}); download it first or give a local folder", field) from None
+    except RepositoryNotFoundError:
+        raise NodeError(f"{repo_id!r} is neither a local path nor a Hugging Face repo", field) from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise NodeError(f"could not fetch {repo_id!r} from the Hugging Face Hub: {exc}", field) from None
+    return Path(folder)
+
+
+def check_checkpoint_file(path: Path, allow_pickle: bool, field: str = "model") -> None:
+    kind = sniff_format(path)
+    if kind == "pickle" and not allow_pickle:
+        raise NodeError(f"{path.name} is a pickle file, not safetensors: {PICKLE_HELP}", field)
+    if kind == "unknown":
+        raise NodeError(f"{path.name} is neither a .safetensors checkpoint nor a diffusers folder", field)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise NodeError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise NodeError(f"{path} is not a JSON object")
+    return data
+
+
+def component_class(folder: Path, subfolder: str) -> tuple[str, str] | None:
+    """(library, class name) of a component, from model_index.json or the component's config."""
+    index = folder / "model_index.json"
+    if subfolder and index.is_file():
+        entry = _read_json(index).get(subfolder)
+        if isinstance(entry, list) and len(entry) == 2 and entry[0] in LIBRARIES and entry[1]:
+            return str(entry[0]), str(entry[1])
+        return None
+    where = folder / subfolder if subfolder else folder
+    config = where / "config.json"
+    if config.is_file():
+        data = _read_json(config)
+        if "_class_name" in data:
+            return "diffusers", str(data["_class_name"])
+        if data.get("architectures"):
+            return "transformers", str(data["architectures"][0])
+    if (where / "scheduler_config.json").is_file():
+        return "diffusers", str(_read_json(where / "scheduler_config.json").get("_class_name", ""))
+    return None
+
+
+def find_component(folder: Path, names: tuple[str, ...], expected: tuple[str, ...], field: str) -> str:
+    """The subfolder of `folder` holding a component whose class is one of `expected` ("" = the
+    folder itself). Raises a NodeError naming what was found instead."""
+    found = []
+    for subfolder in names:
+        spec = component_class(folder, subfolder)
+        if spec is None:
+            continue
+        if spec[1] in expected:
+            return subfolder
+        found.append(spec[1])
+    if found:
+        raise NodeError(f"{folder} holds a {found[0]}, not one of {', '.join(expected)}", field)
+    if not (folder / "model_index.json").is_file() and not (folder / "config.json").is_file():
+        raise NodeError(f"{folder} is not a diffusers model folder (no model_index.json or config.json)", field)
+    raise NodeError(f"{folder} has no {' or '.join(n for n in names if n) or 'model'} component", field)
+
+
+def scheduler_ref(folder: Path, subfolder: str = "scheduler") -> ModelRef:
+    config_path = folder / subfolder / "scheduler_config.json"
+    config = _read_json(config_path)
+    return ModelRef(kind="scheduler", path=str(folder), subfolder=subfolder,
+                    scheduler_class=str(config.get("_class_name", "")),
+                    scheduler_config=json.dumps(config, sort_keys=True))
+
+
+def build_scheduler(ref: ModelRef) -> Any:
+    """A fresh scheduler (schedulers keep per-run state, so every loop builds its own)."""
+    import diffusers
+
+    cls = getattr(diffusers, ref.scheduler_class, None)
+    if cls is None or not ref.scheduler_class.endswith("Scheduler"):
+        raise NodeError(f"unknown scheduler class {ref.scheduler_class!r}", "scheduler")
+    return cls.from_config(json.loads(ref.scheduler_config))
+
+
+# ---------------------------------------------------------------------------------------------
+# loading
+
+
+@dataclass
+class TextEncoderPair:
+    """A text encoder together with the tokenizer that feeds it."""
+
+    tokenizer: Any
+    model: Any
+
+
+@dataclass
+class DepthPair:
+    model: Any
+    processor: Any
+
+
+def _module_bytes(value: Any) -> int:
+    model = getattr(value, "model", value)
+    parameters = getattr(model, "parameters", None)
+    if parameters is None:
+        return 0
+    return sum(p.numel() * p.element_size() for p in parameters())
+
+
+def _cls(library: str, name: str) -> Any:
+    if library not in LIBRARIES:
+        raise NodeError(f"components from {library!r} are not supported")
+    cls = getattr(importlib.import_module(library), name, None)
+    if cls is None:
+        raise NodeError(f"{library} has no class {name!r} (is the library too old?)")
+    return cls
+
+
+def _load_part(folder: Path, subfolder: str, torch_dtype: Any, allow_pickle: bool) -> Any:
+    spec = component_class(folder, subfolder)
+    if spec is None:
+        raise NodeError(f"{folder / subfolder} is not a model folder")
+    library, name = spec
+    cls = _cls(library, name)
+    where = folder / subfolder if subfolder else folder
+    if name.endswith(("Tokenizer", "TokenizerFast", "Processor", "ProcessorPil", "FeatureExtractor")):
+        return cls.from_pretrained(str(where), local_files_only=True)
+    if library == "diffusers":
+        return cls.from_pretrained(str(where), torch_dtype=torch_dtype, local_files_only=True,
+                                   use_safetensors=None if allow_pickle else True)
+    return cls.from_pretrained(str(where), dtype=torch_dtype, local_files_only=True,
+                               use_safetensors=None if allow_pickle else True)
+
+
+def _load_single_file(ref: ModelRef, torch_dtype: Any) -> dict[str, Any]:
+    from diffusers import StableDiffusionPipeline
+
+    path = Path(ref.path)
+    check_checkpoint_file(path, ref.allow_pickle)
+    pipe = StableDiffusionPipeline.from_single_file(
+        str(path), config=ref.config, local_files_only=True, torch_dtype=torch_dtype,
+        safety_checker=None, requires_safety_checker=False)
+    return {
+        "unet": pipe.unet,
+        "vae": pipe.vae,
+        "text_encoder": TextEncoderPair(pipe.tokenizer, pipe.text_encoder),
+    }
+
+
+class ModelCache:
+    """Live models keyed by (kind, path, subfolder, revision, device, dtype), LRU under a byte budget.
+
+    A model bigger than the budget still loads (the run needs it); it is then the only one kept.
+    """
+
+    def __init__(self, max_bytes: int | None = None):
+        if max_bytes is None:
+            max_bytes = int(float(os.environ.get("DIFFGRAPH_MODEL_CACHE_GB", "16")) * 1024**3)
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
+        self.loads = 0  # how many times weights were read from disk (tests and stats read it)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def load(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None) -> Any:
+        key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, device, dtype)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry[0]
+        import torch
+
+        torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
+        try:
+            if ref.single_file:
+                parts = _load_single_file(ref, torch_dtype)
+            else:
+                parts = {ref.kind: self._load_folder_part(ref, torch_dtype)}
+        except NodeError as exc:
+            raise NodeError(str(exc), exc.field or field) from None
+        except Exception as exc:  # noqa: BLE001 - a broken model file is the user's input
+            raise NodeError(f"cannot load {ref.describe()}: {type(exc).__name__}: {exc}", field) from None
+        self.loads += 1
+        for kind, value in parts.items():
+            self._put((kind, *key[1:]), _placed(value, device, torch_dtype))
+        return self._entries[key][0]
+
+    @staticmethod
+    def _load_folder_part(ref: ModelRef, torch_dtype: Any) -> Any:
+        folder = Path(ref.path)
+        if ref.kind == "text_encoder":
+            tokenizer_folder = "tokenizer" if ref.subfolder else ""
+            return TextEncoderPair(_load_part(folder, tokenizer_folder, None, ref.allow_pickle),
+                                   _load_part(folder, ref.subfolder, torch_dtype, ref.allow_pickle))
+        if ref.kind == "depth_model":
+            if ref.subfolder:
+                processor = _load_part(folder, "feature_extractor", None, ref.allow_pickle)
+            else:
+                from transformers import AutoImageProcessor
+
+                processor = AutoImageProcessor.from_pretrained(str(folder), local_files_only=True)
+            return DepthPair(_load_part(folder, ref.subfolder, torch_dtype, ref.allow_pickle), processor)
+        return _load_part(folder, ref.subfolder, torch_dtype, ref.allow_pickle)
+
+    def _put(self, key: tuple, value: Any) -> None:
+        nbytes = _module_bytes(value)
+        self._entries[key] = (value, nbytes)
+        self.bytes += nbytes
+        while self.bytes > self.max_bytes and len(self._entries) > 1:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.bytes -= evicted
+
+
+def _placed(value: Any, device: str, torch_dtype: Any) -> Any:
+    for part in (value, getattr(value, "model", None)):
+        if part is not None and hasattr(part, "to") and hasattr(part, "parameters"):
+            if getattr(part, "dtype", torch_dtype) != torch_dtype:
+                part.to(dtype=torch_dtype)
+            part.to(device=device)
+            part.eval()
+            part.requires_grad_(False)
+    return value
+
+
+def model_cache(ctx: Any) -> ModelCache:
+    """The process-wide model cache the executor's owner handed in (created on first use)."""
+    return ctx.services.setdefault("models", ModelCache())
+
+
+def load(ctx: Any, ref: Any, field: str) -> Any:
+    if ref is None:
+        raise NodeError("nothing is linked here", field)
+    if not isinstance(ref, ModelRef):
+        raise NodeError(f"expected a model reference, got {type(ref).__name__}", field)
+    return model_cache(ctx).load(ref, ctx.device, ctx.dtype, field)
+
+
+def torch_dtype(ctx: Any) -> Any:
+    import torch
+
+    return getattr(torch, TORCH_DTYPES[ctx.dtype])
