@@ -358,10 +358,14 @@ def compile_workflow(
     *,
     base: Path | None = None,
     resolver: SubgraphResolver = default_resolver,
+    source: Path | None = None,
 ) -> Plan:
-    """Validate `document` against `registry` and plan it, or raise WorkflowError with every issue."""
+    """Validate `document` against `registry` and plan it, or raise WorkflowError with every issue.
+
+    `source` is the file the document came from, so a subgraph that includes it is caught at once.
+    """
     with gc_paused():
-        return _compile(document, registry, overrides, base, resolver)
+        return _compile(document, registry, overrides, base, resolver, source)
 
 
 def _compile(
@@ -370,6 +374,7 @@ def _compile(
     overrides: Mapping[str, Any] | None,
     base: Path | None,
     resolver: SubgraphResolver,
+    source: Path | None = None,
 ) -> Plan:
     issues: list[Issue] = []
     for key in document:
@@ -383,7 +388,7 @@ def _compile(
     values, types = resolve_template_params(document, overrides or {}, issues)
     flattener = _Flattener(registry, resolver)
     flattener.issues = issues
-    flattener.flatten(document, values, types, prefix="", base=base, stack=())
+    flattener.flatten(document, values, types, prefix="", base=base, stack=(source,) if source else ())
     flat = flattener.nodes
 
     planned: dict[str, PlannedNode] = {}
@@ -567,7 +572,8 @@ def load_plan(
 ) -> Plan:
     """Read, validate and plan a workflow file."""
     path = Path(path)
-    return compile_workflow(read_document(path), registry, overrides, base=path.resolve().parent)
+    return compile_workflow(read_document(path), registry, overrides, base=path.resolve().parent,
+                            source=path.resolve())
 
 
 __all__ = ["Plan", "PlannedNode", "compile_workflow", "load_plan", "parse_override", "PARAM_PORT_TYPES"]
