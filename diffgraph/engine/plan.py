@@ -374,7 +374,7 @@ def _compile(
     overrides: Mapping[str, Any] | None,
     base: Path | None,
     resolver: SubgraphResolver,
-    source: Path | None = None,
+    source_file: Path | None = None,
 ) -> Plan:
     issues: list[Issue] = []
     for key in document:
@@ -388,7 +388,7 @@ def _compile(
     values, types = resolve_template_params(document, overrides or {}, issues)
     flattener = _Flattener(registry, resolver)
     flattener.issues = issues
-    flattener.flatten(document, values, types, prefix="", base=base, stack=(source,) if source else ())
+    flattener.flatten(document, values, types, prefix="", base=base, stack=(source_file,) if source_file else ())
     flat = flattener.nodes
 
     planned: dict[str, PlannedNode] = {}
