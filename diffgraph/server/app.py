@@ -115,7 +115,8 @@ def workflow_from(body: dict[str, Any]) -> dict[str, Any]:
         try:
             text = json.dumps(raw, ensure_ascii=False, allow_nan=False)
         except (ValueError, RecursionError):
-            raise RequestError(400, "field 'workflow' holds values a workflow may not hold") from None
+            issue = Issue(None, None, "the document holds a non-finite number or is nested too deeply")
+            raise RequestError(400, "invalid workflow", errors=[issue.to_dict()]) from None
         fmt = "json"
     elif isinstance(raw, str):
         text, fmt = raw, None
