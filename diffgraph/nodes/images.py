@@ -6,6 +6,7 @@ IMAGE values are float32 CPU tensors [B, 3, H, W] in [0, 1]; MASK values are [B,
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -24,6 +25,8 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 WORKFLOW_CHUNK = "diffgraph"
 _NUMBERED = "{prefix}_{number:05d}.png"
 _FORBIDDEN_IN_PREFIX = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
+#: errors of os.link on file systems that have no hard links (FAT, some network mounts)
+_NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
 
 
 def _file_digest(path: Path) -> str:
@@ -58,8 +61,8 @@ class LoadImage(Node):
         import torch
 
         picture = _open_image(self.image)
-        if picture.mode.startswith("I") or picture.mode == "F":  # 16-bit or float greyscale
-            grey = np.asarray(picture, dtype=np.float32) / (65535.0 if picture.mode.startswith("I") else 1.0)
+        if picture.mode.startswith("I"):  # 16-bit greyscale PNG: keep its precision
+            grey = np.asarray(picture, dtype=np.float32) / 65535.0
             rgb = torch.from_numpy(np.clip(grey, 0.0, 1.0)).expand(3, *grey.shape).clone()
         else:
             pixels = np.asarray(picture.convert("RGB"), dtype=np.uint8)
@@ -143,7 +146,9 @@ def _write_numbered(folder: Path, prefix: str, picture: Any, pnginfo: Any = None
 
     The PNG is written to a hidden temporary file first and then hard-linked to its name, which
     fails if the name exists (another process got there first: try the next number); so the name
-    only ever shows a complete picture and no existing file is overwritten.
+    only ever shows a complete picture and no existing file is overwritten. On file systems
+    without hard links the name is reserved by exclusive creation and the picture renamed over it
+    (an empty file is visible for that moment).
     """
     folder.mkdir(parents=True, exist_ok=True)
     temporary = folder / f".{prefix}.{uuid.uuid4().hex}.tmp"
@@ -156,12 +161,27 @@ def _write_numbered(folder: Path, prefix: str, picture: Any, pnginfo: Any = None
         while True:
             target = folder / _NUMBERED.format(prefix=prefix, number=number)
             try:
-                os.link(temporary, target)
+                _publish(temporary, target)
                 return target
             except FileExistsError:
                 number += 1
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _publish(temporary: Path, target: Path) -> None:
+    """Give the finished file at `temporary` the name `target`; FileExistsError if it is taken."""
+    try:
+        os.link(temporary, target)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in _NO_HARD_LINKS:
+            raise
+    with open(target, "xb"):  # reserve the name; only then may the rename replace it
+        pass
+    os.replace(temporary, target)
 
 
 def _save_all(images: Any, folder: Path, prefix: str, pnginfo: Any = None) -> list[str]:
@@ -223,7 +243,8 @@ class MaskNode(Node):
     """
 
     mask: Mask = Input(optional=True, doc="a mask to start from (LoadImage's alpha mask, say)")
-    image: Image = Input(optional=True, doc="without a mask: its luminance is the mask (white = repaint)")
+    image: Image = Input(optional=True, doc="without a mask: its luminance is the mask (white = repaint); "
+                                            "with one: only checked to be the mask's size")
     use_luminance: bool = Param(True, doc="off: without a mask, use the image only for its size")
     threshold: float = Param(0.5, ge=0.0, le=1.0, step=0.01,
                              doc="values >= threshold become 1, others 0; 0 keeps soft values")
@@ -277,8 +298,10 @@ class MaskNode(Node):
         image = image.detach().float().cpu().nan_to_num(0.0).clamp(0, 1)
         if not self.use_luminance:
             return torch.zeros(image.shape[0], 1, *image.shape[2:])
-        weights = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, as Pillow's "L"
-        return (image * weights).sum(dim=1, keepdim=True)
+        # exactly Pillow's convert("L") on the 8-bit values, so a mask picture thresholds as diffusers' does
+        levels = (image.double() * 255).round()
+        weighted = levels[:, 0:1] * 19595 + levels[:, 1:2] * 38470 + levels[:, 2:3] * 7471
+        return (torch.floor((weighted + 32768) / 65536) / 255).float()
 
 
 def grow_mask(mask, pixels: int):

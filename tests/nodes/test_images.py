@@ -429,12 +429,20 @@ def test_image_luminance_is_the_mask_when_no_mask_is_linked():
     image = torch.zeros(1, 3, 2, 3)
     image[0, :, 0, 0] = 1.0  # white
     image[0, :, 0, 1] = 0.4  # dark grey
-    image[0, 1, 0, 2] = 1.0  # pure green: luminance 0.587
+    image[0, 1, 0, 2] = 1.0  # pure green: luminance 150 of 255, as Pillow computes it
     out = run_node(MaskNode, image=image)["mask"]
     assert out.shape == (1, 1, 2, 3)
     assert out[0, 0].tolist() == [[1, 0, 1], [0, 0, 0]]
     soft = run_node(MaskNode, image=image, threshold=0.0)["mask"]
-    assert soft[0, 0, 0, 2].item() == pytest.approx(0.587) and soft[0, 0, 0, 1].item() == pytest.approx(0.4)
+    assert soft[0, 0, 0, 2].item() == pytest.approx(150 / 255) and soft[0, 0, 0, 1].item() == pytest.approx(0.4)
+
+
+def test_luminance_matches_pillows_greyscale_conversion_exactly():
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    image = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    expected = torch.from_numpy(np.array(Image.fromarray(pixels, "RGB").convert("L"))).float() / 255.0
+    assert torch.equal(run_node(MaskNode, image=image, threshold=0.0)["mask"][0, 0], expected)
 
 
 def test_a_rectangle_is_added_to_the_mask_and_clipped_at_the_edge():
