@@ -10,14 +10,6 @@ export default defineConfig({
     outDir: "../diffgraph/server/static",
     emptyOutDir: true,
     chunkSizeWarningLimit: 800,
-    // stable names keep the committed build's diffs readable
-    rollupOptions: {
-      output: {
-        entryFileNames: "assets/editor.js",
-        chunkFileNames: "assets/[name].js",
-        assetFileNames: "assets/[name][extname]",
-      },
-    },
   },
   server: {
     proxy: {

@@ -20,7 +20,7 @@ import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import * as api from "./api";
 import { edgeId, emptyWorkflow, freshId, graphToWorkflow, workflowToGraph, type DgEdge, type DgNode, type Graph } from "./convert";
 import { EditorContext, GraphNode, typeColour, type EditorActions } from "./GraphNode";
-import { layoutPositions } from "./layout";
+import { layoutPositions, NODE_WIDTH } from "./layout";
 import { canvasNodeId, statusStore } from "./nodeStatus";
 import { isPng, readEmbeddedWorkflow } from "./png";
 import { applyRunEvent, decodePreview, showOutputs, showRunRecord, type RunEvent } from "./runEvents";
@@ -139,7 +139,7 @@ function Editor() {
       setNodes(graph.nodes);
       setEdges(graph.edges);
       setRevision((r) => r + 1);
-      if (opts.fit !== false) requestAnimationFrame(() => flow.fitView({ padding: 0.1 }));
+      if (opts.fit !== false) requestAnimationFrame(() => flow.fitView({ padding: 0.1, maxZoom: 1 }));
       say(`Opened ${source}.`);
     },
     [catalog, flow, remember, say],
@@ -471,7 +471,11 @@ function Editor() {
       remember();
       const taken = new Set(state.current.nodes.map((n) => n.id));
       const id = freshId(type, taken);
-      const at = position ?? flow.screenToFlowPosition({ x: window.innerWidth / 2, y: window.innerHeight / 2 });
+      const at = position ?? flow.screenToFlowPosition({ x: window.innerWidth / 2, y: window.innerHeight / 3 });
+      // a click in the palette never drops a node on top of another one
+      const overlaps = (x: number, y: number) =>
+        state.current.nodes.some((n) => Math.abs(n.position.x - x) < NODE_WIDTH + 20 && Math.abs(n.position.y - y) < 120);
+      if (!position) while (overlaps(at.x, at.y)) at.x += NODE_WIDTH + 40;
       const node: DgNode = {
         id,
         type: "dg",
@@ -527,7 +531,7 @@ function Editor() {
     remember();
     const placed = layoutPositions(state.current.nodes, state.current.edges, catalog);
     setNodes((nds) => nds.map((n) => ({ ...n, position: placed[n.id] ?? n.position })));
-    requestAnimationFrame(() => flow.fitView({ padding: 0.1 }));
+    requestAnimationFrame(() => flow.fitView({ padding: 0.1, maxZoom: 1 }));
   }, [catalog, flow, remember]);
 
   const setTemplateParam = useCallback(
@@ -625,7 +629,7 @@ function Editor() {
           <button onClick={undo} title="Undo (Ctrl+Z)">Undo</button>
           <button onClick={redo} title="Redo (Ctrl+Shift+Z)">Redo</button>
           <button onClick={autoLayout}>Auto-layout</button>
-          <button onClick={() => flow.fitView({ padding: 0.1 })}>Fit view</button>
+          <button onClick={() => flow.fitView({ padding: 0.1, maxZoom: 1 })}>Fit view</button>
           <span className="sep" />
           <button className="run" data-testid="run" onClick={run} disabled={!!runId} title="Run (Ctrl+Enter)">
             {runId ? "Running…" : "Run"}

@@ -34,7 +34,12 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
   if (!response.ok) {
     const record = (payload ?? {}) as { error?: string; errors?: Issue[] };
     const issues = Array.isArray(record.errors) ? record.errors : [];
-    const message = record.error ?? (text.trim().slice(0, 300) || response.statusText);
+    let message = record.error ?? (text.trim().slice(0, 300) || response.statusText);
+    if (issues.length > 0) {
+      const where = (i: Issue) => [i.node, i.field].filter(Boolean).join(".");
+      const listed = issues.slice(0, 3).map((i) => (where(i) ? `${where(i)}: ${i.message}` : i.message));
+      message += ` — ${listed.join("; ")}${issues.length > 3 ? `; and ${issues.length - 3} more` : ""}`;
+    }
     throw new ApiError(`${method} ${path} failed (${response.status}): ${message}`, response.status, issues);
   }
   return payload as T;

@@ -1,0 +1,137 @@
+"""The browser editor end to end: Debian's Chromium (playwright-core) drives the built editor
+served by a real `diffgraph serve` subprocess on a loopback port with its own data directory.
+
+Each scenario is a script in web/e2e/editor.mjs that prints one line per check and saves a
+screenshot of its end state under artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+WEB = ROOT / "web"
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = os.environ.get("DIFFGRAPH_CHROMIUM", "/usr/bin/chromium")
+READY = re.compile(r"diffgraph serving on (http://\S+)")
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("node") and Path(CHROMIUM).exists() and (WEB / "node_modules" / "playwright-core").is_dir()),
+    reason="needs node, Debian's chromium and `npm ci` in web/ (scripts/setup installs them)",
+)
+
+
+class EditorServer:
+    """`diffgraph serve --port 0` in a fresh data directory; `url` once it says it is serving."""
+
+    def __init__(self, data_dir: Path):
+        self.log_path = data_dir / "server.log"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "DIFFGRAPH_CACHE_MAX_GB": "1"}
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir", str(data_dir)],
+            stdout=subprocess.PIPE, stderr=self._log, env=env, cwd=data_dir,
+        )
+        self.url: str | None = None
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for raw in self.proc.stdout:
+                match = READY.search(raw.decode(errors="replace"))
+                if match:
+                    self.url = match.group(1).rstrip("/")
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(90) or self.url is None:
+            self.stop()
+            raise RuntimeError(f"diffgraph serve did not start: {self.log_path.read_text(errors='replace')}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EditorServer]:
+    server = EditorServer(tmp_path_factory.mktemp("editor-data"))
+    yield server
+    server.stop()
+
+
+def run_scenario(server: EditorServer, scenario: str, *args: str, timeout: float = 300) -> str:
+    command = ["node", str(WEB / "e2e" / "editor.mjs"), server.url or "", scenario, "--artifacts", str(ARTIFACTS), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"scenario {scenario} failed:\n{output}\nserver log:\n" + (
+        server.log_path.read_text(errors="replace")[-4000:]
+    )
+    assert "all checks passed" in output
+    return output
+
+
+def test_palette_adds_nodes_and_undo_copy_paste_delete_work(server: EditorServer) -> None:
+    output = run_scenario(server, "palette")
+    assert "ok: Ctrl+Z removes the last added node" in output
+
+
+def test_incompatible_ports_are_refused_while_dragging(server: EditorServer, tmp_path: Path) -> None:
+    workflow = tmp_path / "ports.yaml"
+    workflow.write_text(
+        "format: diffgraph/v1\nname: ports\nnodes:\n"
+        "  seed: {type: Seed, params: {value: 3}, metadata: {position: {x: 0, y: 0}}}\n"
+        "  scale: {type: Float, metadata: {position: {x: 0, y: 260}}}\n"
+        "  save: {type: SaveImage, metadata: {position: {x: 420, y: 0}}}\n"
+    )
+    output = run_scenario(server, "incompatible", "--file", str(workflow))
+    assert "ok: INT seed -> IMAGE images is refused while dragging" in output
+
+
+def test_broken_workflow_shows_errors_on_its_nodes(server: EditorServer, tmp_path: Path) -> None:
+    workflow = tmp_path / "broken.yaml"
+    workflow.write_text(
+        "format: diffgraph/v1\nname: broken\nnodes:\n"
+        "  seed: {type: Seed, params: {value: -5}}\n"
+        "  save: {type: SaveImage, inputs: {images: nowhere.image}}\n"
+        "  mystery: {type: NoSuchNode}\n"
+    )
+    output = run_scenario(server, "broken", "--file", str(workflow))
+    assert "ok: nothing ran" in output
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from support.tiny_models import build_sd
+
+    return build_sd(tmp_path_factory.mktemp("tiny") / "sd")
+
+
+@pytest.mark.skipif(not (ROOT / "diffgraph" / "workflows" / "txt2img.yaml").exists(), reason="txt2img template missing")
+def test_txt2img_runs_shows_image_and_reruns_from_cache(server: EditorServer, tiny_sd: Path) -> None:
+    started = time.monotonic()
+    output = run_scenario(
+        server, "txt2img",
+        "--set", f"model={tiny_sd}", "--set", "steps=2", "--set", "width=64", "--set", "height=64",
+        timeout=600,
+    )
+    assert "ok: every other node is cached" in output, output
+    assert time.monotonic() - started < 600

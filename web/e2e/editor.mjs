@@ -1,0 +1,207 @@
+// End-to-end scenarios of the editor against a real `diffgraph serve`.
+//
+//   node web/e2e/editor.mjs URL SCENARIO [--artifacts DIR] [--file WORKFLOW] [--set name=value]...
+//
+// Scenarios: palette, incompatible, broken, txt2img. Prints one "ok:"/"FAIL:" line per check,
+// saves a screenshot of the end state under --artifacts, and exits 1 when any check failed.
+
+import { readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Check, dragBetween, handle, launch, openEditor, screenshot } from "./lib.mjs";
+
+const [url, scenario, ...rest] = process.argv.slice(2);
+const options = { artifacts: "artifacts", file: null, set: [] };
+for (let i = 0; i < rest.length; i += 2) {
+  const key = rest[i].replace(/^--/, "");
+  if (key === "set") options.set.push(rest[i + 1]);
+  else options[key] = rest[i + 1];
+}
+if (!url || !scenario) {
+  console.error("usage: editor.mjs URL SCENARIO [--artifacts DIR] [--file WORKFLOW] [--set name=value]");
+  process.exit(2);
+}
+
+const check = new Check();
+const node = (page, id) => page.locator(`[data-testid="node-${id}"]`);
+
+async function openFile(page, path) {
+  await page.locator('[data-testid="open-file"]').setInputFiles(path);
+}
+
+async function palette(page) {
+  await page.getByTestId("palette-search").fill("seed");
+  const entries = await page.locator('[data-testid^="palette-"]:not([data-testid="palette-search"])').allTextContents();
+  check.ok(entries.length === 1 && entries[0].includes("Seed"), `search "seed" lists only Seed (got ${entries})`);
+  await page.getByTestId("palette-Seed").click();
+  await node(page, "seed").waitFor();
+  check.ok(await node(page, "seed").isVisible(), "clicking a palette entry adds the node");
+  await page.getByTestId("palette-search").fill("");
+  await page.getByTestId("palette-SaveImage").click();
+  await node(page, "saveimage").waitFor();
+  check.ok((await page.locator(".react-flow__node").count()) === 2, "two nodes on the canvas");
+
+  await page.locator(".react-flow__pane").click({ position: { x: 5, y: 5 } });
+  await page.keyboard.press("Control+z");
+  await node(page, "saveimage").waitFor({ state: "detached" });
+  check.ok((await page.locator(".react-flow__node").count()) === 1, "Ctrl+Z removes the last added node");
+  await page.keyboard.press("Control+Shift+z");
+  await node(page, "saveimage").waitFor();
+  check.ok((await page.locator(".react-flow__node").count()) === 2, "Ctrl+Shift+Z brings it back");
+
+  // edit a param, undo restores the old value
+  const value = node(page, "seed").locator('input[data-param="value"]');
+  await value.fill("1234");
+  await page.locator(".react-flow__pane").click({ position: { x: 5, y: 5 } });
+  await page.keyboard.press("Control+z");
+  await page.waitForFunction(() => document.querySelector('[data-testid="node-seed"] input[data-param="value"]')?.value === "0");
+  check.ok((await value.inputValue()) === "0", "undo restores a param's previous value");
+
+  // copy/paste, then delete
+  await node(page, "seed").locator(".dg-node-header").click();
+  await page.keyboard.press("Control+c");
+  await page.keyboard.press("Control+v");
+  await node(page, "seed_2").waitFor();
+  check.ok(await node(page, "seed_2").isVisible(), "copy/paste duplicates the node under a fresh id");
+  await page.keyboard.press("Delete");
+  await node(page, "seed_2").waitFor({ state: "detached" });
+  check.ok((await page.locator(".react-flow__node").count()) === 2, "Delete removes the selected node");
+
+  // the palette documents each node
+  await page.getByRole("button", { name: "about SaveImage" }).click();
+  check.ok((await page.locator(".palette-doc").textContent()).includes("images (IMAGE)"), "palette shows a node's docs and ports");
+  await page.getByRole("button", { name: "Auto-layout" }).click();
+  check.ok(await page.locator(".react-flow__minimap").isVisible(), "the minimap is shown");
+}
+
+async function incompatible(page) {
+  await openFile(page, options.file);
+  await node(page, "save").waitFor();
+  const edges = () => page.locator(".react-flow__edge").count();
+  const before = await edges();
+  await dragBetween(page, handle(page, "seed", "seed", "source"), handle(page, "save", "images", "target"));
+  await page.waitForTimeout(300);
+  check.ok((await edges()) === before, "INT seed -> IMAGE images is refused while dragging");
+  const banner = (await page.getByTestId("banner").textContent()) ?? "";
+  check.ok(/refused/i.test(banner) && banner.includes("INT") && banner.includes("IMAGE"), `the refusal is explained: "${banner}"`);
+  await screenshot(page, options.artifacts, "e2e-incompatible-refused");
+  await dragBetween(page, handle(page, "seed", "seed", "source"), handle(page, "scale", "value", "target"));
+  await page.locator(".react-flow__edge").first().waitFor({ timeout: 5000 }).catch(() => {});
+  check.ok((await edges()) === before + 1, "INT seed -> FLOAT param is accepted (INT feeds FLOAT)");
+  check.ok((await node(page, "scale").locator(".linked").count()) === 1, "a param fed by a link shows as linked");
+}
+
+async function broken(page) {
+  await openFile(page, options.file);
+  // validation runs without pressing Run; errors land on the nodes they name
+  await page.locator('[data-testid="node-seed"].has-issues').waitFor({ timeout: 15_000 });
+  const seedText = await node(page, "seed").textContent();
+  check.ok(/value/.test(seedText) && /greater than or equal/i.test(seedText), `out-of-range param reported on node seed: ${seedText}`);
+  await page.locator('[data-testid="node-save"].has-issues').waitFor();
+  const saveText = await node(page, "save").textContent();
+  check.ok(/missing node 'nowhere'/.test(saveText), `link to a missing node reported on node save: ${saveText}`);
+  await page.locator('[data-testid="node-mystery"].has-issues').waitFor();
+  const mysteryText = await node(page, "mystery").textContent();
+  check.ok(/unknown node type/i.test(mysteryText), `unknown type reported on node mystery: ${mysteryText}`);
+  await page.getByTestId("run").click();
+  await page.getByTestId("banner").filter({ hasText: "invalid workflow" }).waitFor();
+  check.ok(true, "Run of a broken workflow is refused with the server's words");
+  check.ok((await node(page, "seed").getAttribute("data-state")) === "idle", "nothing ran");
+}
+
+async function setTemplateParam(page, name, value) {
+  const field = page.getByTestId(`template-param-${name}`).locator("textarea, input, select").first();
+  if ((await field.count()) === 0) return false;
+  const tag = await field.evaluate((el) => el.tagName);
+  if (tag === "SELECT") await field.selectOption(value);
+  else await field.fill(value);
+  return true;
+}
+
+async function waitForRunEnd(page) {
+  await page.getByTestId("run").filter({ hasText: /^Run$/ }).waitFor({ timeout: 240_000 });
+}
+
+async function txt2img(page) {
+  await page.getByTestId("tab-templates").click();
+  await page.getByTestId("template-txt2img").click();
+  const save = page.locator('[data-node-type="SaveImage"]').first();
+  await save.waitFor();
+  const saveId = (await save.getAttribute("data-testid")).replace(/^node-/, "");
+  await page.getByTestId("tab-params").click();
+  for (const pair of options.set) {
+    const [name, ...value] = pair.split("=");
+    check.ok(await setTemplateParam(page, name, value.join("=")), `template param ${name} is editable`);
+  }
+  check.ok(await setTemplateParam(page, "prompt", "a tiny blue square, edited in the browser"), "the prompt is editable");
+  await page.keyboard.press("Control+Enter");
+  await save.locator('[data-testid="node-images"] img').first().waitFor({ timeout: 240_000 });
+  await waitForRunEnd(page);
+  const loaded = await save.locator('[data-testid="node-images"] img').first().evaluate(
+    (img) => img.complete && img.naturalWidth > 0,
+  );
+  check.ok(loaded, "the SaveImage node shows the image it wrote");
+  check.ok((await save.getAttribute("data-state")) === "done", "SaveImage is marked done");
+  await screenshot(page, options.artifacts, "e2e-txt2img-first-run");
+
+  // the image carries its workflow: reopening it gives the same graph
+  const src = await save.locator('[data-testid="node-images"] img').first().getAttribute("src");
+  const bytes = await page.evaluate(async (u) => Array.from(new Uint8Array(await (await fetch(u)).arrayBuffer())), src);
+  const pngPath = join(tmpdir(), `diffgraph-e2e-${process.pid}.png`);
+  writeFileSync(pngPath, Buffer.from(bytes));
+
+  // change only the prefix: everything upstream comes from the cache
+  await save.locator('input[data-param="prefix"]').fill("edited_prefix");
+  await page.getByTestId("run").click();
+  await page.getByTestId("run").filter({ hasText: "Running" }).waitFor({ timeout: 10_000 }).catch(() => {});
+  await waitForRunEnd(page);
+  await save.locator('[data-testid="node-images"] img[src*="edited_prefix"]').first().waitFor({ timeout: 30_000 });
+  const states = await page.locator(".react-flow__node [data-testid^='node-']").evaluateAll((els) =>
+    els.map((el) => [el.getAttribute("data-testid").slice(5), el.getAttribute("data-state")]),
+  );
+  const others = states.filter(([id]) => id !== saveId);
+  check.ok(others.length > 0 && others.every(([, s]) => s === "cached"), `every other node is cached: ${JSON.stringify(states)}`);
+  check.ok(states.find(([id]) => id === saveId)?.[1] === "done", "SaveImage ran again");
+  await screenshot(page, options.artifacts, "e2e-txt2img-cached-rerun");
+
+  // the history lists both runs
+  await page.getByTestId("tab-history").click();
+  await page.locator(".history-entry").nth(1).waitFor();
+  check.ok((await page.locator(".history-entry.status-succeeded").count()) >= 2, "history lists both runs");
+
+  // dropping the PNG reopens the workflow that made it
+  await page.getByRole("button", { name: "New" }).click();
+  await page.waitForFunction(() => document.querySelectorAll(".react-flow__node").length === 0);
+  await openFile(page, pngPath);
+  await save.waitFor();
+  check.ok((await page.locator(".react-flow__node").count()) === states.length, "opening the PNG restores its workflow");
+  check.ok(
+    (await page.getByTestId("template-param-prompt").locator("textarea").inputValue()).includes("edited in the browser"),
+    "the PNG's params come back as the workflow's defaults",
+  );
+  check.ok(readFileSync(pngPath).length > 0, "the PNG was saved for the check");
+}
+
+const scenarios = { palette, incompatible, broken, txt2img };
+if (!scenarios[scenario]) {
+  console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(", ")}`);
+  process.exit(2);
+}
+
+const browser = await launch();
+let page;
+try {
+  const opened = await openEditor(browser, url);
+  page = opened.page;
+  await scenarios[scenario](page);
+  await screenshot(page, options.artifacts, `e2e-${scenario}`);
+  const problems = opened.problems.filter((p) => !/Failed to load resource/.test(p));
+  check.ok(problems.length === 0, `no errors in the page${problems.length ? `: ${problems.join(" | ")}` : ""}`);
+} catch (error) {
+  check.ok(false, `scenario ${scenario} crashed: ${error.stack ?? error}`);
+  if (page) await screenshot(page, options.artifacts, `e2e-${scenario}-crash`).catch(() => {});
+} finally {
+  await browser.close();
+}
+console.log(check.failures.length ? `${check.failures.length} check(s) failed` : "all checks passed");
+process.exit(check.failures.length ? 1 : 0);
