@@ -102,23 +102,32 @@ class Executor:
         def progress(node_id: str, step: int, total: int, preview: Any = None) -> None:
             emit("progress", node=node_id, step=step, total=total, preview=preview)
 
+        produced: set[str] = set()  # keys computed in this run: an identical node later reads the cache
         try:
             for node_id in plan.order:
                 if node_id not in to_execute:
                     continue
                 cancel.check()
                 node = plan.nodes[node_id]
-                ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=Path(output_dir),
-                                 cancel=cancel, workflow=plan.document, template_params=plan.template_params,
-                                 services=self.services, on_progress=progress)
-                emit("node_started", node=node_id, node_type=node.type)
-                started = time.perf_counter()
-                outputs = self._execute(node, values, ctx)
-                result.seconds[node_id] = time.perf_counter() - started
-                self.cache.put(node.key, node.spec, outputs)
-                values[node_id] = outputs
-                result.executed.append(node_id)
-                emit("node_finished", node=node_id, node_type=node.type, seconds=result.seconds[node_id])
+                hit = self.cache.get(node.key, node.spec) if node.key in produced else None
+                if hit is not None:
+                    values[node_id] = hit
+                    result.cached.append(node_id)
+                    emit("node_cached", node=node_id, node_type=node.type)
+                else:
+                    ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=Path(output_dir),
+                                     cancel=cancel, workflow=plan.document, template_params=plan.template_params,
+                                     services=self.services, on_progress=progress)
+                    emit("node_started", node=node_id, node_type=node.type)
+                    started = time.perf_counter()
+                    outputs = self._execute(node, values, ctx)
+                    result.seconds[node_id] = time.perf_counter() - started
+                    self.cache.put(node.key, node.spec, outputs)
+                    if node.spec.deterministic:
+                        produced.add(node.key)
+                    values[node_id] = outputs
+                    result.executed.append(node_id)
+                    emit("node_finished", node=node_id, node_type=node.type, seconds=result.seconds[node_id])
                 for source, _ in node.links.values():  # free what nothing downstream needs any more
                     remaining[source] -= 1
                     if remaining[source] == 0 and source not in keep:
