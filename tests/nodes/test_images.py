@@ -413,6 +413,18 @@ def test_negative_grow_shrinks_but_the_image_border_is_not_outside():
     assert torch.equal(run_node(MaskNode, mask=full, grow=-2)["mask"], full)
 
 
+def test_grow_and_shrink_of_soft_masks_are_a_square_max_and_min():
+    soft = torch.rand(2, 1, 9, 11, generator=torch.Generator().manual_seed(4))
+    grown = run_node(MaskNode, mask=soft, threshold=0.0, grow=2)["mask"]
+    shrunk = run_node(MaskNode, mask=soft, threshold=0.0, grow=-2)["mask"]
+    padded_max = torch.nn.functional.pad(soft, (2, 2, 2, 2), value=0.0)
+    padded_min = torch.nn.functional.pad(soft, (2, 2, 2, 2), value=1.0)
+    for y in range(9):
+        for x in range(11):
+            assert torch.equal(grown[:, 0, y, x], padded_max[:, 0, y:y + 5, x:x + 5].amax(dim=(1, 2)))
+            assert torch.equal(shrunk[:, 0, y, x], padded_min[:, 0, y:y + 5, x:x + 5].amin(dim=(1, 2)))
+
+
 def test_threshold_binarises_and_zero_keeps_soft_values():
     soft = torch.tensor([0.0, 0.2, 0.49, 0.5, 0.7, 1.0]).view(1, 1, 1, 6)
     assert run_node(MaskNode, mask=soft)["mask"].flatten().tolist() == [0, 0, 0, 1, 1, 1]
