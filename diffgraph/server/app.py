@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from diffgraph.engine import (
     Cache,
@@ -309,7 +310,7 @@ async def upload(request: web.Request) -> web.Response:
                 break
             if isinstance(part, BodyPartReader):
                 await part.release()
-    except (ValueError, AssertionError, KeyError, LookupError, asyncio.IncompleteReadError) as exc:
+    except (ValueError, AssertionError, LookupError, HttpProcessingError, asyncio.IncompleteReadError) as exc:
         raise RequestError(400, f"malformed multipart body: {exc}") from None
     if data is None:
         raise RequestError(400, "no file part named 'image' in the form", field="image")
