@@ -103,6 +103,8 @@ class Executor:
             emit("progress", node=node_id, step=step, total=total, preview=preview)
 
         produced: set[str] = set()  # keys computed in this run: an identical node later reads the cache
+        #: non-deterministic nodes and everything downstream of them: never stored, so never served
+        volatile: set[str] = set()
         try:
             for node_id in plan.order:
                 if node_id not in to_execute:
@@ -122,8 +124,10 @@ class Executor:
                     started = time.perf_counter()
                     outputs = self._execute(node, values, ctx)
                     result.seconds[node_id] = time.perf_counter() - started
-                    self.cache.put(node.key, node.spec, outputs)
-                    if node.spec.deterministic:
+                    if not node.spec.deterministic or any(src in volatile for src, _ in node.links.values()):
+                        volatile.add(node_id)
+                    else:
+                        self.cache.put(node.key, node.spec, outputs)
                         produced.add(node.key)
                     values[node_id] = outputs
                     result.executed.append(node_id)
