@@ -133,9 +133,12 @@ def test_validate_reports_a_load_image_without_a_path(tmp_path):
 
 
 def test_processes_saving_at_once_never_share_a_name(project):
-    (project / "workflow.yaml").write_text(WORKFLOW.replace("outputs: {mask: mask.mask}\n", "") + "".join(
-        f"  save{n}:\n    type: SaveImage\n    inputs: {{images: load.image}}\n    params: {{prefix: shot}}\n"
-        for n in range(3)))
+    nodes = ""
+    for n in range(4):  # four different pictures: identical nodes would share one result
+        write_picture(project / f"in{n}.png", (n, 0, 0, 255))
+        nodes += (f"  load{n}: {{type: LoadImage, params: {{image: in{n}.png}}}}\n"
+                  f"  save{n}: {{type: SaveImage, inputs: {{images: load{n}.image}}, params: {{prefix: shot}}}}\n")
+    (project / "workflow.yaml").write_text(f"format: diffgraph/v1\nnodes:\n{nodes}")
     command = [sys.executable, "-m", "diffgraph.cli", "run", "workflow.yaml", "--json", "--no-cache",
                "--output-dir", "out"]
     running = [subprocess.Popen(command, cwd=project, stdout=subprocess.PIPE, text=True) for _ in range(3)]
