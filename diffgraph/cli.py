@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", default=None, help="where the database, uploads and outputs live")
     serve.add_argument("--device", default="cpu")
     serve.add_argument("--dtype", default="fp32", choices=DTYPES)
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="another Host name the server answers to (besides the bound address and "
+                            "localhost); repeatable")
     return parser
 
 
