@@ -170,6 +170,11 @@ def compile_checked(app: web.Application, document: dict[str, Any], params: dict
         raise WorkflowError([Issue(None, None, f"workflow could not be validated: {exc}")]) from None
 
 
+async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
+    """Validation is CPU work; a thread keeps the loop free to answer health and status meanwhile."""
+    return await asyncio.get_running_loop().run_in_executor(None, compile_checked, app, document, params)
+
+
 # ---------------------------------------------------------------------------------------------
 # routes
 
@@ -197,7 +202,7 @@ async def validate(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     try:
         document = workflow_from(body)
-        compile_checked(request.app, document, params_from(body))
+        await compile_off_loop(request.app, document, params_from(body))
     except RequestError as exc:
         if "errors" not in exc.extra:
             raise
@@ -212,7 +217,7 @@ async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     document, params = workflow_from(body), params_from(body)
     try:
-        compile_checked(request.app, document, params)
+        await compile_off_loop(request.app, document, params)
     except WorkflowError as exc:
         raise RequestError(400, "invalid workflow", errors=[i.to_dict() for i in exc.issues]) from None
     run = request.app[STORE].add_run(document, params)
@@ -410,31 +415,37 @@ async def delete_workflow(request: web.Request) -> web.Response:
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
     run_id = request.query.get("run") or None
-    snapshot = None
-    if run_id is not None:
-        snapshot = request.app[STORE].get_run(run_id)
-        if snapshot is None:
-            raise RequestError(404, f"no run with id {run_id!r}")
-    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024)
+    if run_id is not None and request.app[STORE].get_run(run_id) is None:
+        raise RequestError(404, f"no run with id {run_id!r}")
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=64 * 1024, compress=False)
     if not ws.can_prepare(request).ok:
         raise RequestError(400, "this route is a WebSocket: connect with a WebSocket client")
-    await ws.prepare(request)
     hub: Hub = request.app[HUB]
+    # subscribe, then read the run's state, with no await in between: no event falls in the gap
     queue = hub.subscribe(run_id)
+    snapshot = request.app[STORE].get_run(run_id) if run_id is not None else None
+    try:
+        await ws.prepare(request)
+    except BaseException:
+        hub.unsubscribe(queue)
+        raise
     if snapshot is not None:  # a late subscriber learns where the run already is
         snapshot.pop("workflow", None)
         await ws.send_str(json.dumps({"type": "run_status", "run_id": run_id, "run": snapshot}))
 
     async def forward() -> None:
         while True:
-            message = await queue.get()
-            if message is None:
-                await ws.close(message=b"too slow or server stopping")
-                return
-            if isinstance(message, bytes):
-                await ws.send_bytes(message)
-            else:
-                await ws.send_str(message)
+            batch = [await queue.get()]
+            while not queue.empty():  # send what piled up in one go: fewer task wake-ups under load
+                batch.append(queue.get_nowait())
+            for message in batch:
+                if message is None:
+                    await ws.close(message=b"too slow or server stopping")
+                    return
+                if isinstance(message, bytes):
+                    await ws.send_bytes(message)
+                else:
+                    await ws.send_str(message)
 
     sender = asyncio.create_task(forward())
     try:

@@ -189,6 +189,18 @@ async def test_localhost_and_the_bound_address_are_accepted_hosts(server):
                 assert response.status == 200
 
 
+async def test_allow_host_adds_a_name_and_nothing_else(tmp_path):
+    server = Server(tmp_path / "data", "--allow-host", "studio.lan")
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{server.url}/api/health", headers={"Host": "studio.lan:8188"}) as response:
+                assert response.status == 200
+            async with session.get(f"{server.url}/api/health", headers={"Host": "other.lan"}) as response:
+                await assert_json_error(response, 403)
+    finally:
+        server.stop()
+
+
 # -- contained paths ------------------------------------------------------------------------------
 
 
