@@ -278,7 +278,10 @@ async def cancel_run(request: web.Request) -> web.Response:
 
 @routes.get("/api/outputs/{name:.+}")
 async def get_output(request: web.Request) -> web.StreamResponse:
-    path = contained(request.app[CONFIG].outputs, request.match_info["name"])
+    name = request.match_info["name"]
+    path = contained(request.app[CONFIG].outputs, name)
+    if any(part.startswith(".") for part in name.split("/")):  # hidden: a file still being written
+        raise RequestError(404, f"no output named {name!r}")
     if not path.is_file():
         raise RequestError(404, f"no output named {request.match_info['name']!r}")
     content_type = IMAGE_TYPES.get(path.suffix.lower())

@@ -58,7 +58,8 @@ class Hub:
                 queue.put_nowait(message)
             except asyncio.QueueFull:
                 self.unsubscribe(queue)
-                queue._queue.clear()  # type: ignore[attr-defined]  # make room for the goodbye
+                while not queue.empty():  # make room for the goodbye
+                    queue.get_nowait()
                 queue.put_nowait(None)
 
     def publish_event(self, event: dict[str, Any]) -> None:

@@ -238,6 +238,17 @@ async def test_a_symlink_leaving_the_outputs_folder_is_refused_one_inside_is_ser
             assert response.status == 200 and await response.read() == secret.read_bytes()
 
 
+async def test_a_file_still_being_written_is_never_served(server):
+    outputs = server.data_dir / "outputs"
+    (outputs / ".image.1234.tmp").write_bytes(b"\x89PNG half")
+    (outputs / "sub").mkdir(exist_ok=True)
+    (outputs / "sub" / ".partial.png").write_bytes(b"\x89PNG half")
+    async with aiohttp.ClientSession() as session:
+        for name in (".image.1234.tmp", "sub/.partial.png"):
+            async with session.get(f"{server.url}/api/outputs/{name}") as response:
+                await assert_json_error(response, 404)
+
+
 @pytest.mark.parametrize("name", ["..%2F..%2Fevil", "%2Fetc%2Fpasswd", "..", ".hidden", "a%5Cb", "x%00y",
                                   "a" * 200])
 async def test_workflow_library_names_are_checked(server, name):
