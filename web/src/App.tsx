@@ -20,8 +20,8 @@ import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import * as api from "./api";
 import { edgeId, emptyWorkflow, freshId, graphToWorkflow, workflowToGraph, type DgEdge, type DgNode, type Graph } from "./convert";
 import { EditorContext, GraphNode, typeColour, type EditorActions } from "./GraphNode";
-import { layoutPositions, NODE_WIDTH } from "./layout";
-import { canvasNodeId, statusStore } from "./nodeStatus";
+import { estimateHeight, layoutPositions, NODE_WIDTH } from "./layout";
+import { canvasNodeId, linkStore, statusStore } from "./nodeStatus";
 import { isPng, readEmbeddedWorkflow } from "./png";
 import { applyRunEvent, decodePreview, showOutputs, showRunRecord, type RunEvent } from "./runEvents";
 import { typeFeeds, type Catalog, type Issue, type TemplateParam, type WorkflowDocument } from "./types";
@@ -133,13 +133,32 @@ function Editor() {
         return;
       }
       if (opts.keepHistory !== false && state.current.nodes.length > 0) remember();
+      performance.mark("diffgraph:document");
       const graph = workflowToGraph(doc, catalog);
       statusStore.clear("all");
       setBase(graph.base);
       setNodes(graph.nodes);
       setEdges(graph.edges);
       setRevision((r) => r + 1);
-      if (opts.fit !== false) requestAnimationFrame(() => flow.fitView({ padding: 0.1, maxZoom: 1 }));
+      if (opts.fit !== false) {
+        // place the viewport before the first paint so a big graph renders once, at the right detail
+        const canvas = document.querySelector(".canvas")?.getBoundingClientRect();
+        if (canvas && graph.nodes.length > 0) {
+          const xs = graph.nodes.map((n) => n.position.x);
+          const ys = graph.nodes.map((n) => n.position.y);
+          const bottoms = graph.nodes.map((n) => n.position.y + estimateHeight(n.data.type, n.data.params, catalog));
+          const [left, top] = [Math.min(...xs), Math.min(...ys)];
+          const width = Math.max(...xs) + NODE_WIDTH - left;
+          const height = Math.max(...bottoms) - top;
+          const zoom = Math.max(0.05, Math.min(1, (0.9 * canvas.width) / width, (0.9 * canvas.height) / height));
+          flow.setViewport({
+            x: (canvas.width - width * zoom) / 2 - left * zoom,
+            y: (canvas.height - height * zoom) / 2 - top * zoom,
+            zoom,
+          });
+        }
+        requestAnimationFrame(() => flow.fitView({ padding: 0.1, maxZoom: 1 }));
+      }
       say(`Opened ${source}.`);
     },
     [catalog, flow, remember, say],
@@ -187,6 +206,7 @@ function Editor() {
       try {
         const loaded = await api.fetchCatalog();
         if (cancelled) return;
+        performance.mark("diffgraph:catalog");
         setCatalog(loaded);
       } catch (error) {
         fail(error);
@@ -197,21 +217,17 @@ function Editor() {
     };
   }, [fail]);
 
+  // the document named in the URL is fetched while the catalog loads, not after it
+  const startupDocument = useRef<Promise<[WorkflowDocument, string] | null> | null>(null);
+  if (startupDocument.current === null) startupDocument.current = fetchStartupDocument();
   const startupDone = useRef(false);
   useEffect(() => {
     if (startupDone.current || Object.keys(catalog).length === 0) return;
     startupDone.current = true;
-    const query = new URLSearchParams(window.location.search);
-    const fromLibrary = query.get("library");
-    const fromTemplate = query.get("template");
     (async () => {
       try {
-        if (fromLibrary) loadDocument(await api.fetchSaved(fromLibrary), `library workflow ${fromLibrary}`, { keepHistory: false });
-        else if (fromTemplate) {
-          const entry = (await api.fetchTemplates()).find((t) => t.name === fromTemplate);
-          if (!entry) throw new Error(`no template named ${fromTemplate}`);
-          loadDocument(templateDocument(entry), `template ${fromTemplate}`, { keepHistory: false });
-        }
+        const opened = await startupDocument.current;
+        if (opened) loadDocument(opened[0], opened[1], { keepHistory: false });
       } catch (error) {
         fail(error);
       } finally {
@@ -223,8 +239,15 @@ function Editor() {
   // ready once the loaded graph has been painted: the benchmark and the e2e tests wait for it
   useEffect(() => {
     if (!ready) return;
-    requestAnimationFrame(() => requestAnimationFrame(() => (document.body.dataset.ready = "true")));
+    requestAnimationFrame(() =>
+      requestAnimationFrame(() => {
+        performance.mark("diffgraph:ready");
+        document.body.dataset.ready = "true";
+      }),
+    );
   }, [ready]);
+
+  useEffect(() => linkStore.setEdges(edges), [edges]);
 
   // -- validation: errors show on the nodes before anything runs -------------------------------
   const showIssues = useCallback((issues: Issue[]) => {
@@ -682,7 +705,7 @@ function Editor() {
               multiSelectionKeyCode={["Control", "Meta", "Shift"]}
               minZoom={0.05}
               maxZoom={2}
-              onlyRenderVisibleElements
+              onlyRenderVisibleElements={false}
               proOptions={{ hideAttribution: true }}
               defaultEdgeOptions={{ style: { strokeWidth: 2 } }}
             >
@@ -695,6 +718,20 @@ function Editor() {
       </div>
     </EditorContext.Provider>
   );
+}
+
+/** `?library=NAME` or `?template=NAME` in the page's URL opens that workflow. */
+async function fetchStartupDocument(): Promise<[WorkflowDocument, string] | null> {
+  const query = new URLSearchParams(window.location.search);
+  const fromLibrary = query.get("library");
+  const fromTemplate = query.get("template");
+  if (fromLibrary) return [await api.fetchSaved(fromLibrary), `library workflow ${fromLibrary}`];
+  if (fromTemplate) {
+    const entry = (await api.fetchTemplates()).find((t) => t.name === fromTemplate);
+    if (!entry) throw new Error(`no template named ${fromTemplate}`);
+    return [templateDocument(entry), `template ${fromTemplate}`];
+  }
+  return null;
 }
 
 export function templateDocument(entry: api.TemplateEntry): WorkflowDocument {

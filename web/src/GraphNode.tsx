@@ -1,9 +1,9 @@
 // One node on the canvas: typed handles, param widgets, live run state, issues and images.
 
-import { Handle, Position, useNodeConnections, type NodeProps } from "@xyflow/react";
+import { Handle, Position, useStore, type NodeProps } from "@xyflow/react";
 import { createContext, memo, useContext, useEffect, useRef, useState } from "react";
 import type { DgNode } from "./convert";
-import { useNodeStatus } from "./nodeStatus";
+import { useNodeLinks, useNodeStatus } from "./nodeStatus";
 import type { Catalog, ParamSpec, PortSpec } from "./types";
 
 export interface EditorActions {
@@ -205,12 +205,23 @@ function PortHandle({ port, kind }: { port: PortSpec; kind: "source" | "target" 
   );
 }
 
+export const DETAIL_ZOOM = 0.45;
+/** below this zoom labels are a few pixels high: they are laid out but not painted */
+export const FAR_ZOOM = 0.25;
+
+function summarize(value: unknown): string {
+  const text = typeof value === "string" ? value : JSON.stringify(value) ?? "";
+  return text.length > 24 ? `${text.slice(0, 23)}…` : text;
+}
+
 function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
   const actions = useContext(EditorContext);
   const status = useNodeStatus(id);
-  const connections = useNodeConnections({ handleType: "target" });
-  const outgoing = useNodeConnections({ handleType: "source" });
-  const linked = new Set(connections.map((c) => c.targetHandle));
+  const links = useNodeLinks(id);
+  // far out, widgets are unreadable: draw rows without them (keeps 500-node graphs smooth)
+  const detailed = useStore((s) => s.transform[2] >= DETAIL_ZOOM);
+  const far = useStore((s) => s.transform[2] < FAR_ZOOM);
+  const linked = new Set(links.targets);
   const spec = actions.catalog[data.type];
   // ports the catalog does not know (subgraphs, unknown types) still get handles for their links
   const inputs: PortSpec[] = [...(spec?.inputs ?? [])];
@@ -219,9 +230,9 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
   const known = new Set([...inputs, ...params].map((p) => p.name));
   for (const name of linked) if (name && !known.has(name)) inputs.push({ name, type: "ANY" });
   const knownOut = new Set(outputs.map((p) => p.name));
-  for (const c of outgoing) if (c.sourceHandle && !knownOut.has(c.sourceHandle)) {
-    knownOut.add(c.sourceHandle);
-    outputs.push({ name: c.sourceHandle, type: "ANY" });
+  for (const name of links.sources) if (name && !knownOut.has(name)) {
+    knownOut.add(name);
+    outputs.push({ name, type: "ANY" });
   }
   if (!spec) for (const name of Object.keys(data.params)) if (!known.has(name)) params.push({ name, type: "STRING" });
   const issuesByField = new Map<string, string[]>();
@@ -241,7 +252,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
         ? `running ${status.step ?? 0}/${status.total}`
         : "running"
       : state;
-  const classes = ["dg-node", state ? `state-${state}` : "", status.issues.length ? "has-issues" : "", selected ? "selected" : ""];
+  const classes = ["dg-node", state ? `state-${state}` : "", status.issues.length ? "has-issues" : "", selected ? "selected" : "", far ? "far" : ""];
   return (
     <div className={classes.join(" ")} data-testid={`node-${id}`} data-state={state ?? "idle"} data-node-type={data.type}>
       <div className="dg-node-header" title={spec?.doc ?? (spec ? "" : `unknown node type ${data.type}`)}>
@@ -277,6 +288,8 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
         ))}
         {params.map((param) => {
           const isLinked = linked.has(param.name);
+          // far out only linked params keep a row: their handle anchors an edge
+          if (!detailed && !isLinked && !issuesByField.has(param.name)) return null;
           const value = param.name in data.params ? data.params[param.name] : param.default;
           return (
             <div className={`param-row ${issuesByField.has(param.name) ? "invalid" : ""}`} key={`param-${param.name}`} title={param.doc}>
@@ -291,6 +304,8 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
               <label>{param.name}</label>
               {isLinked ? (
                 <span className="linked">linked</span>
+              ) : !detailed ? (
+                <span className="summary">{summarize(value)}</span>
               ) : (
                 <ParamWidget
                   nodeType={data.type}

@@ -77,3 +77,59 @@ export function canvasNodeId(id: string): string {
   const slash = id.indexOf("/");
   return slash < 0 ? id : id.slice(0, slash);
 }
+
+/** Which handles of each node are linked, derived from the edges once per change (not per node per frame). */
+export interface NodeLinks {
+  targets: string[];
+  sources: string[];
+}
+
+const NO_LINKS: NodeLinks = { targets: [], sources: [] };
+
+export class LinkStore {
+  private links = new Map<string, NodeLinks>();
+  private keys = new Map<string, string>();
+  private listeners = new Map<string, Set<() => void>>();
+
+  get(id: string): NodeLinks {
+    return this.links.get(id) ?? NO_LINKS;
+  }
+
+  setEdges(edges: { source: string; target: string; sourceHandle?: string | null; targetHandle?: string | null }[]): void {
+    const next = new Map<string, NodeLinks>();
+    const entry = (id: string) => {
+      let links = next.get(id);
+      if (!links) next.set(id, (links = { targets: [], sources: [] }));
+      return links;
+    };
+    for (const e of edges) {
+      entry(e.target).targets.push(e.targetHandle ?? "");
+      entry(e.source).sources.push(e.sourceHandle ?? "");
+    }
+    for (const id of new Set([...this.links.keys(), ...next.keys()])) {
+      const links = next.get(id);
+      const key = links ? `${[...links.targets].sort()}|${[...links.sources].sort()}` : "";
+      if (key === (this.keys.get(id) ?? "")) continue;
+      this.keys.set(id, key);
+      if (links) this.links.set(id, links);
+      else this.links.delete(id);
+      this.listeners.get(id)?.forEach((listener) => listener());
+    }
+  }
+
+  subscribe(id: string, listener: () => void): () => void {
+    const set = this.listeners.get(id) ?? new Set();
+    set.add(listener);
+    this.listeners.set(id, set);
+    return () => set.delete(listener);
+  }
+}
+
+export const linkStore = new LinkStore();
+
+export function useNodeLinks(id: string): NodeLinks {
+  return useSyncExternalStore(
+    (listener) => linkStore.subscribe(id, listener),
+    () => linkStore.get(id),
+  );
+}
