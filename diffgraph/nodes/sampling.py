@@ -176,14 +176,12 @@ class SampleLoop(Node):
         inpaint = "mask" in latent
         native_inpaint = inpaint and unet_channels == 2 * channels + 1
         depth_conditioned = unet_channels == channels + 1
+        if unet_channels == 2 * channels + 1 and not inpaint:
+            raise NodeError("this is an inpainting UNet: encode the image with a mask (VAEEncode's mask)", "latent")
         if not (unet_channels == channels or native_inpaint or depth_conditioned):
             raise NodeError(f"the UNet takes {unet_channels} input channels; a {channels}-channel latent fits a "
                             f"{channels}-channel UNet ({2 * channels + 1} for inpainting with a mask, "
                             f"{channels + 1} with a depth map)", "unet")
-        if native_inpaint and not inpaint:
-            raise NodeError("an inpainting UNet needs a latent from VAEEncode with a mask", "latent")
-        if unet_channels == 2 * channels + 1 and not inpaint:
-            raise NodeError("this is an inpainting UNet: encode the image with a mask (VAEEncode's mask)", "latent")
         if depth_conditioned and self.depth is None:
             raise NodeError("this UNet is depth-conditioned: link a depth map (DepthEstimate)", "depth")
 

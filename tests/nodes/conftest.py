@@ -66,12 +66,14 @@ class TemplateRun:
 
 @pytest.fixture
 def run_template(services: dict[str, Any], tmp_path: Path):
-    def run(name: str, **overrides: Any) -> TemplateRun:
-        plan = compile_workflow(read_document(TEMPLATES / f"{name}.yaml"), default_registry(),
-                                {k: v for k, v in overrides.items()}, base=TEMPLATES)
+    """Run a shipped template in-process; by default insist that it succeeds."""
+
+    def run(name: str, expect: str = "succeeded", on_event=None, **overrides: Any) -> TemplateRun:
+        plan = compile_workflow(read_document(TEMPLATES / f"{name}.yaml"), default_registry(), overrides,
+                                base=TEMPLATES)
         executor = Executor(Cache(MemoryCache()), services=services)
-        result = executor.run(plan, output_dir=tmp_path / "out")
-        assert result.status == "succeeded", result.error
+        result = executor.run(plan, output_dir=tmp_path / "out", on_event=on_event)
+        assert result.status == expect, result.error
         return TemplateRun(result, executor, plan)
 
     return run
