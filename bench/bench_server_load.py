@@ -72,20 +72,22 @@ async def client(session: aiohttp.ClientSession, url: str, number: int, count: i
     return submitted
 
 
-def probe_health(url: str, stop, results) -> None:
-    """In its own process, so the latency measured is the server's, not this script's busy loop."""
+def probe_health(url: str, ready, stop, results) -> None:
+    """In its own process, so the latency measured is the server's, not this script's busy loop.
+    Returns (wall-clock time, seconds) per probe."""
 
-    async def probe() -> list[float]:
-        latencies = []
+    async def probe() -> list[tuple[float, float]]:
+        samples = []
         async with aiohttp.ClientSession() as session:
             while not stop.is_set():
                 started = time.perf_counter()
                 async with session.get(f"{url}/api/health") as response:
                     await response.read()
                     assert response.status == 200
-                latencies.append(time.perf_counter() - started)
+                samples.append((time.time(), time.perf_counter() - started))
+                ready.set()
                 await asyncio.sleep(0.01)
-        return latencies
+        return samples
 
     results.put(asyncio.run(probe()))
 
@@ -118,10 +120,13 @@ async def main(args: argparse.Namespace) -> int:
                     await asyncio.sleep(0.01)
                 ready.set()
                 context = multiprocessing.get_context("spawn")
-                stop, results = context.Event(), context.Queue()
-                probe = context.Process(target=probe_health, args=(url, stop, results))
+                probe_ready, stop, results = context.Event(), context.Event(), context.Queue()
+                probe = context.Process(target=probe_health, args=(url, probe_ready, stop, results))
                 probe.start()
-                await asyncio.sleep(0.5)  # the prober is up before the load starts
+                while not probe_ready.is_set():
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(args.baseline)  # health latency with the server idle, for comparison
+                load_started = time.time()
                 started = time.perf_counter()
                 per_client = [total // args.clients + (1 if i < total % args.clients else 0)
                               for i in range(args.clients)]
@@ -129,8 +134,11 @@ async def main(args: argparse.Namespace) -> int:
                 submitted_at = time.perf_counter() - started
                 heard = await asyncio.gather(*listeners)
                 elapsed = time.perf_counter() - started
+                load_ended = time.time()
                 stop.set()
-                latencies = results.get(timeout=60)
+                samples = results.get(timeout=60)
+                idle = [seconds for when, seconds in samples if when < load_started]
+                latencies = [seconds for when, seconds in samples if load_started <= when <= load_ended]
                 probe.join(30)
                 server_cpu = cpu_seconds(process.pid)
                 records = {}
@@ -171,6 +179,9 @@ async def main(args: argparse.Namespace) -> int:
     print(f"/api/health under load: {len(latencies)} probes, p50 {p50:.1f} ms, p99 {p99:.1f} ms, "
           f"max {max(latencies) * 1000:.1f} ms, mean {statistics.mean(latencies) * 1000:.1f} ms "
           f"(target p99 < 100 ms: {'met' if p99 < 100 else 'MISSED'})")
+    if idle:
+        print(f"/api/health idle (before the load): {len(idle)} probes, p50 {percentile(idle, 0.5) * 1000:.1f} ms, "
+              f"p99 {percentile(idle, 0.99) * 1000:.1f} ms")
     print("none lost, all succeeded, order kept" if not problems else "PROBLEMS:\n  " + "\n  ".join(problems[:20]))
     return 1 if problems else 0
 
@@ -180,4 +191,5 @@ if __name__ == "__main__":
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--listeners", type=int, default=50)
+    parser.add_argument("--baseline", type=float, default=2.0, help="seconds of idle health probes first")
     sys.exit(asyncio.run(main(parser.parse_args())))

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,8 @@ NOT_BUILT = """<!doctype html><html><head><meta charset="utf-8"><title>diffgraph
 <code>cd web &amp;&amp; npm ci &amp;&amp; npm run build</code>; the API is at
 <a href="/api/openapi.json">/api/openapi.json</a>.</p></body></html>"""
 
-STORE, WORKER, HUB, REGISTRY, CONFIG = (web.AppKey(n, object) for n in ("store", "worker", "hub", "registry", "config"))
+STORE, WORKER, HUB, REGISTRY, CONFIG, VALIDATOR = (
+    web.AppKey(n, object) for n in ("store", "worker", "hub", "registry", "config", "validator"))
 
 
 class Config:
@@ -172,7 +174,7 @@ def compile_checked(app: web.Application, document: dict[str, Any], params: dict
 
 async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
     """Validation is CPU work; a thread keeps the loop free to answer health and status meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(None, compile_checked, app, document, params)
+    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], compile_checked, app, document, params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,6 +507,8 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
 
     worker = Worker(store, executor, compile_run, config.outputs, device, dtype)
     app[CONFIG], app[STORE], app[REGISTRY], app[WORKER], app[HUB] = config, store, registry, worker, Hub()
+    # one validation thread: more would only fight the event loop for the GIL
+    app[VALIDATOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-validate")
     app.add_routes(routes)
 
     async def start_worker(app: web.Application) -> None:
@@ -515,6 +519,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     async def stop_worker(app: web.Application) -> None:
         app[HUB].close_all()
         await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+        app[VALIDATOR].shutdown(wait=True)
         store.close()
 
     app.on_startup.append(start_worker)
@@ -536,6 +541,8 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"invalid --device/--dtype: {exc}", file=sys.stderr)
         return 2
+    # the worker thread and the validation thread hand the GIL back to the event loop sooner (default 5 ms)
+    sys.setswitchinterval(0.001)
     data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
     app = make_app(data_dir.resolve(), host=args.host, token=token, device=args.device, dtype=args.dtype,
                    extra_hosts=getattr(args, "allow_host", None) or [])
