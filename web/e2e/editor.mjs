@@ -133,7 +133,9 @@ async function txt2img(page) {
     const [name, ...value] = pair.split("=");
     check.ok(await setTemplateParam(page, name, value.join("=")), `template param ${name} is editable`);
   }
-  check.ok(await setTemplateParam(page, "prompt", "a tiny blue square, edited in the browser"), "the prompt is editable");
+  // unique per run, so the server's cache cannot already hold this picture
+  const stamp = `${Date.now()}`;
+  check.ok(await setTemplateParam(page, "prompt", `a tiny blue square, edited in the browser ${stamp}`), "the prompt is editable");
   await page.keyboard.press("Control+Enter");
   await save.locator('[data-testid="node-images"] img').first().waitFor({ timeout: 240_000 });
   await waitForRunEnd(page);
@@ -151,12 +153,12 @@ async function txt2img(page) {
   writeFileSync(pngPath, Buffer.from(bytes));
 
   // change only the prefix: everything upstream comes from the cache
-  await save.locator('input[data-param="prefix"]').fill("edited_prefix");
+  await save.locator('input[data-param="prefix"]').fill(`edited_${stamp}`);
   await page.getByTestId("run").click();
   await page.getByTestId("run").filter({ hasText: "Running" }).waitFor({ timeout: 10_000 }).catch(() => {});
   await waitForRunEnd(page);
-  await save.locator('[data-testid="node-images"] img[src*="edited_prefix"]').first().waitFor({ timeout: 30_000 });
-  const states = await page.locator(".react-flow__node [data-testid^='node-']").evaluateAll((els) =>
+  await save.locator(`[data-testid="node-images"] img[src*="edited_${stamp}"]`).first().waitFor({ timeout: 30_000 });
+  const states = await page.locator(".react-flow__node [data-testid^='node-'][data-state]").evaluateAll((els) =>
     els.map((el) => [el.getAttribute("data-testid").slice(5), el.getAttribute("data-state")]),
   );
   const others = states.filter(([id]) => id !== saveId);
@@ -175,6 +177,7 @@ async function txt2img(page) {
   await openFile(page, pngPath);
   await save.waitFor();
   check.ok((await page.locator(".react-flow__node").count()) === states.length, "opening the PNG restores its workflow");
+  await page.getByTestId("tab-params").click();
   check.ok(
     (await page.getByTestId("template-param-prompt").locator("textarea").inputValue()).includes("edited in the browser"),
     "the PNG's params come back as the workflow's defaults",

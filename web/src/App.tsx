@@ -23,7 +23,7 @@ import { EditorContext, GraphNode, typeColour, type EditorActions } from "./Grap
 import { estimateHeight, layoutPositions, NODE_WIDTH } from "./layout";
 import { canvasNodeId, linkStore, statusStore } from "./nodeStatus";
 import { isPng, readEmbeddedWorkflow } from "./png";
-import { applyRunEvent, decodePreview, showOutputs, showRunRecord, type RunEvent } from "./runEvents";
+import { applyRunEvent, decodePreview, markUpstreamCached, showOutputs, showRunRecord, type RunEvent } from "./runEvents";
 import { typeFeeds, type Catalog, type Issue, type TemplateParam, type WorkflowDocument } from "./types";
 import { Sidebar } from "./Sidebar";
 
@@ -312,6 +312,8 @@ function Editor() {
           return;
         }
         const outcome = applyRunEvent(event);
+        // a cached node's inputs were not needed: what feeds it counts as cached too
+        if (event.type === "node_cached" && event.node) markUpstreamCached(canvasNodeId(event.node), state.current.edges);
         if (outcome.done) {
           runRef.current = null;
           setRunId(null);

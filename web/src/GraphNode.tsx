@@ -97,7 +97,7 @@ function NumberWidget({ spec, value, onChange }: { spec: ParamSpec; value: unkno
             onChange(min + Math.floor(Math.random() * (max - min + 1)));
           }}
         >
-          🎲
+          rnd
         </button>
       )}
     </div>

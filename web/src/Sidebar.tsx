@@ -120,7 +120,7 @@ function TemplateParams({ base, setTemplateParam }: Pick<Props, "base" | "setTem
                 />
                 {/seed/i.test(name) && decl.type === "INT" && (
                   <button className="icon" title="Randomize the seed" onClick={() => set(Math.floor(Math.random() * 2 ** 32))}>
-                    🎲
+                    rnd
                   </button>
                 )}
               </span>
@@ -226,7 +226,7 @@ function Library({ base, loadDocument, currentDocument, say, fail }: Pick<Props,
               }
             }}
           >
-            🗑
+            ×
           </button>
         </div>
       ))}

@@ -80,6 +80,22 @@ export function applyRunEvent(event: RunEvent): { done: boolean; message?: strin
   return { done: false };
 }
 
+/** Marks the nodes still queued upstream of a cached node as cached: the run reuses their results. */
+export function markUpstreamCached(id: string, edges: { source: string; target: string }[]): void {
+  const feeding = new Map<string, string[]>();
+  for (const e of edges) feeding.set(e.target, [...(feeding.get(e.target) ?? []), e.source]);
+  const stack = [...(feeding.get(id) ?? [])];
+  const seen = new Set<string>();
+  while (stack.length) {
+    const current = stack.pop()!;
+    if (seen.has(current)) continue;
+    seen.add(current);
+    if (statusStore.get(current).state !== "queued") continue;
+    statusStore.update(current, { state: "cached", error: undefined });
+    stack.push(...(feeding.get(current) ?? []));
+  }
+}
+
 /** Nodes still waiting when a run ends were not needed (or never reached): clear their badge. */
 function finishPending(): void {
   for (const id of statusStore.ids()) {
