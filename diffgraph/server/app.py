@@ -518,9 +518,10 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
 
     async def stop_worker(app: web.Application) -> None:
         app[HUB].close_all()
-        await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+        stopped = await asyncio.get_running_loop().run_in_executor(None, worker.stop)
         app[VALIDATOR].shutdown(wait=True)
-        store.close()
+        if stopped:  # else the busy worker still needs the connection; process exit closes it
+            store.close()
 
     app.on_startup.append(start_worker)
     app.on_shutdown.append(stop_worker)
@@ -543,10 +544,31 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     # the worker thread and the validation thread hand the GIL back to the event loop sooner (default 5 ms)
     sys.setswitchinterval(0.001)
-    data_dir = Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()
-    app = make_app(data_dir.resolve(), host=args.host, token=token, device=args.device, dtype=args.dtype,
+    data_dir = (Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = _lock_data_dir(data_dir)
+    if lock is None:
+        print(f"another diffgraph server is using {data_dir}; stop it or pass another --data-dir", file=sys.stderr)
+        return 1
+    app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
                    extra_hosts=getattr(args, "allow_host", None) or [])
     return asyncio.run(_run(app, args.host, args.port))
+
+
+def _lock_data_dir(data_dir: Path):
+    """An exclusive lock on `<data dir>/server.lock` for the life of the process, or None when another
+    server holds it (two servers would each mark the other's running run "server stopped")."""
+    handle = open(data_dir / "server.lock", "a+")  # noqa: SIM115 - held open until the process exits
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; one server per data dir is then up to the user
+        return handle
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 async def _run(app: web.Application, host: str, port: int) -> int:

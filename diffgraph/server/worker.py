@@ -133,8 +133,10 @@ class Worker:
                 return "cancelling"
         return None
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the current run; a run still executing is cancelled and marked 'server stopped'."""
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop after the current run; a run still executing is cancelled and marked 'server stopped'.
+        False when the thread is still busy after `timeout` (a node that never checks cancellation):
+        the run then stays 'running' in the database and the next start marks it failed."""
         self._stopping.set()
         with self._lock:
             if self._current is not None:
@@ -142,6 +144,8 @@ class Worker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
 
     # -- the thread ---------------------------------------------------------------------------
 

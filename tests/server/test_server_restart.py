@@ -70,3 +70,16 @@ def test_the_database_is_sqlite_in_wal_mode_in_the_data_dir(tmp_path):
     with sqlite3.connect(tmp_path / "data" / "diffgraph.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert {p.name for p in (tmp_path / "data").iterdir()} >= {"diffgraph.db", "uploads", "outputs", "cache"}
+
+
+def test_a_second_server_on_the_same_data_dir_refuses_to_start(tmp_path):
+    first = Server(tmp_path / "data")
+    try:
+        second = Server(tmp_path / "data", wait=False)
+        assert second.proc.wait(60) == 1
+        second.kill()
+        assert "another diffgraph server" in second.log()
+    finally:
+        first.stop()
+    third = Server(tmp_path / "data")  # the lock went with the first process
+    third.stop()
