@@ -30,6 +30,7 @@ from diffgraph.engine import (
     Executor,
     Issue,
     MemoryCache,
+    NodeRegistry,
     WorkflowError,
     compile_workflow,
     default_registry,
@@ -74,8 +75,6 @@ NOT_BUILT = """<!doctype html><html><head><meta charset="utf-8"><title>diffgraph
 <code>cd web &amp;&amp; npm ci &amp;&amp; npm run build</code>; the API is at
 <a href="/api/openapi.json">/api/openapi.json</a>.</p></body></html>"""
 
-STORE, WORKER, HUB, REGISTRY, CONFIG, VALIDATOR = (
-    web.AppKey(n, object) for n in ("store", "worker", "hub", "registry", "config", "validator"))
 
 
 class Config:
@@ -90,6 +89,14 @@ class Config:
         self.cache = data_dir / "cache"
         for folder in (self.uploads, self.outputs, self.cache):
             folder.mkdir(parents=True, exist_ok=True)
+
+
+STORE = web.AppKey("store", Store)
+WORKER = web.AppKey("worker", Worker)
+HUB = web.AppKey("hub", Hub)
+REGISTRY = web.AppKey("registry", NodeRegistry)
+CONFIG = web.AppKey("config", Config)
+VALIDATOR = web.AppKey("validator", ThreadPoolExecutor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,7 +254,7 @@ async def list_runs(request: web.Request) -> web.Response:
     status = request.query.get("status") or None
     if status is not None and status not in STATUSES:
         raise RequestError(400, f"status must be one of {', '.join(STATUSES)}", field="status")
-    limit = _int_query(request, "limit", 50, 1, MAX_PAGE)
+    limit = _int_query(request, "limit", 50, 1, MAX_PAGE) or 50
     before = _int_query(request, "before", None, 1, 2**62)
     runs, next_cursor = request.app[STORE].list_runs(status, limit, before)
     return web.json_response({"runs": runs, "next": next_cursor})
@@ -335,7 +342,8 @@ async def upload(request: web.Request) -> web.Response:
 
 
 async def _read_limited(part: Any) -> bytes:
-    chunks, total = [], 0
+    chunks: list[bytes] = []
+    total = 0
     while True:
         chunk = await part.read_chunk(256 * 1024)
         if not chunk:

@@ -141,7 +141,8 @@ class Store:
 
     def list_runs(self, status: str | None, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
         """Newest first. `before` is the cursor (a run's `seq`) from the previous page's `next`."""
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[str | int] = []
         if status is not None:
             clauses.append("status = ?")
             args.append(status)

@@ -174,9 +174,10 @@ class Worker:
         try:
             plan = self.compile_run(record)
         except WorkflowError as exc:
-            error = "; ".join(str(issue) for issue in exc.issues)
-            self.store.finish_run(run_id, "failed", error=f"invalid workflow: {error}")
-            self._publish({"type": "run_failed", "run_id": run_id, "error": error})
+            problems = "; ".join(str(issue) for issue in exc.issues)
+            self.store.finish_run(run_id, "failed", error=f"invalid workflow: {problems}")
+            self._publish({"type": "run_failed", "run_id": run_id, "status": "failed",
+                           "error": f"invalid workflow: {problems}"})
             return
 
         def on_event(event: dict[str, Any]) -> None:
@@ -193,7 +194,7 @@ class Worker:
         result = self.executor.run(plan, device=self.device, dtype=self.dtype, output_dir=self.outputs_root,
                                    cancel=token, on_event=on_event, run_id=run_id)
         outputs = {node: self._names(paths) for node, paths in result.outputs.items()}
-        error = result.error
+        error: str | None = result.error
         status = result.status
         if status == "cancelled" and self._stopping.is_set():
             status, error = "failed", SERVER_STOPPED
