@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -38,11 +39,8 @@ async def test_openapi_document_is_valid_and_lists_every_route(server):
 async def test_nodes_route_serves_the_same_catalog_as_the_cli(server):
     async with aiohttp.ClientSession() as session, session.get(f"{server.url}/api/nodes") as response:
         served = await response.json()
-    env = {"PYTHONPATH": str(PACK)}
-    import os
-
     printed = subprocess.run([sys.executable, "-m", "diffgraph.cli", "nodes", "--json"], capture_output=True,
-                             check=True, env={**os.environ, **env}).stdout
+                             check=True, env={**os.environ, "PYTHONPATH": str(PACK)}).stdout
     assert served == json.loads(printed)
     sleep = next(entry for entry in served if entry["type"] == "TestSleep")
     assert sleep["schema"]["properties"]["steps"]["minimum"] == 1
