@@ -278,6 +278,25 @@ function Editor() {
   }, [revision, catalog, currentDocument, showIssues, fail]);
 
   // -- the run loop ----------------------------------------------------------------------------
+  const starting = useRef(false);
+  const early = useRef<RunEvent[]>([]);
+  const handleEvent = useRef<(event: RunEvent) => void>(() => {});
+  handleEvent.current = (event: RunEvent) => {
+    const outcome = applyRunEvent(event);
+    // a cached node's inputs were not needed: what feeds it counts as cached too
+    if (event.type === "node_cached" && event.node) markUpstreamCached(canvasNodeId(event.node), state.current.edges);
+    if (outcome.done) {
+      runRef.current = null;
+      setRunId(null);
+      setHistoryRevision((r) => r + 1);
+      if (outcome.message) setMessage({ text: outcome.message, error: !!outcome.error });
+      // the event carries names of this run's files; the record is the fallback if it did not
+      if (event.type === "run_finished" && !event.outputs) {
+        api.fetchRun(event.run_id).then((run) => showOutputs(run.outputs)).catch(fail);
+      }
+    }
+  };
+
   useEffect(() => {
     let socket: WebSocket | null = null;
     let retry: ReturnType<typeof setTimeout> | undefined;
@@ -306,24 +325,14 @@ function Editor() {
           return;
         }
         if (!event.run_id || event.run_id !== runRef.current) {
+          // events of the run being submitted can beat the POST's answer: keep them for replay
+          if (starting.current && early.current.length < 10_000) early.current.push(event);
           if (event.type === "run_finished" || event.type === "run_failed" || event.type === "run_cancelled") {
             setHistoryRevision((r) => r + 1);
           }
           return;
         }
-        const outcome = applyRunEvent(event);
-        // a cached node's inputs were not needed: what feeds it counts as cached too
-        if (event.type === "node_cached" && event.node) markUpstreamCached(canvasNodeId(event.node), state.current.edges);
-        if (outcome.done) {
-          runRef.current = null;
-          setRunId(null);
-          setHistoryRevision((r) => r + 1);
-          if (outcome.message) setMessage({ text: outcome.message, error: !!outcome.error });
-          // the event carries names of this run's files; the record is the fallback if it did not
-          if (event.type === "run_finished" && !event.outputs) {
-            api.fetchRun(event.run_id).then((run) => showOutputs(run.outputs)).catch(fail);
-          }
-        }
+        handleEvent.current(event);
       };
       socket.onclose = () => {
         document.body.dataset.socket = "closed";
@@ -347,14 +356,23 @@ function Editor() {
     try {
       statusStore.clear("run");
       for (const node of state.current.nodes) statusStore.update(node.id, { state: "queued", error: undefined });
-      const id = await api.startRun(doc);
+      starting.current = true;
+      early.current = [];
+      let id: string;
+      try {
+        id = await api.startRun(doc);
+      } finally {
+        starting.current = false;
+      }
       runRef.current = id;
       setRunId(id);
       say(`Run ${id} queued.`);
-      // events sent before the socket knew this id are not lost: the record says where it is
+      for (const event of early.current.splice(0)) if (event.run_id === id && runRef.current === id) handleEvent.current(event);
+      if (document.body.dataset.socket === "open" || runRef.current !== id) return;
+      // without the socket, the record says where the run is
       const record = await api.fetchRun(id).catch(() => null);
       if (record && runRef.current === id && record.status !== "queued" && record.status !== "running") {
-        showRunRecord(record);
+        showRunRecord(record, state.current.edges);
         runRef.current = null;
         setRunId(null);
         setHistoryRevision((r) => r + 1);
@@ -687,7 +705,7 @@ function Editor() {
             historyRevision={historyRevision}
             onRunRecord={(record) => {
               if (record.workflow) loadDocument(record.workflow, `run ${record.id}`);
-              showRunRecord(record);
+              showRunRecord(record, state.current.edges);
             }}
             say={say}
             fail={fail}

@@ -29,11 +29,17 @@ export function showOutputs(outputs: Record<string, string[]> | undefined): void
 }
 
 /** Node states of a finished run from its record (history panel). */
-export function showRunRecord(run: RunRecord): void {
+export function showRunRecord(run: RunRecord, edges: { source: string; target: string }[]): void {
   statusStore.clear("run");
   for (const id of statusStore.ids()) statusStore.update(id, { images: [] });
   for (const id of run.executed ?? []) statusStore.update(canvasNodeId(id), { state: "done" });
-  for (const id of run.cached ?? []) statusStore.update(canvasNodeId(id), { state: "cached" });
+  const ran = new Set([...(run.executed ?? []), ...(run.cached ?? [])].map(canvasNodeId));
+  for (const id of statusStore.ids()) if (!ran.has(id)) statusStore.update(id, { state: "queued" });
+  for (const id of run.cached ?? []) {
+    statusStore.update(canvasNodeId(id), { state: "cached" });
+    markUpstreamCached(canvasNodeId(id), edges);
+  }
+  for (const id of statusStore.ids()) if (statusStore.get(id).state === "queued") statusStore.update(id, { state: undefined });
   if (run.failed_node) {
     statusStore.update(canvasNodeId(run.failed_node), { state: "failed", error: run.error ?? "failed" });
   }
