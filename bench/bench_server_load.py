@@ -170,6 +170,8 @@ async def main(args: argparse.Namespace) -> int:
             break
     messages = sum(len(v) for seen in heard for v in seen.values())
 
+    if not latencies:  # the load was over before the first probe came back
+        latencies = [seconds for _, seconds in samples[-1:]] or [float("nan")]
     p50, p99 = percentile(latencies, 0.50) * 1000, percentile(latencies, 0.99) * 1000
     print(f"runs: {total} from {args.clients} clients, {args.listeners} WebSocket listeners")
     print(f"submitted in {submitted_at:.2f} s; all finished and heard in {elapsed:.2f} s "
