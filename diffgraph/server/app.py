@@ -110,12 +110,22 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if len(raw) > MAX_JSON_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
     try:
-        body = json.loads(raw.decode("utf-8"))
+        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
     return body
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Like workflow files, a request may not repeat a key (the last one would silently win)."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
 
 
 def workflow_from(body: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +184,8 @@ def compile_checked(app: web.Application, document: dict[str, Any], params: dict
         return compile_workflow(document, app[REGISTRY], params, resolver=library_resolver(app[STORE]))
     except WorkflowError:
         raise
-    except (RecursionError, TypeError, ValueError, AttributeError) as exc:  # an engine gap must not be a 500
+    except (RecursionError, TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        # a gap in the engine's checks must still be the client's 4xx, not a 500
         log.warning("validation raised %s", exc, exc_info=True)
         raise WorkflowError([Issue(None, None, f"workflow could not be validated: {exc}")]) from None
 

@@ -337,7 +337,8 @@ async def test_the_editor_page_carries_a_content_security_policy(server):
 
 
 NOT_A_BODY = [b"{not json", b"[1, 2]", b'"text"', b"\xff\xfe", b"[" * 100_000, b'{"workflow": 5}', b"{}",
-              b'{"workflow": {"a": ' * 200 + b"1" + b"}" * 201]
+              b'{"workflow": {"a": ' * 200 + b"1" + b"}" * 201,
+              b'{"workflow": {"format": "diffgraph/v1", "nodes": {"n": {"type": "Int"}, "n": {"type": "Int"}}}}']
 INVALID_WORKFLOWS = [
     b'{"workflow": {"format": "diffgraph/v1", "nodes": {}}, "params": []}',
     b'{"workflow": {"format": "diffgraph/v1", "nodes": {"n": {"type": "Int", "params": {"value": "x"}}}}}',
