@@ -135,3 +135,21 @@ def test_txt2img_runs_shows_image_and_reruns_from_cache(server: EditorServer, ti
     )
     assert "ok: every other node is cached" in output, output
     assert time.monotonic() - started < 600
+
+
+def test_upload_library_and_download_give_a_workflow_diffgraph_runs(server: EditorServer, tmp_path: Path) -> None:
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(picture)
+    saved = tmp_path / "saved.yaml"
+    run_scenario(server, "library", "--image", str(picture), "--out", str(saved))
+    # what the editor downloads is the workflow format `diffgraph run` takes unchanged
+    result = subprocess.run(
+        [sys.executable, "-m", "diffgraph.cli", "run", str(saved), "--json", "--no-cache", "--output-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    written = list((tmp_path / "out").rglob("*.png"))
+    assert len(written) == 1
+    assert Image.open(written[0]).size == (64, 48)

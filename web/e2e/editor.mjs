@@ -2,7 +2,7 @@
 //
 //   node web/e2e/editor.mjs URL SCENARIO [--artifacts DIR] [--file WORKFLOW] [--set name=value]...
 //
-// Scenarios: palette, incompatible, broken, txt2img. Prints one "ok:"/"FAIL:" line per check,
+// Scenarios: palette, incompatible, broken, txt2img, library (--image PNG --out YAML). Prints one "ok:"/"FAIL:" line per check,
 // saves a screenshot of the end state under --artifacts, and exits 1 when any check failed.
 
 import { readFileSync, writeFileSync } from "node:fs";
@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { Check, dragBetween, handle, launch, openEditor, screenshot } from "./lib.mjs";
 
 const [url, scenario, ...rest] = process.argv.slice(2);
-const options = { artifacts: "artifacts", file: null, set: [] };
+const options = { artifacts: "artifacts", file: null, image: null, out: null, set: [] };
 for (let i = 0; i < rest.length; i += 2) {
   const key = rest[i].replace(/^--/, "");
   if (key === "set") options.set.push(rest[i + 1]);
@@ -190,7 +190,44 @@ async function txt2img(page) {
   check.ok(readFileSync(pngPath).length > 0, "the PNG was saved for the check");
 }
 
-const scenarios = { palette, incompatible, broken, txt2img };
+async function library(page) {
+  // LoadImage with an uploaded picture feeding SaveImage
+  await page.getByTestId("palette-LoadImage").click();
+  await node(page, "loadimage").waitFor();
+  await node(page, "loadimage").locator('.upload-widget input[type="file"]').setInputFiles(options.image);
+  await node(page, "loadimage").locator("img.thumbnail").waitFor();
+  const path = await node(page, "loadimage").locator('.upload-widget input[type="text"]').inputValue();
+  check.ok(path.startsWith("/") && /\.png$/.test(path), `the upload sets LoadImage's image to the server's file (${path})`);
+  await page.getByTestId("palette-SaveImage").click();
+  await node(page, "saveimage").waitFor();
+  await dragBetween(page, handle(page, "loadimage", "image", "source"), handle(page, "saveimage", "images", "target"));
+  await page.locator(".react-flow__edge").first().waitFor({ timeout: 5000 });
+  check.ok((await page.locator(".react-flow__edge").count()) === 1, "IMAGE -> IMAGE link is accepted");
+  await page.getByRole("textbox", { name: "workflow name" }).fill("e2e-library");
+
+  // download as YAML: the test hands the file to `diffgraph run`
+  const [download] = await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Save YAML" }).click()]);
+  await download.saveAs(options.out);
+  check.ok(download.suggestedFilename() === "e2e-library.yaml", `downloaded ${download.suggestedFilename()}`);
+
+  // the server's library keeps it
+  await page.getByTestId("tab-library").click();
+  await page.getByTestId("library-name").fill("e2e-library");
+  await page.getByTestId("library-save").click();
+  await page.getByTestId("banner").filter({ hasText: "Saved" }).waitFor();
+  await page.getByRole("button", { name: "New" }).click();
+  await page.waitForFunction(() => document.querySelectorAll(".react-flow__node").length === 0);
+  await page.locator(".library-entry button", { hasText: "e2e-library" }).click();
+  await node(page, "saveimage").waitFor();
+  check.ok((await page.locator(".react-flow__edge").count()) === 1, "reopening from the library restores nodes and links");
+
+  // and it runs from the editor
+  await page.keyboard.press("Control+Enter");
+  await node(page, "saveimage").locator('[data-testid="node-images"] img').first().waitFor({ timeout: 120_000 });
+  check.ok((await node(page, "saveimage").getAttribute("data-state")) === "done", "Ctrl+Enter runs it and SaveImage shows the picture");
+}
+
+const scenarios = { palette, incompatible, broken, txt2img, library };
 if (!scenarios[scenario]) {
   console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(", ")}`);
   process.exit(2);

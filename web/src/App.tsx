@@ -524,7 +524,7 @@ function Editor() {
         type: "dg",
         position: at,
         selected: true,
-        data: { type, params: {}, keyOrder: ["type", "params", "metadata"], extra: {}, inputOrder: [], dangling: {} },
+        data: { type, params: {}, keyOrder: [], extra: {}, inputOrder: [], dangling: {} },
       };
       setNodes((nds) => [...nds.map((n) => ({ ...n, selected: false })), node]);
       setRevision((r) => r + 1);
