@@ -128,8 +128,7 @@ class _Progress:
             bar = self._bars.get(event["node"])
             if bar is None:
                 bar = self._bars[event["node"]] = self._tqdm(total=event["total"], desc=event["node"], file=sys.stderr)
-            bar.n = event["step"]
-            bar.refresh()
+            bar.update(event["step"] - bar.n)  # tqdm redraws at most ten times a second
         elif kind == "node_finished":
             bar = self._bars.pop(event["node"], None)
             if bar is not None:
@@ -154,26 +153,45 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     disk = None
     if not args.no_cache:
-        max_gb = float(os.environ.get("DIFFGRAPH_CACHE_MAX_GB", "20"))
+        try:
+            max_gb = float(os.environ.get("DIFFGRAPH_CACHE_MAX_GB", "20"))
+        except ValueError:
+            max_gb = -1.0
+        if not max_gb >= 0:
+            issue = Issue(None, "DIFFGRAPH_CACHE_MAX_GB", "must be a number of gigabytes, such as 20 or 0.5")
+            return _report_invalid([issue], args.json)
         disk = DiskCache(args.cache_dir or default_cache_dir(), max_bytes=int(max_gb * 1024**3))
     executor = Executor(Cache(MemoryCache(), disk))
     cancel = CancelToken()
     outcome: dict[str, Any] = {}
+    finished = threading.Event()
 
     def work() -> None:
-        outcome["result"] = executor.run(plan, device=args.device, dtype=args.dtype,
-                                         output_dir=Path(args.output_dir), cancel=cancel,
-                                         on_event=None if args.json else _Progress())
+        try:
+            outcome["result"] = executor.run(plan, device=args.device, dtype=args.dtype,
+                                             output_dir=Path(args.output_dir), cancel=cancel,
+                                             on_event=None if args.json else _Progress())
+        except Exception as exc:  # noqa: BLE001 - reported below as a failed run, not a traceback
+            outcome["error"] = exc
+        finally:
+            finished.set()
 
-    worker = threading.Thread(target=work, name="diffgraph-run", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        cancel.cancel()
-        print("cancelling...", file=sys.stderr)
-        worker.join()
+    # the run works in a thread so that Ctrl+C reaches this one, which turns it into a cancel;
+    # an Event, not Thread.join: an interrupted join can report a live thread as finished (3.11)
+    threading.Thread(target=work, name="diffgraph-run", daemon=True).start()
+    while not finished.is_set():
+        try:
+            finished.wait(0.2)
+        except KeyboardInterrupt:
+            if cancel.cancelled:  # a second Ctrl+C: stop waiting for the node to notice
+                print("stopped", file=sys.stderr)
+                return EXIT_CANCELLED
+            cancel.cancel()
+            print("cancelling...", file=sys.stderr)
+    if "error" in outcome:
+        error = outcome["error"]
+        print(f"run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILED
     result = outcome["result"]
     if args.json:
         print(json.dumps(result.to_json(), ensure_ascii=False, default=str))
@@ -205,7 +223,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "serve": cmd_serve}[args.command]
-    return handler(args)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:  # Ctrl+C outside a run (loading, validating): quietly, no traceback
+        print("interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
 
 
 if __name__ == "__main__":
