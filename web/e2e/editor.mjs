@@ -188,6 +188,20 @@ async function txt2img(page) {
     "the PNG's params come back as the workflow's defaults",
   );
   check.ok(readFileSync(pngPath).length > 0, "the PNG was saved for the check");
+
+  // a long run shows step i/n and live previews on the sampler, and Cancel stops it
+  await setTemplateParam(page, "steps", "1000");
+  await setTemplateParam(page, "prompt", `a long run ${stamp}`);
+  await page.getByTestId("run").click();
+  const sampler = page.locator('[data-node-type="SampleLoop"]').first();
+  await sampler.locator('[data-testid="node-state"]', { hasText: /running \d+\/1000/ }).waitFor({ timeout: 120_000 });
+  check.ok(true, "the sampler shows running i/1000");
+  const previewed = await sampler.locator("img.preview").waitFor({ timeout: 30_000 }).then(() => true, () => false);
+  check.ok(previewed, "the sampler shows a live preview");
+  await screenshot(page, options.artifacts, "e2e-txt2img-running");
+  await page.getByTestId("cancel").click();
+  await page.getByTestId("banner").filter({ hasText: "Run cancelled" }).waitFor({ timeout: 60_000 });
+  check.ok((await sampler.getAttribute("data-state")) !== "done", "Cancel stops the run before the sampler is done");
 }
 
 async function library(page) {
