@@ -26,6 +26,8 @@ TOP_LEVEL_KEYS = ("format", "name", "description", "params", "nodes", "outputs",
 NODE_KEYS = ("type", "inputs", "params", "metadata")
 TEMPLATE_PARAM_KEYS = ("type", "default", "min", "max", "choices", "description")
 SUBGRAPH_PREFIX = "workflow:"
+#: subgraph instances one plan may expand (two inclusions per level, 25 levels deep is 33 million)
+MAX_SUBGRAPHS = 10_000
 #: subgraph inner ids are "outer/inner"; user ids may not contain these
 RESERVED_ID_CHARS = "./$"
 _BAD_ID = re.compile(r"[./$]|^\s|\s$")
@@ -231,6 +233,8 @@ class _Flattener:
         #: (subgraph node id, output) -> link inside it, for links that point at a subgraph node
         self.aliases: dict[tuple[str, str], str] = {}
         self.subgraphs: set[str] = set()
+        #: (ref, including folder) -> resolved document: a subgraph used many times is read once
+        self.resolved: dict[tuple[str, Path | None], tuple[dict[str, Any], Path]] = {}
 
     def flatten(
         self,
@@ -321,8 +325,14 @@ class _Flattener:
         base: Path | None,
         stack: tuple[Path, ...],
     ) -> None:
+        if len(self.subgraphs) >= MAX_SUBGRAPHS:
+            self.issues.append(Issue(node_id, "type", f"too many subgraph instances (the limit is {MAX_SUBGRAPHS}); "
+                                                      "do the subgraphs include each other over and over?"))
+            return
         try:
-            document, path = self.resolver(ref, base)
+            if (ref, base) not in self.resolved:
+                self.resolved[(ref, base)] = self.resolver(ref, base)
+            document, path = self.resolved[(ref, base)]
         except WorkflowError as exc:
             self.issues.append(Issue(node_id, "type", "; ".join(i.message for i in exc.issues)))
             return

@@ -185,3 +185,15 @@ def test_cli_runs_subgraphs_and_shares_cache_entries_between_identical_ones(cli,
     assert executions["first/add"] + executions["second/add"] == 1
     assert set(summary["executed"]) | set(summary["cached"]) == {"first/add", "second/add", "use", "fed/add",
                                                                  "nest/inner/add", "nest/twice"}
+
+
+def test_subgraphs_that_multiply_are_cut_off_not_expanded_forever(tmp_path, registry):
+    """Each level includes the next twice: 2**25 instances if nothing stopped it."""
+    levels = 25
+    for level in range(levels):
+        nodes = {"a": {"type": f"workflow:l{level + 1}"}, "b": {"type": f"workflow:l{level + 1}"}}
+        (tmp_path / f"l{level}.yaml").write_text(dump_document({"format": "diffgraph/v1", "nodes": nodes}))
+    (tmp_path / f"l{levels}.yaml").write_text(dump_document({"format": "diffgraph/v1", "nodes": {"n": {"type": "Int"}}}))
+    with pytest.raises(WorkflowError) as caught:
+        load_plan(tmp_path / "l0.yaml", registry)
+    assert all("too many subgraph instances" in i.message and i.field == "type" for i in caught.value.issues)
