@@ -86,14 +86,21 @@ def _ref(value: Any, field: str) -> models.ModelRef:
     return value
 
 
-def scheduler_step(scheduler: Any, model_output: Any, timestep: Any, sample: Any, generator: Any) -> Any:
-    """One scheduler step x_t -> x_t-1, passing `generator` and `eta` as the pipelines do."""
+def step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
+    """`eta` and `generator` for the schedulers whose step takes them, as the pipelines pass them."""
     accepted = inspect.signature(scheduler.step).parameters
     kwargs: dict[str, Any] = {}
     if "eta" in accepted:
         kwargs["eta"] = 0.0
     if "generator" in accepted:
         kwargs["generator"] = generator
+    return kwargs
+
+
+def scheduler_step(scheduler: Any, model_output: Any, timestep: Any, sample: Any, generator: Any,
+                   kwargs: dict[str, Any] | None = None) -> Any:
+    """One scheduler step x_t -> x_t-1."""
+    kwargs = step_kwargs(scheduler, generator) if kwargs is None else kwargs
     return scheduler.step(model_output, timestep, sample, **kwargs, return_dict=False)[0]
 
 
@@ -254,6 +261,7 @@ class SampleLoop(Node):
             extra = torch.cat([extra] * 2)
 
         total = len(timesteps)
+        kwargs = step_kwargs(scheduler, generator)
         for i, t in enumerate(timesteps):
             ctx.check_cancelled()
             model_input = torch.cat([latents] * 2) if guided else latents
@@ -268,7 +276,7 @@ class SampleLoop(Node):
             if guided:
                 uncond, text = prediction.chunk(2)
                 prediction = uncond + self.cfg * (text - uncond)
-            latents = scheduler_step(scheduler, prediction, t, latents, generator)
+            latents = scheduler_step(scheduler, prediction, t, latents, generator, kwargs)
             if blend_mask is not None:  # keep the original outside the mask, noised to the next step
                 original = image_latents
                 if i < total - 1:

@@ -1,0 +1,87 @@
+"""txt2img on the tiny model: the shipped template through diffgraph's executor against diffusers'
+StableDiffusionPipeline on the same components, scheduler, seed and steps, in one run.
+
+    python bench/bench_txt2img_cpu.py [--steps 25] [--repeats 5]
+
+Models are loaded once for both sides before timing; each diffgraph run gets a fresh result cache,
+so every node really runs. Both sides write the picture as a PNG. Prints the median seconds of each
+and the ratio diffgraph / diffusers (target: at most 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--scheduler", default="euler")
+    args = parser.parse_args()
+
+    import diffusers
+    import torch
+    from support import tiny_models
+
+    from diffgraph.engine import (
+        Cache,
+        Executor,
+        MemoryCache,
+        compile_workflow,
+        default_registry,
+        read_document,
+    )
+    from diffgraph.nodes.sampling import SCHEDULERS
+
+    work = Path(tempfile.mkdtemp(prefix="diffgraph-bench-"))
+    model = tiny_models.build_sd(work / "sd")
+    templates = REPO / "diffgraph" / "workflows"
+    plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
+                            {"model": str(model), "steps": args.steps, "seed": 0, "scheduler": args.scheduler},
+                            base=templates)
+    services: dict = {}
+
+    def run_diffgraph() -> None:
+        result = Executor(Cache(MemoryCache()), services=services).run(plan, output_dir=work / "ours")
+        assert result.status == "succeeded", result.error
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(model), safety_checker=None,
+                                                            requires_safety_checker=False)
+    class_name, overrides = SCHEDULERS[args.scheduler]
+    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **overrides)
+    pipe.set_progress_bar_config(disable=True)
+    (work / "theirs").mkdir()
+
+    def run_diffusers() -> None:
+        image = pipe(plan.template_params["prompt"], num_inference_steps=args.steps, guidance_scale=7.5,
+                     generator=torch.Generator("cpu").manual_seed(0)).images[0]
+        image.save(work / "theirs" / "out.png")
+
+    run_diffgraph()  # warm-up: loads the models into the model cache
+    run_diffusers()
+    ours, theirs = [], []
+    for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
+        started = time.perf_counter()
+        run_diffgraph()
+        ours.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        run_diffusers()
+        theirs.append(time.perf_counter() - started)
+    ours_s, theirs_s = statistics.median(ours), statistics.median(theirs)
+    print(f"tiny txt2img, {args.steps} steps ({args.scheduler}), 64x64, CPU float32, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}")
+    print(f"diffgraph template: {ours_s:.3f} s   diffusers StableDiffusionPipeline: {theirs_s:.3f} s")
+    print(f"ratio diffgraph / diffusers: {ours_s / theirs_s:.3f} (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
