@@ -92,7 +92,7 @@ class Executor:
         wanted = list(targets) if targets is not None else plan.default_targets()
         emit("run_started", targets=wanted)
 
-        values, to_execute = self._resolve(plan, wanted, result, emit)
+        values, to_execute = self._resolve(plan, wanted, result, emit, Path(output_dir))
         remaining = {nid: 0 for nid in to_execute}
         for nid in to_execute:
             for source, _ in plan.nodes[nid].links.values():
@@ -155,7 +155,7 @@ class Executor:
         return result
 
     def _resolve(
-        self, plan: Plan, wanted: list[str], result: RunResult, emit: Callable[..., None]
+        self, plan: Plan, wanted: list[str], result: RunResult, emit: Callable[..., None], output_dir: Path
     ) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """Walk back from the targets: a hit stops the walk, a miss needs its inputs too."""
         needed = set(wanted)
@@ -167,6 +167,8 @@ class Executor:
                 continue
             node = plan.nodes[node_id]
             hit = self.cache.get(node.key, node.spec) if node.spec.deterministic else None
+            if hit is not None and not _files_still_there(node, hit, output_dir):
+                hit = None
             if hit is not None:
                 values[node_id] = hit
                 cached.append(node_id)
@@ -227,6 +229,21 @@ class Executor:
             value = values.get(node_id, {}).get(output)
             if value is None or isinstance(value, (int, float, str, bool, list)):
                 result.values[name] = value
+
+
+def _files_still_there(node: PlannedNode, outputs: dict[str, Any], output_dir: Path) -> bool:
+    """A cached FILES output counts only while its files exist in this run's output folder
+    (deleted outputs, or another --output-dir, mean the node must write them again)."""
+    root: Path | None = None
+    for name, port in node.spec.outputs.items():
+        if port.type.name != "FILES":
+            continue
+        root = root or output_dir.resolve()
+        for path in outputs.get(name) or []:
+            resolved = Path(path).resolve()
+            if not resolved.is_file() or not resolved.is_relative_to(root):
+                return False
+    return True
 
 
 def _emitter(on_event: EventSink | None, run_id: str) -> Callable[..., None]:

@@ -250,3 +250,24 @@ def test_a_broken_node_pack_is_reported_and_the_others_still_load(cli, tmp_path)
     assert done.returncode == 0 and "Traceback" not in done.stderr
     assert "warning: node pack 'broken'" in done.stderr and "this pack is broken" in done.stderr
     assert "TestAdd" in {entry["type"] for entry in json.loads(done.stdout)}
+
+
+def test_output_files_are_written_again_when_deleted_or_sent_elsewhere(cli, tmp_path):
+    workflow = write(tmp_path / "save.yaml", {"format": "diffgraph/v1", "nodes": {
+        "text": {"type": "String", "params": {"value": "hello"}},
+        "save": {"type": "TestWriteText", "inputs": {"text": "text.text"}},
+    }})
+    cache = tmp_path / "cache"
+    first = cli.run_json("run", workflow, "--cache-dir", cache, "--output-dir", tmp_path / "a")
+    assert first["executed"] == ["text", "save"]
+    same = cli.run_json("run", workflow, "--cache-dir", cache, "--output-dir", tmp_path / "a")
+    assert same["cached"] == ["save"] and same["outputs"] == first["outputs"]
+
+    elsewhere = cli.run_json("run", workflow, "--cache-dir", cache, "--output-dir", tmp_path / "b")
+    assert elsewhere["executed"] == ["text", "save"]
+    assert elsewhere["outputs"]["save"] == [str(tmp_path / "b" / "out.txt")]
+
+    (tmp_path / "b" / "out.txt").unlink()
+    again = cli.run_json("run", workflow, "--cache-dir", cache, "--output-dir", tmp_path / "b")
+    assert again["executed"] == ["text", "save"]
+    assert (tmp_path / "b" / "out.txt").read_text() == "hello"
