@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -88,6 +89,8 @@ def main() -> int:
         return 1
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     print(json.dumps(figures, indent=2))
+    # browser timings on a shared machine depend on what else runs: say how busy it was
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} during the run")
     print(f"time to interactive: {figures['interactive_ms']} ms for {figures['nodes']} nodes "
           f"= {figures['interactive_ms'] / TARGET_INTERACTIVE_MS:.2f} x the {TARGET_INTERACTIVE_MS} ms target")
     print(f"pan frame time: mean {figures['frame_ms_mean']} ms, p95 {figures['frame_ms_p95']} ms "
