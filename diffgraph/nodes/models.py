@@ -245,10 +245,18 @@ def _load_part(folder: Path, subfolder: str, torch_dtype: Any, allow_pickle: boo
     if name.endswith(("Tokenizer", "TokenizerFast", "Processor", "ProcessorPil", "FeatureExtractor")):
         return cls.from_pretrained(str(where), local_files_only=True)
     if library == "diffusers":
-        return cls.from_pretrained(str(where), torch_dtype=torch_dtype, local_files_only=True,
+        return cls.from_pretrained(str(where), **_diffusers_dtype(torch_dtype), local_files_only=True,
                                    use_safetensors=None if allow_pickle else True)
     return cls.from_pretrained(str(where), dtype=torch_dtype, local_files_only=True,
                                use_safetensors=None if allow_pickle else True)
+
+
+def _diffusers_dtype(torch_dtype: Any) -> dict[str, Any]:
+    """diffusers 0.42 renamed `torch_dtype` to `dtype`; older releases know only the former."""
+    import diffusers
+
+    major, minor = (int(part) for part in diffusers.__version__.split(".")[:2])
+    return {"dtype" if (major, minor) >= (0, 42) else "torch_dtype": torch_dtype}
 
 
 def _load_single_file(ref: ModelRef, torch_dtype: Any) -> dict[str, Any]:
@@ -257,7 +265,7 @@ def _load_single_file(ref: ModelRef, torch_dtype: Any) -> dict[str, Any]:
     path = Path(ref.path)
     check_checkpoint_file(path, ref.allow_pickle)
     pipe = StableDiffusionPipeline.from_single_file(
-        str(path), config=ref.config, local_files_only=True, torch_dtype=torch_dtype,
+        str(path), config=ref.config, local_files_only=True, **_diffusers_dtype(torch_dtype),
         safety_checker=None, requires_safety_checker=False)
     return {
         "unet": pipe.unet,

@@ -1,0 +1,171 @@
+"""txt2img at Stable Diffusion 1.5 size: diffgraph's template against diffusers eager, in one run.
+
+    python bench/bench_txt2img_gpu.py                         # SD1.5-sized, 512x512, 30 steps, fp16, cuda
+    python bench/bench_txt2img_gpu.py --tiny --device cpu     # smoke mode: tiny model, CPU, float32
+
+The components are random-weight models built offline from SD 1.5's configs (UNet2DConditionModel
+with SD 1.5's config, its VAE, a 12-layer CLIP text encoder), saved once as a diffusers folder.
+Both sides run the same folder, scheduler, seed and steps; models are loaded before timing. Prints
+it/s (steps / seconds of a whole generation, text encoding and decoding included) and peak
+accelerator memory of each, and the ratios (targets: it/s >= 0.97 of diffusers, peak <= 1.05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def build_sd15(directory: Path, dtype) -> Path:
+    """Random-weight components with SD 1.5's architecture (about 1 B parameters)."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from support import tiny_models
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,
+        block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=512, layers_per_block=2,
+        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+        max_position_embeddings=77, hidden_act="quick_gelu", bos_token_id=514, eos_token_id=515, pad_token_id=515,
+    ))
+    tiny_models.write_tokenizer(directory / "_tokenizer")
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(vae=vae.to(dtype), text_encoder=text_encoder.to(dtype), unet=unet.to(dtype),
+                                   tokenizer=tiny_models.load_tokenizer(directory / "_tokenizer"),
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="smoke mode: the tiny test model")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default=None,
+                        help="default fp16 on cuda, fp32 elsewhere")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--size", type=int, default=None, help="pixels (default 512; the native size with --tiny)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--scheduler", default="pndm")
+    parser.add_argument("--model", default=None, help="reuse a folder built by an earlier run")
+    args = parser.parse_args()
+
+    import diffusers
+    import torch
+    from support import tiny_models
+
+    from diffgraph.engine import (
+        Cache,
+        Executor,
+        MemoryCache,
+        compile_workflow,
+        default_registry,
+        read_document,
+    )
+    from diffgraph.nodes.sampling import SCHEDULERS
+
+    dtype_name = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    size = args.size or (0 if args.tiny else 512)
+    work = Path(tempfile.mkdtemp(prefix="diffgraph-gpu-bench-"))
+    if args.model:
+        model = Path(args.model)
+    elif args.tiny:
+        model = tiny_models.build_sd(work / "tiny")
+    else:
+        started = time.perf_counter()
+        model = build_sd15(work / "sd15", dtype)
+        print(f"built SD1.5-sized random components in {time.perf_counter() - started:.0f} s: {model}")
+    cuda = args.device.startswith("cuda")
+
+    def reset_peak() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak_gib() -> float:
+        return torch.cuda.max_memory_allocated() / 1024**3 if cuda else float("nan")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def timed(run) -> tuple[float, float]:
+        run()  # warm-up (and, the first time, loading)
+        seconds = []
+        reset_peak()
+        for _ in range(args.repeats):
+            sync()
+            started = time.perf_counter()
+            run()
+            sync()
+            seconds.append(time.perf_counter() - started)
+        return statistics.median(seconds), peak_gib()
+
+    # diffgraph: the shipped template through the executor, a fresh result cache per generation
+    templates = REPO / "diffgraph" / "workflows"
+    plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
+                            {"model": str(model), "steps": args.steps, "seed": 0, "scheduler": args.scheduler,
+                             "width": size, "height": size}, base=templates)
+    services: dict = {}
+
+    def run_diffgraph() -> None:
+        result = Executor(Cache(MemoryCache()), services=services).run(
+            plan, device=args.device, dtype=dtype_name, output_dir=work / "ours")
+        assert result.status == "succeeded", result.error
+
+    ours_s, ours_peak = timed(run_diffgraph)
+    services.clear()  # unload before diffusers loads its own copy, so peaks do not add up
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(model), dtype=dtype, safety_checker=None,
+                                                            requires_safety_checker=False).to(args.device)
+    class_name, overrides = SCHEDULERS[args.scheduler]
+    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **overrides)
+    pipe.set_progress_bar_config(disable=True)
+    (work / "theirs").mkdir()
+
+    def run_diffusers() -> None:
+        kwargs = {"width": size, "height": size} if size else {}
+        image = pipe(plan.template_params["prompt"], num_inference_steps=args.steps, guidance_scale=7.5,
+                     generator=torch.Generator("cpu").manual_seed(0), **kwargs).images[0]
+        image.save(work / "theirs" / "out.png")
+
+    theirs_s, theirs_peak = timed(run_diffusers)
+
+    device_name = torch.cuda.get_device_name() if cuda else args.device
+    label = "tiny model" if args.tiny else "SD1.5-sized random weights"
+    print(f"{label}, {size or 'native'} px, {args.steps} steps ({args.scheduler}), {dtype_name}, {device_name}, "
+          f"median of {args.repeats}")
+    print(f"diffgraph: {args.steps / ours_s:.2f} it/s ({ours_s:.3f} s), peak {ours_peak:.2f} GiB")
+    print(f"diffusers: {args.steps / theirs_s:.2f} it/s ({theirs_s:.3f} s), peak {theirs_peak:.2f} GiB")
+    print(f"it/s ratio diffgraph / diffusers: {theirs_s / ours_s:.3f} (target >= 0.97)")
+    if cuda:
+        print(f"peak memory ratio: {ours_peak / theirs_peak:.3f} (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()
