@@ -126,7 +126,18 @@ def parse_document(data: bytes | str, fmt: str | None = None) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise _fail(f"a workflow is a mapping of keys (format, nodes, ...), not {_kind(document)}")
     _check_plain(document)
+    if fmt == "json" and "\\u" in text and not _encodable(document):
+        raise _fail("document holds an unpaired surrogate escape (\\udXXX): text must be valid Unicode")
     return document
+
+
+def _encodable(document: dict[str, Any]) -> bool:
+    """False when JSON `\\ud800`-style escapes left lone surrogates, which no UTF-8 output can print."""
+    try:
+        json.dumps(document, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 #: libyaml composes recursively in C: thousands of nested levels overflow the C stack (a segfault)

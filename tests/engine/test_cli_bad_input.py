@@ -33,6 +33,8 @@ CASES: dict[str, tuple[str, bytes, str]] = {
                            "duplicate key 'n' (line 4)"),
     "duplicate json ids": ("dup.json", b'{"format": "diffgraph/v1", "nodes": {"n": {"type": "Int"}, "n": {}}}',
                            "duplicate key 'n'"),
+    "lone surrogate escape": ("surrogate.json", b'{"format": "diffgraph/v1", "nodes": {"\\udc80": {"type": "Int"}}}',
+                              "unpaired surrogate"),
     "unsafe yaml tag": ("tag.yaml", b"format: !!python/object/apply:os.system ['true']\nnodes: {}\n",
                         "not valid YAML"),
 }

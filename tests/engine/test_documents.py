@@ -114,6 +114,7 @@ BAD_DOCUMENTS: dict[str, tuple[bytes, str]] = {
     "int beyond python's digit limit": (b"nodes: {n: {type: Int, params: {value: " + b"9" * 5000 + b"}}}\n",
                                         "not valid YAML"),
     "non-string key": (b"nodes: {1: {type: Int}}\n", "not a string"),
+    "lone surrogate escape in json": (b'{"nodes": {"\\udc80": {"type": "Int"}}}', "unpaired surrogate"),
     "binary tag": (b"name: !!binary aGVsbG8=\n", "not allowed"),
     "python tag": (b"name: !!python/object/apply:os.system [echo hi]\n", "not valid YAML"),
 }
