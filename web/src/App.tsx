@@ -19,7 +19,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import * as api from "./api";
 import { edgeId, emptyWorkflow, freshId, graphToWorkflow, workflowToGraph, type DgEdge, type DgNode, type Graph } from "./convert";
-import { EditorContext, GraphNode, typeColour, type EditorActions } from "./GraphNode";
+import { EditorContext, GraphNode, TypedEdge, typeColour, type EditorActions } from "./GraphNode";
 import { estimateHeight, layoutPositions, NODE_WIDTH } from "./layout";
 import { canvasNodeId, linkStore, statusStore } from "./nodeStatus";
 import { isPng, readEmbeddedWorkflow } from "./png";
@@ -28,6 +28,7 @@ import { typeFeeds, type Catalog, type Issue, type TemplateParam, type WorkflowD
 import { Sidebar } from "./Sidebar";
 
 const nodeTypes = { dg: GraphNode };
+const edgeTypes = { typed: TypedEdge };
 
 interface Message {
   text: string;
@@ -68,6 +69,7 @@ function isEditable(target: EventTarget | null): boolean {
 function Editor() {
   const flow = useReactFlow<DgNode, DgEdge>();
   const [catalog, setCatalog] = useState<Catalog>({});
+  const [catalogLoaded, setCatalogLoaded] = useState(false);
   const [base, setBase] = useState<WorkflowDocument>(() => workflowToGraph(emptyWorkflow()).base);
   const [nodes, setNodes] = useState<DgNode[]>([]);
   const [edges, setEdges] = useState<DgEdge[]>([]);
@@ -97,7 +99,11 @@ function Editor() {
       return;
     }
     lastEdit.current = coalesceKey ? { key: coalesceKey, at: now } : null;
-    past.current.push({ ...state.current });
+    // one gesture can report several changes (a node and its edges removed): one undo step
+    const top = past.current[past.current.length - 1];
+    const { base, nodes, edges } = state.current;
+    if (top && top.base === base && top.nodes === nodes && top.edges === edges) return;
+    past.current.push({ base, nodes, edges });
     if (past.current.length > HISTORY_LIMIT) past.current.shift();
     future.current = [];
   }, []);
@@ -210,6 +216,8 @@ function Editor() {
         setCatalog(loaded);
       } catch (error) {
         fail(error);
+      } finally {
+        if (!cancelled) setCatalogLoaded(true);
       }
     })();
     return () => {
@@ -222,7 +230,7 @@ function Editor() {
   if (startupDocument.current === null) startupDocument.current = fetchStartupDocument();
   const startupDone = useRef(false);
   useEffect(() => {
-    if (startupDone.current || Object.keys(catalog).length === 0) return;
+    if (startupDone.current || !catalogLoaded) return;
     startupDone.current = true;
     (async () => {
       try {
@@ -234,7 +242,7 @@ function Editor() {
         setReady(true);
       }
     })();
-  }, [catalog, fail, loadDocument]);
+  }, [catalogLoaded, fail, loadDocument]);
 
   // ready once the loaded graph has been painted: the benchmark and the e2e tests wait for it
   useEffect(() => {
@@ -485,15 +493,17 @@ function Editor() {
         ...eds.filter((e) => !(e.target === c.target && e.targetHandle === c.targetHandle)),
         {
           id: edgeId(c.source, c.sourceHandle ?? "", c.target, c.targetHandle ?? ""),
+          type: "typed",
           source: c.source,
           sourceHandle: c.sourceHandle,
           target: c.target,
           targetHandle: c.targetHandle,
+          data: { type: portType(catalog, state.current.nodes.find((n) => n.id === c.source)?.data.type, c.sourceHandle, "source") },
         },
       ]);
       setRevision((r) => r + 1);
     },
-    [remember, whyRefused],
+    [catalog, remember, whyRefused],
   );
 
   const onConnectEnd = useCallback(
@@ -715,6 +725,7 @@ function Editor() {
               nodes={nodes}
               edges={edges}
               nodeTypes={nodeTypes}
+              edgeTypes={edgeTypes}
               onNodesChange={onNodesChange}
               onEdgesChange={onEdgesChange}
               onConnect={onConnect}
@@ -727,7 +738,7 @@ function Editor() {
               maxZoom={2}
               onlyRenderVisibleElements={false}
               proOptions={{ hideAttribution: true }}
-              defaultEdgeOptions={{ style: { strokeWidth: 2 } }}
+              defaultEdgeOptions={{ type: "typed" }}
             >
               <Background />
               <Controls />

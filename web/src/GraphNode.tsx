@@ -1,6 +1,6 @@
 // One node on the canvas: typed handles, param widgets, live run state, issues and images.
 
-import { Handle, Position, useStore, type NodeProps } from "@xyflow/react";
+import { BaseEdge, getBezierPath, Handle, Position, useStore, type EdgeProps, type NodeProps } from "@xyflow/react";
 import { createContext, memo, useContext, useEffect, useRef, useState } from "react";
 import type { DgNode } from "./convert";
 import { useNodeLinks, useNodeStatus } from "./nodeStatus";
@@ -55,7 +55,10 @@ function isTemplateRef(value: unknown): value is string {
 
 function NumberWidget({ spec, value, onChange }: { spec: ParamSpec; value: unknown; onChange: (v: unknown) => void }) {
   const [text, setText] = useState(value === undefined || value === null ? "" : String(value));
-  useEffect(() => setText(value === undefined || value === null ? "" : String(value)), [value]);
+  // follow outside changes (undo, randomize) without fighting a half-typed "1." or "-"
+  useEffect(() => {
+    setText((current) => (Number(current) === value || current.trim() === value ? current : value == null ? "" : String(value)));
+  }, [value]);
   const integer = spec.type === "INT";
   const commit = (raw: string) => {
     setText(raw);
@@ -148,13 +151,19 @@ function ParamWidget({ nodeType, spec, value, onChange }: {
   onChange: (v: unknown) => void;
 }) {
   if (isTemplateRef(value)) {
+    // typing a plain number over `$name` gives a number, not the string "5"
+    const typed = (text: string) => {
+      const number = Number(text);
+      const numeric = (spec.type === "INT" || spec.type === "FLOAT") && text.trim() !== "" && Number.isFinite(number);
+      return numeric && (spec.type === "FLOAT" || Number.isInteger(number)) ? number : text;
+    };
     return (
       <input
         className="nodrag template-ref"
-        title="a template param of this workflow (edit it in the Workflow params panel)"
+        title="a template param of this workflow (edit it in the Params tab)"
         data-param={spec.name}
         value={value}
-        onChange={(e) => onChange(e.target.value)}
+        onChange={(e) => onChange(typed(e.target.value))}
       />
     );
   }
@@ -344,3 +353,16 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
 }
 
 export const GraphNode = memo(GraphNodeView);
+
+/** A link drawn in the colour of the type it carries. */
+export const TypedEdge = memo(function TypedEdge(props: EdgeProps) {
+  const [path] = getBezierPath(props);
+  const type = (props.data as { type?: string } | undefined)?.type;
+  return (
+    <BaseEdge
+      id={props.id}
+      path={path}
+      style={{ stroke: props.selected ? "#5b9dff" : typeColour(type), strokeWidth: props.selected ? 3 : 2, opacity: 0.85 }}
+    />
+  );
+});

@@ -79,6 +79,7 @@ export function workflowToGraph(doc: WorkflowDocument, catalog?: Catalog): Graph
       if (link && ids.has(link[0])) {
         edges.push({
           id: edgeId(link[0], link[1], id, name),
+          type: "typed",
           source: link[0],
           sourceHandle: link[1],
           target: id,
@@ -104,6 +105,13 @@ export function workflowToGraph(doc: WorkflowDocument, catalog?: Catalog): Graph
         dangling,
       },
     });
+  }
+  if (catalog) {
+    const typeOf = new Map(nodes.map((n) => [n.id, n.data.type]));
+    for (const edge of edges) {
+      const type = catalog[typeOf.get(edge.source) ?? ""]?.outputs.find((o) => o.name === edge.sourceHandle)?.type;
+      if (type) edge.data = { type };
+    }
   }
   if (missingPosition) {
     const placed = layoutPositions(nodes, edges, catalog);
