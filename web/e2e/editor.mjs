@@ -72,10 +72,26 @@ async function palette(page) {
   await node(page, "seed_2").waitFor({ state: "detached" });
   check.ok((await page.locator(".react-flow__node").count()) === 2, "Delete removes the selected node");
 
+  // multi-select with Ctrl+click, then copy/paste both and undo the paste in one step
+  await node(page, "seed").locator(".dg-node-header").click();
+  await node(page, "saveimage").locator(".dg-node-header").click({ modifiers: ["Control"] });
+  check.ok((await page.locator(".react-flow__node.selected").count()) === 2, "Ctrl+click selects a second node");
+  await page.keyboard.press("Control+c");
+  await page.keyboard.press("Control+v");
+  await node(page, "saveimage_2").waitFor();
+  check.ok((await page.locator(".react-flow__node").count()) === 4, "pasting a multi-selection adds both nodes");
+  await page.keyboard.press("Control+z");
+  await node(page, "saveimage_2").waitFor({ state: "detached" });
+  check.ok((await page.locator(".react-flow__node").count()) === 2, "one undo removes the whole paste");
+
   // the palette documents each node
   await page.getByRole("button", { name: "about SaveImage" }).click();
   check.ok((await page.locator(".palette-doc").textContent()).includes("images (IMAGE)"), "palette shows a node's docs and ports");
   await page.getByRole("button", { name: "Auto-layout" }).click();
+  await page.waitForTimeout(300);
+  const boxes = await page.locator(".react-flow__node").evaluateAll((els) => els.map((el) => el.getBoundingClientRect().toJSON()));
+  const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  check.ok(!overlap(boxes[0], boxes[1]), "auto-layout leaves no two nodes overlapping");
   check.ok(await page.locator(".react-flow__minimap").isVisible(), "the minimap is shown");
 }
 
