@@ -160,7 +160,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not max_gb >= 0:
             issue = Issue(None, "DIFFGRAPH_CACHE_MAX_GB", "must be a number of gigabytes, such as 20 or 0.5")
             return _report_invalid([issue], args.json)
-        disk = DiskCache(args.cache_dir or default_cache_dir(), max_bytes=int(max_gb * 1024**3))
+        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        if cache_dir.exists() and not cache_dir.is_dir():
+            return _report_invalid([Issue(None, "--cache-dir", f"{cache_dir} is not a directory")], args.json)
+        disk = DiskCache(cache_dir, max_bytes=int(max_gb * 1024**3))
     executor = Executor(Cache(MemoryCache(), disk))
     cancel = CancelToken()
     outcome: dict[str, Any] = {}
@@ -189,8 +192,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             cancel.cancel()
             print("cancelling...", file=sys.stderr)
     if "error" in outcome:
-        error = outcome["error"]
-        print(f"run failed: {type(error).__name__}: {error}", file=sys.stderr)
+        message = f"{type(outcome['error']).__name__}: {outcome['error']}"
+        if args.json:
+            print(json.dumps({"status": "failed", "error": message}, ensure_ascii=False))
+        print(f"run failed: {message}", file=sys.stderr)
         return EXIT_FAILED
     result = outcome["result"]
     if args.json:

@@ -123,8 +123,12 @@ class DiskCache:
         if (entry / MANIFEST).exists():
             return
         tmp_root = self.root / "tmp"
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=tmp_root))
+        try:
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f"{key}.", dir=tmp_root))
+        except OSError as exc:  # an unwritable cache folder costs the cache, not the run
+            log.warning("cannot write the disk cache under %s: %s", self.root, exc)
+            return
         try:
             records: dict[str, Any] = {}
             for index, (name, port) in enumerate(spec.outputs.items()):

@@ -92,3 +92,10 @@ def test_a_disk_hit_is_promoted_to_memory(tmp_path):
     cache = Cache(MemoryCache(), DiskCache(tmp_path))
     assert cache.get(key, ADD) == {"total": 4.0}
     assert cache.memory.get(key) == {"total": 4.0}
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_caller(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    disk = DiskCache(tmp_path / "file" / "cache")
+    disk.put("78" * 20, ADD, {"total": 1.0})  # no exception
+    assert disk.get("78" * 20, ADD) is None

@@ -209,6 +209,8 @@ def test_bad_device_and_set_syntax_exit_2(cli, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     done = cli.run("run", workflow, env=cli.env(DIFFGRAPH_CACHE_MAX_GB="lots"))
     assert done.returncode == 2 and "DIFFGRAPH_CACHE_MAX_GB" in done.stderr and "Traceback" not in done.stderr
+    done = cli.run("run", workflow, "--cache-dir", workflow)
+    assert done.returncode == 2 and "field '--cache-dir'" in done.stderr and "is not a directory" in done.stderr
 
 
 def test_nodes_json_describes_ports_params_and_docs_of_every_pack(cli):
