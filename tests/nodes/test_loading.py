@@ -187,3 +187,48 @@ def test_importing_the_catalog_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 20
+
+
+def test_single_file_checkpoint_in_the_original_layout(tiny, services, tmp_path):
+    from support.tiny_models import write_original_checkpoint
+
+    from diffgraph.engine import (
+        Cache,
+        Executor,
+        MemoryCache,
+        compile_workflow,
+        default_registry,
+        read_document,
+    )
+    from diffgraph.nodes.models import PACKAGE_DIR
+
+    checkpoint = write_original_checkpoint(tiny["sd"], tmp_path / "tiny-sd.safetensors")
+    templates = PACKAGE_DIR / "workflows"
+    images = []
+    for model, config in ((checkpoint, str(tiny["sd"])), (tiny["sd"], "")):
+        document = read_document(templates / "txt2img.yaml")
+        document["nodes"]["load"]["params"]["config"] = config
+        plan = compile_workflow(document, default_registry(), {"model": str(model), "steps": 2, "seed": 3},
+                                base=templates)
+        executor = Executor(Cache(MemoryCache()), services=services)
+        result = executor.run(plan, output_dir=tmp_path / "out")
+        assert result.status == "succeeded", result.error
+        images.append(executor.cache.memory.get(plan.nodes["decode"].key)["image"])
+    torch.testing.assert_close(images[0], images[1])
+
+
+def test_single_file_checkpoint_needs_a_config(tiny, tmp_path):
+    from support.tiny_models import write_original_checkpoint
+
+    checkpoint = write_original_checkpoint(tiny["sd"], tmp_path / "tiny-sd.safetensors")
+    error = node_error(LoadPipeline, model=str(checkpoint))
+    assert error.field == "config" and "configs" in str(error)
+    error = node_error(LoadPipeline, model=str(checkpoint), config=str(tmp_path))
+    assert error.field == "config" and "not a diffusers folder" in str(error)
+
+
+def test_safetensors_file_of_another_architecture_is_refused(tiny, tmp_path):
+    path = tmp_path / "classifier.safetensors"
+    save_file({"fc.weight": torch.zeros(10, 4), "fc.bias": torch.zeros(10)}, str(path))
+    error = node_error(LoadPipeline, model=str(path), config=str(tiny["sd"]))
+    assert error.field == "model" and "cannot load" in str(error)

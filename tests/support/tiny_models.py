@@ -193,6 +193,96 @@ def build_all(root: Path) -> dict[str, Path]:
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# the original Stable Diffusion (LDM) single-file layout, for testing `from_single_file` loading
+
+_LDM_RESNET = (("norm1.", "in_layers.0."), ("conv1.", "in_layers.2."), ("norm2.", "out_layers.0."),
+               ("conv2.", "out_layers.3."), ("time_emb_proj.", "emb_layers.1."), ("conv_shortcut.", "skip_connection."))
+_LDM_VAE_ATTENTION = (("group_norm.", "norm."), ("to_q.", "q."), ("to_k.", "k."), ("to_v.", "v."),
+                      ("to_out.0.", "proj_out."))
+
+
+def _rename(key: str, prefixes: list[tuple[str, str, tuple]]) -> str:
+    """Replace the longest matching diffusers prefix; rename inside the block with its own table."""
+    for old, new, inner in sorted(prefixes, key=lambda entry: -len(entry[0])):
+        if key.startswith(old):
+            rest = key[len(old):]
+            for inner_old, inner_new in inner:
+                if rest.startswith(inner_old):
+                    rest = inner_new + rest[len(inner_old):]
+                    break
+            return new + rest
+    return key
+
+
+def _unet_prefixes(config: dict) -> list[tuple[str, str, tuple]]:
+    blocks, per = len(config["block_out_channels"]), config["layers_per_block"]
+    prefixes = [("time_embedding.linear_1.", "time_embed.0.", ()), ("time_embedding.linear_2.", "time_embed.2.", ()),
+                ("conv_in.", "input_blocks.0.0.", ()), ("conv_norm_out.", "out.0.", ()), ("conv_out.", "out.2.", ()),
+                ("mid_block.resnets.0.", "middle_block.0.", _LDM_RESNET),
+                ("mid_block.attentions.0.", "middle_block.1.", ()),
+                ("mid_block.resnets.1.", "middle_block.2.", _LDM_RESNET)]
+    for i in range(blocks):
+        for j in range(per):  # each down block: `per` resnets (+ attentions), then a downsampler
+            index = i * (per + 1) + j + 1
+            prefixes.append((f"down_blocks.{i}.resnets.{j}.", f"input_blocks.{index}.0.", _LDM_RESNET))
+            prefixes.append((f"down_blocks.{i}.attentions.{j}.", f"input_blocks.{index}.1.", ()))
+        if i < blocks - 1:
+            prefixes.append((f"down_blocks.{i}.downsamplers.0.conv.", f"input_blocks.{(i + 1) * (per + 1)}.0.op.", ()))
+        for j in range(per + 1):  # each up block: `per + 1` resnets (+ attentions), the last one upsamples
+            index = i * (per + 1) + j
+            prefixes.append((f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{index}.0.", _LDM_RESNET))
+            prefixes.append((f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{index}.1.", ()))
+        if i < blocks - 1:
+            slot = 2 if "Attn" in config["up_block_types"][i] else 1
+            prefixes.append((f"up_blocks.{i}.upsamplers.0.", f"output_blocks.{i * (per + 1) + per}.{slot}.", ()))
+    return prefixes
+
+
+def _vae_prefixes(config: dict) -> list[tuple[str, str, tuple]]:
+    blocks, per = len(config["block_out_channels"]), config["layers_per_block"]
+    shortcut = (("conv_shortcut.", "nin_shortcut."),)
+    prefixes = []
+    for part in ("encoder", "decoder"):
+        prefixes += [(f"{part}.mid_block.resnets.0.", f"{part}.mid.block_1.", shortcut),
+                     (f"{part}.mid_block.resnets.1.", f"{part}.mid.block_2.", shortcut),
+                     (f"{part}.mid_block.attentions.0.", f"{part}.mid.attn_1.", _LDM_VAE_ATTENTION),
+                     (f"{part}.conv_norm_out.", f"{part}.norm_out.", ())]
+    for i in range(blocks):
+        for j in range(per):
+            prefixes.append((f"encoder.down_blocks.{i}.resnets.{j}.", f"encoder.down.{i}.block.{j}.", shortcut))
+        for j in range(per + 1):  # decoder blocks count the other way round in the original layout
+            prefixes.append((f"decoder.up_blocks.{i}.resnets.{j}.", f"decoder.up.{blocks - 1 - i}.block.{j}.",
+                             shortcut))
+        prefixes.append((f"encoder.down_blocks.{i}.downsamplers.0.", f"encoder.down.{i}.downsample.", ()))
+        prefixes.append((f"decoder.up_blocks.{i}.upsamplers.0.", f"decoder.up.{blocks - 1 - i}.upsample.", ()))
+    return prefixes
+
+
+def write_original_checkpoint(folder: Path, target: Path) -> Path:
+    """Convert a diffusers SD folder (UNet, VAE, CLIP text encoder) into one `.safetensors` file
+    in the original Stable Diffusion layout (model.diffusion_model.*, first_stage_model.*,
+    cond_stage_model.transformer.*), as single-file checkpoints are shared."""
+    from safetensors.torch import load_file, save_file
+
+    folder = Path(folder)
+    state: dict = {}
+    unet_config = json.loads((folder / "unet" / "config.json").read_text())
+    for key, value in load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors")).items():
+        state["model.diffusion_model." + _rename(key, _unet_prefixes(unet_config))] = value
+    vae_config = json.loads((folder / "vae" / "config.json").read_text())
+    for key, value in load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors")).items():
+        renamed = _rename(key, _vae_prefixes(vae_config))
+        if ".mid.attn_1." in renamed and renamed.endswith(".weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # linear -> 1x1 convolution
+        state["first_stage_model." + renamed] = value
+    for key, value in load_file(str(folder / "text_encoder" / "model.safetensors")).items():
+        key = key if key.startswith("text_model.") else "text_model." + key
+        state["cond_stage_model.transformer." + key] = value
+    save_file({k: v.contiguous() for k, v in state.items()}, str(target))
+    return Path(target)
+
+
 if __name__ == "__main__":
     for name, path in build_all(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")).items():
         print(f"{name}: {path}")
