@@ -163,12 +163,12 @@ def _check_template_bounds(decl: Mapping[str, Any], value: Any) -> None:
         limit = decl.get(bound)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))):
             raise ValueError(f"{bound} must be a number, got {limit!r}")
+    choices = decl.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise ValueError(f"choices must be a list, got {choices!r}")
+    if choices is not None and value not in choices:
+        raise ValueError(f"{value!r} is not one of {choices}")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        choices = decl.get("choices")
-        if choices is not None and not isinstance(choices, list):
-            raise ValueError(f"choices must be a list, got {choices!r}")
-        if choices is not None and value not in choices:
-            raise ValueError(f"{value!r} is not one of {choices}")
         return
     low, high = decl.get("min"), decl.get("max")
     if isinstance(value, int) and not (INT_MIN <= value <= INT_MAX):

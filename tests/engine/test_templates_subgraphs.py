@@ -14,6 +14,7 @@ PARAMS = {
     "label": {"type": "STRING", "default": "plain"},
     "flag": {"type": "BOOLEAN", "default": False},
     "mode": {"type": "STRING", "default": "fast", "choices": ["fast", "slow"]},
+    "size": {"type": "INT", "default": 512, "choices": [256, 512, 768]},
 }
 
 TEMPLATED = {
@@ -32,7 +33,8 @@ TEMPLATED = {
 
 def test_defaults_fill_template_params(registry):
     plan = compile_workflow(TEMPLATED, registry)
-    assert plan.template_params == {"count": 3, "scale": 0.5, "label": "plain", "flag": False, "mode": "fast"}
+    assert plan.template_params == {"count": 3, "scale": 0.5, "label": "plain", "flag": False, "mode": "fast",
+                                    "size": 512}
     assert plan.nodes["count"].params == {"value": 3}
     assert plan.nodes["scale"].params == {"a": 0.5, "b": 3.0}
     assert plan.nodes["label"].params == {"value": "plain"}
@@ -48,6 +50,7 @@ def test_double_dollar_escapes_a_literal_dollar(registry):
     ("count", "42", 42), ("count", " 7 ", 7), ("count", "-0", None), ("scale", "2.5", 2.5), ("scale", "3", 3.0),
     ("scale", "1e-3", 0.001), ("label", "a=b $c", "a=b $c"), ("label", "", ""), ("flag", "true", True),
     ("flag", "Yes", True), ("flag", "0", False), ("flag", "off", False), ("mode", "slow", "slow"),
+    ("size", "768", 768),
 ])
 def test_set_values_are_parsed_by_the_declared_type(registry, name, text, expected):
     if expected is None:
@@ -65,6 +68,7 @@ def test_set_values_are_parsed_by_the_declared_type(registry, name, text, expect
     ("count", str(2**64), "does not fit in 64 bits"), ("scale", "nan", "not a valid FLOAT"),
     ("scale", "inf", "not a valid FLOAT"), ("scale", "-1", "below the minimum 0"),
     ("flag", "maybe", "not a valid BOOLEAN"), ("mode", "medium", "not one of ['fast', 'slow']"),
+    ("size", "500", "500 is not one of [256, 512, 768]"),
 ])
 def test_bad_set_values_name_the_param(registry, name, text, message):
     with pytest.raises(WorkflowError) as caught:
@@ -77,7 +81,7 @@ def test_unknown_set_name_lists_the_workflows_params(registry):
     with pytest.raises(WorkflowError) as caught:
         compile_workflow(TEMPLATED, registry, {"steps": "3"})
     [issue] = caught.value.issues
-    assert issue.field == "params.steps" and "count, scale, label, flag, mode" in issue.message
+    assert issue.field == "params.steps" and "count, scale, label, flag, mode, size" in issue.message
 
 
 def test_cli_set_types_values_and_rejects_bad_ones(cli, tmp_path):
