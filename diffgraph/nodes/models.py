@@ -264,9 +264,14 @@ def _load_single_file(ref: ModelRef, torch_dtype: Any) -> dict[str, Any]:
 
     path = Path(ref.path)
     check_checkpoint_file(path, ref.allow_pickle)
-    pipe = StableDiffusionPipeline.from_single_file(
-        str(path), config=ref.config, local_files_only=True, **_diffusers_dtype(torch_dtype),
-        safety_checker=None, requires_safety_checker=False)
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(path), config=ref.config, local_files_only=True, **_diffusers_dtype(torch_dtype),
+            safety_checker=None, requires_safety_checker=False)
+    except Exception as exc:  # noqa: BLE001 - diffusers explains in its own terms; say what it means here
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NodeError(f"cannot load {path.name} as a Stable Diffusion checkpoint with the configs of "
+                        f"{ref.config}: {reason}", "model") from None
     return {
         "unet": pipe.unet,
         "vae": pipe.vae,

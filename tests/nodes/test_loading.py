@@ -231,4 +231,4 @@ def test_safetensors_file_of_another_architecture_is_refused(tiny, tmp_path):
     path = tmp_path / "classifier.safetensors"
     save_file({"fc.weight": torch.zeros(10, 4), "fc.bias": torch.zeros(10)}, str(path))
     error = node_error(LoadPipeline, model=str(path), config=str(tiny["sd"]))
-    assert error.field == "model" and "cannot load" in str(error)
+    assert error.field == "model" and "as a Stable Diffusion checkpoint" in str(error)
