@@ -7,7 +7,17 @@ import threading
 
 import pytest
 
-from diffgraph.engine import Cache, CancelToken, Executor, MemoryCache, compile_workflow
+from diffgraph.engine import (
+    Cache,
+    CancelToken,
+    Executor,
+    MemoryCache,
+    Node,
+    Output,
+    String,
+    compile_workflow,
+    node,
+)
 
 
 def plan_of(nodes: dict, registry, **top):
@@ -150,3 +160,21 @@ def test_unknown_device_or_dtype_is_refused(registry, device, dtype):
     plan = plan_of({"a": {"type": "TestAdd"}}, registry)
     with pytest.raises(ValueError):
         Executor(Cache()).run(plan, device=device, dtype=dtype)
+
+
+def test_device_dtype_and_output_dir_are_chosen_per_run(registry, tmp_path):
+    @node("TestWhere", category="test", deterministic=False)
+    class Where(Node):
+        """Report the run settings the node sees."""
+
+        where: String = Output()
+
+        def run(self, ctx):
+            return {"where": f"{ctx.device} {ctx.dtype} {ctx.output_dir}"}
+
+    registry.add(Where)
+    plan = plan_of({"w": {"type": "TestWhere"}}, registry, outputs={"where": "w.where"})
+    executor = Executor(Cache())
+    assert executor.run(plan).values == {"where": "cpu fp32 outputs"}  # float32 on the CPU unless asked
+    chosen = executor.run(plan, device="cuda:1", dtype="bf16", output_dir=tmp_path)
+    assert chosen.values == {"where": f"cuda:1 bf16 {tmp_path}"}
