@@ -29,6 +29,24 @@ async function openFile(page, path) {
   await page.locator('[data-testid="open-file"]').setInputFiles(path);
 }
 
+/** Drops a file from disk onto the canvas, as dragging it from a file manager does. */
+async function dropFile(page, path, type) {
+  const base64 = readFileSync(path).toString("base64");
+  const name = path.split("/").pop();
+  await page.evaluate(
+    ({ base64, name, type }) => {
+      const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+      const transfer = new DataTransfer();
+      transfer.items.add(new File([bytes], name, { type }));
+      const target = document.querySelector(".react-flow__pane");
+      for (const kind of ["dragenter", "dragover", "drop"]) {
+        target.dispatchEvent(new DragEvent(kind, { bubbles: true, cancelable: true, dataTransfer: transfer, clientX: 700, clientY: 400 }));
+      }
+    },
+    { base64, name, type },
+  );
+}
+
 async function palette(page) {
   const entry = '[data-testid^="palette-"]:not([data-testid="palette-search"])';
   const all = await page.locator(entry).count();
@@ -191,13 +209,23 @@ async function txt2img(page) {
   await page.getByTestId("tab-history").click();
   await page.locator(".history-entry").nth(1).waitFor();
   check.ok((await page.locator(".history-entry.status-succeeded").count()) >= 2, "history lists both runs");
+  // reopening the first run brings back its workflow (old prefix) and its image
+  await page.getByRole("button", { name: "New" }).click();
+  await page.waitForFunction(() => document.querySelectorAll(".react-flow__node").length === 0);
+  await page.locator(".history-entry").nth(1).click();
+  await save.locator('[data-testid="node-images"] img').first().waitFor({ timeout: 30_000 });
+  check.ok(
+    (await save.locator('input[data-param="prefix"]').inputValue()) === "txt2img" &&
+      (await save.locator('[data-testid="node-images"] img').first().getAttribute("src")) === src,
+    "reopening a past run from the history restores its workflow and its image",
+  );
 
   // dropping the PNG reopens the workflow that made it
   await page.getByRole("button", { name: "New" }).click();
   await page.waitForFunction(() => document.querySelectorAll(".react-flow__node").length === 0);
-  await openFile(page, pngPath);
+  await dropFile(page, pngPath, "image/png");
   await save.waitFor();
-  check.ok((await page.locator(".react-flow__node").count()) === states.length, "opening the PNG restores its workflow");
+  check.ok((await page.locator(".react-flow__node").count()) === states.length, "dropping the PNG on the canvas restores its workflow");
   await page.getByTestId("tab-params").click();
   check.ok(
     (await page.getByTestId("template-param-prompt").locator("textarea").inputValue()).includes("edited in the browser"),
