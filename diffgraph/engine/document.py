@@ -27,6 +27,7 @@ MAX_ELEMENTS = 5_000_000
 _SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SafeDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _TIMESTAMP = "tag:yaml.org,2002:timestamp"
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 class _WorkflowLoader(_SafeLoader):  # type: ignore[misc, valid-type]
@@ -40,6 +41,8 @@ class _WorkflowLoader(_SafeLoader):  # type: ignore[misc, valid-type]
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == _MERGE:
+                continue  # `<<: *defaults` merges keys the mapping's own keys may override
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen

@@ -80,6 +80,22 @@ def test_yaml_scalars_that_look_like_dates_stay_strings_so_json_can_hold_them():
     assert parse_document(dump_document(document, "json")) == document
 
 
+def test_yaml_anchors_and_merge_keys_work_and_own_keys_override():
+    document = parse_document(
+        "format: diffgraph/v1\n"
+        "metadata: {defaults: &add {type: TestAdd, params: {a: 5}}}\n"
+        "nodes:\n"
+        "  one: {<<: *add}\n"
+        "  two:\n"
+        "    <<: *add\n"
+        "    params: {a: 1}\n"
+    )
+    assert document["nodes"] == {"one": {"type": "TestAdd", "params": {"a": 5}},
+                                 "two": {"type": "TestAdd", "params": {"a": 1}}}
+    with pytest.raises(WorkflowError, match="duplicate key 'params'"):
+        parse_document("a: &x {k: 1}\nb:\n  <<: *x\n  params: 1\n  params: 2\n")
+
+
 def test_a_json_document_parses_the_same_as_yaml_or_json():
     text = json.dumps({"format": "diffgraph/v1", "nodes": {"n": {"type": "Int", "params": {"value": 3}}}})
     assert parse_document(text) == parse_document(text, "json") == parse_document(text, "yaml")
