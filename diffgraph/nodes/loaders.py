@@ -4,6 +4,7 @@ references to the nodes that compute with it (see `models.py` for where models m
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from diffgraph.engine import Node, NodeError, Output, Param, node
 
@@ -38,9 +39,16 @@ def _config_folder(config: str, revision: str) -> Path:
     return folder
 
 
+def _fingerprint(cls, params: dict[str, Any]) -> str | None:
+    """Loaders follow the content of local model files, not only their path (see Node.fingerprint)."""
+    parts = [models.local_fingerprint(str(params.get(name) or "")) for name in ("model", "config")]
+    return None if parts == [None, None] else "|".join(part or "" for part in parts)
+
+
 def _ref(ctx, kind: str, path: Path, subfolder: str, revision: str, allow_pickle: bool, config: str = ""):
+    fingerprint = models.local_fingerprint(str(path)) or ""
     ref = models.ModelRef(kind=kind, path=str(path), subfolder=subfolder, revision=revision, config=config,
-                          allow_pickle=allow_pickle)
+                          allow_pickle=allow_pickle, fingerprint=fingerprint)
     models.model_cache(ctx).load(ref, ctx.device, ctx.dtype, field="model")
     return ref
 
@@ -69,6 +77,8 @@ class LoadPipeline(Node):
     vae: VAE = Output()
     text_encoder: TextEncoder = Output(doc="the text encoder together with its tokenizer")
     scheduler: Scheduler = Output(doc="the model's own scheduler config")
+
+    fingerprint = classmethod(_fingerprint)
 
     def run(self, ctx):
         path, single = _source(self.model, self.revision, self.allow_pickle)
@@ -110,6 +120,8 @@ class LoadUNet(Node):
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
     unet: UNet = Output()
 
+    fingerprint = classmethod(_fingerprint)
+
     def run(self, ctx):
         return {"unet": _component(ctx, self.model, self.revision, self.allow_pickle, self.config, "unet",
                                    ("unet", ""), UNET_CLASSES)}
@@ -124,6 +136,8 @@ class LoadVAE(Node):
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
     vae: VAE = Output()
+
+    fingerprint = classmethod(_fingerprint)
 
     def run(self, ctx):
         return {"vae": _component(ctx, self.model, self.revision, self.allow_pickle, self.config, "vae",
@@ -140,6 +154,8 @@ class LoadTextEncoder(Node):
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
     text_encoder: TextEncoder = Output()
 
+    fingerprint = classmethod(_fingerprint)
+
     def run(self, ctx):
         return {"text_encoder": _component(ctx, self.model, self.revision, self.allow_pickle, self.config,
                                            "text_encoder", ("text_encoder",), TEXT_ENCODER_CLASSES)}
@@ -154,6 +170,8 @@ class LoadDepthModel(Node):
     revision: str = Param("")
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
     depth_model: DepthModel = Output()
+
+    fingerprint = classmethod(_fingerprint)
 
     def run(self, ctx):
         path, single = _source(self.model, self.revision, self.allow_pickle)

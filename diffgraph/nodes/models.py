@@ -50,6 +50,8 @@ class ModelRef:
     #: for a single-file checkpoint: the diffusers folder that provides the configs
     config: str = ""
     allow_pickle: bool = False
+    #: digest of the local files when the loader ran (a model changed in place loads afresh)
+    fingerprint: str = ""
     #: schedulers only: the class name and its config (schedulers are built, not loaded)
     scheduler_class: str = ""
     scheduler_config: str = ""  # JSON text, so the ref stays hashable
@@ -104,6 +106,32 @@ def resolve_model(text: str, revision: str = "", field: str = "model") -> Path:
     if path.is_absolute() or text.startswith(".") or not REPO_ID.match(text):
         raise NodeError(f"{text!r} does not exist", field)
     return _from_hub(text, revision, field)
+
+
+def local_fingerprint(text: str) -> str | None:
+    """A digest of the names, sizes and modification times of a local model's files, so a model
+    re-trained in place gets new cache keys. None for hub repo ids (their revision pins them)."""
+    import hashlib
+
+    text = text.strip()
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            files = [candidate]
+        elif candidate.is_dir():
+            files = sorted(f for f in candidate.rglob("*") if f.is_file())
+        else:
+            continue
+        digest = hashlib.sha256(str(candidate.resolve()).encode())
+        for item in files:
+            stat = item.stat()
+            digest.update(f"{item.relative_to(candidate) if item != candidate else ''}|{stat.st_size}|"
+                          f"{stat.st_mtime_ns}\n".encode())
+        return digest.hexdigest()
+    return None
 
 
 def _from_hub(repo_id: str, revision: str, field: str) -> Path:
@@ -297,7 +325,7 @@ class ModelCache:
         return len(self._entries)
 
     def load(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None) -> Any:
-        key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, device, dtype)
+        key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, ref.fingerprint, device, dtype)
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)

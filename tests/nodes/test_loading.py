@@ -232,3 +232,39 @@ def test_safetensors_file_of_another_architecture_is_refused(tiny, tmp_path):
     save_file({"fc.weight": torch.zeros(10, 4), "fc.bias": torch.zeros(10)}, str(path))
     error = node_error(LoadPipeline, model=str(path), config=str(tiny["sd"]))
     assert error.field == "model" and "as a Stable Diffusion checkpoint" in str(error)
+
+
+def test_model_changed_in_place_gets_new_cache_keys_and_is_reloaded(tiny, services, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from diffgraph.engine import (
+        Cache,
+        Executor,
+        MemoryCache,
+        compile_workflow,
+        default_registry,
+        read_document,
+    )
+    from diffgraph.nodes.models import PACKAGE_DIR
+
+    model = shutil.copytree(tiny["sd"], tmp_path / "sd")
+    templates = PACKAGE_DIR / "workflows"
+    cache = Cache(MemoryCache())
+
+    def run():
+        plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
+                                {"model": str(model), "steps": 1}, base=templates)
+        executor = Executor(cache, services=services)
+        assert executor.run(plan, output_dir=tmp_path / "out").status == "succeeded"
+        return plan, cache.memory.get(plan.nodes["decode"].key)["image"]
+
+    before, old_image = run()
+    weights = model / "vae" / "diffusion_pytorch_model.safetensors"  # "re-trained": new decoder weights
+    state = load_file(str(weights))
+    save_file({k: v * 1.5 if k.startswith("decoder.conv_out") else v for k, v in state.items()}, str(weights))
+    after, new_image = run()
+    assert before.nodes["load"].key != after.nodes["load"].key
+    assert before.nodes["decode"].key != after.nodes["decode"].key
+    assert not torch.equal(old_image, new_image)
