@@ -61,6 +61,7 @@ MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_UPLOAD_BYTES = int(os.environ.get("DIFFGRAPH_MAX_UPLOAD_MB", "32")) * 1024 * 1024
 MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_PAGE = 500
+WS_WRITE_BUFFER = 1024 * 1024
 UPLOAD_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "gif", "TIFF": "tiff"}
 #: inline-servable output types; anything else is sent as an attachment
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp",
@@ -457,19 +458,24 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         snapshot.pop("workflow", None)
         await ws.send_str(json.dumps({"type": "run_status", "run_id": run_id, "run": snapshot}))
 
+    transport = request.transport
+    if transport is None:  # the client went away during the handshake
+        hub.unsubscribe(queue)
+        return ws
+
     async def forward() -> None:
         while True:
             batch = [await queue.get()]
-            while not queue.empty():  # send what piled up in one go: fewer task wake-ups under load
+            while not queue.empty():
                 batch.append(queue.get_nowait())
-            for message in batch:
-                if message is None:
-                    await ws.close(message=b"too slow or server stopping")
-                    return
-                if isinstance(message, bytes):
-                    await ws.send_bytes(message)
-                else:
-                    await ws.send_str(message)
+            frames = [frame for frame in batch if frame is not None]
+            if frames and not transport.is_closing():
+                transport.write(b"".join(frames))  # whole frames, so aiohttp's own pings interleave safely
+            if len(frames) < len(batch):
+                await ws.close(message=b"too slow or server stopping")
+                return
+            while transport.get_write_buffer_size() > WS_WRITE_BUFFER and not transport.is_closing():
+                await asyncio.sleep(0.05)  # a slow reader: let its queue, which is bounded, take the wait
 
     sender = asyncio.create_task(forward())
     try:

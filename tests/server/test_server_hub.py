@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 
-from diffgraph.server.worker import Hub
+from diffgraph.server.worker import Hub, websocket_frame
+
+
+def payload(frame: bytes) -> dict:
+    """The JSON of one short unmasked text frame."""
+    assert frame[0] == 0x81 and frame[1] < 126
+    return json.loads(frame[2:])
 
 
 async def test_a_subscriber_gets_its_runs_events_in_order_and_nothing_else():
@@ -12,8 +18,8 @@ async def test_a_subscriber_gets_its_runs_events_in_order_and_nothing_else():
     everything, one = hub.subscribe(None), hub.subscribe("a")
     for index, run_id in enumerate(["a", "b", "a", "b", "a"]):
         hub.publish_event({"type": "progress", "run_id": run_id, "step": index})
-    assert [json.loads(everything.get_nowait())["step"] for _ in range(5)] == [0, 1, 2, 3, 4]
-    assert [json.loads(one.get_nowait())["step"] for _ in range(3)] == [0, 2, 4]
+    assert [payload(everything.get_nowait())["step"] for _ in range(5)] == [0, 1, 2, 3, 4]
+    assert [payload(one.get_nowait())["step"] for _ in range(3)] == [0, 2, 4]
     assert one.empty() and everything.empty()
 
 
@@ -27,4 +33,11 @@ async def test_a_client_that_stops_reading_is_dropped_not_buffered_forever():
     assert slow.get_nowait() is None and slow.empty()  # the goodbye, then nothing
     assert len(hub) == 1
     hub.publish_event({"type": "run_finished", "run_id": "r"})
-    assert json.loads(fast.get_nowait())["type"] == "run_finished"
+    assert payload(fast.get_nowait())["type"] == "run_finished"
+
+
+def test_frames_follow_rfc6455_length_encodings():
+    assert websocket_frame("hi") == b"\x81\x02hi"
+    medium, large = websocket_frame(b"x" * 300), websocket_frame(b"y" * 70_000)
+    assert medium[:4] == b"\x82\x7e\x01\x2c" and medium[4:] == b"x" * 300
+    assert large[:2] == b"\x82\x7f" and int.from_bytes(large[2:10], "big") == 70_000 and len(large) == 70_010
