@@ -41,8 +41,10 @@ class _WorkflowLoader(_SafeLoader):  # type: ignore[misc, valid-type]
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
-            if key_node.tag == _MERGE:
-                continue  # `<<: *defaults` merges keys the mapping's own keys may override
+            if key_node.tag == _MERGE:  # merges of merges grow exponentially (another YAML bomb)
+                raise yaml.constructor.ConstructorError(
+                    None, None, "merge keys (<<: *anchor) are not supported; write the keys out", key_node.start_mark
+                )
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen

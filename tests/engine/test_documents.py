@@ -80,20 +80,23 @@ def test_yaml_scalars_that_look_like_dates_stay_strings_so_json_can_hold_them():
     assert parse_document(dump_document(document, "json")) == document
 
 
-def test_yaml_anchors_and_merge_keys_work_and_own_keys_override():
+def test_yaml_anchors_work_and_merge_keys_are_refused_clearly():
     document = parse_document(
         "format: diffgraph/v1\n"
-        "metadata: {defaults: &add {type: TestAdd, params: {a: 5}}}\n"
+        "metadata: {defaults: &params {a: 5, b: 1}}\n"
         "nodes:\n"
-        "  one: {<<: *add}\n"
-        "  two:\n"
-        "    <<: *add\n"
-        "    params: {a: 1}\n"
+        "  one: {type: TestAdd, params: *params}\n"
     )
-    assert document["nodes"] == {"one": {"type": "TestAdd", "params": {"a": 5}},
-                                 "two": {"type": "TestAdd", "params": {"a": 1}}}
-    with pytest.raises(WorkflowError, match="duplicate key 'params'"):
-        parse_document("a: &x {k: 1}\nb:\n  <<: *x\n  params: 1\n  params: 2\n")
+    assert document["nodes"] == {"one": {"type": "TestAdd", "params": {"a": 5, "b": 1}}}
+    with pytest.raises(WorkflowError, match="merge keys"):
+        parse_document("a: &x {k: 1}\nb:\n  <<: *x\n  j: 2\n")
+
+
+def merge_key_bomb() -> str:
+    """Nine levels each merging the previous one ten times: 10**9 merged pairs if expanded."""
+    lines = ["l0: &l0 {" + ", ".join(f"k{i}: 1" for i in range(10)) + "}"]
+    lines += [f"l{n}: &l{n} {{<<: [{', '.join([f'*l{n - 1}'] * 10)}]}}" for n in range(1, 9)]
+    return "\n".join(lines) + "\n"
 
 
 def test_a_json_document_parses_the_same_as_yaml_or_json():
@@ -118,6 +121,7 @@ BAD_DOCUMENTS: dict[str, tuple[bytes, str]] = {
     "broken json": (b'{"nodes": ', "not valid JSON"),
     "not utf-8": (b"format: diffgraph/v1\nname: \xff\xfe caf\xe9\n", "UTF-8"),
     "yaml bomb": (billion_laughs().encode(), "too large"),
+    "yaml merge-key bomb": (merge_key_bomb().encode(), "merge keys"),
     "deep yaml flow": (b"nodes: " + b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
     "deep yaml block": (("a:\n" + "".join(" " * i + "b:\n" for i in range(1, 100))).encode(), "nested too deeply"),
     "deep json": (b'{"nodes": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "nested too deeply"),
