@@ -16,7 +16,6 @@ import {
   type NodeChange,
 } from "@xyflow/react";
 import { useCallback, useEffect, useMemo, useRef, useState } from "react";
-import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import * as api from "./api";
 import { edgeId, emptyWorkflow, freshId, graphToWorkflow, workflowToGraph, type DgEdge, type DgNode, type Graph } from "./convert";
 import { EditorContext, GraphNode, TypedEdge, typeColour, type EditorActions } from "./GraphNode";
@@ -188,7 +187,8 @@ function Editor() {
         const text = new TextDecoder().decode(bytes);
         let doc: unknown;
         try {
-          doc = parseYaml(text);
+          // YAML is loaded on first use: most sessions never open a file
+          doc = (await import("yaml")).parse(text);
         } catch (error) {
           throw new Error(`${file.name} is not valid YAML or JSON: ${(error as Error).message}`);
         }
@@ -604,6 +604,11 @@ function Editor() {
     [remember],
   );
 
+  const saveYaml = useCallback(async () => {
+    const { stringify } = await import("yaml");
+    download(`${state.current.base.name || "workflow"}.yaml`, stringify(currentDocument()), "application/yaml");
+  }, [currentDocument]);
+
   // -- keyboard --------------------------------------------------------------------------------
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
@@ -620,13 +625,13 @@ function Editor() {
       else if (key === "c") copy();
       else if (key === "v") paste();
       else if (key === "s") {
-        download(`${state.current.base.name || "workflow"}.yaml`, stringifyYaml(currentDocument()), "application/yaml");
+        saveYaml();
       } else return;
       e.preventDefault();
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [copy, currentDocument, paste, redo, run, undo]);
+  }, [copy, paste, redo, run, saveYaml, undo]);
 
   // -- drag and drop: palette entries and files ------------------------------------------------
   const onDrop = useCallback(
@@ -672,7 +677,7 @@ function Editor() {
               if (file) openFile(file);
             }}
           />
-          <button onClick={() => download(`${base.name || "workflow"}.yaml`, stringifyYaml(currentDocument()), "application/yaml")}>
+          <button onClick={saveYaml}>
             Save YAML
           </button>
           <button onClick={() => download(`${base.name || "workflow"}.json`, JSON.stringify(currentDocument(), null, 2) + "\n", "application/json")}>
