@@ -273,3 +273,12 @@ def test_output_files_are_written_again_when_deleted_or_sent_elsewhere(cli, tmp_
     again = cli.run_json("run", workflow, "--cache-dir", cache, "--output-dir", tmp_path / "b")
     assert again["executed"] == ["text", "save"]
     assert (tmp_path / "b" / "out.txt").read_text() == "hello"
+
+
+def test_without_json_a_progress_bar_is_drawn_per_long_node(cli, tmp_path):
+    workflow = write(tmp_path / "bar.yaml", {"format": "diffgraph/v1", "nodes": {
+        "sampler": {"type": "TestSlow", "params": {"steps": 7, "delay": 0}}}})
+    done = cli.run("run", workflow, "--no-cache")
+    assert done.returncode == 0, done.stderr
+    assert "sampler: 100%" in done.stderr and "7/7" in done.stderr
+    assert "done   sampler (TestSlow)" in done.stderr and "1 executed, 0 cached" in done.stderr
