@@ -447,12 +447,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise RequestError(400, "this route is a WebSocket: connect with a WebSocket client")
     hub: Hub = request.app[HUB]
     # subscribe, then read the run's state, with no await in between: no event falls in the gap
-    queue = hub.subscribe(run_id)
+    subscriber = hub.subscribe(run_id)
     snapshot = request.app[STORE].get_run(run_id) if run_id is not None else None
     try:
         await ws.prepare(request)
     except BaseException:
-        hub.unsubscribe(queue)
+        hub.unsubscribe(subscriber)
         raise
     if snapshot is not None:  # a late subscriber learns where the run already is
         snapshot.pop("workflow", None)
@@ -460,29 +460,26 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
     transport = request.transport
     if transport is None:  # the client went away during the handshake
-        hub.unsubscribe(queue)
+        hub.unsubscribe(subscriber)
         return ws
 
     async def forward() -> None:
         while True:
-            batch = [await queue.get()]
-            while not queue.empty():
-                batch.append(queue.get_nowait())
-            frames = [frame for frame in batch if frame is not None]
-            if frames and not transport.is_closing():
-                transport.write(b"".join(frames))  # whole frames, so aiohttp's own pings interleave safely
-            if len(frames) < len(batch):
+            frames = await subscriber.take()
+            if frames is None:
                 await ws.close(message=b"too slow or server stopping")
                 return
+            if not transport.is_closing():
+                transport.write(b"".join(frames))  # whole frames, so aiohttp's own pings interleave safely
             while transport.get_write_buffer_size() > WS_WRITE_BUFFER and not transport.is_closing():
-                await asyncio.sleep(0.05)  # a slow reader: let its queue, which is bounded, take the wait
+                await asyncio.sleep(0.05)  # a slow reader: its pending frames, which are bounded, take the wait
 
     sender = asyncio.create_task(forward())
     try:
         async for _ in ws:  # clients have nothing to say yet; reading keeps ping/close working
             pass
     finally:
-        hub.unsubscribe(queue)
+        hub.unsubscribe(subscriber)
         sender.cancel()
     return ws
 

@@ -15,6 +15,7 @@ import logging
 import os
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,45 @@ def websocket_frame(message: str | bytes) -> bytes:
     return header + payload
 
 
+class Subscriber:
+    """One WebSocket client's pending frames. The sender takes everything that piled up at once."""
+
+    def __init__(self, run_id: str | None, max_pending: int):
+        self.run_id = run_id
+        self.max_pending = max_pending
+        self.frames: deque[bytes] = deque()
+        self.closed = False
+        self._wakeup = asyncio.Event()
+
+    def push(self, frame: bytes) -> bool:
+        """False when the client is too far behind; it is then closed."""
+        if len(self.frames) >= self.max_pending:
+            self.close()
+            return False
+        self.frames.append(frame)
+        self._wakeup.set()
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        self.frames.clear()
+        self._wakeup.set()
+
+    async def take(self) -> list[bytes] | None:
+        """Every pending frame (waiting for one), or None once closed."""
+        while not self.frames and not self.closed:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+        if self.closed:
+            return None
+        frames = list(self.frames)
+        self.frames.clear()
+        return frames
+
+
 class Hub:
-    """WebSocket subscribers on the event loop. Each has a bounded queue; a client too slow to
-    drain it is dropped rather than letting the server's memory grow.
+    """WebSocket subscribers on the event loop. A client that falls `max_pending` frames behind is
+    dropped rather than letting the server's memory grow.
 
     A message is encoded as a WebSocket frame once, whatever the number of subscribers, and each
     subscriber's sender writes what piled up in one socket write: with 50 listeners the fan-out,
@@ -53,16 +90,15 @@ class Hub:
 
     def __init__(self, max_pending: int = 20_000):
         self.max_pending = max_pending
-        self._subscribers: dict[asyncio.Queue[bytes | None], str | None] = {}
+        self._subscribers: set[Subscriber] = set()
 
-    def subscribe(self, run_id: str | None) -> asyncio.Queue[bytes | None]:
-        """A queue of encoded frames (None: the subscriber was dropped or the server stops)."""
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.max_pending)
-        self._subscribers[queue] = run_id
-        return queue
+    def subscribe(self, run_id: str | None) -> Subscriber:
+        subscriber = Subscriber(run_id, self.max_pending)
+        self._subscribers.add(subscriber)
+        return subscriber
 
-    def unsubscribe(self, queue: asyncio.Queue[bytes | None]) -> None:
-        self._subscribers.pop(queue, None)
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
 
     def __len__(self) -> int:
         return len(self._subscribers)
@@ -70,28 +106,20 @@ class Hub:
     def publish(self, run_id: str, message: str | bytes) -> None:
         """Called on the event loop only."""
         frame = None
-        for queue, wanted in list(self._subscribers.items()):
-            if wanted is not None and wanted != run_id:
+        for subscriber in list(self._subscribers):
+            if subscriber.run_id is not None and subscriber.run_id != run_id:
                 continue
             frame = frame or websocket_frame(message)
-            try:
-                queue.put_nowait(frame)
-            except asyncio.QueueFull:
-                self.unsubscribe(queue)
-                while not queue.empty():  # make room for the goodbye
-                    queue.get_nowait()
-                queue.put_nowait(None)
+            if not subscriber.push(frame):
+                self.unsubscribe(subscriber)
 
     def publish_event(self, event: dict[str, Any]) -> None:
         self.publish(event["run_id"], json.dumps(event, ensure_ascii=False, default=str))
 
     def close_all(self) -> None:
-        for queue in list(self._subscribers):
-            self.unsubscribe(queue)
-            try:
-                queue.put_nowait(None)
-            except asyncio.QueueFull:
-                pass
+        for subscriber in list(self._subscribers):
+            self.unsubscribe(subscriber)
+            subscriber.close()
 
 
 def preview_frame(run_id: str, node: str, step: int, total: int, image: Any) -> bytes | None:

@@ -18,9 +18,9 @@ async def test_a_subscriber_gets_its_runs_events_in_order_and_nothing_else():
     everything, one = hub.subscribe(None), hub.subscribe("a")
     for index, run_id in enumerate(["a", "b", "a", "b", "a"]):
         hub.publish_event({"type": "progress", "run_id": run_id, "step": index})
-    assert [payload(everything.get_nowait())["step"] for _ in range(5)] == [0, 1, 2, 3, 4]
-    assert [payload(one.get_nowait())["step"] for _ in range(3)] == [0, 2, 4]
-    assert one.empty() and everything.empty()
+    assert [payload(frame)["step"] for frame in await everything.take()] == [0, 1, 2, 3, 4]
+    assert [payload(frame)["step"] for frame in await one.take()] == [0, 2, 4]
+    assert not everything.frames and not one.frames
 
 
 async def test_a_client_that_stops_reading_is_dropped_not_buffered_forever():
@@ -28,12 +28,19 @@ async def test_a_client_that_stops_reading_is_dropped_not_buffered_forever():
     slow, fast = hub.subscribe(None), hub.subscribe(None)
     for step in range(4):
         hub.publish_event({"type": "progress", "run_id": "r", "step": step})
-        while not fast.empty():
-            fast.get_nowait()
-    assert slow.get_nowait() is None and slow.empty()  # the goodbye, then nothing
+        await fast.take()
+    assert await slow.take() is None and not slow.frames  # dropped, its backlog freed
     assert len(hub) == 1
     hub.publish_event({"type": "run_finished", "run_id": "r"})
-    assert payload(fast.get_nowait())["type"] == "run_finished"
+    assert [payload(frame)["type"] for frame in await fast.take()] == ["run_finished"]
+
+
+async def test_stopping_the_server_closes_every_subscriber():
+    hub = Hub()
+    subscribers = [hub.subscribe(None), hub.subscribe("x")]
+    hub.close_all()
+    assert len(hub) == 0
+    assert [await s.take() for s in subscribers] == [None, None]
 
 
 def test_frames_follow_rfc6455_length_encodings():
