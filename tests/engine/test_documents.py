@@ -178,7 +178,8 @@ WORKFLOW_LIKE = st.builds(
     workflow_like,
     st.dictionaries(st.sampled_from(["a", "b", "n", "ü", "x/y", ""]), st.one_of(
         DOCUMENTS,
-        st.fixed_dictionaries({"type": st.sampled_from(["TestAdd", "Int", "TestConcat", "Nope", "workflow:" + "x" * 300]),
+        st.fixed_dictionaries({"type": st.sampled_from(["TestAdd", "Int", "TestConcat", "Nope", "workflow:" + "x" * 300,
+                                                        "workflow:sub", "workflow:loop", "workflow:broken.yaml"]),
                                "inputs": DOCUMENTS, "params": DOCUMENTS}),
     ), max_size=4),
     DOCUMENTS, DOCUMENTS,
@@ -206,13 +207,25 @@ def check_only_workflow_errors(document: Any, registry: NodeRegistry, base) -> N
             pass
 
 
+@pytest.fixture(scope="module")
+def subgraph_dir(tmp_path_factory):
+    """Subgraph files random documents may name: a good one, one that includes itself, a broken one."""
+    folder = tmp_path_factory.mktemp("subgraphs")
+    (folder / "sub.yaml").write_text(dump_document({
+        "format": "diffgraph/v1", "params": {"a": {"type": "FLOAT", "default": 1.0}, "n": {"type": "INT", "default": 2}},
+        "nodes": {"n": {"type": "TestAdd", "params": {"a": "$a", "b": "$n"}}}, "outputs": {"total": "n.total"}}))
+    (folder / "loop.yaml").write_text(dump_document({"format": "diffgraph/v1", "nodes": {"a": {"type": "workflow:loop"}}}))
+    (folder / "broken.yaml").write_text("nodes: [\n")
+    return folder
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(document=st.one_of(DOCUMENTS, WORKFLOW_LIKE))
 @example(document={"format": "diffgraph/v1", "params": {"p": {"type": ["INT"]}}, "nodes": {}})  # found by hypothesis
 @example(document={"format": "diffgraph/v1", "params": {"p": {"type": "INT", "default": 1, "min": "0"}}, "nodes": {}})
 @example(document={"format": "diffgraph/v1", "nodes": {"n": {"type": "workflow:" + "x" * 300}}})
-def test_random_documents_only_ever_raise_workflow_error(document, registry, tmp_path):
-    check_only_workflow_errors(document, registry, tmp_path)
+def test_random_documents_only_ever_raise_workflow_error(document, registry, subgraph_dir):
+    check_only_workflow_errors(document, registry, subgraph_dir)
 
 
 @settings(max_examples=300, deadline=None)
