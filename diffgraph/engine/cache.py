@@ -105,6 +105,8 @@ class DiskCache:
                 record = manifest["outputs"][name]
                 if record["type"] != port.type.name:
                     raise ValueError(f"output {name} was stored as {record['type']}")
+                if any(f not in manifest["checksums"] or "/" in f or f.startswith(".") for f in record["files"]):
+                    raise ValueError(f"output {name} names a file the entry does not vouch for")
                 outputs[name] = port.type.load(entry, record["files"])
         except Exception as exc:  # noqa: BLE001 - any damage means: drop it and recompute
             log.warning("cache entry %s is damaged (%s); recomputing", key, exc)

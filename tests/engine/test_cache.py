@@ -99,3 +99,15 @@ def test_a_cache_folder_that_cannot_be_written_costs_the_cache_not_the_caller(tm
     disk = DiskCache(tmp_path / "file" / "cache")
     disk.put("78" * 20, ADD, {"total": 1.0})  # no exception
     assert disk.get("78" * 20, ADD) is None
+
+
+def test_an_entry_naming_files_outside_its_checksums_is_a_miss(tmp_path):
+    disk = DiskCache(tmp_path)
+    key = "9a" * 20
+    disk.put(key, ADD, {"total": 1.0})
+    entry = tmp_path / "9a" / key
+    (tmp_path / "elsewhere.json").write_text("666.0")
+    manifest = json.loads((entry / "manifest.json").read_text())
+    manifest["outputs"]["total"]["files"] = ["../../elsewhere.json"]
+    (entry / "manifest.json").write_text(json.dumps(manifest))
+    assert disk.get(key, ADD) is None and not entry.exists()
