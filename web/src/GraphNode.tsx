@@ -266,7 +266,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
     <div className={classes.join(" ")} data-testid={`node-${id}`} data-state={state ?? "idle"} data-node-type={data.type}>
       <div className="dg-node-header" title={spec?.doc ?? (spec ? "" : `unknown node type ${data.type}`)}>
         <span className="dg-node-id">{id}</span>
-        <span className="dg-node-type">{data.type}</span>
+        {!far && <span className="dg-node-type">{data.type}</span>}
         {badge && <span className={`badge badge-${state}`} data-testid="node-state">{badge}</span>}
       </div>
       {state === "running" && status.total ? (
@@ -277,19 +277,21 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
       <div className="dg-node-body">
         {outputs.map((port) => (
           <div className="port-row output" key={`out-${port.name}`}>
-            <span className="port-name">{port.name}</span>
-            <span className="port-type">{port.type}</span>
+            {!far && <span className="port-name">{port.name}</span>}
+            {!far && <span className="port-type">{port.type}</span>}
             <PortHandle port={port} kind="source" />
           </div>
         ))}
         {inputs.map((port) => (
           <div className={`port-row input ${issuesByField.has(port.name) ? "invalid" : ""}`} key={`in-${port.name}`}>
             <PortHandle port={port} kind="target" />
-            <span className="port-name">
-              {port.name}
-              {port.optional ? "?" : ""}
-            </span>
-            <span className="port-type">{port.type}</span>
+            {!far && (
+              <span className="port-name">
+                {port.name}
+                {port.optional ? "?" : ""}
+              </span>
+            )}
+            {!far && <span className="port-type">{port.type}</span>}
             {issuesByField.get(port.name)?.map((m, i) => (
               <div className="field-error" key={i}>{m}</div>
             ))}
@@ -310,8 +312,8 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
                 style={{ background: typeColour(param.type) }}
                 data-port-type={param.type}
               />
-              <label>{param.name}</label>
-              {isLinked ? (
+              {!far && <label>{param.name}</label>}
+              {far ? null : isLinked ? (
                 <span className="linked">linked</span>
               ) : !detailed ? (
                 <span className="summary">{summarize(value)}</span>
