@@ -315,6 +315,7 @@ function Editor() {
       socket = new WebSocket(`${scheme}://${window.location.host}/ws`);
       socket.binaryType = "arraybuffer";
       socket.onopen = () => {
+        if (delay > 500 || document.body.dataset.socket === "closed") say("Reconnected to the server.");
         delay = 500;
         document.body.dataset.socket = "open";
       };
@@ -343,6 +344,9 @@ function Editor() {
         handleEvent.current(event);
       };
       socket.onclose = () => {
+        if (!closed && document.body.dataset.socket === "open") {
+          say("Lost the live connection to the server (run progress will not show); reconnecting…", true);
+        }
         document.body.dataset.socket = "closed";
         if (!closed) retry = setTimeout(connect, (delay = Math.min(delay * 2, 8000)));
       };
@@ -353,7 +357,7 @@ function Editor() {
       clearTimeout(retry);
       socket?.close();
     };
-  }, [fail]);
+  }, [fail, say]);
 
   const run = useCallback(async () => {
     if (runRef.current) {
