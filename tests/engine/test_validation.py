@@ -188,3 +188,16 @@ def test_cli_validate_exit_codes_and_json_shape(cli, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"invalid workflow ({len(report['errors'])} problems)" in done.stderr
     assert "node 'typo', field 'type': unknown node type 'TestAd'" in done.stderr
+
+
+def test_int_feeds_float_but_float_does_not_feed_int(registry):
+    plan = compile_workflow(workflow({
+        "count": {"type": "Int", "params": {"value": 3}},
+        "sum": {"type": "TestAdd", "inputs": {"a": "count.number"}},
+    }), registry)
+    assert plan.nodes["sum"].links == {"a": ("count", "number")}
+    issues = issues_of(workflow({
+        "half": {"type": "Float", "params": {"value": 0.5}},
+        "slow": {"type": "TestSlow", "inputs": {"steps": "half.number"}},
+    }), registry)
+    assert "half.number is FLOAT, 'steps' takes INT" in issue_at(issues, "slow", "steps").message
