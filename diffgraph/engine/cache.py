@@ -141,9 +141,7 @@ class DiskCache:
             (staging / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
             size = sum((staging / f).stat().st_size for f in checksums) + (staging / MANIFEST).stat().st_size
             entry.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.rename(staging, entry)
-            except OSError:
+            if not self._publish(staging, entry):
                 return  # another process stored the same key first: its entry is as good as ours
             self._account(size)
         except Exception as exc:  # noqa: BLE001 - a value that cannot be stored is simply not cached
@@ -151,6 +149,21 @@ class DiskCache:
         finally:
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
+
+    def _publish(self, staging: Path, entry: Path) -> bool:
+        """Rename the staged folder into place; a leftover folder with no manifest is replaced."""
+        try:
+            os.rename(staging, entry)
+            return True
+        except OSError:
+            if (entry / MANIFEST).exists():
+                return False
+        self._remove(entry)  # entries appear whole (renamed with their manifest): this one is a husk
+        try:
+            os.rename(staging, entry)
+            return True
+        except OSError:
+            return False
 
     def _remove(self, entry: Path) -> None:
         trash = self.root / "tmp" / f"trash-{uuid.uuid4().hex}"

@@ -111,3 +111,13 @@ def test_an_entry_naming_files_outside_its_checksums_is_a_miss(tmp_path):
     manifest["outputs"]["total"]["files"] = ["../../elsewhere.json"]
     (entry / "manifest.json").write_text(json.dumps(manifest))
     assert disk.get(key, ADD) is None and not entry.exists()
+
+
+def test_an_entry_folder_that_lost_its_manifest_is_replaced_on_the_next_write(tmp_path):
+    disk = DiskCache(tmp_path)
+    key = "bc" * 20
+    disk.put(key, ADD, {"total": 1.0})
+    (tmp_path / "bc" / key / "manifest.json").unlink()
+    assert disk.get(key, ADD) is None
+    disk.put(key, ADD, {"total": 1.0})
+    assert disk.get(key, ADD) == {"total": 1.0}
