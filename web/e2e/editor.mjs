@@ -102,6 +102,16 @@ async function palette(page) {
   await node(page, "saveimage_2").waitFor({ state: "detached" });
   check.ok((await page.locator(".react-flow__node").count()) === 2, "one undo removes the whole paste");
 
+  // double-click an id to rename the node; a bad id is explained and not applied
+  await node(page, "seed").locator(".dg-node-id").dblclick();
+  await page.getByRole("textbox", { name: "node id" }).fill("a.b");
+  await page.getByRole("textbox", { name: "node id" }).press("Enter");
+  check.ok((await node(page, "seed").locator(".node-error").textContent()).includes("'.'"), "an id with a dot is refused, in words");
+  await page.getByRole("textbox", { name: "node id" }).fill("my_seed");
+  await page.getByRole("textbox", { name: "node id" }).press("Enter");
+  await node(page, "my_seed").waitFor();
+  check.ok((await node(page, "seed").count()) === 0, "renaming a node changes its id");
+
   // the palette documents each node
   await page.getByRole("button", { name: "about SaveImage" }).click();
   check.ok((await page.locator(".palette-doc").textContent()).includes("images (IMAGE)"), "palette shows a node's docs and ports");
@@ -128,6 +138,15 @@ async function incompatible(page) {
   await page.locator(".react-flow__edge").first().waitFor({ timeout: 5000 }).catch(() => {});
   check.ok((await edges()) === before + 1, "INT seed -> FLOAT param is accepted (INT feeds FLOAT)");
   check.ok((await node(page, "scale").locator(".linked").count()) === 1, "a param fed by a link shows as linked");
+  await node(page, "seed").locator(".dg-node-id").dblclick();
+  await page.getByRole("textbox", { name: "node id" }).fill("renamed");
+  await page.getByRole("textbox", { name: "node id" }).press("Enter");
+  await node(page, "renamed").waitFor();
+  await page.waitForTimeout(200);
+  check.ok(
+    (await edges()) === before + 1 && (await node(page, "scale").locator(".linked").count()) === 1,
+    "links follow a renamed node",
+  );
 }
 
 async function broken(page) {

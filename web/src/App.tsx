@@ -420,6 +420,36 @@ function Editor() {
     [remember],
   );
 
+  const renameNode = useCallback(
+    (from: string, raw: string): string | null => {
+      const to = raw.trim();
+      if (to === from) return null;
+      if (!to || /[./$\s]/.test(to)) return "an id is not empty and has no '.', '/', '$' or spaces";
+      if (state.current.nodes.some((n) => n.id === to)) return `there is already a node ${to}`;
+      remember();
+      const renamed = (id: string) => (id === from ? to : id);
+      setNodes((nds) => nds.map((n) => (n.id === from ? { ...n, id: to } : n)));
+      setEdges((eds) =>
+        eds.map((e) => {
+          const [source, target] = [renamed(e.source), renamed(e.target)];
+          return { ...e, source, target, id: edgeId(source, e.sourceHandle ?? "", target, e.targetHandle ?? "") };
+        }),
+      );
+      // the workflow's `outputs:` name nodes too
+      setBase((b) => {
+        if (!b.outputs || typeof b.outputs !== "object") return b;
+        const outputs = Object.fromEntries(
+          Object.entries(b.outputs).map(([k, v]) => [k, typeof v === "string" && v.startsWith(`${from}.`) ? `${to}${v.slice(from.length)}` : v]),
+        );
+        return { ...b, outputs };
+      });
+      statusStore.update(from, { issues: [], state: undefined, images: [] });
+      setRevision((r) => r + 1);
+      return null;
+    },
+    [remember],
+  );
+
   const upload = useCallback(async (file: File) => {
     const saved = await api.uploadImage(file);
     const value = saved.path ?? saved.name;
@@ -428,8 +458,8 @@ function Editor() {
   }, []);
 
   const actions: EditorActions = useMemo(
-    () => ({ catalog, setParam, upload, thumbnail: (value: string) => thumbnails.current.get(value) }),
-    [catalog, setParam, upload],
+    () => ({ catalog, setParam, renameNode, upload, thumbnail: (value: string) => thumbnails.current.get(value) }),
+    [catalog, setParam, renameNode, upload],
   );
 
   const onNodesChange = useCallback(

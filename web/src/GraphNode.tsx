@@ -9,6 +9,8 @@ import type { Catalog, ParamSpec, PortSpec } from "./types";
 export interface EditorActions {
   catalog: Catalog;
   setParam(nodeId: string, name: string, value: unknown): void;
+  /** renames a node (links and workflow outputs follow); returns why not, or null */
+  renameNode(from: string, to: string): string | null;
   upload(file: File): Promise<string>;
   thumbnail(value: string): string | undefined;
 }
@@ -16,6 +18,7 @@ export interface EditorActions {
 export const EditorContext = createContext<EditorActions>({
   catalog: {},
   setParam: () => {},
+  renameNode: () => null,
   upload: async () => "",
   thumbnail: () => undefined,
 });
@@ -214,6 +217,41 @@ function PortHandle({ port, kind }: { port: PortSpec; kind: "source" | "target" 
   );
 }
 
+/** The node's id; double-click to rename it. */
+function NodeId({ id }: { id: string }) {
+  const actions = useContext(EditorContext);
+  const [editing, setEditing] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  if (!editing) {
+    return (
+      <span className="dg-node-id" title="double-click to rename" onDoubleClick={() => setEditing(true)}>
+        {id}
+      </span>
+    );
+  }
+  const commit = (value: string) => {
+    const why = actions.renameNode(id, value);
+    setError(why);
+    if (!why) setEditing(false);
+  };
+  return (
+    <span className="dg-node-id">
+      <input
+        className="nodrag rename"
+        aria-label="node id"
+        defaultValue={id}
+        autoFocus
+        onKeyDown={(e) => {
+          if (e.key === "Enter") commit(e.currentTarget.value);
+          if (e.key === "Escape") setEditing(false);
+        }}
+        onBlur={(e) => commit(e.currentTarget.value)}
+      />
+      {error && <span className="node-error">{error}</span>}
+    </span>
+  );
+}
+
 export const DETAIL_ZOOM = 0.45;
 /** below this zoom labels are a few pixels high: they are laid out but not painted */
 export const FAR_ZOOM = 0.25;
@@ -265,7 +303,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
   return (
     <div className={classes.join(" ")} data-testid={`node-${id}`} data-state={state ?? "idle"} data-node-type={data.type}>
       <div className="dg-node-header" title={spec?.doc ?? (spec ? "" : `unknown node type ${data.type}`)}>
-        <span className="dg-node-id">{id}</span>
+        <NodeId id={id} />
         {!far && <span className="dg-node-type">{data.type}</span>}
         {badge && <span className={`badge badge-${state}`} data-testid="node-state">{badge}</span>}
       </div>
