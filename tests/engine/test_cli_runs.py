@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 from support.nodepack import interrupt
@@ -282,3 +284,14 @@ def test_without_json_a_progress_bar_is_drawn_per_long_node(cli, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "sampler: 100%" in done.stderr and "7/7" in done.stderr
     assert "done   sampler (TestSlow)" in done.stderr and "1 executed, 0 cached" in done.stderr
+
+
+def test_a_second_ctrl_c_stops_waiting_for_a_node_that_does_not_poll(cli, tmp_path):
+    workflow = write(tmp_path / "stubborn.yaml", {"format": "diffgraph/v1", "nodes": {
+        "stubborn": {"type": "TestSlow", "params": {"steps": 2, "delay": 10}}}})  # polls only every 10 s
+    process = cli.popen("run", workflow, "--no-cache")
+    cli.wait_for_execution("stubborn")
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    code, _, err = interrupt(process, timeout=8)
+    assert code == 130 and "stopped" in err and "Traceback" not in err
