@@ -340,6 +340,12 @@ class _Flattener:
             chain = " -> ".join(p.name for p in (*stack, path))
             self.issues.append(Issue(node_id, "type", f"subgraph includes itself: {chain}"))
             return
+        if document.get("format") != FORMAT:
+            self.issues.append(Issue(node_id, "type", f"{path.name}: format must be {FORMAT!r}, "
+                                                      f"got {document.get('format')!r}"))
+        for key in document:
+            if key not in TOP_LEVEL_KEYS:
+                self.issues.append(Issue(node_id, "type", f"{path.name}: unknown top-level key {key!r}"))
         self.subgraphs.add(node_id)
         declared = document.get("params") or {}
         fed: dict[str, tuple[str, str]] = {}

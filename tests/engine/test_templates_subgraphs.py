@@ -201,3 +201,13 @@ def test_subgraphs_that_multiply_are_cut_off_not_expanded_forever(tmp_path, regi
     with pytest.raises(WorkflowError) as caught:
         load_plan(tmp_path / "l0.yaml", registry)
     assert all("too many subgraph instances" in i.message and i.field == "type" for i in caught.value.issues)
+
+
+def test_a_subgraph_file_with_a_bad_format_or_unknown_keys_is_reported_on_the_including_node(tmp_path, registry):
+    (tmp_path / "odd.yaml").write_text(dump_document({"format": "diffgraph/v0", "nodez": {}, "nodes": {}}))
+    document = {"format": "diffgraph/v1", "nodes": {"odd": {"type": "workflow:odd"}}}
+    with pytest.raises(WorkflowError) as caught:
+        compile_workflow(document, registry, base=tmp_path)
+    messages = [i.message for i in caught.value.issues if (i.node, i.field) == ("odd", "type")]
+    assert "odd.yaml: format must be 'diffgraph/v1', got 'diffgraph/v0'" in messages
+    assert "odd.yaml: unknown top-level key 'nodez'" in messages
