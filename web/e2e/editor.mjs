@@ -59,6 +59,10 @@ async function palette(page) {
   await page.getByTestId("palette-Seed").click();
   await node(page, "seed").waitFor();
   check.ok(await node(page, "seed").isVisible(), "clicking a palette entry adds the node");
+  // every template is also offered as a node that runs it as a subgraph
+  await page.getByTestId("palette-search").fill("workflow:");
+  const subgraphs = await page.locator(entry).allTextContents();
+  check.ok(subgraphs.includes("workflow:txt2img"), `templates are offered as subgraph nodes (${subgraphs.join(", ")})`);
   await page.getByTestId("palette-search").fill("");
   await page.getByTestId("palette-SaveImage").click();
   await node(page, "saveimage").waitFor();

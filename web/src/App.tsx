@@ -25,6 +25,7 @@ import { isPng, readEmbeddedWorkflow } from "./png";
 import { applyRunEvent, decodePreview, markUpstreamCached, showOutputs, showRunRecord, type RunEvent } from "./runEvents";
 import { typeFeeds, type Catalog, type Issue, type TemplateParam, type WorkflowDocument } from "./types";
 import { Sidebar } from "./Sidebar";
+import { subgraphSpec } from "./subgraphs";
 
 const nodeTypes = { dg: GraphNode };
 const edgeTypes = { typed: TypedEdge };
@@ -210,9 +211,23 @@ function Editor() {
     let cancelled = false;
     (async () => {
       try {
-        const loaded = await api.fetchCatalog();
+        const [loaded, templates] = await Promise.all([
+          api.fetchCatalog(),
+          api.fetchTemplates().catch((error) => {
+            fail(error);
+            return [];
+          }),
+        ]);
         if (cancelled) return;
         performance.mark("diffgraph:catalog");
+        // each template is also a node that runs it as a subgraph
+        for (const entry of templates) {
+          const doc = entry.document ?? entry.workflow;
+          if (doc) {
+            const spec = subgraphSpec(entry.name, doc, loaded);
+            loaded[spec.type] = spec;
+          }
+        }
         setCatalog(loaded);
       } catch (error) {
         fail(error);
