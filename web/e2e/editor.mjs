@@ -279,6 +279,27 @@ async function library(page) {
   await node(page, "loadimage").locator("img.thumbnail").waitFor();
   const path = await node(page, "loadimage").locator('.upload-widget input[type="text"]').inputValue();
   check.ok(path.startsWith("/") && /\.png$/.test(path), `the upload sets LoadImage's image to the server's file (${path})`);
+  // paint a mask over the middle: the picture is uploaded again with that area transparent
+  await node(page, "loadimage").getByRole("button", { name: "Paint mask…" }).click();
+  const canvas = page.getByTestId("mask-canvas");
+  const box = await canvas.boundingBox();
+  await page.mouse.move(box.x + box.width * 0.4, box.y + box.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width * 0.6, box.y + box.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await page.getByRole("button", { name: "Save mask" }).click();
+  await page.getByRole("dialog").waitFor({ state: "detached" });
+  await page.waitForFunction((old) => document.querySelector('[data-testid="node-loadimage"] .upload-widget input[type="text"]').value !== old, path);
+  const alpha = await node(page, "loadimage").locator("img.thumbnail").evaluate(async (img) => {
+    await img.decode();
+    const c = document.createElement("canvas");
+    [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0);
+    return [g.getImageData(c.width / 2, c.height / 2, 1, 1).data[3], g.getImageData(1, 1, 1, 1).data[3]];
+  });
+  check.ok(alpha[0] === 0 && alpha[1] === 255, `the painted area is transparent, the rest opaque (alpha ${alpha})`);
+
   await page.getByTestId("palette-SaveImage").click();
   await node(page, "saveimage").waitFor();
   await dragBetween(page, handle(page, "loadimage", "image", "source"), handle(page, "saveimage", "images", "target"));

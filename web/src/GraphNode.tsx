@@ -2,6 +2,8 @@
 
 import { BaseEdge, getBezierPath, Handle, Position, useStore, type EdgeProps, type NodeProps } from "@xyflow/react";
 import { createContext, memo, useContext, useEffect, useRef, useState } from "react";
+import { createPortal } from "react-dom";
+import { MaskPainter } from "./MaskPainter";
 import type { DgNode } from "./convert";
 import { useNodeLinks, useNodeStatus } from "./nodeStatus";
 import type { Catalog, ParamSpec, PortSpec } from "./types";
@@ -114,6 +116,7 @@ function UploadWidget({ value, onChange }: { value: unknown; onChange: (v: unkno
   const actions = useContext(EditorContext);
   const input = useRef<HTMLInputElement>(null);
   const [error, setError] = useState<string | null>(null);
+  const [painting, setPainting] = useState(false);
   const text = typeof value === "string" ? value : "";
   const thumb = actions.thumbnail(text);
   return (
@@ -142,6 +145,20 @@ function UploadWidget({ value, onChange }: { value: unknown; onChange: (v: unkno
         />
       </div>
       {thumb && <img className="thumbnail" src={thumb} alt="uploaded" />}
+      {thumb && (
+        <button className="nodrag" onClick={() => setPainting(true)}>
+          Paint mask…
+        </button>
+      )}
+      {painting && thumb &&
+        createPortal(
+          <MaskPainter
+            src={thumb}
+            onClose={() => setPainting(false)}
+            onSave={async (file) => onChange(await actions.upload(file))}
+          />,
+          document.body,
+        )}
       {error && <div className="node-error">{error}</div>}
     </div>
   );
