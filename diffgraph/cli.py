@@ -69,9 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _print_json(document: Any, indent: int | None = None) -> None:
+    """One JSON document on stdout; non-ASCII text stays readable where stdout speaks UTF-8."""
+    utf8 = (sys.stdout.encoding or "").lower().replace("-", "").replace("_", "") == "utf8"
+    print(json.dumps(document, indent=indent, ensure_ascii=not utf8, default=str))
+
+
 def _report_invalid(issues: list[Issue], as_json: bool) -> int:
     if as_json:
-        print(json.dumps({"valid": False, "errors": [i.to_dict() for i in issues]}, ensure_ascii=False))
+        _print_json({"valid": False, "errors": [i.to_dict() for i in issues]})
     else:
         print(f"invalid workflow ({len(issues)} problem{'s' if len(issues) != 1 else ''}):", file=sys.stderr)
         for issue in issues:
@@ -92,7 +98,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     except WorkflowError as exc:
         return _report_invalid(exc.issues, args.json)
     if args.json:
-        print(json.dumps({"valid": True, "errors": [], "nodes": len(plan.nodes)}))
+        _print_json({"valid": True, "errors": [], "nodes": len(plan.nodes)})
     else:
         print(f"{args.workflow}: valid ({len(plan.nodes)} nodes)")
     return 0
@@ -101,7 +107,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_nodes(args: argparse.Namespace) -> int:
     catalog = _registry().catalog()
     if args.json:
-        print(json.dumps(catalog, indent=2, ensure_ascii=False))
+        _print_json(catalog, indent=2)
         return 0
     for entry in catalog:
         ports = ", ".join(f"{p['name']}: {p['type']}" for p in entry["inputs"])
@@ -194,12 +200,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "error" in outcome:
         message = f"{type(outcome['error']).__name__}: {outcome['error']}"
         if args.json:
-            print(json.dumps({"status": "failed", "error": message}, ensure_ascii=False))
+            _print_json({"status": "failed", "error": message})
         print(f"run failed: {message}", file=sys.stderr)
         return EXIT_FAILED
     result = outcome["result"]
     if args.json:
-        print(json.dumps(result.to_json(), ensure_ascii=False, default=str))
+        _print_json(result.to_json())
     elif result.status == "succeeded":
         for node_id, files in result.outputs.items():
             for path in files:
@@ -226,6 +232,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a message with a character the terminal lacks is no crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
     handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "serve": cmd_serve}[args.command]
     try:

@@ -200,6 +200,13 @@ def test_files_written_by_output_nodes_are_listed_and_unicode_ids_work(cli, tmp_
     assert done.returncode == 0 and f"save: {written}" in done.stdout
     assert "done   画像 (TestConcat)" in done.stderr
 
+    # a terminal that cannot show these characters gets escapes, not a crash
+    ascii_env = cli.env(PYTHONIOENCODING="ascii")
+    summary = cli.run_json("run", workflow, "--no-cache", "--output-dir", out_dir, env=ascii_env)
+    assert summary["executed"] == ["größe", "画像", "save"]
+    done = cli.run("run", workflow, "--no-cache", "--output-dir", out_dir, env=ascii_env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr and "done   \\u753b\\u50cf" in done.stderr
+
 
 def test_bad_device_and_set_syntax_exit_2(cli, tmp_path):
     workflow = write(tmp_path / "pipeline.yaml", PIPELINE)
