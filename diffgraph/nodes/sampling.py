@@ -73,7 +73,11 @@ class SchedulerNode(Node):
 
         base = models.build_scheduler(_ref(self.scheduler, "scheduler"))
         class_name, overrides = SCHEDULERS[self.name]
-        built = getattr(diffusers, class_name).from_config(base.config, **overrides)
+        try:
+            built = getattr(diffusers, class_name).from_config(base.config, **overrides)
+        except ImportError as exc:  # a sampler whose extra library is missing (lms needs scipy)
+            raise NodeError(f"the {self.name} sampler cannot be built here: {' '.join(str(exc).split())}",
+                            "name") from None
         ref = models.ModelRef(kind="scheduler", path=self.scheduler.path, subfolder=self.scheduler.subfolder,
                               scheduler_class=class_name,
                               scheduler_config=json.dumps(dict(built.config), sort_keys=True, default=list))

@@ -117,3 +117,20 @@ def test_unconditional_matches_ddpm_pipeline(tiny, run_template):
     assert ours.shape == expected.shape
     assert (ours - expected).abs().max().item() <= TOLERANCE
     assert len(run.result.outputs["save"]) == 2
+
+
+def test_every_other_scheduler_matches_the_pipeline_too(tiny, run_template):
+    from diffusers import StableDiffusionPipeline
+
+    pipe = pipeline(StableDiffusionPipeline, tiny["sd"])
+    original = pipe.scheduler
+    tested = {"euler", "ddim", "dpmpp_2m", "euler_a", "dpmpp_2m_karras"}
+    for name in sorted(set(SCHEDULERS) - tested):
+        run = run_template("txt2img", model=str(tiny["sd"]), prompt="a red circle", seed=SEED, steps=2,
+                           scheduler=name)
+        pipe.scheduler = original
+        use_scheduler(pipe, name)
+        expected = pipe("a red circle", num_inference_steps=2, guidance_scale=7.5, generator=generator(),
+                        output_type="pt").images
+        difference = (run.value("decode", "image") - expected).abs().max().item()
+        assert difference <= TOLERANCE, f"{name}: max difference {difference * 255:.2f}/255"
