@@ -327,6 +327,16 @@ async function library(page) {
   await page.keyboard.press("Control+Enter");
   await node(page, "saveimage").locator('[data-testid="node-images"] img').first().waitFor({ timeout: 120_000 });
   check.ok((await node(page, "saveimage").getAttribute("data-state")) === "done", "Ctrl+Enter runs it and SaveImage shows the picture");
+
+  // a failure while running lands on the node that failed, in words
+  await node(page, "loadimage").locator('.upload-widget input[type="text"]').fill("/nonexistent/picture.png");
+  await page.waitForTimeout(600);
+  await page.getByTestId("run").click();
+  await page.locator('[data-testid="node-loadimage"][data-state="failed"]').waitFor({ timeout: 60_000 });
+  const failure = await node(page, "loadimage").getByTestId("node-errors").textContent();
+  check.ok(/picture\.png/.test(failure), `the failed node says why: ${failure}`);
+  await page.getByTestId("banner").filter({ hasText: "Run failed" }).waitFor();
+  await screenshot(page, options.artifacts, "e2e-library-failed-run");
 }
 
 const scenarios = { palette, incompatible, broken, txt2img, library };
