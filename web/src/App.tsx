@@ -138,9 +138,15 @@ function Editor() {
         say(`${source}: a workflow is a mapping (format, nodes, ...)`, true);
         return;
       }
+      let graph: Graph;
+      try {
+        graph = workflowToGraph(doc, catalog);
+      } catch (error) {
+        say(`${source} cannot be drawn: ${(error as Error).message}`, true);
+        return;
+      }
       if (opts.keepHistory !== false && state.current.nodes.length > 0) remember();
       performance.mark("diffgraph:document");
-      const graph = workflowToGraph(doc, catalog);
       statusStore.clear("all");
       setBase(graph.base);
       setNodes(graph.nodes);
@@ -150,12 +156,14 @@ function Editor() {
         // place the viewport before the first paint so a big graph renders once, at the right detail
         const canvas = document.querySelector(".canvas")?.getBoundingClientRect();
         if (canvas && graph.nodes.length > 0) {
-          const xs = graph.nodes.map((n) => n.position.x);
-          const ys = graph.nodes.map((n) => n.position.y);
-          const bottoms = graph.nodes.map((n) => n.position.y + estimateHeight(n.data.type, n.data.params, catalog));
-          const [left, top] = [Math.min(...xs), Math.min(...ys)];
-          const width = Math.max(...xs) + NODE_WIDTH - left;
-          const height = Math.max(...bottoms) - top;
+          let [left, top, right, bottom] = [Infinity, Infinity, -Infinity, -Infinity];
+          for (const n of graph.nodes) {
+            left = Math.min(left, n.position.x);
+            top = Math.min(top, n.position.y);
+            right = Math.max(right, n.position.x + NODE_WIDTH);
+            bottom = Math.max(bottom, n.position.y + estimateHeight(n.data.type, n.data.params, catalog));
+          }
+          const [width, height] = [right - left, bottom - top];
           const zoom = Math.max(0.05, Math.min(1, (0.9 * canvas.width) / width, (0.9 * canvas.height) / height));
           flow.setViewport({
             x: (canvas.width - width * zoom) / 2 - left * zoom,
