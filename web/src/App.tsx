@@ -219,17 +219,12 @@ function Editor() {
     let cancelled = false;
     (async () => {
       try {
-        const [loaded, templates] = await Promise.all([
-          api.fetchCatalog(),
-          api.fetchTemplates().catch((error) => {
-            fail(error);
-            return [];
-          }),
-        ]);
+        const [loaded, templates] = await prefetch().catalog;
         if (cancelled) return;
         performance.mark("diffgraph:catalog");
+        if (templates instanceof Error) fail(templates);
         // each template is also a node that runs it as a subgraph
-        for (const entry of templates) {
+        for (const entry of templates instanceof Error ? [] : templates) {
           const doc = entry.document ?? entry.workflow;
           if (doc) {
             const spec = subgraphSpec(entry.name, doc, loaded);
@@ -250,7 +245,7 @@ function Editor() {
 
   // the document named in the URL is fetched while the catalog loads, not after it
   const startupDocument = useRef<Promise<[WorkflowDocument, string] | null> | null>(null);
-  if (startupDocument.current === null) startupDocument.current = fetchStartupDocument();
+  if (startupDocument.current === null) startupDocument.current = prefetch().document;
   const startupDone = useRef(false);
   useEffect(() => {
     if (startupDone.current || !catalogLoaded) return;
@@ -811,6 +806,23 @@ function Editor() {
       </div>
     </EditorContext.Provider>
   );
+}
+
+let requests: {
+  catalog: Promise<[Catalog, api.TemplateEntry[] | Error]>;
+  document: Promise<[WorkflowDocument, string] | null>;
+} | null = null;
+
+/** The requests the editor starts with, sent before React first renders (main.tsx calls this). */
+export function prefetch() {
+  requests ??= {
+    catalog: Promise.all([api.fetchCatalog(), api.fetchTemplates().catch((error: Error) => error)]),
+    document: fetchStartupDocument(),
+  };
+  // handled where they are awaited; this keeps an early failure from being reported as unhandled
+  requests.catalog.catch(() => {});
+  requests.document.catch(() => {});
+  return requests;
 }
 
 /** `?library=NAME` or `?template=NAME` in the page's URL opens that workflow. */

@@ -2,7 +2,9 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import "@xyflow/react/dist/style.css";
 import "./styles.css";
-import { App } from "./App";
+import { App, prefetch } from "./App";
+
+prefetch();
 
 createRoot(document.getElementById("root")!).render(
   <StrictMode>
