@@ -138,7 +138,7 @@ def make_depth_estimator():
     from transformers import DPTConfig, DPTForDepthEstimation, DPTImageProcessor
 
     config = DPTConfig(
-        image_size=scenes.SIZE, patch_size=4, num_channels=3, hidden_size=48, num_hidden_layers=4,
+        image_size=scenes.SIZE, patch_size=8, num_channels=3, hidden_size=48, num_hidden_layers=4,
         backbone_out_indices=[0, 1, 2, 3], num_attention_heads=4, intermediate_size=96,
         neck_hidden_sizes=[16, 16, 32, 32], fusion_hidden_size=16, head_in_index=-1,
         reassemble_factors=[4, 2, 1, 0.5], is_hybrid=False,
@@ -209,7 +209,7 @@ def depth_for_unet(depths: torch.Tensor, latent_size: int) -> torch.Tensor:
 
 def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str], steps: int,
                generator: torch.Generator, stage: str, scaling: float, depth: torch.Tensor | None = None,
-               batch: int = 48, peak_lr: float = 1e-3):
+               batch: int = 32, peak_lr: float = 1e-3):
     """Epsilon-prediction training with caption dropout (10% empty prompts) so CFG works."""
     from diffusers import DDPMScheduler
 
@@ -363,10 +363,10 @@ def stage_ddpm(out: Path, data: dict, steps: int, generator: torch.Generator) ->
 # stage name -> (function, training steps); later stages read the folders earlier ones wrote
 STAGES = {
     "depth_estimator": (stage_depth_estimator, 300),
-    "vae": (stage_vae, 1500),
-    "sd": (stage_sd, 2500),
-    "sd_depth": (stage_sd_depth, 600),
-    "ddpm": (stage_ddpm, 3000),
+    "vae": (stage_vae, 1000),
+    "sd": (stage_sd, 1500),
+    "sd_depth": (stage_sd_depth, 300),
+    "ddpm": (stage_ddpm, 1200),
 }
 
 

@@ -1,0 +1,199 @@
+"""The five shipped templates with the bundled models make the pictures their prompts describe.
+
+Every picture is judged by what it shows (tests/semantic/judge.py); rates are printed, run with -s.
+Thresholds for txt2img and inpaint are the issue's; the others are stated where they are used.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scenes
+from judge import iou, judge, report
+from PIL import Image
+
+COLOURS = list(scenes.COLOURS)
+SEEDS = (0, 1, 2)
+
+
+def caption(colour: str, shape: str, background: str = "white") -> str:
+    return scenes.CAPTION.format(colour=colour, shape=shape, background=background)
+
+
+def save_scene(directory: Path, scene: scenes.Scene) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Write a training-distribution scene as a PNG; returns its path, pixels and foreground mask."""
+    picture, mask, _ = scenes.render(scene)
+    path = directory / f"{scene.colour}-{scene.shape}-{scene.box[0]}-{scene.box[1]}.png"
+    Image.fromarray(picture).save(path)
+    return path, picture, mask
+
+
+def other_colour(colour: str, offset: int = 1) -> str:
+    return COLOURS[(COLOURS.index(colour) + offset) % len(COLOURS)]
+
+
+def input_scenes(count: int) -> list[scenes.Scene]:
+    """Fixed test inputs from their own seed (not the training seed)."""
+    rng = np.random.default_rng(1234)
+    return [scenes.random_scene(rng) for _ in range(count)]
+
+
+def test_txt2img_draws_the_prompted_colour_and_shape(run_template):
+    colour_hits = shape_hits = total = 0
+    misses = []
+    for colour in COLOURS:
+        for shape in scenes.SHAPES:
+            for seed in SEEDS:
+                background = "white" if seed % 2 == 0 else "black"
+                run = run_template("txt2img", prompt=caption(colour, shape, background), seed=seed)
+                verdict = judge(run.value("decode", "image"))
+                total += 1
+                colour_hits += verdict.colour == colour
+                shape_hits += verdict.shape == shape
+                if verdict.colour != colour or verdict.shape != shape:
+                    misses.append(f"{colour} {shape} on {background} (seed {seed}): saw {verdict.colour} "
+                                  f"{verdict.shape} (fill {verdict.fill_ratio:.2f}, {verdict.size} px)")
+    print("\n".join(["", *misses]))
+    colour_rate = report("txt2img colour matches the prompt", colour_hits, total)
+    shape_rate = report("txt2img shape matches the prompt", shape_hits, total)
+    assert colour_rate >= 0.90
+    assert shape_rate >= 0.75
+
+
+def test_txt2img_background_follows_the_prompt(run_template):
+    hits = 0
+    cases = [(colour, background) for colour in COLOURS for background in scenes.BACKGROUNDS]
+    for index, (colour, background) in enumerate(cases):
+        run = run_template("txt2img", prompt=caption(colour, "square", background), seed=10 + index)
+        verdict = judge(run.value("decode", "image"))
+        hits += verdict.background == background and verdict.background_spread < 20
+    assert report("txt2img plain background of the prompted colour", hits, len(cases)) >= 0.9
+
+
+def test_img2img_low_strength_keeps_shape_and_position(run_template, tmp_path):
+    """Strength 0.3 with a prompt naming another colour and shape: the input's layout survives."""
+    hits, total = 0, 0
+    for index, scene in enumerate(input_scenes(8)):
+        path, _, mask = save_scene(tmp_path, scene)
+        prompt = caption(other_colour(scene.colour), scenes.SHAPES[(scenes.SHAPES.index(scene.shape) + 1) % 3],
+                         scene.background)
+        run = run_template("img2img", image=str(path), prompt=prompt, strength=0.3, seed=index)
+        verdict = judge(run.value("decode", "image"))
+        total += 1
+        hits += verdict.shape == scene.shape and iou(verdict.foreground, mask) >= 0.6
+    # the issue gives no rate here: we ask for 7 of 8
+    assert report("img2img strength 0.3 keeps shape and position", hits, total) >= 7 / 8
+
+
+def test_img2img_full_strength_follows_the_prompt(run_template, tmp_path):
+    hits, total = 0, 0
+    for index, scene in enumerate(input_scenes(8)):
+        path, _, _ = save_scene(tmp_path, scene)
+        wanted = other_colour(scene.colour, 2)
+        run = run_template("img2img", image=str(path), prompt=caption(wanted, scene.shape, scene.background),
+                           strength=1.0, seed=index)
+        total += 1
+        hits += judge(run.value("decode", "image")).colour == wanted
+    assert report("img2img strength 1.0 draws the prompted colour", hits, total) >= 7 / 8
+
+
+def test_inpaint_repaints_inside_the_mask_and_keeps_the_rest(run_template, tmp_path):
+    """The mask covers the input's shape (grown by 3 pixels); the prompt names another colour."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    colour_hits, total, outside_errors = 0, 0, []
+    for index, scene in enumerate(input_scenes(12)):
+        path, picture, _ = save_scene(tmp_path, scene)
+        left, top, right, bottom = scene.box
+        mask = np.zeros(picture.shape[:2], np.uint8)
+        mask[max(0, top - 3):bottom + 3, max(0, left - 3):right + 3] = 255
+        mask_path = tmp_path / f"mask-{index}.png"
+        Image.fromarray(mask).save(mask_path)
+        wanted = other_colour(scene.colour, 1 + index % 3)
+        run = run_template("inpaint", image=str(path), mask=str(mask_path), seed=index,
+                           prompt=caption(wanted, scene.shape, scene.background))
+        output = run.value("decode", "image")[0].permute(1, 2, 0).numpy()
+        inside = mask > 127
+        # the raw output outside the mask is the VAE's reconstruction of the input: close, not exact
+        keep = ~np.asarray(Image.fromarray(mask).resize((32, 32)).point(lambda v: 255 * (v > 0))).astype(bool)
+        outside_errors.append(float(np.abs(output[keep] - picture[keep] / 255.0).mean()))
+        # after pasting the original back (diffusers' apply_overlay) the outside is the input, exactly
+        generated = Image.fromarray((output * 255).round().astype(np.uint8))
+        pasted = np.asarray(VaeImageProcessor().apply_overlay(Image.fromarray(mask), Image.open(path), generated))
+        assert (pasted[~inside][:, :3] == picture[~inside]).all()
+        # inside: at least 15% of the masked pixels are nearest to the prompt's colour
+        rgb = output[inside] * 255
+        palette = {**scenes.COLOURS, **scenes.BACKGROUNDS}
+        distances = np.stack([np.linalg.norm(rgb - np.array(value), axis=-1) for value in palette.values()])
+        nearest = np.array(list(palette))[distances.argmin(axis=0)]
+        total += 1
+        colour_hits += (nearest == wanted).mean() >= 0.15
+    print(f"\n[semantic] inpaint mean |output - input| outside the mask (raw, before paste-back): "
+          f"{np.mean(outside_errors) * 255:.1f}/255 (worst {np.max(outside_errors) * 255:.1f}/255)")
+    assert np.max(outside_errors) < 0.08
+    assert report("inpaint prompt colour appears inside the mask", colour_hits, total) >= 0.80
+
+
+def test_depth2img_keeps_the_layout_the_depth_map_gives(run_template, tmp_path):
+    """Prompt another colour: the new picture's foreground sits where the estimated depth is near."""
+    import torch
+
+    layout_hits, depth_hits, total = 0, 0, 0
+    for index, scene in enumerate(input_scenes(8)):
+        path, _, mask = save_scene(tmp_path, scene)
+        wanted = other_colour(scene.colour)
+        run = run_template("depth2img", image=str(path), prompt=caption(wanted, scene.shape, scene.background),
+                           seed=index)
+        depth = run.value("depth", "depth")
+        near = torch.nn.functional.interpolate(depth, size=mask.shape, mode="bilinear")[0, 0].numpy() > 0.5
+        verdict = judge(run.value("decode", "image"))
+        total += 1
+        depth_hits += iou(near, mask) >= 0.6
+        layout_hits += iou(verdict.foreground, near) >= 0.5
+    report("depth estimator: near region matches the input's shape (IoU >= 0.6)", depth_hits, total)
+    assert report("depth2img foreground where the depth map is near (IoU >= 0.5)", layout_hits, total) >= 7 / 8
+    assert depth_hits >= 7
+
+
+def test_unconditional_draws_scenes_not_noise(run_template):
+    run = run_template("unconditional", batch_size=8, seed=0)
+    images = run.value("pixels", "image")
+    hits = 0
+    for image in images:
+        verdict = judge(image)
+        plain = verdict.background_spread < 20
+        shape_like = verdict.colour is not None and verdict.colour_distance < 80 and verdict.size >= 30
+        hits += plain and shape_like
+    # the issue gives no rate here: we ask for 6 of 8 (a DDPM on noise would give 0)
+    assert report("unconditional: plain background and one coloured shape", hits, len(images)) >= 6 / 8
+
+
+def test_first_command_makes_a_red_circle(tmp_path):
+    """`diffgraph run workflows/txt2img.yaml` with no settings: the bundled model, no network."""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "diffgraph.cli", "run", str(repo / "workflows" / "txt2img.yaml"),
+                           "--output-dir", str(tmp_path / "out"), "--no-cache"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr
+    pictures = list((tmp_path / "out").glob("*.png"))
+    assert len(pictures) == 1
+    verdict = judge(np.asarray(Image.open(pictures[0]).convert("RGB"), np.float32))
+    assert (verdict.colour, verdict.background) == ("red", "white")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_judge_reads_training_scenes_right(seed):
+    """The judge itself: on rendered training scenes it reads colour, shape and background exactly."""
+    rng = np.random.default_rng(seed)
+    for _ in range(50):
+        scene = scenes.random_scene(rng)
+        picture, mask, _ = scenes.render(scene)
+        verdict = judge(picture.astype(np.float32))
+        assert (verdict.colour, verdict.shape, verdict.background) == (scene.colour, scene.shape, scene.background)
+        assert iou(verdict.foreground, mask) == 1.0
