@@ -142,6 +142,10 @@ class _Progress:
             print(f"  done   {event['node']} ({event['node_type']}) {event['seconds']:.2f}s", file=sys.stderr)
         elif kind == "node_cached":
             print(f"  cached {event['node']} ({event['node_type']})", file=sys.stderr)
+        elif kind in ("run_failed", "run_cancelled"):  # end a half-drawn bar before the message
+            for bar in self._bars.values():
+                bar.close()
+            self._bars.clear()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
