@@ -3,8 +3,9 @@
 //
 //   node web/e2e/bench_500.mjs URL LIBRARY_NAME [--artifacts DIR] [--pan-ms 3000]
 //
-// Prints one JSON document: {nodes, rendered_nodes, interactive_ms, first_click_ms, frames,
-// frame_ms_mean, frame_ms_p95, frame_ms_max}.
+// Prints one JSON document: nodes, interactive_ms (navigation start to the graph painted),
+// first_click_ms, frame_ms_* (panning the whole graph fitted in view), zoom_in_ms and
+// zoomed_frame_ms_* (zoomed in to reading size, widgets drawn, panning again).
 
 import { launch, screenshot } from "./lib.mjs";
 
@@ -14,6 +15,53 @@ for (let i = 0; i < rest.length; i += 2) options[rest[i].replace(/^--/, "")] = r
 if (!url || !name) {
   console.error("usage: bench_500.mjs URL LIBRARY_NAME [--artifacts DIR] [--pan-ms MS]");
   process.exit(2);
+}
+
+/** Drags the empty pane for `ms` while requestAnimationFrame records frame deltas. */
+async function panFrames(page, ms) {
+  await page.evaluate(() => {
+    window.__frames = [];
+    let last = performance.now();
+    const tick = (now) => {
+      window.__frames.push(now - last);
+      last = now;
+      if (window.__recording) requestAnimationFrame(tick);
+    };
+    window.__recording = true;
+    requestAnimationFrame(tick);
+  });
+  // start the drag on empty pane (not on a node, the minimap or the controls)
+  const start = await page.evaluate(() => {
+    for (let y = 120; y < 900; y += 17) {
+      for (let x = 320; x < 1150; x += 23) {
+        const el = document.elementFromPoint(x, y);
+        if (el && el.classList.contains("react-flow__pane")) return { x, y };
+      }
+    }
+    return null;
+  });
+  if (!start) throw new Error("no empty pane to drag");
+  await page.mouse.move(start.x, start.y);
+  await page.mouse.down();
+  const began = Date.now();
+  while (Date.now() - began < ms) {
+    const t = (Date.now() - began) / ms;
+    await page.mouse.move(start.x + 300 * Math.sin(t * Math.PI), start.y + 80 * Math.sin(t * Math.PI * 2));
+    await page.waitForTimeout(8);
+  }
+  await page.mouse.up();
+  const frames = await page.evaluate(() => {
+    window.__recording = false;
+    return window.__frames.slice(1);
+  });
+  const sorted = [...frames].sort((a, b) => a - b);
+  const round = (x) => Number((x ?? 0).toFixed(2));
+  return {
+    frames: frames.length,
+    mean: round(frames.reduce((a, b) => a + b, 0) / Math.max(frames.length, 1)),
+    p95: round(sorted[Math.floor(sorted.length * 0.95)]),
+    max: round(sorted[sorted.length - 1]),
+  };
 }
 
 const browser = await launch();
@@ -35,48 +83,27 @@ try {
   await page.locator(".react-flow__node.selected").first().waitFor();
   const firstClick = Date.now() - clickStart;
 
-  // pan by dragging the empty pane while requestAnimationFrame records frame deltas
-  await page.evaluate(() => {
-    window.__frames = [];
-    let last = performance.now();
-    const tick = (now) => {
-      window.__frames.push(now - last);
-      last = now;
-      if (window.__recording) requestAnimationFrame(tick);
-    };
-    window.__recording = true;
-    requestAnimationFrame(tick);
-  });
   const panMs = Number(options["pan-ms"]);
-  // start the drag on empty pane (not on a node, the minimap or the controls)
-  const start = await page.evaluate(() => {
-    for (let y = 120; y < 900; y += 17) {
-      for (let x = 320; x < 1150; x += 23) {
-        const el = document.elementFromPoint(x, y);
-        if (el && el.classList.contains("react-flow__pane")) return { x, y };
-      }
-    }
-    return null;
-  });
-  if (!start) throw new Error("no empty pane to drag");
-  await page.mouse.move(start.x, start.y);
-  await page.mouse.down();
-  const began = Date.now();
-  let i = 0;
-  while (Date.now() - began < panMs) {
-    i++;
-    const t = (Date.now() - began) / panMs;
-    await page.mouse.move(start.x + 300 * Math.sin(t * Math.PI), start.y + 80 * Math.sin(t * Math.PI * 2));
-    await page.waitForTimeout(8);
-  }
-  await page.mouse.up();
-  const frames = await page.evaluate(() => {
-    window.__recording = false;
-    return window.__frames.slice(1);
-  });
+  const far = await panFrames(page, panMs);
   await screenshot(page, options.artifacts, `bench-editor-${nodes}`);
-  const sorted = [...frames].sort((a, b) => a - b);
-  const mean = frames.reduce((a, b) => a + b, 0) / Math.max(frames.length, 1);
+
+  // zoom in to reading size (widgets drawn) over the middle, then pan again
+  await page.mouse.move(800, 500);
+  const zoomStart = Date.now();
+  for (let step = 0; step < 40; step++) {
+    const zoom = await page.evaluate(() => {
+      const m = /scale\(([\d.]+)\)/.exec(document.querySelector(".react-flow__viewport").style.transform);
+      return m ? Number(m[1]) : 1;
+    });
+    if (zoom >= 0.8) break;
+    await page.mouse.wheel(0, -200);
+    await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => resolve())));
+  }
+  await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+  const zoomInMs = Date.now() - zoomStart;
+  const zoomedNodes = await page.locator(".react-flow__node").count();
+  const near = await panFrames(page, panMs);
+  await screenshot(page, options.artifacts, `bench-editor-${nodes}-zoomed`);
   const workflowNodes = await page.evaluate(async (n) => {
     const r = await fetch(`/api/workflows/${encodeURIComponent(n)}`);
     return Object.keys((await r.json()).document.nodes).length;
@@ -87,12 +114,14 @@ try {
       rendered_nodes: nodes,
       interactive_ms: Math.round(interactive),
       first_click_ms: firstClick,
-      pan_moves: i,
-      pan_start: start,
-      frames: frames.length,
-      frame_ms_mean: Number(mean.toFixed(2)),
-      frame_ms_p95: Number((sorted[Math.floor(sorted.length * 0.95)] ?? 0).toFixed(2)),
-      frame_ms_max: Number((sorted[sorted.length - 1] ?? 0).toFixed(2)),
+      frames: far.frames,
+      frame_ms_mean: far.mean,
+      frame_ms_p95: far.p95,
+      frame_ms_max: far.max,
+      zoom_in_ms: zoomInMs,
+      zoomed_rendered_nodes: zoomedNodes,
+      zoomed_frame_ms_mean: near.mean,
+      zoomed_frame_ms_p95: near.p95,
       page_errors: errors,
     }),
   );

@@ -793,7 +793,7 @@ function Editor() {
               multiSelectionKeyCode={["Control", "Meta", "Shift"]}
               minZoom={0.05}
               maxZoom={2}
-              onlyRenderVisibleElements={false}
+              onlyRenderVisibleElements
               proOptions={{ hideAttribution: true }}
               defaultEdgeOptions={{ type: "typed" }}
             >
