@@ -90,6 +90,9 @@ class Executor:
         result = RunResult(run_id=run_id or uuid.uuid4().hex, status="running")
         emit = _emitter(on_event, result.run_id)
         wanted = list(targets) if targets is not None else plan.default_targets()
+        unknown = [t for t in wanted if t not in plan.nodes]
+        if unknown:
+            raise ValueError(f"no such nodes to run: {', '.join(map(repr, unknown))}")
         emit("run_started", targets=wanted)
 
         values, to_execute = self._resolve(plan, wanted, result, emit, Path(output_dir))

@@ -53,6 +53,8 @@ def test_only_nodes_the_targets_need_run(registry):
     }, registry)
     result = Executor(Cache()).run(plan, targets=["b"])
     assert result.executed == ["a", "b"]
+    with pytest.raises(ValueError, match="no such nodes to run: 'c'"):
+        Executor(Cache()).run(plan, targets=["b", "c"])
 
 
 def test_cancel_from_another_thread_stops_a_long_node(registry):
