@@ -95,7 +95,8 @@ class Executor:
             raise ValueError(f"no such nodes to run: {', '.join(map(repr, unknown))}")
         emit("run_started", targets=wanted)
 
-        values, to_execute = self._resolve(plan, wanted, result, emit, Path(output_dir))
+        output_dir = Path(output_dir)
+        values, to_execute = self._resolve(plan, wanted, result, emit, output_dir)
         remaining = {nid: 0 for nid in to_execute}
         for nid in to_execute:
             for source, _ in plan.nodes[nid].links.values():
@@ -120,14 +121,15 @@ class Executor:
                     result.cached.append(node_id)
                     emit("node_cached", node=node_id, node_type=node.type)
                 else:
-                    ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=Path(output_dir),
+                    ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=output_dir,
                                      cancel=cancel, workflow=plan.document, template_params=plan.template_params,
                                      services=self.services, on_progress=progress)
                     emit("node_started", node=node_id, node_type=node.type)
                     started = time.perf_counter()
                     outputs = self._execute(node, values, ctx)
                     result.seconds[node_id] = time.perf_counter() - started
-                    if not node.spec.deterministic or any(src in volatile for src, _ in node.links.values()):
+                    if not node.spec.deterministic or (volatile and any(src in volatile for src, _ in
+                                                                          node.links.values())):
                         volatile.add(node_id)
                     else:
                         self.cache.put(node.key, node.spec, outputs)
@@ -211,7 +213,7 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - a node's own bug still fails only this run
             log.debug("node %s failed", node.id, exc_info=True)
             raise RunFailed(node.id, node.type, f"{type(exc).__name__}: {exc}") from None
-        if not isinstance(outputs, dict) or any(name not in outputs for name in spec.outputs):
+        if not isinstance(outputs, dict) or not spec.outputs.keys() <= outputs.keys():
             missing = [n for n in spec.outputs if not isinstance(outputs, dict) or n not in outputs]
             raise RunFailed(node.id, node.type, f"returned no value for outputs {missing}")
         return outputs
