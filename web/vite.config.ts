@@ -11,10 +11,16 @@ export default defineConfig({
     emptyOutDir: true,
     chunkSizeWarningLimit: 800,
   },
+  // `npm run dev` against `diffgraph serve` on :8188: the server only accepts its own Host and
+  // Origin on state-changing requests, so the proxy presents them as the server's own
   server: {
     proxy: {
-      "/api": "http://127.0.0.1:8188",
-      "/ws": { target: "ws://127.0.0.1:8188", ws: true },
+      "/api": {
+        target: "http://127.0.0.1:8188",
+        changeOrigin: true,
+        configure: (proxy) => proxy.on("proxyReq", (request) => request.setHeader("origin", "http://127.0.0.1:8188")),
+      },
+      "/ws": { target: "ws://127.0.0.1:8188", ws: true, changeOrigin: true },
     },
   },
   test: {
