@@ -26,6 +26,18 @@ REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "diffgraph" / "workflows"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core machine threads that wait on
+    each other make a run many times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """sd (4-channel), inpaint (9-channel), depth (5-channel + DPT) and ddpm (UNet2DModel) folders."""

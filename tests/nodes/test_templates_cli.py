@@ -19,7 +19,7 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "diffgraph" / "workflows"
 
 
 def diffgraph(*args: object, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "xdg"), **(env or {})}
+    full_env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "xdg"), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "diffgraph.cli", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, env=full_env, timeout=300)
 
