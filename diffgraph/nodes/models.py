@@ -121,8 +121,8 @@ def local_fingerprint(text: str) -> str | None:
     for candidate in candidates:
         if candidate.is_file():
             files = [candidate]
-        elif candidate.is_dir():
-            files = sorted(f for f in candidate.rglob("*") if f.is_file())
+        elif candidate.is_dir():  # a diffusers folder is two levels deep: component folders, then files
+            files = sorted(f for pattern in ("*", "*/*") for f in candidate.glob(pattern) if f.is_file())
         else:
             continue
         digest = hashlib.sha256(str(candidate.resolve()).encode())
