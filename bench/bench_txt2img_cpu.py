@@ -54,9 +54,13 @@ def main() -> None:
                             base=templates)
     services: dict = {}
 
+    node_seconds: dict[str, list[float]] = {}
+
     def run_diffgraph() -> None:
         result = Executor(Cache(MemoryCache()), services=services).run(plan, output_dir=work / "ours")
         assert result.status == "succeeded", result.error
+        for node_id, seconds in result.seconds.items():
+            node_seconds.setdefault(node_id, []).append(seconds)
 
     pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(model), safety_checker=None,
                                                             requires_safety_checker=False)
@@ -84,6 +88,8 @@ def main() -> None:
             cpu[side].append(time.process_time() - started_cpu)
     print(f"tiny txt2img, {args.steps} steps ({args.scheduler}), 64x64, CPU float32, "
           f"{torch.get_num_threads()} threads, {args.repeats} runs each")
+    print("diffgraph median seconds per node: "
+          + ", ".join(f"{node} {statistics.median(values):.3f}" for node, values in node_seconds.items()))
     for name, measured in (("wall", wall), ("CPU", cpu)):  # CPU time suffers less from a busy machine
         ours, theirs = measured["diffgraph"], measured["diffusers"]
         print(f"{name} seconds: diffgraph median {statistics.median(ours):.3f} (best {min(ours):.3f}), "
