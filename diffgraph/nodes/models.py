@@ -140,8 +140,11 @@ def _from_hub(repo_id: str, revision: str, field: str) -> Path:
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
+        # configs and the components' safetensors weights only: not the multi-GB single-file
+        # checkpoints some repos also keep at their root, nor half-precision or EMA variants
         folder = snapshot_download(repo_id, revision=revision or None, local_files_only=offline,
-                                   allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
+                                   allow_patterns=["*.json", "*.txt", "*/*.safetensors", "*.model"],
+                                   ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ema.safetensors"])
     except LocalEntryNotFoundError:
         where = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
         raise NodeError(f"{repo_id!r} is not a local path, and the Hugging Face repo is not in the cache "
