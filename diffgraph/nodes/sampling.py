@@ -146,9 +146,11 @@ class SampleLoop(Node):
     """Denoise `latent` with the UNet and the scheduler, with classifier-free guidance.
 
     - txt2img: an EmptyLatent and strength 1 start from pure noise.
-    - img2img: a VAEEncode latent; `strength` is how much of the schedule runs (1 = all).
+    - img2img: a VAEEncode latent; `strength` is how much of the schedule runs. Even at 1 the start
+      is the image noised to the first timestep, as in StableDiffusionImg2ImgPipeline.
     - inpainting: a VAEEncode latent made with a mask. A 9-channel inpainting UNet sees the mask and
       the masked image; a 4-channel UNet repaints by blending the noised original back outside it.
+      At strength 1 the start is pure noise, as in StableDiffusionInpaintPipeline.
     - depth2img: a 5-channel depth UNet with a `depth` map (DepthEstimate).
     - unconditional: a pixel-space UNet2DModel with no conditioning.
     """
@@ -171,7 +173,7 @@ class SampleLoop(Node):
         with torch.inference_mode():
             return {"latent": {"samples": self._sample(ctx).float().cpu()}}
 
-    def _sample(self, ctx):  # noqa: C901 - one loop, read top to bottom like a pipeline's __call__
+    def _sample(self, ctx):  # one loop, read top to bottom like a pipeline's __call__
         import torch
         from diffusers.utils.torch_utils import randn_tensor
 
@@ -248,7 +250,8 @@ class SampleLoop(Node):
         else:
             latents = scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(batch))
 
-        extra = None
+        # extra UNet input channels (mask + masked image, or depth), and the mask for blending
+        extra_channels = []
         blend_mask = None
         if inpaint:
             masked = latent["masked_samples"].to(device=device, dtype=dtype)
@@ -256,11 +259,12 @@ class SampleLoop(Node):
             masked = masked + latent["masked_std"].to(device=device, dtype=dtype) * eps
             mask = latent["mask"].to(device=device, dtype=dtype)
             if native_inpaint:
-                extra = torch.cat([_batched(mask, batch), _batched(masked, batch)], dim=1)
+                extra_channels += [_batched(mask, batch), _batched(masked, batch)]
             else:
                 blend_mask = _batched(mask, batch)
-        elif depth_conditioned:
-            extra = _depth_for_unet(self.depth, shape, batch, device, dtype)
+        if depth_conditioned:
+            extra_channels.append(_depth_for_unet(self.depth, shape, batch, device, dtype))
+        extra = torch.cat(extra_channels, dim=1) if extra_channels else None
         if extra is not None and guided:
             extra = torch.cat([extra] * 2)
 

@@ -86,3 +86,4 @@ def test_hub_repo_id_offline_and_not_cached(run_template, monkeypatch, tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     error = error_of(run_template, "txt2img", model="someone/surely-not-cached-model")
     assert "field 'model'" in error and "not in the cache" in error and "HF_HUB_OFFLINE" in error
+

@@ -134,3 +134,28 @@ def test_every_other_scheduler_matches_the_pipeline_too(tiny, run_template):
                         output_type="pt").images
         difference = (run.value("decode", "image") - expected).abs().max().item()
         assert difference <= TOLERANCE, f"{name}: max difference {difference * 255:.2f}/255"
+
+
+def test_depth_unet_can_also_inpaint_by_blending(tiny, pictures, services, tmp_path):
+    """No pipeline does this, but the nodes compose: a masked VAEEncode feeding a depth UNet."""
+    from diffgraph.engine import (
+        Cache,
+        Executor,
+        MemoryCache,
+        compile_workflow,
+        default_registry,
+        read_document,
+    )
+    from diffgraph.nodes.models import PACKAGE_DIR
+
+    templates = PACKAGE_DIR / "workflows"
+    document = read_document(templates / "depth2img.yaml")
+    document["nodes"]["mask_picture"] = {"type": "LoadImage", "params": {"image": str(pictures["mask"])}}
+    document["nodes"]["mask"] = {"type": "Mask", "inputs": {"image": "mask_picture.image"}}
+    document["nodes"]["encode"]["inputs"]["mask"] = "mask.mask"
+    plan = compile_workflow(document, default_registry(), {"model": str(tiny["depth"]), "steps": 3,
+                            "depth_model": str(tiny["depth"]), "image": str(pictures["image"])}, base=templates)
+    executor = Executor(Cache(MemoryCache()), services=services)
+    result = executor.run(plan, output_dir=tmp_path)
+    assert result.status == "succeeded", result.error
+    assert executor.cache.memory.get(plan.nodes["decode"].key)["image"].shape == (1, 3, 64, 64)
