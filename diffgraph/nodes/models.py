@@ -394,7 +394,8 @@ def model_cache(ctx: Any) -> ModelCache:
 
 def load(ctx: Any, ref: Any, field: str) -> Any:
     if ref is None:
-        raise NodeError("nothing is linked here", field)
+        raise NodeError(f"no {field} arrives here: the model loaded upstream has none (pixel-space DDPM "
+                        "models have no VAE or text encoder)", field)
     if not isinstance(ref, ModelRef):
         raise NodeError(f"expected a model reference, got {type(ref).__name__}", field)
     return model_cache(ctx).load(ref, ctx.device, ctx.dtype, field)
