@@ -263,6 +263,8 @@ def _cls(library: str, name: str) -> Any:
     cls = getattr(importlib.import_module(library), name, None)
     if cls is None:
         raise NodeError(f"{library} has no class {name!r} (is the library too old?)")
+    if not isinstance(cls, type) or not hasattr(cls, "from_pretrained"):  # a folder names classes, nothing else
+        raise NodeError(f"{library}.{name} is not a loadable model class")
     return cls
 
 
