@@ -268,3 +268,29 @@ def test_model_changed_in_place_gets_new_cache_keys_and_is_reloaded(tiny, servic
     assert before.nodes["load"].key != after.nodes["load"].key
     assert before.nodes["decode"].key != after.nodes["decode"].key
     assert not torch.equal(old_image, new_image)
+
+
+def test_half_precision_is_chosen_per_run(tiny, services, tmp_path):
+    from diffgraph.engine import (
+        Cache,
+        Executor,
+        MemoryCache,
+        compile_workflow,
+        default_registry,
+        read_document,
+    )
+    from diffgraph.nodes.models import PACKAGE_DIR
+
+    templates = PACKAGE_DIR / "workflows"
+    plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
+                            {"model": str(tiny["sd"]), "steps": 2}, base=templates)
+    images = {}
+    for dtype in ("fp32", "bf16"):
+        executor = Executor(Cache(MemoryCache()), services=services)
+        result = executor.run(plan, dtype=dtype, output_dir=tmp_path)
+        assert result.status == "succeeded", result.error
+        images[dtype] = executor.cache.memory.get(plan.nodes["decode"].key)["image"]
+    assert images["bf16"].dtype == torch.float32  # IMAGE stays float32 whatever the run's dtype
+    assert 0 < (images["bf16"] - images["fp32"]).abs().max() < 0.25
+    cached = {(key[0], key[-1]) for key in services["models"]._entries}
+    assert {("unet", "fp32"), ("unet", "bf16")} <= cached
