@@ -60,25 +60,38 @@ class TextEncode(Node):
         return {"conditioning": {"embeds": embeds.float().cpu()}}
 
 
+#: Stable Diffusion 1.x's scheduler config, for models loaded without one (LoadUNet alone)
+SD1_SCHEDULER_CONFIG = {
+    "_class_name": "PNDMScheduler", "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
+    "beta_schedule": "scaled_linear", "trained_betas": None, "skip_prk_steps": True, "set_alpha_to_one": False,
+    "prediction_type": "epsilon", "timestep_spacing": "leading", "steps_offset": 1, "clip_sample": False,
+}
+
+
 @node("Scheduler", category="sampling")
 class SchedulerNode(Node):
-    """Pick a sampler, built from the model's own scheduler config."""
+    """Pick a sampler, built from the model's own scheduler config (Stable Diffusion 1.x's when
+    none is linked)."""
 
-    scheduler: Scheduler = Input(doc="the model's scheduler (LoadPipeline)")
+    scheduler: Scheduler = Input(optional=True, doc="the model's scheduler (LoadPipeline)")
     name: str = Param("euler", choices=tuple(SCHEDULERS))
     scheduler_out: Scheduler = Output(name="scheduler")
 
     def run(self, ctx):
         import diffusers
 
-        base = models.build_scheduler(_ref(self.scheduler, "scheduler"))
+        source = self.scheduler
+        if source is None:
+            source = models.ModelRef(kind="scheduler", path="", scheduler_class="PNDMScheduler",
+                                     scheduler_config=json.dumps(SD1_SCHEDULER_CONFIG, sort_keys=True))
+        base = models.build_scheduler(_ref(source, "scheduler"))
         class_name, overrides = SCHEDULERS[self.name]
         try:
             built = getattr(diffusers, class_name).from_config(base.config, **overrides)
         except ImportError as exc:  # a sampler whose extra library is missing (lms needs scipy)
             raise NodeError(f"the {self.name} sampler cannot be built here: {' '.join(str(exc).split())}",
                             "name") from None
-        ref = models.ModelRef(kind="scheduler", path=self.scheduler.path, subfolder=self.scheduler.subfolder,
+        ref = models.ModelRef(kind="scheduler", path=source.path, subfolder=source.subfolder,
                               scheduler_class=class_name,
                               scheduler_config=json.dumps(dict(built.config), sort_keys=True, default=list))
         return {"scheduler": ref}

@@ -159,3 +159,36 @@ def test_depth_unet_can_also_inpaint_by_blending(tiny, pictures, services, tmp_p
     result = executor.run(plan, output_dir=tmp_path)
     assert result.status == "succeeded", result.error
     assert executor.cache.memory.get(plan.nodes["decode"].key)["image"].shape == (1, 3, 64, 64)
+
+
+def test_separate_loaders_compose_into_the_same_picture(tiny, run_template, services, tmp_path):
+    """LoadUNet + LoadVAE + LoadTextEncoder and a Scheduler with SD 1.x's default config give the
+    picture LoadPipeline gives (the tiny model carries SD 1.x's scheduler config)."""
+    from diffgraph.engine import (
+        Cache,
+        Executor,
+        MemoryCache,
+        compile_workflow,
+        default_registry,
+        read_document,
+    )
+    from diffgraph.nodes.models import PACKAGE_DIR
+
+    reference = run_template("txt2img", model=str(tiny["sd"]), steps=3, seed=SEED)
+    document = read_document(PACKAGE_DIR / "workflows" / "txt2img.yaml")
+    nodes = document["nodes"]
+    del nodes["load"]
+    nodes["unet"] = {"type": "LoadUNet", "params": {"model": str(tiny["sd"] / "unet")}}
+    nodes["vae"] = {"type": "LoadVAE", "params": {"model": str(tiny["sd"])}}
+    nodes["text"] = {"type": "LoadTextEncoder", "params": {"model": str(tiny["sd"])}}
+    nodes["sampler"]["inputs"] = {}
+    for node in nodes.values():
+        for port, link in node.get("inputs", {}).items():
+            node["inputs"][port] = {"load.unet": "unet.unet", "load.vae": "vae.vae",
+                                    "load.text_encoder": "text.text_encoder"}.get(link, link)
+    plan = compile_workflow(document, default_registry(), {"steps": 3, "seed": SEED})
+    executor = Executor(Cache(MemoryCache()), services=services)
+    result = executor.run(plan, output_dir=tmp_path)
+    assert result.status == "succeeded", result.error
+    ours = executor.cache.memory.get(plan.nodes["decode"].key)["image"]
+    assert (ours - reference.value("decode", "image")).abs().max().item() <= TOLERANCE
