@@ -313,10 +313,9 @@ def _load_single_file(ref: ModelRef, torch_dtype: Any) -> dict[str, Any]:
 
 
 class ModelCache:
-    """Live models keyed by (kind, path, subfolder, revision, device, dtype), LRU under a byte budget.
-
-    A model bigger than the budget still loads (the run needs it); it is then the only one kept.
-    """
+    """Live models keyed by (kind, path, subfolder, revision, files, device, dtype), LRU under a
+    byte budget (DIFFGRAPH_MODEL_CACHE_GB, default 16). A model bigger than the budget still loads
+    (the run needs it); it is then the only one kept."""
 
     def __init__(self, max_bytes: int | None = None):
         if max_bytes is None:
