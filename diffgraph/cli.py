@@ -246,6 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl+C outside a run (loading, validating): quietly, no traceback
         print("interrupted", file=sys.stderr)
         return EXIT_CANCELLED
+    except BrokenPipeError:  # `diffgraph nodes | head`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
