@@ -96,7 +96,9 @@ class Executor:
         emit("run_started", targets=wanted)
 
         output_dir = Path(output_dir)
-        values, to_execute = self._resolve(plan, wanted, result, emit, output_dir)
+        # the same graph in another dtype or on another kind of device computes other numbers
+        variant = _variant(device, dtype)
+        values, to_execute = self._resolve(plan, wanted, result, emit, output_dir, variant)
         remaining = {nid: 0 for nid in to_execute}
         for nid in to_execute:
             for source, _ in plan.nodes[nid].links.values():
@@ -115,7 +117,8 @@ class Executor:
                     continue
                 cancel.check()
                 node = plan.nodes[node_id]
-                hit = self.cache.get(node.key, node.spec) if node.key in produced else None
+                key = node.key + variant
+                hit = self.cache.get(key, node.spec) if key in produced else None
                 if hit is not None:
                     values[node_id] = hit
                     result.cached.append(node_id)
@@ -132,8 +135,8 @@ class Executor:
                                                                           node.links.values())):
                         volatile.add(node_id)
                     else:
-                        self.cache.put(node.key, node.spec, outputs)
-                        produced.add(node.key)
+                        self.cache.put(key, node.spec, outputs)
+                        produced.add(key)
                     values[node_id] = outputs
                     result.executed.append(node_id)
                     emit("node_finished", node=node_id, node_type=node.type, seconds=result.seconds[node_id])
@@ -159,8 +162,19 @@ class Executor:
         emit("run_finished", executed=result.executed, cached=result.cached, outputs=result.outputs)
         return result
 
+    def cached_outputs(self, plan: Plan, node_id: str, *, device: str = "cpu", dtype: str = "fp32") -> dict | None:
+        """The outputs a run on `device`/`dtype` stored for `node_id`, or None when not cached."""
+        node = plan.nodes[node_id]
+        return self.cache.get(node.key + _variant(device, dtype), node.spec)
+
     def _resolve(
-        self, plan: Plan, wanted: list[str], result: RunResult, emit: Callable[..., None], output_dir: Path
+        self,
+        plan: Plan,
+        wanted: list[str],
+        result: RunResult,
+        emit: Callable[..., None],
+        output_dir: Path,
+        variant: str,
     ) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """Walk back from the targets: a hit stops the walk, a miss needs its inputs too."""
         needed = set(wanted)
@@ -171,7 +185,7 @@ class Executor:
             if node_id not in needed:
                 continue
             node = plan.nodes[node_id]
-            hit = self.cache.get(node.key, node.spec) if node.spec.deterministic else None
+            hit = self.cache.get(node.key + variant, node.spec) if node.spec.deterministic else None
             if hit is not None and not _files_still_there(node, hit, output_dir):
                 hit = None
             if hit is not None:
@@ -234,6 +248,10 @@ class Executor:
             value = values.get(node_id, {}).get(output)
             if value is None or isinstance(value, (int, float, str, bool, list)):
                 result.values[name] = value
+
+
+def _variant(device: str, dtype: str) -> str:
+    return f"-{dtype}-{device.split(':', 1)[0]}"
 
 
 def _files_still_there(node: PlannedNode, outputs: dict[str, Any], output_dir: Path) -> bool:

@@ -180,3 +180,18 @@ def test_device_dtype_and_output_dir_are_chosen_per_run(registry, tmp_path):
     assert executor.run(plan).values == {"where": "cpu fp32 outputs"}  # float32 on the CPU unless asked
     chosen = executor.run(plan, device="cuda:1", dtype="bf16", output_dir=tmp_path)
     assert chosen.values == {"where": f"cuda:1 bf16 {tmp_path}"}
+
+
+def test_another_dtype_or_device_kind_never_reuses_a_result(registry):
+    """A picture computed in fp32 is no answer for a bf16 run; each (dtype, device kind) has its entries."""
+    plan = plan_of({"one": {"type": "TestAdd", "params": {"a": 1}}}, registry)
+    executor = Executor(Cache())
+    assert executor.run(plan).executed == ["one"]
+    assert executor.run(plan).cached == ["one"]
+    assert executor.run(plan, dtype="bf16").executed == ["one"]
+    assert executor.run(plan, dtype="bf16").cached == ["one"]
+    assert executor.run(plan, device="cuda:1").executed == ["one"]  # nodes decide availability; TestAdd runs
+    assert executor.run(plan, device="cuda:0").cached == ["one"]
+    fp32 = executor.cached_outputs(plan, "one")
+    assert fp32 is not None and executor.cached_outputs(plan, "one", dtype="bf16") == fp32
+    assert executor.cached_outputs(plan, "one", dtype="fp16") is None

@@ -213,7 +213,7 @@ def test_single_file_checkpoint_in_the_original_layout(tiny, services, tmp_path)
         executor = Executor(Cache(MemoryCache()), services=services)
         result = executor.run(plan, output_dir=tmp_path / "out")
         assert result.status == "succeeded", result.error
-        images.append(executor.cache.memory.get(plan.nodes["decode"].key)["image"])
+        images.append(executor.cached_outputs(plan, "decode")["image"])
     torch.testing.assert_close(images[0], images[1])
 
 
@@ -258,7 +258,7 @@ def test_model_changed_in_place_gets_new_cache_keys_and_is_reloaded(tiny, servic
                                 {"model": str(model), "steps": 1}, base=templates)
         executor = Executor(cache, services=services)
         assert executor.run(plan, output_dir=tmp_path / "out").status == "succeeded"
-        return plan, cache.memory.get(plan.nodes["decode"].key)["image"]
+        return plan, executor.cached_outputs(plan, "decode")["image"]
 
     before, old_image = run()
     weights = model / "vae" / "diffusion_pytorch_model.safetensors"  # "re-trained": new decoder weights
@@ -289,7 +289,7 @@ def test_half_precision_is_chosen_per_run(tiny, services, tmp_path):
         executor = Executor(Cache(MemoryCache()), services=services)
         result = executor.run(plan, dtype=dtype, output_dir=tmp_path)
         assert result.status == "succeeded", result.error
-        images[dtype] = executor.cache.memory.get(plan.nodes["decode"].key)["image"]
+        images[dtype] = executor.cached_outputs(plan, "decode", dtype=dtype)["image"]
     assert images["bf16"].dtype == torch.float32  # IMAGE stays float32 whatever the run's dtype
     assert 0 < (images["bf16"] - images["fp32"]).abs().max() < 0.25
     cached = {(key[0], key[-1]) for key in services["models"]._entries}

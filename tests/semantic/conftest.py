@@ -44,7 +44,7 @@ class TemplateRun:
 
     def value(self, node_id: str, output: str) -> Any:
         """A node's output, read back from the run's memory cache."""
-        return self.executor.cache.memory.get(self.plan.nodes[node_id].key)[output]
+        return self.executor.cached_outputs(self.plan, node_id)[output]
 
 
 @pytest.fixture
