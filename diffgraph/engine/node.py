@@ -92,6 +92,11 @@ class NodeSpec:
     params_model: type[pydantic.BaseModel]
 
     @functools.cached_property
+    def key_prefix(self) -> str:
+        """What every cache key of this node type starts from: its name and version."""
+        return f"{self.type_name}\x1f{self.version}"
+
+    @functools.cached_property
     def has_fingerprint(self) -> bool:
         return self.cls.fingerprint.__func__ is not Node.fingerprint.__func__  # type: ignore[attr-defined]
 

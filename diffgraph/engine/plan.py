@@ -37,6 +37,9 @@ _NODE_KEY_SET = frozenset(NODE_KEYS)
 SubgraphResolver = Callable[[str, "Path | None"], "tuple[dict[str, Any], Path]"]
 
 
+_UNSET: dict[str, Any] = {}  # replaced by the validated params of every node
+
+
 @dataclass(slots=True)
 class PlannedNode:
     id: str
@@ -415,7 +418,7 @@ def _compile(
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             issues.append(Issue(node.id, "type", f"unknown node type {node.type!r}{hint}"))
             continue
-        planned[node.id] = PlannedNode(node.id, node.type, spec, {}, {})
+        planned[node.id] = PlannedNode(node.id, node.type, spec, _UNSET, node.links)
 
     for node in flat.values():
         target = planned.get(node.id)
@@ -437,10 +440,15 @@ def _compile(
             outputs[name] = resolved
 
     consumers: dict[str, list[str]] = {nid: [] for nid in planned}
+    indegree = dict.fromkeys(planned, 0)
     for nid, planned_node in planned.items():
-        for source, _ in planned_node.links.values():
-            consumers[source].append(nid)
-    order = _topological_order(consumers)
+        # with issues already found, links may name missing nodes: order what is there
+        sources = [src for src, _ in planned_node.links.values() if not issues or src in consumers]
+        if sources:
+            indegree[nid] = len(sources)
+            for source in sources:
+                consumers[source].append(nid)
+    order = _topological_order(consumers, indegree)
     if len(order) < len(planned):
         issues.extend(_cycle_issues(planned, consumers, set(order)))
     if issues:
@@ -450,13 +458,9 @@ def _compile(
     return Plan(dict(document), values, planned, order, outputs, consumers)
 
 
-def _topological_order(consumers: Mapping[str, list[str]]) -> list[str]:
+def _topological_order(consumers: Mapping[str, list[str]], indegree: dict[str, int]) -> list[str]:
     """Kahn's algorithm, iterative: O(nodes + edges), no recursion however deep the graph.
-    Ties keep document order. Nodes on a cycle are left out of the result."""
-    indegree = dict.fromkeys(consumers, 0)
-    for targets in consumers.values():
-        for target in targets:
-            indegree[target] += 1
+    Ties keep document order. Nodes on a cycle are left out of the result. Consumes `indegree`."""
     ready = [nid for nid, degree in indegree.items() if degree == 0]
     ready.reverse()
     order: list[str] = []
@@ -505,6 +509,8 @@ def _check_node(
 ) -> None:
     spec = target.spec
     port_types = spec.port_types
+    # links pointing at subgraph nodes are rewritten to the node inside; otherwise kept as written
+    resolved: dict[str, tuple[str, str]] | None = {} if aliases else None
     for port, link in node.links.items():
         source, output = _resolve_link(f"{link[0]}.{link[1]}", aliases) if aliases else link
         port_type = port_types.get(port)
@@ -529,7 +535,10 @@ def _check_node(
             issues.append(Issue(node.id, port, f"type mismatch: {source}.{output} is {out.type.name}, "
                                                f"{port!r} takes {port_type.name}"))
             continue
-        target.links[port] = (source, output)
+        if resolved is not None:
+            resolved[port] = (source, output)
+    if resolved is not None:
+        target.links = resolved
     for name, input_port in spec.inputs.items():
         if not input_port.optional and name not in node.links:
             issues.append(Issue(node.id, name, f"missing required input {name!r} ({input_port.type.name})"))
@@ -541,8 +550,8 @@ def _check_node(
                 issues.append(Issue(node.id, name, f"{spec.type_name} has no param {name!r}; its params: {valid}"))
         literal = {k: v for k, v in literal.items() if k in spec.params}
     try:
-        # the validated model's __dict__ holds exactly the (flat, primitive) param values
-        target.params = dict(vars(spec.params_model.model_validate(literal)))
+        # the throwaway model's __dict__ holds exactly the (flat, primitive) validated values
+        target.params = spec.params_model.__pydantic_validator__.validate_python(literal).__dict__
     except pydantic.ValidationError as exc:
         validated = dict(literal)
         for error in exc.errors(include_url=False):
@@ -562,8 +571,9 @@ def _assign_keys(planned: dict[str, PlannedNode], order: list[str]) -> None:
     """Merkle keys in topological order: each node's key hashes its own content and its inputs' keys."""
     for node_id in order:
         node = planned[node_id]
-        # repr of validated primitives is canonical (1, 1.0 and True stay distinct); names sorted
-        parts = [node.type, str(node.spec.version), repr(sorted(node.params.items()))]
+        # validated params come in the spec's field order and repr of primitives is canonical
+        # (1, 1.0 and True stay distinct), so repr(params) is a canonical text of them
+        parts = [node.spec.key_prefix, repr(node.params)]
         links = node.links
         for port in sorted(links) if len(links) > 1 else links:
             source, output = links[port]
