@@ -276,16 +276,17 @@ def train_depth_estimator(data: dict, steps: int, generator: torch.Generator, ba
     return model.eval().requires_grad_(False), processor
 
 
-def train_pixel_unet(data: dict, steps: int, generator: torch.Generator, batch: int = 16):
+def train_pixel_unet(data: dict, steps: int, generator: torch.Generator, batch: int = 16, unet=None,
+                     peak_lr: float = 1e-3):
     from diffusers import DDPMScheduler
 
-    unet = make_pixel_unet().train()
+    unet = (unet or make_pixel_unet()).train().requires_grad_(True)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     pixels = to_pixels(data["images"])
-    optimizer = adam(unet.parameters(), 1e-3)
+    optimizer = adam(unet.parameters(), peak_lr)
     started = time.time()
     for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, 1e-3))
+        set_lr(optimizer, lr_at(step, steps, peak_lr))
         clean = pixels[torch.randint(len(pixels), (batch,), generator=generator)]
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, 1000, (batch,), generator=generator)
@@ -352,11 +353,32 @@ def stage_sd_depth(out: Path, data: dict, steps: int, generator: torch.Generator
     ).save_pretrained(out / "tiny-sd-depth", safe_serialization=True)
 
 
+def stage_sd_more(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+    """A second pass over tiny-sd (UNet and text encoder) at half the learning rate."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True)
+    latents = encode_all(pipe.vae, to_pixels(data["images"]))
+    pipe.unet, pipe.text_encoder = train_unet(
+        pipe.unet.train().requires_grad_(True), pipe.text_encoder.train().requires_grad_(True), pipe.tokenizer,
+        latents, data["captions"], steps, generator, "unet", pipe.vae.config.scaling_factor, peak_lr=5e-4)
+    pipe.save_pretrained(out / "tiny-sd", safe_serialization=True)
+
+
 def stage_ddpm(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
     from diffusers import DDPMPipeline
 
     unet, scheduler = train_pixel_unet(data, steps, generator)
     shutil.rmtree(out / "tiny-ddpm", ignore_errors=True)
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out / "tiny-ddpm", safe_serialization=True)
+
+
+def stage_ddpm_more(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+    """A second pass over tiny-ddpm at half the learning rate (pixel space needs the most training)."""
+    from diffusers import DDPMPipeline, UNet2DModel
+
+    unet = UNet2DModel.from_pretrained(out / "tiny-ddpm" / "unet")
+    unet, scheduler = train_pixel_unet(data, steps, generator, unet=unet, peak_lr=5e-4)
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out / "tiny-ddpm", safe_serialization=True)
 
 
@@ -366,7 +388,9 @@ STAGES = {
     "vae": (stage_vae, 1000),
     "sd": (stage_sd, 1500),
     "sd_depth": (stage_sd_depth, 300),
+    "sd_more": (stage_sd_more, 1500),
     "ddpm": (stage_ddpm, 1200),
+    "ddpm_more": (stage_ddpm_more, 1800),
 }
 
 

@@ -52,6 +52,7 @@ def largest_blob(mask: np.ndarray) -> np.ndarray:
 class Verdict:
     background: str  # "white" / "black" (nearest)
     background_spread: float  # std of the border pixels: small for a plain background
+    background_distance: float  # how far the border's median is from that background colour
     foreground: np.ndarray  # bool [H, W]: the largest blob that differs from the background
     colour: str | None  # nearest palette colour of the blob
     colour_distance: float  # how far the blob's median colour is from that palette colour
@@ -69,23 +70,24 @@ def judge(image) -> Verdict:
     background_rgb = np.median(border, axis=0)
     background = nearest(background_rgb, [f"{name} background" for name in scenes.BACKGROUNDS]).split()[0]
     spread = float(border.std(axis=0).mean())
+    off = float(np.linalg.norm(background_rgb - np.array(scenes.BACKGROUNDS[background], np.float32)))
     differs = np.linalg.norm(rgb - background_rgb, axis=-1) > FOREGROUND_DISTANCE
     blob = largest_blob(differs)
     if blob.sum() < MIN_BLOB:
-        return Verdict(background, spread, blob, None, float("inf"), 0.0, None)
+        return Verdict(background, spread, off, blob, None, float("inf"), 0.0, None)
     median = np.median(rgb[blob], axis=0)
     # the shape's edge: pixels nearer its colour than the background's (half-way, so blur neither
     # grows nor shrinks it)
     blob = largest_blob(np.linalg.norm(rgb - median, axis=-1) < np.linalg.norm(rgb - background_rgb, axis=-1))
     if blob.sum() < MIN_BLOB:
-        return Verdict(background, spread, blob, None, float("inf"), 0.0, None)
+        return Verdict(background, spread, off, blob, None, float("inf"), 0.0, None)
     median = np.median(rgb[blob], axis=0)
     colour = nearest(median, list(scenes.COLOURS))
     ys, xs = np.nonzero(blob)
     fill = blob.sum() / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
     shape = min(scenes.FILL_RATIOS, key=lambda name: abs(scenes.FILL_RATIOS[name] - fill))
     distance = float(np.linalg.norm(median - np.array(scenes.COLOURS[colour], np.float32)))
-    return Verdict(background, spread, blob, colour, distance, float(fill), shape)
+    return Verdict(background, spread, off, blob, colour, distance, float(fill), shape)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
