@@ -322,16 +322,23 @@ def stage_sd(out: Path, data: dict, steps: int, generator: torch.Generator) -> N
     latents = encode_all(vae, to_pixels(data["images"]))
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = write_tokenizer(Path(scratch) / "tokenizer")
-    text_encoder = make_text_encoder(tokenizer).train()
-    unet, text_encoder = train_unet(make_unet().train(), text_encoder, tokenizer, latents, data["captions"],
-                                    steps, generator, "unet", vae.config.scaling_factor)
-    shutil.rmtree(out / "tiny-sd", ignore_errors=True)
-    StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-        scheduler=PNDMScheduler.from_config(SD_SCHEDULER), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    ).save_pretrained(out / "tiny-sd", safe_serialization=True)
+        text_encoder = make_text_encoder(tokenizer).train()
+        unet, text_encoder = train_unet(make_unet().train(), text_encoder, tokenizer, latents, data["captions"],
+                                        steps, generator, "unet", vae.config.scaling_factor)
+        shutil.rmtree(out / "tiny-sd", ignore_errors=True)
+        StableDiffusionPipeline(
+            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+            scheduler=PNDMScheduler.from_config(SD_SCHEDULER), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        ).save_pretrained(out / "tiny-sd", safe_serialization=True)
+        copy_vocab(Path(scratch) / "tokenizer", out / "tiny-sd")
     shutil.rmtree(out / "_vae")
+
+
+def copy_vocab(tokenizer_dir: Path, model_dir: Path) -> None:
+    """transformers 5 saves only tokenizer.json: ship vocab.json + merges.txt too, for older readers."""
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tokenizer_dir / name, model_dir / "tokenizer" / name)
 
 
 def stage_sd_depth(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
@@ -351,6 +358,7 @@ def stage_sd_depth(out: Path, data: dict, steps: int, generator: torch.Generator
         scheduler=base.scheduler, depth_estimator=DPTForDepthEstimation.from_pretrained(out / "tiny-depth"),
         feature_extractor=DPTImageProcessor.from_pretrained(out / "tiny-depth"),
     ).save_pretrained(out / "tiny-sd-depth", safe_serialization=True)
+    copy_vocab(out / "tiny-sd" / "tokenizer", out / "tiny-sd-depth")
 
 
 def stage_sd_more(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
@@ -362,7 +370,7 @@ def stage_sd_more(out: Path, data: dict, steps: int, generator: torch.Generator)
     pipe.unet, pipe.text_encoder = train_unet(
         pipe.unet.train().requires_grad_(True), pipe.text_encoder.train().requires_grad_(True), pipe.tokenizer,
         latents, data["captions"], steps, generator, "unet", pipe.vae.config.scaling_factor, peak_lr=5e-4)
-    pipe.save_pretrained(out / "tiny-sd", safe_serialization=True)
+    pipe.save_pretrained(out / "tiny-sd", safe_serialization=True)  # keeps vocab.json and merges.txt
 
 
 def stage_ddpm(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
@@ -393,12 +401,15 @@ STAGES = {
     "ddpm_more": (stage_ddpm_more, 1800),
 }
 
+# the bundled models: sd_more runs twice (two passes of 1500 steps, each with its own warm-up and decay)
+DEFAULT_STAGES = ["depth_estimator", "vae", "sd", "sd_depth", "sd_more", "sd_more", "ddpm", "ddpm_more"]
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("diffgraph/models"), help="where the model folders go")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--stages", default=",".join(STAGES),
+    parser.add_argument("--stages", default=",".join(DEFAULT_STAGES),
                         help="comma-separated, in order (each stage is seeded on its own, so stages can run "
                              "in separate processes and give the same weights)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
