@@ -358,7 +358,9 @@ def stage_sd_depth(out: Path, data: dict, steps: int, generator: torch.Generator
         scheduler=base.scheduler, depth_estimator=DPTForDepthEstimation.from_pretrained(out / "tiny-depth"),
         feature_extractor=DPTImageProcessor.from_pretrained(out / "tiny-depth"),
     ).save_pretrained(out / "tiny-sd-depth", safe_serialization=True)
-    copy_vocab(out / "tiny-sd" / "tokenizer", out / "tiny-sd-depth")
+    with tempfile.TemporaryDirectory() as scratch:
+        write_tokenizer(Path(scratch))
+        copy_vocab(Path(scratch), out / "tiny-sd-depth")
 
 
 def stage_sd_more(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
@@ -395,14 +397,14 @@ STAGES = {
     "depth_estimator": (stage_depth_estimator, 300),
     "vae": (stage_vae, 1000),
     "sd": (stage_sd, 1500),
-    "sd_depth": (stage_sd_depth, 300),
+    "sd_depth": (stage_sd_depth, 600),
     "sd_more": (stage_sd_more, 1500),
     "ddpm": (stage_ddpm, 1200),
     "ddpm_more": (stage_ddpm_more, 1800),
 }
 
 # the bundled models: sd_more runs twice (two passes of 1500 steps, each with its own warm-up and decay)
-DEFAULT_STAGES = ["depth_estimator", "vae", "sd", "sd_depth", "sd_more", "sd_more", "ddpm", "ddpm_more"]
+DEFAULT_STAGES = ["depth_estimator", "vae", "sd", "sd_more", "sd_more", "sd_depth", "ddpm", "ddpm_more"]
 
 
 def main(argv: list[str] | None = None) -> None:
