@@ -9,8 +9,9 @@ Trains on the procedural scenes of tools/scenes.py (32x32, "a red circle on a wh
   3. tiny-sd-depth  the same UNet widened to 5 input channels (latents + depth), fine-tuned
   4. tiny-depth     DPTForDepthEstimation + DPTImageProcessor predicting the scenes' depth
   5. tiny-ddpm      pixel-space UNet2DModel + DDPMScheduler for unconditional generation
-Every random draw comes from `--seed`; with the same seed and thread count the weights are the same.
-`--scale 0.05` runs every stage with 5% of the steps, to try the script quickly.
+tiny-sd gets two more passes (sd_more) before the depth UNet is widened from it; tiny-ddpm one
+(ddpm_more). Every random draw comes from `--seed`; with the same seed, thread count and machine
+the weights are the same. `--scale 0.01` runs every stage with 1% of its steps, to try the script.
 """
 
 from __future__ import annotations
@@ -392,15 +393,17 @@ def stage_ddpm_more(out: Path, data: dict, steps: int, generator: torch.Generato
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out / "tiny-ddpm", safe_serialization=True)
 
 
-# stage name -> (function, training steps); later stages read the folders earlier ones wrote
+# stage name -> (function, training steps, seed offset); later stages read the folders earlier ones
+# wrote. The offsets are the ones the bundled weights were trained with (ddpm shares sd_more's: they
+# draw from separate generators in separate processes).
 STAGES = {
-    "depth_estimator": (stage_depth_estimator, 300),
-    "vae": (stage_vae, 1000),
-    "sd": (stage_sd, 1500),
-    "sd_depth": (stage_sd_depth, 600),
-    "sd_more": (stage_sd_more, 1500),
-    "ddpm": (stage_ddpm, 1200),
-    "ddpm_more": (stage_ddpm_more, 1800),
+    "depth_estimator": (stage_depth_estimator, 300, 0),
+    "vae": (stage_vae, 1000, 1),
+    "sd": (stage_sd, 1500, 2),
+    "sd_depth": (stage_sd_depth, 600, 3),
+    "sd_more": (stage_sd_more, 1500, 4),
+    "ddpm": (stage_ddpm, 1200, 4),
+    "ddpm_more": (stage_ddpm_more, 1800, 5),
 }
 
 # the bundled models: sd_more runs twice (two passes of 1500 steps, each with its own warm-up and decay)
@@ -424,8 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     data = scenes.dataset(args.scenes, args.seed)
     for name in args.stages.split(","):
-        function, steps = STAGES[name]
-        index = list(STAGES).index(name)
+        function, steps, index = STAGES[name]
         started = time.time()
         torch.manual_seed(args.seed * 1000 + index)  # model initialisation
         generator = torch.Generator().manual_seed(args.seed * 1000 + 100 + index)  # batches and noise
