@@ -91,6 +91,31 @@ def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+class _FloatWatch:
+    """json's parse_float hook: notes whether any number overflowed to infinity (1e999)."""
+
+    def __init__(self) -> None:
+        self.all_finite = True
+
+    def parse(self, text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            self.all_finite = False
+        return value
+
+
+def _check_depth(document: dict[str, Any]) -> None:
+    """The nesting bound of `_check_plain`, for documents whose types JSON already guarantees."""
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _fail(f"document is nested too deeply (the limit is {MAX_DEPTH} levels)")
+        for value in container.values() if type(container) is dict else container:
+            if type(value) is dict or type(value) is list:
+                stack.append((value, depth + 1))
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a number a workflow may hold")
 
@@ -116,10 +141,12 @@ def parse_document(data: bytes | str, fmt: str | None = None) -> dict[str, Any]:
         raise _fail("document is empty")
     if fmt is None:
         fmt = "json" if text.lstrip().startswith("{") else "yaml"
+    floats = _FloatWatch()
     try:
         with gc_paused():
             if fmt == "json":
-                document = json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_reject_constant)
+                document = json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_reject_constant,
+                                      parse_float=floats.parse)
             else:
                 if _yaml_too_deep(text):
                     raise _fail(f"document is nested too deeply (the limit is {MAX_DEPTH} levels)")
@@ -130,7 +157,10 @@ def parse_document(data: bytes | str, fmt: str | None = None) -> dict[str, Any]:
         raise _fail(f"document is nested too deeply (the limit is {MAX_DEPTH} levels)") from None
     if not isinstance(document, dict):
         raise _fail(f"a workflow is a mapping of keys (format, nodes, ...), not {_kind(document)}")
-    _check_plain(document)
+    if fmt == "json" and floats.all_finite:
+        _check_depth(document)  # JSON gives str keys and JSON scalars only: the nesting is what is left
+    else:
+        _check_plain(document)  # also names where a non-finite number (1e999) stands
     if fmt == "json" and "\\u" in text and not _encodable(document):
         raise _fail("document holds an unpaired surrogate escape (\\udXXX): text must be valid Unicode")
     return document

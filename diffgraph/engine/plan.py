@@ -8,7 +8,7 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +62,14 @@ class Plan:
     order: list[str]
     #: workflow `outputs:` name -> (node id, output)
     outputs: dict[str, tuple[str, str]]
-    consumers: dict[str, list[str]] = field(default_factory=dict)
 
     def default_targets(self) -> list[str]:
         """Nodes a run computes when no outputs are named: output nodes, `outputs:`, else every sink."""
         targets = {nid for nid, n in self.nodes.items() if n.spec.output_node}
         targets.update(node_id for node_id, _ in self.outputs.values())
         if not targets:
-            targets = {nid for nid in self.nodes if not self.consumers.get(nid)}
+            fed = {source for node in self.nodes.values() for source, _ in node.links.values()}
+            targets = {nid for nid in self.nodes if nid not in fed}
         return [nid for nid in self.order if nid in targets]
 
 
@@ -439,23 +439,42 @@ def _compile(
         else:
             outputs[name] = resolved
 
-    consumers: dict[str, list[str]] = {nid: [] for nid in planned}
-    indegree = dict.fromkeys(planned, 0)
-    for nid, planned_node in planned.items():
-        # with issues already found, links may name missing nodes: order what is there
-        sources = [src for src, _ in planned_node.links.values() if not issues or src in consumers]
-        if sources:
-            indegree[nid] = len(sources)
-            for source in sources:
-                consumers[source].append(nid)
-    order = _topological_order(consumers, indegree)
-    if len(order) < len(planned):
-        issues.extend(_cycle_issues(planned, consumers, set(order)))
+    order = _document_order_if_topological(planned) if not issues else None
+    if order is None:
+        consumers = _consumers(planned, known_only=bool(issues))
+        indegree = dict.fromkeys(planned, 0)
+        for fed in consumers.values():
+            for consumer in fed:
+                indegree[consumer] += 1
+        order = _topological_order(consumers, indegree)
+        if len(order) < len(planned):
+            issues.extend(_cycle_issues(planned, consumers, set(order)))
     if issues:
         raise WorkflowError(issues)
 
     _assign_keys(planned, order)
-    return Plan(dict(document), values, planned, order, outputs, consumers)
+    return Plan(dict(document), values, planned, order, outputs)
+
+
+def _document_order_if_topological(planned: Mapping[str, PlannedNode]) -> list[str] | None:
+    """The nodes as written when every link points back to an earlier node (the usual case, and
+    what the editor writes): then no sort is needed. None otherwise."""
+    position = {nid: index for index, nid in enumerate(planned)}
+    for index, node in enumerate(planned.values()):
+        for source, _ in node.links.values():
+            if position[source] >= index:
+                return None
+    return list(planned)
+
+
+def _consumers(planned: Mapping[str, PlannedNode], known_only: bool = False) -> dict[str, list[str]]:
+    """Node id -> the ids of the nodes its outputs feed (links to unknown nodes skipped if asked)."""
+    consumers: dict[str, list[str]] = {nid: [] for nid in planned}
+    for nid, node in planned.items():
+        for source, _ in node.links.values():
+            if not known_only or source in consumers:
+                consumers[source].append(nid)
+    return consumers
 
 
 def _topological_order(consumers: Mapping[str, list[str]], indegree: dict[str, int]) -> list[str]:
