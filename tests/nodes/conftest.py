@@ -3,7 +3,6 @@ helper that runs a shipped template in-process with a shared model cache."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,19 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from support import tiny_models
-
-from diffgraph.engine import (
-    Cache,
-    Executor,
-    MemoryCache,
-    RunResult,
-    compile_workflow,
-    default_registry,
-    read_document,
-)
-
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATES = REPO / "diffgraph" / "workflows"
+from support.templates import TemplateRun, run_shipped_template
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,27 +52,12 @@ def services() -> dict[str, Any]:
     return {}
 
 
-@dataclass
-class TemplateRun:
-    result: RunResult
-    executor: Executor
-    plan: Any
-
-    def value(self, node_id: str, output: str) -> Any:
-        """A node's output, read back from the result cache."""
-        return self.executor.cached_outputs(self.plan, node_id)[output]
-
-
 @pytest.fixture
 def run_template(services: dict[str, Any], tmp_path: Path):
     """Run a shipped template in-process; by default insist that it succeeds."""
 
     def run(name: str, expect: str = "succeeded", on_event=None, **overrides: Any) -> TemplateRun:
-        plan = compile_workflow(read_document(TEMPLATES / f"{name}.yaml"), default_registry(), overrides,
-                                base=TEMPLATES)
-        executor = Executor(Cache(MemoryCache()), services=services)
-        result = executor.run(plan, output_dir=tmp_path / "out", on_event=on_event)
-        assert result.status == expect, result.error
-        return TemplateRun(result, executor, plan)
+        return run_shipped_template(name, overrides, services=services, output_dir=tmp_path / "out",
+                                    expect=expect, on_event=on_event)
 
     return run
