@@ -19,7 +19,7 @@ from .document import gc_paused, read_document
 from .errors import Issue, WorkflowError
 from .node import INT_MAX, INT_MIN, NodeSpec
 from .registry import NodeRegistry
-from .types import PARAM_PORT_TYPES, TEMPLATE_PARAM_TYPES
+from .types import TEMPLATE_PARAM_TYPES
 
 FORMAT = "diffgraph/v1"
 TOP_LEVEL_KEYS = ("format", "name", "description", "params", "nodes", "outputs", "metadata")
@@ -621,4 +621,4 @@ def load_plan(
                             source=path.resolve())
 
 
-__all__ = ["Plan", "PlannedNode", "compile_workflow", "load_plan", "parse_override", "PARAM_PORT_TYPES"]
+__all__ = ["Plan", "PlannedNode", "compile_workflow", "load_plan", "parse_override"]

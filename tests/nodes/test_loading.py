@@ -132,19 +132,11 @@ def test_progress_reports_every_step_with_a_preview(tiny, run_template):
 
 
 def test_cancellation_between_steps(tiny, services, tmp_path):
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
-    from diffgraph.nodes.models import PACKAGE_DIR
+    from support.templates import template_plan
 
-    templates = PACKAGE_DIR / "workflows"
-    plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
-                            {"model": str(tiny["sd"]), "steps": 20}, base=templates)
+    from diffgraph.engine import Cache, Executor, MemoryCache
+
+    plan = template_plan("txt2img", {"model": str(tiny["sd"]), "steps": 20})
     cancel = CancelToken()
     steps = []
 
@@ -238,24 +230,15 @@ def test_model_changed_in_place_gets_new_cache_keys_and_is_reloaded(tiny, servic
     import shutil
 
     from safetensors.torch import load_file
+    from support.templates import template_plan
 
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
-    from diffgraph.nodes.models import PACKAGE_DIR
+    from diffgraph.engine import Cache, Executor, MemoryCache
 
     model = shutil.copytree(tiny["sd"], tmp_path / "sd")
-    templates = PACKAGE_DIR / "workflows"
     cache = Cache(MemoryCache())
 
     def run():
-        plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
-                                {"model": str(model), "steps": 1}, base=templates)
+        plan = template_plan("txt2img", {"model": str(model), "steps": 1})
         executor = Executor(cache, services=services)
         assert executor.run(plan, output_dir=tmp_path / "out").status == "succeeded"
         return plan, executor.cached_outputs(plan, "decode")["image"]
@@ -271,19 +254,11 @@ def test_model_changed_in_place_gets_new_cache_keys_and_is_reloaded(tiny, servic
 
 
 def test_half_precision_is_chosen_per_run(tiny, services, tmp_path):
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
-    from diffgraph.nodes.models import PACKAGE_DIR
+    from support.templates import template_plan
 
-    templates = PACKAGE_DIR / "workflows"
-    plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
-                            {"model": str(tiny["sd"]), "steps": 2}, base=templates)
+    from diffgraph.engine import Cache, Executor, MemoryCache
+
+    plan = template_plan("txt2img", {"model": str(tiny["sd"]), "steps": 2})
     images = {}
     for dtype in ("fp32", "bf16"):
         executor = Executor(Cache(MemoryCache()), services=services)

@@ -32,6 +32,12 @@ class TemplateRun:
         return self.executor.cached_outputs(self.plan, node_id)[output]
 
 
+def template_plan(name: str, overrides: dict[str, Any], registry: NodeRegistry | None = None) -> Plan:
+    """workflows/<name>.yaml planned with `overrides`."""
+    return compile_workflow(read_document(TEMPLATES / f"{name}.yaml"), registry or default_registry(), overrides,
+                            base=TEMPLATES)
+
+
 def run_shipped_template(
     name: str,
     overrides: dict[str, Any],
@@ -44,8 +50,7 @@ def run_shipped_template(
 ) -> TemplateRun:
     """Run workflows/<name>.yaml with `overrides` on a fresh result cache (models shared through
     `services`); insist on the `expect`ed status."""
-    plan = compile_workflow(read_document(TEMPLATES / f"{name}.yaml"), registry or default_registry(), overrides,
-                            base=TEMPLATES)
+    plan = template_plan(name, overrides, registry)
     executor = Executor(Cache(MemoryCache()), services=services)
     result = executor.run(plan, output_dir=output_dir, on_event=on_event)
     assert result.status == expect, result.error
