@@ -1,4 +1,4 @@
-"""LoadImage, SaveImage, PreviewImage and Mask, run through the node API on real files."""
+"""LoadImage, SaveImage, PreviewImage, Mask and PasteBack, run through the node API on real files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from diffgraph.engine import NodeError, RunContext
-from diffgraph.nodes.images import LoadImage, MaskNode, PreviewImage, SaveImage
+from diffgraph.nodes.images import LoadImage, MaskNode, PasteBack, PreviewImage, SaveImage
 
 
 def run_node(cls, ctx: RunContext | None = None, **values):
@@ -528,3 +528,37 @@ def test_mask_params_are_bounded():
     for bad in ({"threshold": 1.5}, {"threshold": -0.1}, {"feather": -1}, {"grow": 5000}, {"x": -1}):
         with pytest.raises(Exception, match="validation error"):
             spec.params_model.model_validate(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# PasteBack
+
+
+def test_paste_back_keeps_the_original_exactly_where_the_mask_is_zero():
+    new, original = random_images(2, seed=1), random_images(1, seed=2)
+    mask = torch.zeros(1, 1, 8, 6)
+    mask[:, :, 2:5, 1:4] = 1.0
+    out = run_node(PasteBack, image=new, original=original, mask=mask)["image"]
+    assert out.shape == new.shape
+    keep = (mask == 0).expand(2, 3, 8, 6)
+    assert torch.equal(out[keep], original.expand(2, 3, 8, 6)[keep])  # bit for bit, every image
+    assert torch.equal(out[~keep], new[~keep])
+
+
+def test_paste_back_blends_by_a_soft_mask():
+    new, original = torch.ones(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    mask = torch.full((1, 1, 4, 4), 0.25)
+    out = run_node(PasteBack, image=new, original=original, mask=mask)["image"]
+    assert torch.allclose(out, torch.full((1, 3, 4, 4), 0.25))
+
+
+def test_paste_back_refuses_an_original_or_mask_of_another_size():
+    new = random_images(1)
+    error = error_of(PasteBack, image=new, original=random_images(1, height=8, width=8), mask=torch.zeros(1, 1, 8, 6))
+    assert error.field == "original" and "8x8" in str(error) and "6x8" in str(error)
+    error = error_of(PasteBack, image=new, original=new, mask=torch.zeros(1, 1, 4, 6))
+    assert error.field == "mask" and "6x4" in str(error)
+    error = error_of(PasteBack, image=random_images(3), original=random_images(2), mask=torch.zeros(1, 1, 8, 6))
+    assert error.field == "original" and "2 originals for 3 images" in str(error)
+    error = error_of(PasteBack, image=new, original=new, mask=torch.zeros(1, 3, 8, 6))
+    assert error.field == "mask" and "MASK" in str(error)

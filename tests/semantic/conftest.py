@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.templates import TemplateRun, run_shipped_template
+from support.templates import TemplateRun, run_shipped_template, run_workflow_file
 
 from diffgraph.engine import default_registry
 
@@ -34,5 +34,15 @@ def run_template(services: dict[str, Any], registry, tmp_path: Path):
     def run(name: str, **overrides: Any) -> TemplateRun:
         return run_shipped_template(name, overrides, services=services, output_dir=tmp_path / "out",
                                     registry=registry)
+
+    return run
+
+
+@pytest.fixture
+def run_workflow(services: dict[str, Any], registry, tmp_path: Path):
+    """Run a workflow document written by the test (it may use the templates as subgraphs)."""
+
+    def run(path: Path, **overrides: Any) -> TemplateRun:
+        return run_workflow_file(path, overrides, services=services, output_dir=tmp_path / "out", registry=registry)
 
     return run

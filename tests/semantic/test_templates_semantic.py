@@ -17,6 +17,8 @@ import scenes
 from judge import iou, judge, report
 from PIL import Image
 
+REPO = Path(__file__).resolve().parents[2]
+
 COLOURS = list(scenes.COLOURS)
 SEEDS = (0, 1, 2)
 
@@ -96,26 +98,30 @@ def test_img2img_low_strength_keeps_shape_and_position(run_template, tmp_path):
     assert report("img2img strength 0.3 keeps shape and position", hits, total) >= 7 / 8
 
 
-@pytest.mark.xfail(strict=False, reason="known shortfall of the bundled model (issue 6 stays open): measured 6/8 "
-                   "when trained; yellow inputs with a 'green' prompt come out red, because at strength 1 the "
-                   "img2img start latent still carries some of the input (as in diffusers' pipeline)")
 def test_img2img_full_strength_follows_the_prompt(run_template, tmp_path):
-    hits, total = 0, 0
+    """Strength 1 with a prompt naming each of the other three colours: the prompt's colour."""
+    hits, total, misses = 0, 0, []
     for index, scene in enumerate(input_scenes(8)):
         path, _, _ = save_scene(tmp_path, scene)
-        wanted = other_colour(scene.colour, 2)
-        run = run_template("img2img", image=str(path), prompt=caption(wanted, scene.shape, scene.background),
-                           strength=1.0, seed=index)
-        total += 1
-        hits += judge(run.value("decode", "image")).colour == wanted
-    assert report("img2img strength 1.0 draws the prompted colour", hits, total) >= 7 / 8
+        for offset in (1, 2, 3):
+            wanted = other_colour(scene.colour, offset)
+            run = run_template("img2img", image=str(path), prompt=caption(wanted, scene.shape, scene.background),
+                               strength=1.0, seed=index)
+            seen = judge(run.value("decode", "image")).colour
+            total += 1
+            hits += seen == wanted
+            if seen != wanted:
+                misses.append(f"{scene.colour} {scene.shape} on {scene.background}, asked {wanted}: saw {seen}")
+    print("\n".join(["", *misses]))
+    # the issue gives no rate here: we ask for the txt2img colour bar, 90%
+    assert report("img2img strength 1.0 draws the prompted colour", hits, total) >= 0.9
 
 
-def test_inpaint_repaints_inside_the_mask_and_keeps_the_rest(run_template, tmp_path):
-    """The mask covers the input's shape (grown by 3 pixels); the prompt names another colour."""
-    from diffusers.image_processor import VaeImageProcessor
-
-    colour_hits, total, outside_errors = 0, 0, []
+def test_inpaint_repaints_inside_the_mask_and_keeps_the_rest(run_workflow, tmp_path):
+    """examples/inpaint_paste_back.yaml: the shipped inpaint template as a subgraph, then PasteBack.
+    The mask covers the input's shape (grown by 3 pixels); the prompt names another colour."""
+    workflow = REPO / "examples" / "inpaint_paste_back.yaml"
+    colour_hits, total, outside_errors, pasted_errors = 0, 0, [], []
     for index, scene in enumerate(input_scenes(12)):
         path, picture, _ = save_scene(tmp_path, scene)
         left, top, right, bottom = scene.box
@@ -124,9 +130,10 @@ def test_inpaint_repaints_inside_the_mask_and_keeps_the_rest(run_template, tmp_p
         mask_path = tmp_path / f"mask-{index}.png"
         Image.fromarray(mask).save(mask_path)
         wanted = other_colour(scene.colour, 1 + index % 3)
-        run = run_template("inpaint", image=str(path), mask=str(mask_path), seed=index,
+        run = run_workflow(workflow, image=str(path), mask=str(mask_path), seed=index,
                            prompt=caption(wanted, scene.shape, scene.background))
-        output = run.value("decode", "image")[0].permute(1, 2, 0).numpy()
+        output = run.value("inpaint/decode", "image")[0].permute(1, 2, 0).numpy()
+        pasted = run.value("paste", "image")[0].permute(1, 2, 0).numpy()
         inside = mask > 127
         # the raw output outside the mask is the VAE's reconstruction of the input: close, not exact
         # (latents are blended per 4x4-pixel cell: a one-cell band around the mask may change too)
@@ -135,10 +142,10 @@ def test_inpaint_repaints_inside_the_mask_and_keeps_the_rest(run_template, tmp_p
         keep = band == 0
         if keep.sum() >= 64:  # a big shape leaves too little outside the band to measure
             outside_errors.append(float(np.abs(output[keep] - picture[keep] / 255.0).mean()))
-        # after pasting the original back (diffusers' apply_overlay) the outside is the input, exactly
-        generated = Image.fromarray((output * 255).round().astype(np.uint8))
-        pasted = np.asarray(VaeImageProcessor().apply_overlay(Image.fromarray(mask), Image.open(path), generated))
-        assert (pasted[~inside][:, :3] == picture[~inside]).all()
+        # after PasteBack the outside is the input, exactly; the inside is the template's output
+        pasted_errors.append(float(np.abs((pasted[~inside] * 255).round() - picture[~inside]).max()))
+        assert pasted_errors[-1] == 0
+        assert (pasted[inside] == output[inside]).all()
         # inside: at least 15% of the masked pixels are nearest to the prompt's colour
         rgb = output[inside] * 255
         palette = {**scenes.COLOURS, **scenes.BACKGROUNDS}
@@ -148,7 +155,8 @@ def test_inpaint_repaints_inside_the_mask_and_keeps_the_rest(run_template, tmp_p
         colour_hits += (nearest == wanted).mean() >= 0.15
     print(f"\n[semantic] inpaint mean |output - input| outside the mask (raw, before paste-back): "
           f"{np.mean(outside_errors) * 255:.1f}/255 (worst {np.max(outside_errors) * 255:.1f}/255, "
-          f"{len(outside_errors)} cases)")
+          f"{len(outside_errors)} cases); after PasteBack: largest |output - input| outside the mask "
+          f"{max(pasted_errors):.0f}/255 over {total} cases")
     rate = report("inpaint prompt colour appears inside the mask", colour_hits, total)
     assert np.max(outside_errors) < 0.08
     assert rate >= 0.80
@@ -193,8 +201,7 @@ def test_unconditional_draws_scenes_not_noise(run_template):
 
 def test_first_command_makes_a_red_circle(tmp_path):
     """`diffgraph run workflows/txt2img.yaml` with no settings: the bundled model, no network."""
-    repo = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-m", "diffgraph.cli", "run", str(repo / "workflows" / "txt2img.yaml"),
+    done = subprocess.run([sys.executable, "-m", "diffgraph.cli", "run", str(REPO / "workflows" / "txt2img.yaml"),
                            "--output-dir", str(tmp_path / "out"), "--no-cache"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})

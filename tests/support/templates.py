@@ -50,7 +50,20 @@ def run_shipped_template(
 ) -> TemplateRun:
     """Run workflows/<name>.yaml with `overrides` on a fresh result cache (models shared through
     `services`); insist on the `expect`ed status."""
-    plan = template_plan(name, overrides, registry)
+    return run_plan(template_plan(name, overrides, registry), services=services, output_dir=output_dir,
+                    expect=expect, on_event=on_event)
+
+
+def run_workflow_file(path: Path, overrides: dict[str, Any], *, services: dict[str, Any], output_dir: Path,
+                      registry: NodeRegistry | None = None) -> TemplateRun:
+    """Run the workflow document at `path` (its `workflow:` references resolved beside it, then
+    among the templates) as run_shipped_template runs a template."""
+    plan = compile_workflow(read_document(path), registry or default_registry(), overrides, base=path.parent)
+    return run_plan(plan, services=services, output_dir=output_dir)
+
+
+def run_plan(plan: Plan, *, services: dict[str, Any], output_dir: Path, expect: str = "succeeded",
+             on_event=None) -> TemplateRun:
     executor = Executor(Cache(MemoryCache()), services=services)
     result = executor.run(plan, output_dir=output_dir, on_event=on_event)
     assert result.status == expect, result.error
