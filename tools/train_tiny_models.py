@@ -9,9 +9,11 @@ Trains on the procedural scenes of tools/scenes.py (32x32, "a red circle on a wh
   3. tiny-sd-depth  the same UNet widened to 5 input channels (latents + depth), fine-tuned
   4. tiny-depth     DPTForDepthEstimation + DPTImageProcessor predicting the scenes' depth
   5. tiny-ddpm      pixel-space UNet2DModel + DDPMScheduler for unconditional generation
-tiny-sd gets two more passes (sd_more) before the depth UNet is widened from it; tiny-ddpm one
-(ddpm_more). Every random draw comes from `--seed`; with the same seed, thread count and machine
-the weights are the same. `--scale 0.01` runs every stage with 1% of its steps, to try the script.
+tiny-sd gets two more passes (sd_more) before the depth UNet is widened from it, then a short
+fine-tune (sd_prompt_over_residue) that teaches its UNet to follow the prompt where the remains of an
+img2img input at strength 1 contradict it; tiny-ddpm gets one more pass (ddpm_more). Every random
+draw comes from `--seed`; with the same seed, thread count and machine the weights are the same. `--scale 0.01` runs every stage with 1% of its
+steps, to try the script.
 """
 
 from __future__ import annotations
@@ -210,8 +212,16 @@ def depth_for_unet(depths: torch.Tensor, latent_size: int) -> torch.Tensor:
 
 def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str], steps: int,
                generator: torch.Generator, stage: str, scaling: float, depth: torch.Tensor | None = None,
-               batch: int = 32, peak_lr: float = 1e-3):
-    """Epsilon-prediction training with caption dropout (10% empty prompts) so CFG works."""
+               batch: int = 32, peak_lr: float = 1e-3, swap_from: int | None = None):
+    """Epsilon-prediction training with caption dropout (10% empty prompts) so CFG works.
+
+    With `swap_from`, half the samples noised at timesteps >= swap_from start from another scene's
+    latents, and the target is the noise that makes the model's x0 estimate the captioned scene: the
+    UNet learns to follow the prompt where the little that is left of a picture contradicts it, so
+    img2img at strength 1 (which starts from the input noised at t=999, 7% of it still there) draws
+    what the prompt says. Where prompt and residual agree nothing tells the two cases apart, so
+    img2img at lower strengths keeps the input's layout.
+    """
     from diffusers import DDPMScheduler
 
     noise_scheduler = DDPMScheduler.from_config(SD_SCHEDULER)
@@ -230,6 +240,16 @@ def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str
         noise = torch.randn(clean.shape, generator=generator)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
+        target = noise
+        if swap_from is not None:
+            swapped = (timesteps >= swap_from) & (torch.rand(batch, generator=generator) < 0.5)
+            others = torch.randint(len(means), (batch,), generator=generator)
+            other = (means[others] + stds[others] * torch.randn(clean.shape, generator=generator)) * scaling
+            alpha = noise_scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+            shifted = noisy + alpha.sqrt() * (other - clean)  # the same noise over another scene
+            target = torch.where(swapped.view(-1, 1, 1, 1), (shifted - alpha.sqrt() * clean) / (1 - alpha).sqrt(),
+                                 noise)
+            noisy = torch.where(swapped.view(-1, 1, 1, 1), shifted, noisy)
         if depth is not None:
             noisy = torch.cat([noisy, depth[picked]], dim=1)
         tokens = ids[picked].clone()
@@ -237,7 +257,7 @@ def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str
         tokens[dropped] = empty
         embeds = text_encoder(tokens)[0]
         prediction = unet(noisy, timesteps, encoder_hidden_states=embeds).sample
-        loss = F.mse_loss(prediction, noise)
+        loss = F.mse_loss(prediction, target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -376,6 +396,20 @@ def stage_sd_more(out: Path, data: dict, steps: int, generator: torch.Generator)
     pipe.save_pretrained(out / "tiny-sd", safe_serialization=True)  # keeps vocab.json and merges.txt
 
 
+def stage_sd_prompt_over_residue(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+    """Fine-tune tiny-sd's UNet so the prompt wins over what is left of a picture at the last timesteps
+    (train_unet's `swap_from`): img2img at strength 1 then follows the prompt."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True)
+    latents = encode_all(pipe.vae, to_pixels(data["images"]))
+    pipe.unet, _ = train_unet(
+        pipe.unet.train().requires_grad_(True), pipe.text_encoder.eval().requires_grad_(False), pipe.tokenizer,
+        latents, data["captions"],
+        steps, generator, "unet_residue", pipe.vae.config.scaling_factor, peak_lr=2.5e-4, swap_from=900)
+    pipe.save_pretrained(out / "tiny-sd", safe_serialization=True)
+
+
 def stage_ddpm(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
     from diffusers import DDPMPipeline
 
@@ -402,12 +436,14 @@ STAGES = {
     "sd": (stage_sd, 1500, 2),
     "sd_depth": (stage_sd_depth, 600, 3),
     "sd_more": (stage_sd_more, 1500, 4),
+    "sd_prompt_over_residue": (stage_sd_prompt_over_residue, 600, 6),
     "ddpm": (stage_ddpm, 1200, 4),
     "ddpm_more": (stage_ddpm_more, 1800, 5),
 }
 
 # the bundled models: sd_more runs twice (two passes of 1500 steps, each with its own warm-up and decay)
-DEFAULT_STAGES = ["depth_estimator", "vae", "sd", "sd_more", "sd_more", "sd_depth", "ddpm", "ddpm_more"]
+DEFAULT_STAGES = ["depth_estimator", "vae", "sd", "sd_more", "sd_more", "sd_depth", "sd_prompt_over_residue",
+                  "ddpm", "ddpm_more"]
 
 
 def main(argv: list[str] | None = None) -> None:
