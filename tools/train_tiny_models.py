@@ -324,6 +324,16 @@ def train_pixel_unet(data: dict, steps: int, generator: torch.Generator, batch: 
 # ---------------------------------------------------------------- stages: each saves its folder
 
 
+def forget_training_paths(out: Path) -> None:
+    """diffusers records where a model was loaded from (`_name_or_path`) in the configs it saves:
+    drop it, so the shipped folders do not carry this machine's scratch paths."""
+    for path in sorted(out.rglob("*.json")):
+        config = json.loads(path.read_text())
+        if isinstance(config, dict) and "_name_or_path" in config:
+            del config["_name_or_path"]
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def stage_depth_estimator(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
     model, processor = train_depth_estimator(data, steps, generator)
     shutil.rmtree(out / "tiny-depth", ignore_errors=True)
@@ -468,6 +478,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(args.seed * 1000 + index)  # model initialisation
         generator = torch.Generator().manual_seed(args.seed * 1000 + 100 + index)  # batches and noise
         function(args.out, data, max(1, int(steps * args.scale)), generator)
+        forget_training_paths(args.out)
         print(f"[{name}] done in {time.time() - started:.0f} s", flush=True)
 
 
