@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,24 @@ SD_SCHEDULER = {  # Stable Diffusion 1.x's scheduler_config.json
     "prediction_type": "epsilon", "trained_betas": None,
 }
 MAX_TOKENS = 77
+
+
+@dataclass(frozen=True)
+class Draws:
+    """A stage's random draws: made on the CPU from the stage's seed, then moved to the training
+    device, so a seed gives the same batches and noise whichever device trains."""
+
+    generator: torch.Generator
+    device: torch.device
+
+    def randint(self, high: int, size: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(high, size, generator=self.generator).to(self.device)
+
+    def randn(self, shape) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator).to(self.device)
+
+    def rand(self, size: int) -> torch.Tensor:
+        return torch.rand(size, generator=self.generator).to(self.device)
 
 
 def log(stage: str, step: int, total: int, loss: float, started: float) -> None:
@@ -165,16 +184,16 @@ def make_pixel_unet():
 # ---------------------------------------------------------------- training stages
 
 
-def train_vae(data: dict, steps: int, generator: torch.Generator, batch: int = 16):
-    vae = make_vae().train()
-    pixels = to_pixels(data["images"])
+def train_vae(data: dict, steps: int, draws: Draws, batch: int = 16):
+    vae = make_vae().to(draws.device).train()
+    pixels = to_pixels(data["images"]).to(draws.device)
     optimizer = adam(vae.parameters(), 1e-3)
     started = time.time()
     for step in range(steps):
         set_lr(optimizer, lr_at(step, steps, 1e-3))
-        picked = pixels[torch.randint(len(pixels), (batch,), generator=generator)]
+        picked = pixels[draws.randint(len(pixels), (batch,))]
         posterior = vae.encode(picked).latent_dist
-        latents = posterior.sample(generator=generator)
+        latents = posterior.sample(generator=draws.generator)  # diffusers draws on the CPU, then moves
         reconstruction = vae.decode(latents).sample
         loss = F.mse_loss(reconstruction, picked) + 1e-5 * posterior.kl().mean()
         optimizer.zero_grad()
@@ -211,7 +230,7 @@ def depth_for_unet(depths: torch.Tensor, latent_size: int) -> torch.Tensor:
 
 
 def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str], steps: int,
-               generator: torch.Generator, stage: str, scaling: float, depth: torch.Tensor | None = None,
+               draws: Draws, stage: str, scaling: float, depth: torch.Tensor | None = None,
                batch: int = 32, peak_lr: float = 1e-3, swap_from: int | None = None):
     """Epsilon-prediction training with caption dropout (10% empty prompts) so CFG works.
 
@@ -227,25 +246,27 @@ def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str
     noise_scheduler = DDPMScheduler.from_config(SD_SCHEDULER)
     means, stds = latents
     ids = tokenizer(captions, padding="max_length", max_length=MAX_TOKENS, truncation=True,
-                    return_tensors="pt").input_ids
+                    return_tensors="pt").input_ids.to(draws.device)
     empty = tokenizer([""], padding="max_length", max_length=MAX_TOKENS, return_tensors="pt").input_ids
+    empty = empty.to(draws.device)
+    alphas_cumprod = noise_scheduler.alphas_cumprod.to(draws.device)
     params = list(unet.parameters()) + (list(text_encoder.parameters()) if text_encoder.training else [])
     optimizer = adam(params, peak_lr)
     started = time.time()
     for step in range(steps):
         set_lr(optimizer, lr_at(step, steps, peak_lr))
-        picked = torch.randint(len(means), (batch,), generator=generator)
-        clean = means[picked] + stds[picked] * torch.randn(means[picked].shape, generator=generator)
+        picked = draws.randint(len(means), (batch,))
+        clean = means[picked] + stds[picked] * draws.randn(means[picked].shape)
         clean = clean * scaling
-        noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=generator)
+        noise = draws.randn(clean.shape)
+        timesteps = draws.randint(noise_scheduler.config.num_train_timesteps, (batch,))
         noisy = noise_scheduler.add_noise(clean, noise, timesteps)
         target = noise
         if swap_from is not None:
-            swapped = (timesteps >= swap_from) & (torch.rand(batch, generator=generator) < 0.5)
-            others = torch.randint(len(means), (batch,), generator=generator)
-            other = (means[others] + stds[others] * torch.randn(clean.shape, generator=generator)) * scaling
-            alpha = noise_scheduler.alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+            swapped = (timesteps >= swap_from) & (draws.rand(batch) < 0.5)
+            others = draws.randint(len(means), (batch,))
+            other = (means[others] + stds[others] * draws.randn(clean.shape)) * scaling
+            alpha = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
             shifted = noisy + alpha.sqrt() * (other - clean)  # the same noise over another scene
             target = torch.where(swapped.view(-1, 1, 1, 1), (shifted - alpha.sqrt() * clean) / (1 - alpha).sqrt(),
                                  noise)
@@ -253,7 +274,7 @@ def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str
         if depth is not None:
             noisy = torch.cat([noisy, depth[picked]], dim=1)
         tokens = ids[picked].clone()
-        dropped = torch.rand(batch, generator=generator) < 0.1
+        dropped = draws.rand(batch) < 0.1
         tokens[dropped] = empty
         embeds = text_encoder(tokens)[0]
         prediction = unet(noisy, timesteps, encoder_hidden_states=embeds).sample
@@ -268,7 +289,7 @@ def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str
 
 def widen_to_depth(unet):
     """A 5-channel copy of the UNet: the extra (depth) input channel starts at zero, as SD 2 depth did."""
-    depth_unet = make_unet(in_channels=5)
+    depth_unet = make_unet(in_channels=5).to(unet.device)
     state = {key: value.clone() for key, value in unet.state_dict().items()}
     weight = state["conv_in.weight"]
     state["conv_in.weight"] = torch.cat([weight, torch.zeros_like(weight[:, :1])], dim=1)
@@ -276,16 +297,16 @@ def widen_to_depth(unet):
     return depth_unet.train().requires_grad_(True)
 
 
-def train_depth_estimator(data: dict, steps: int, generator: torch.Generator, batch: int = 32):
+def train_depth_estimator(data: dict, steps: int, draws: Draws, batch: int = 32):
     model, processor = make_depth_estimator()
-    model.train()
-    pixel_values = processor(images=list(data["images"]), return_tensors="pt").pixel_values
-    depths = torch.from_numpy(data["depths"]).unsqueeze(1)
+    model.to(draws.device).train()
+    pixel_values = processor(images=list(data["images"]), return_tensors="pt").pixel_values.to(draws.device)
+    depths = torch.from_numpy(data["depths"]).unsqueeze(1).to(draws.device)
     optimizer = adam(model.parameters(), 1e-3)
     started = time.time()
     for step in range(steps):
         set_lr(optimizer, lr_at(step, steps, 1e-3))
-        picked = torch.randint(len(pixel_values), (batch,), generator=generator)
+        picked = draws.randint(len(pixel_values), (batch,))
         predicted = model(pixel_values[picked]).predicted_depth.unsqueeze(1)
         target = F.interpolate(depths[picked], size=predicted.shape[-2:], mode="bilinear", align_corners=False)
         loss = F.mse_loss(predicted, target)
@@ -297,20 +318,20 @@ def train_depth_estimator(data: dict, steps: int, generator: torch.Generator, ba
     return model.eval().requires_grad_(False), processor
 
 
-def train_pixel_unet(data: dict, steps: int, generator: torch.Generator, batch: int = 16, unet=None,
+def train_pixel_unet(data: dict, steps: int, draws: Draws, batch: int = 16, unet=None,
                      peak_lr: float = 1e-3):
     from diffusers import DDPMScheduler
 
-    unet = (unet or make_pixel_unet()).train().requires_grad_(True)
+    unet = (unet or make_pixel_unet()).to(draws.device).train().requires_grad_(True)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    pixels = to_pixels(data["images"])
+    pixels = to_pixels(data["images"]).to(draws.device)
     optimizer = adam(unet.parameters(), peak_lr)
     started = time.time()
     for step in range(steps):
         set_lr(optimizer, lr_at(step, steps, peak_lr))
-        clean = pixels[torch.randint(len(pixels), (batch,), generator=generator)]
-        noise = torch.randn(clean.shape, generator=generator)
-        timesteps = torch.randint(0, 1000, (batch,), generator=generator)
+        clean = pixels[draws.randint(len(pixels), (batch,))]
+        noise = draws.randn(clean.shape)
+        timesteps = draws.randint(1000, (batch,))
         prediction = unet(noise_scheduler.add_noise(clean, noise, timesteps), timesteps).sample
         loss = F.mse_loss(prediction, noise)
         optimizer.zero_grad()
@@ -334,28 +355,28 @@ def forget_training_paths(out: Path) -> None:
             path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
-def stage_depth_estimator(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
-    model, processor = train_depth_estimator(data, steps, generator)
+def stage_depth_estimator(out: Path, data: dict, steps: int, draws: Draws) -> None:
+    model, processor = train_depth_estimator(data, steps, draws)
     shutil.rmtree(out / "tiny-depth", ignore_errors=True)
     model.save_pretrained(out / "tiny-depth", safe_serialization=True)
     processor.save_pretrained(out / "tiny-depth")
 
 
-def stage_vae(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+def stage_vae(out: Path, data: dict, steps: int, draws: Draws) -> None:
     shutil.rmtree(out / "_vae", ignore_errors=True)
-    train_vae(data, steps, generator).save_pretrained(out / "_vae", safe_serialization=True)
+    train_vae(data, steps, draws).save_pretrained(out / "_vae", safe_serialization=True)
 
 
-def stage_sd(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+def stage_sd(out: Path, data: dict, steps: int, draws: Draws) -> None:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
 
-    vae = AutoencoderKL.from_pretrained(out / "_vae").eval().requires_grad_(False)
-    latents = encode_all(vae, to_pixels(data["images"]))
+    vae = AutoencoderKL.from_pretrained(out / "_vae").to(draws.device).eval().requires_grad_(False)
+    latents = encode_all(vae, to_pixels(data["images"]).to(draws.device))
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = write_tokenizer(Path(scratch) / "tokenizer")
-        text_encoder = make_text_encoder(tokenizer).train()
-        unet, text_encoder = train_unet(make_unet().train(), text_encoder, tokenizer, latents, data["captions"],
-                                        steps, generator, "unet", vae.config.scaling_factor)
+        text_encoder = make_text_encoder(tokenizer).to(draws.device).train()
+        unet, text_encoder = train_unet(make_unet().to(draws.device).train(), text_encoder, tokenizer, latents, data["captions"],
+                                        steps, draws, "unet", vae.config.scaling_factor)
         shutil.rmtree(out / "tiny-sd", ignore_errors=True)
         StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -372,16 +393,16 @@ def copy_vocab(tokenizer_dir: Path, model_dir: Path) -> None:
         shutil.copy(tokenizer_dir / name, model_dir / "tokenizer" / name)
 
 
-def stage_sd_depth(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+def stage_sd_depth(out: Path, data: dict, steps: int, draws: Draws) -> None:
     """Fine-tune a 5-channel copy of tiny-sd's UNet on (latents, depth); ship it with tiny-depth."""
     from diffusers import StableDiffusionDepth2ImgPipeline, StableDiffusionPipeline
     from transformers import DPTForDepthEstimation, DPTImageProcessor
 
-    base = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True)
-    latents = encode_all(base.vae, to_pixels(data["images"]))
-    depth = depth_for_unet(torch.from_numpy(data["depths"]), scenes.SIZE // 4)
+    base = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True).to(draws.device)
+    latents = encode_all(base.vae, to_pixels(data["images"]).to(draws.device))
+    depth = depth_for_unet(torch.from_numpy(data["depths"]), scenes.SIZE // 4).to(draws.device)
     unet, _ = train_unet(widen_to_depth(base.unet), base.text_encoder.eval(), base.tokenizer, latents,
-                         data["captions"], steps, generator, "depth_unet", base.vae.config.scaling_factor,
+                         data["captions"], steps, draws, "depth_unet", base.vae.config.scaling_factor,
                          depth=depth, peak_lr=5e-4)
     shutil.rmtree(out / "tiny-sd-depth", ignore_errors=True)
     StableDiffusionDepth2ImgPipeline(
@@ -394,46 +415,46 @@ def stage_sd_depth(out: Path, data: dict, steps: int, generator: torch.Generator
         copy_vocab(Path(scratch), out / "tiny-sd-depth")
 
 
-def stage_sd_more(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+def stage_sd_more(out: Path, data: dict, steps: int, draws: Draws) -> None:
     """A second pass over tiny-sd (UNet and text encoder) at half the learning rate."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True)
-    latents = encode_all(pipe.vae, to_pixels(data["images"]))
+    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True).to(draws.device)
+    latents = encode_all(pipe.vae, to_pixels(data["images"]).to(draws.device))
     pipe.unet, pipe.text_encoder = train_unet(
         pipe.unet.train().requires_grad_(True), pipe.text_encoder.train().requires_grad_(True), pipe.tokenizer,
-        latents, data["captions"], steps, generator, "unet", pipe.vae.config.scaling_factor, peak_lr=5e-4)
+        latents, data["captions"], steps, draws, "unet", pipe.vae.config.scaling_factor, peak_lr=5e-4)
     pipe.save_pretrained(out / "tiny-sd", safe_serialization=True)  # keeps vocab.json and merges.txt
 
 
-def stage_sd_prompt_over_residue(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+def stage_sd_prompt_over_residue(out: Path, data: dict, steps: int, draws: Draws) -> None:
     """Fine-tune tiny-sd's UNet so the prompt wins over what is left of a picture at the last timesteps
     (train_unet's `swap_from`): img2img at strength 1 then follows the prompt."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True)
-    latents = encode_all(pipe.vae, to_pixels(data["images"]))
+    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True).to(draws.device)
+    latents = encode_all(pipe.vae, to_pixels(data["images"]).to(draws.device))
     pipe.unet, _ = train_unet(
         pipe.unet.train().requires_grad_(True), pipe.text_encoder.eval().requires_grad_(False), pipe.tokenizer,
         latents, data["captions"],
-        steps, generator, "unet_residue", pipe.vae.config.scaling_factor, peak_lr=2.5e-4, swap_from=900)
+        steps, draws, "unet_residue", pipe.vae.config.scaling_factor, peak_lr=2.5e-4, swap_from=900)
     pipe.save_pretrained(out / "tiny-sd", safe_serialization=True)
 
 
-def stage_ddpm(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+def stage_ddpm(out: Path, data: dict, steps: int, draws: Draws) -> None:
     from diffusers import DDPMPipeline
 
-    unet, scheduler = train_pixel_unet(data, steps, generator)
+    unet, scheduler = train_pixel_unet(data, steps, draws)
     shutil.rmtree(out / "tiny-ddpm", ignore_errors=True)
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out / "tiny-ddpm", safe_serialization=True)
 
 
-def stage_ddpm_more(out: Path, data: dict, steps: int, generator: torch.Generator) -> None:
+def stage_ddpm_more(out: Path, data: dict, steps: int, draws: Draws) -> None:
     """A second pass over tiny-ddpm at half the learning rate (pixel space needs the most training)."""
     from diffusers import DDPMPipeline, UNet2DModel
 
     unet = UNet2DModel.from_pretrained(out / "tiny-ddpm" / "unet")
-    unet, scheduler = train_pixel_unet(data, steps, generator, unet=unet, peak_lr=5e-4)
+    unet, scheduler = train_pixel_unet(data, steps, draws, unet=unet, peak_lr=5e-4)
     DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(out / "tiny-ddpm", safe_serialization=True)
 
 
@@ -465,6 +486,9 @@ def main(argv: list[str] | None = None) -> None:
                              "in separate processes and give the same weights)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every stage's step count")
     parser.add_argument("--scenes", type=int, default=20000, help="size of the procedural dataset")
+    parser.add_argument("--device", default="cpu",
+                        help="where to train (cuda on a GPU machine; random draws stay on the CPU, but GPU "
+                             "arithmetic differs from the CPU's, so the weights do too)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 is fastest on a busy 2-core machine: no spinning threads)")
     args = parser.parse_args(argv)
@@ -477,7 +501,7 @@ def main(argv: list[str] | None = None) -> None:
         started = time.time()
         torch.manual_seed(args.seed * 1000 + index)  # model initialisation
         generator = torch.Generator().manual_seed(args.seed * 1000 + 100 + index)  # batches and noise
-        function(args.out, data, max(1, int(steps * args.scale)), generator)
+        function(args.out, data, max(1, int(steps * args.scale)), Draws(generator, torch.device(args.device)))
         forget_training_paths(args.out)
         print(f"[{name}] done in {time.time() - started:.0f} s", flush=True)
 
