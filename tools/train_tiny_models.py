@@ -12,8 +12,8 @@ Trains on the procedural scenes of tools/scenes.py (32x32, "a red circle on a wh
 tiny-sd gets two more passes (sd_more) before the depth UNet is widened from it, then a short
 fine-tune (sd_prompt_over_residue) that teaches its UNet to follow the prompt where the remains of an
 img2img input at strength 1 contradict it; tiny-ddpm gets one more pass (ddpm_more). Every random
-draw comes from `--seed`; with the same seed, thread count and machine the weights are the same. `--scale 0.01` runs every stage with 1% of its
-steps, to try the script.
+draw comes from `--seed`; with the same seed, thread count and machine the weights are the same.
+`--scale 0.01` runs every stage with 1% of its steps, to try the script.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ def log(stage: str, step: int, total: int, loss: float, started: float) -> None:
     print(f"[{stage}] step {step}/{total} loss {loss:.5f} ({time.time() - started:.0f} s)", flush=True)
 
 
-def to_pixels(images: np.ndarray) -> torch.Tensor:
+def to_pixels(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 [N, H, W, 3] -> float [N, 3, H, W] in [-1, 1], the range diffusers' models work in."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(device)
 
 
 def adam(params, lr: float) -> torch.optim.Optimizer:
@@ -186,7 +186,7 @@ def make_pixel_unet():
 
 def train_vae(data: dict, steps: int, draws: Draws, batch: int = 16):
     vae = make_vae().to(draws.device).train()
-    pixels = to_pixels(data["images"]).to(draws.device)
+    pixels = to_pixels(data["images"], draws.device)
     optimizer = adam(vae.parameters(), 1e-3)
     started = time.time()
     for step in range(steps):
@@ -324,7 +324,7 @@ def train_pixel_unet(data: dict, steps: int, draws: Draws, batch: int = 16, unet
 
     unet = (unet or make_pixel_unet()).to(draws.device).train().requires_grad_(True)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
-    pixels = to_pixels(data["images"]).to(draws.device)
+    pixels = to_pixels(data["images"], draws.device)
     optimizer = adam(unet.parameters(), peak_lr)
     started = time.time()
     for step in range(steps):
@@ -371,12 +371,12 @@ def stage_sd(out: Path, data: dict, steps: int, draws: Draws) -> None:
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline
 
     vae = AutoencoderKL.from_pretrained(out / "_vae").to(draws.device).eval().requires_grad_(False)
-    latents = encode_all(vae, to_pixels(data["images"]).to(draws.device))
+    latents = encode_all(vae, to_pixels(data["images"], draws.device))
     with tempfile.TemporaryDirectory() as scratch:
         tokenizer = write_tokenizer(Path(scratch) / "tokenizer")
         text_encoder = make_text_encoder(tokenizer).to(draws.device).train()
-        unet, text_encoder = train_unet(make_unet().to(draws.device).train(), text_encoder, tokenizer, latents, data["captions"],
-                                        steps, draws, "unet", vae.config.scaling_factor)
+        unet, text_encoder = train_unet(make_unet().to(draws.device).train(), text_encoder, tokenizer, latents,
+                                        data["captions"], steps, draws, "unet", vae.config.scaling_factor)
         shutil.rmtree(out / "tiny-sd", ignore_errors=True)
         StableDiffusionPipeline(
             vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
@@ -393,13 +393,20 @@ def copy_vocab(tokenizer_dir: Path, model_dir: Path) -> None:
         shutil.copy(tokenizer_dir / name, model_dir / "tokenizer" / name)
 
 
+def load_tiny_sd(out: Path, data: dict, draws: Draws):
+    """tiny-sd as the stages so far left it, on the training device, with every scene's VAE posterior."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True).to(draws.device)
+    return pipe, encode_all(pipe.vae, to_pixels(data["images"], draws.device))
+
+
 def stage_sd_depth(out: Path, data: dict, steps: int, draws: Draws) -> None:
     """Fine-tune a 5-channel copy of tiny-sd's UNet on (latents, depth); ship it with tiny-depth."""
-    from diffusers import StableDiffusionDepth2ImgPipeline, StableDiffusionPipeline
+    from diffusers import StableDiffusionDepth2ImgPipeline
     from transformers import DPTForDepthEstimation, DPTImageProcessor
 
-    base = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True).to(draws.device)
-    latents = encode_all(base.vae, to_pixels(data["images"]).to(draws.device))
+    base, latents = load_tiny_sd(out, data, draws)
     depth = depth_for_unet(torch.from_numpy(data["depths"]), scenes.SIZE // 4).to(draws.device)
     unet, _ = train_unet(widen_to_depth(base.unet), base.text_encoder.eval(), base.tokenizer, latents,
                          data["captions"], steps, draws, "depth_unet", base.vae.config.scaling_factor,
@@ -417,10 +424,7 @@ def stage_sd_depth(out: Path, data: dict, steps: int, draws: Draws) -> None:
 
 def stage_sd_more(out: Path, data: dict, steps: int, draws: Draws) -> None:
     """A second pass over tiny-sd (UNet and text encoder) at half the learning rate."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True).to(draws.device)
-    latents = encode_all(pipe.vae, to_pixels(data["images"]).to(draws.device))
+    pipe, latents = load_tiny_sd(out, data, draws)
     pipe.unet, pipe.text_encoder = train_unet(
         pipe.unet.train().requires_grad_(True), pipe.text_encoder.train().requires_grad_(True), pipe.tokenizer,
         latents, data["captions"], steps, draws, "unet", pipe.vae.config.scaling_factor, peak_lr=5e-4)
@@ -430,14 +434,11 @@ def stage_sd_more(out: Path, data: dict, steps: int, draws: Draws) -> None:
 def stage_sd_prompt_over_residue(out: Path, data: dict, steps: int, draws: Draws) -> None:
     """Fine-tune tiny-sd's UNet so the prompt wins over what is left of a picture at the last timesteps
     (train_unet's `swap_from`): img2img at strength 1 then follows the prompt."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(out / "tiny-sd", local_files_only=True).to(draws.device)
-    latents = encode_all(pipe.vae, to_pixels(data["images"]).to(draws.device))
+    pipe, latents = load_tiny_sd(out, data, draws)
     pipe.unet, _ = train_unet(
         pipe.unet.train().requires_grad_(True), pipe.text_encoder.eval().requires_grad_(False), pipe.tokenizer,
-        latents, data["captions"],
-        steps, draws, "unet_residue", pipe.vae.config.scaling_factor, peak_lr=2.5e-4, swap_from=900)
+        latents, data["captions"], steps, draws, "unet_residue", pipe.vae.config.scaling_factor, peak_lr=2.5e-4,
+        swap_from=900)
     pipe.save_pretrained(out / "tiny-sd", safe_serialization=True)
 
 
