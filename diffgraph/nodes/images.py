@@ -282,20 +282,15 @@ class MaskNode(Node):
     def _source(self):
         import torch
 
-        image = self.image
-        if image is not None and (not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3):
-            raise NodeError("expected an IMAGE tensor [B, 3, H, W]", field="image")
+        image = None if self.image is None else pixels_of(self.image, "image")
         if self.mask is not None:
-            mask = self.mask
-            if not isinstance(mask, torch.Tensor) or mask.ndim != 4 or mask.shape[1] != 1:
-                raise NodeError("expected a MASK tensor [B, 1, H, W]", field="mask")
-            if image is not None and image.shape[2:] != mask.shape[2:]:
-                raise NodeError(f"the mask is {mask.shape[3]}x{mask.shape[2]} but the image is "
-                                f"{image.shape[3]}x{image.shape[2]}; they must be the same size", field="mask")
-            return mask.detach().float().cpu().nan_to_num(0.0).clamp(0, 1)
+            mask = pixels_of(self.mask, "mask", channels=1)
+            if image is not None:
+                require_same_size(mask, image, "mask")
+            return mask.nan_to_num(0.0).clamp(0, 1)
         if image is None:
             raise NodeError("link a mask or an image: without one the mask's size is unknown", field="mask")
-        image = image.detach().float().cpu().nan_to_num(0.0).clamp(0, 1)
+        image = image.nan_to_num(0.0).clamp(0, 1)
         if not self.use_luminance:
             return torch.zeros(image.shape[0], 1, *image.shape[2:])
         # exactly Pillow's convert("L") on the 8-bit values, so a mask picture thresholds as diffusers' does
@@ -321,26 +316,33 @@ class PasteBack(Node):
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch
 
-        checked = {}
-        for field, channels in (("image", 3), ("original", 3), ("mask", 1)):
-            value = getattr(self, field)
-            if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[1] != channels:
-                kind = "a MASK tensor [B, 1, H, W]" if channels == 1 else "an IMAGE tensor [B, 3, H, W]"
-                raise NodeError(f"expected {kind}", field=field)
-            checked[field] = value.detach().float().cpu()
-        image, original, mask = checked["image"], checked["original"], checked["mask"]
-        height, width = image.shape[2:]
-        for field in ("original", "mask"):
-            other = checked[field]
-            if tuple(other.shape[2:]) != (height, width):
-                raise NodeError(f"the {field} is {other.shape[3]}x{other.shape[2]} but the image is "
-                                f"{width}x{height}; they must be the same size", field=field)
+        image = pixels_of(self.image, "image")
+        original = pixels_of(self.original, "original")
+        mask = pixels_of(self.mask, "mask", channels=1)
+        for field, other in (("original", original), ("mask", mask)):
+            require_same_size(other, image, field)
             if other.shape[0] not in (1, image.shape[0]):
                 raise NodeError(f"{other.shape[0]} {field}s for {image.shape[0]} images (give 1 or one each)",
                                 field=field)
-        weight = mask.nan_to_num(0.0).clamp(0, 1).expand(image.shape[0], 3, height, width)
+        weight = mask.nan_to_num(0.0).clamp(0, 1).expand(image.shape[0], 3, *image.shape[2:])
         pasted = torch.lerp(original.expand_as(image), image, weight)  # exact where weight is 0 or 1
         return {"image": pasted.contiguous()}
+
+
+def pixels_of(value: Any, field: str, channels: int = 3):
+    """A linked IMAGE (3 channels) or MASK (1) as a float CPU tensor, or a NodeError naming `field`."""
+    import torch
+
+    if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[1] != channels:
+        kind = "a MASK tensor [B, 1, H, W]" if channels == 1 else "an IMAGE tensor [B, 3, H, W]"
+        raise NodeError(f"expected {kind}", field=field)
+    return value.detach().float().cpu()
+
+
+def require_same_size(value: Any, image: Any, field: str) -> None:
+    if value.shape[2:] != image.shape[2:]:
+        raise NodeError(f"the {field} is {value.shape[3]}x{value.shape[2]} but the image is "
+                        f"{image.shape[3]}x{image.shape[2]}; they must be the same size", field=field)
 
 
 def grow_mask(mask, pixels: int):
