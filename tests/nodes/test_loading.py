@@ -182,16 +182,10 @@ def test_importing_the_catalog_does_not_import_torch():
 
 
 def test_single_file_checkpoint_in_the_original_layout(tiny, services, tmp_path):
+    from support.templates import run_plan
     from support.tiny_models import write_original_checkpoint
 
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
+    from diffgraph.engine import compile_workflow, default_registry, read_document
     from diffgraph.nodes.models import PACKAGE_DIR
 
     checkpoint = write_original_checkpoint(tiny["sd"], tmp_path / "tiny-sd.safetensors")
@@ -202,10 +196,7 @@ def test_single_file_checkpoint_in_the_original_layout(tiny, services, tmp_path)
         document["nodes"]["load"]["params"]["config"] = config
         plan = compile_workflow(document, default_registry(), {"model": str(model), "steps": 2, "seed": 3},
                                 base=templates)
-        executor = Executor(Cache(MemoryCache()), services=services)
-        result = executor.run(plan, output_dir=tmp_path / "out")
-        assert result.status == "succeeded", result.error
-        images.append(executor.cached_outputs(plan, "decode")["image"])
+        images.append(run_plan(plan, services=services, output_dir=tmp_path / "out").value("decode", "image"))
     torch.testing.assert_close(images[0], images[1])
 
 

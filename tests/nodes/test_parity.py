@@ -138,14 +138,9 @@ def test_every_other_scheduler_matches_the_pipeline_too(tiny, run_template):
 
 def test_depth_unet_can_also_inpaint_by_blending(tiny, pictures, services, tmp_path):
     """No pipeline does this, but the nodes compose: a masked VAEEncode feeding a depth UNet."""
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
+    from support.templates import run_plan
+
+    from diffgraph.engine import compile_workflow, default_registry, read_document
     from diffgraph.nodes.models import PACKAGE_DIR
 
     templates = PACKAGE_DIR / "workflows"
@@ -155,23 +150,15 @@ def test_depth_unet_can_also_inpaint_by_blending(tiny, pictures, services, tmp_p
     document["nodes"]["encode"]["inputs"]["mask"] = "mask.mask"
     plan = compile_workflow(document, default_registry(), {"model": str(tiny["depth"]), "steps": 3,
                             "depth_model": str(tiny["depth"]), "image": str(pictures["image"])}, base=templates)
-    executor = Executor(Cache(MemoryCache()), services=services)
-    result = executor.run(plan, output_dir=tmp_path)
-    assert result.status == "succeeded", result.error
-    assert executor.cached_outputs(plan, "decode")["image"].shape == (1, 3, 64, 64)
+    assert run_plan(plan, services=services, output_dir=tmp_path).value("decode", "image").shape == (1, 3, 64, 64)
 
 
 def test_separate_loaders_compose_into_the_same_picture(tiny, run_template, services, tmp_path):
     """LoadUNet + LoadVAE + LoadTextEncoder and a Scheduler with SD 1.x's default config give the
     picture LoadPipeline gives (the tiny model carries SD 1.x's scheduler config)."""
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
+    from support.templates import run_plan
+
+    from diffgraph.engine import compile_workflow, default_registry, read_document
     from diffgraph.nodes.models import PACKAGE_DIR
 
     reference = run_template("txt2img", model=str(tiny["sd"]), steps=3, seed=SEED)
@@ -187,8 +174,5 @@ def test_separate_loaders_compose_into_the_same_picture(tiny, run_template, serv
             node["inputs"][port] = {"load.unet": "unet.unet", "load.vae": "vae.vae",
                                     "load.text_encoder": "text.text_encoder"}.get(link, link)
     plan = compile_workflow(document, default_registry(), {"steps": 3, "seed": SEED})
-    executor = Executor(Cache(MemoryCache()), services=services)
-    result = executor.run(plan, output_dir=tmp_path)
-    assert result.status == "succeeded", result.error
-    ours = executor.cached_outputs(plan, "decode")["image"]
+    ours = run_plan(plan, services=services, output_dir=tmp_path).value("decode", "image")
     assert (ours - reference.value("decode", "image")).abs().max().item() <= TOLERANCE
