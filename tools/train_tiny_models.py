@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +71,6 @@ def to_pixels(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0).to(device)
 
 
-def adam(params, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-
-
 def lr_at(step: int, total: int, peak: float) -> float:
     """Short linear warm-up, then cosine decay to a tenth of the peak."""
     warmup = max(1, total // 20)
@@ -83,9 +80,20 @@ def lr_at(step: int, total: int, peak: float) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def set_lr(optimizer: torch.optim.Optimizer, value: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = value
+def optimise(stage: str, params, steps: int, peak_lr: float, loss_at: Callable[[], torch.Tensor]) -> None:
+    """`steps` steps of AdamW (no weight decay) at lr_at's schedule; `loss_at()` draws a batch and
+    returns its loss. Logs every 100 steps and the last."""
+    optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=0.0)
+    started = time.time()
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, steps, peak_lr)
+        loss = loss_at()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 100 == 0 or step == steps - 1:
+            log(stage, step, steps, loss.item(), started)
 
 
 # ---------------------------------------------------------------- tokenizer and model configs
@@ -187,20 +195,15 @@ def make_pixel_unet():
 def train_vae(data: dict, steps: int, draws: Draws, batch: int = 16):
     vae = make_vae().to(draws.device).train()
     pixels = to_pixels(data["images"], draws.device)
-    optimizer = adam(vae.parameters(), 1e-3)
-    started = time.time()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, 1e-3))
+
+    def loss_at() -> torch.Tensor:
         picked = pixels[draws.randint(len(pixels), (batch,))]
         posterior = vae.encode(picked).latent_dist
         latents = posterior.sample(generator=draws.generator)  # diffusers draws on the CPU, then moves
         reconstruction = vae.decode(latents).sample
-        loss = F.mse_loss(reconstruction, picked) + 1e-5 * posterior.kl().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0 or step == steps - 1:
-            log("vae", step, steps, loss.item(), started)
+        return F.mse_loss(reconstruction, picked) + 1e-5 * posterior.kl().mean()
+
+    optimise("vae", vae.parameters(), steps, 1e-3, loss_at)
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         means = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in pixels[:2048].split(256)])
@@ -251,10 +254,8 @@ def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str
     empty = empty.to(draws.device)
     alphas_cumprod = noise_scheduler.alphas_cumprod.to(draws.device)
     params = list(unet.parameters()) + (list(text_encoder.parameters()) if text_encoder.training else [])
-    optimizer = adam(params, peak_lr)
-    started = time.time()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, peak_lr))
+
+    def loss_at() -> torch.Tensor:
         picked = draws.randint(len(means), (batch,))
         clean = means[picked] + stds[picked] * draws.randn(means[picked].shape)
         clean = clean * scaling
@@ -278,12 +279,9 @@ def train_unet(unet, text_encoder, tokenizer, latents: tuple, captions: list[str
         tokens[dropped] = empty
         embeds = text_encoder(tokens)[0]
         prediction = unet(noisy, timesteps, encoder_hidden_states=embeds).sample
-        loss = F.mse_loss(prediction, target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0 or step == steps - 1:
-            log(stage, step, steps, loss.item(), started)
+        return F.mse_loss(prediction, target)
+
+    optimise(stage, params, steps, peak_lr, loss_at)
     return unet.eval().requires_grad_(False), text_encoder.eval().requires_grad_(False)
 
 
@@ -302,19 +300,14 @@ def train_depth_estimator(data: dict, steps: int, draws: Draws, batch: int = 32)
     model.to(draws.device).train()
     pixel_values = processor(images=list(data["images"]), return_tensors="pt").pixel_values.to(draws.device)
     depths = torch.from_numpy(data["depths"]).unsqueeze(1).to(draws.device)
-    optimizer = adam(model.parameters(), 1e-3)
-    started = time.time()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, 1e-3))
+
+    def loss_at() -> torch.Tensor:
         picked = draws.randint(len(pixel_values), (batch,))
         predicted = model(pixel_values[picked]).predicted_depth.unsqueeze(1)
         target = F.interpolate(depths[picked], size=predicted.shape[-2:], mode="bilinear", align_corners=False)
-        loss = F.mse_loss(predicted, target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0 or step == steps - 1:
-            log("depth_estimator", step, steps, loss.item(), started)
+        return F.mse_loss(predicted, target)
+
+    optimise("depth_estimator", model.parameters(), steps, 1e-3, loss_at)
     return model.eval().requires_grad_(False), processor
 
 
@@ -325,20 +318,15 @@ def train_pixel_unet(data: dict, steps: int, draws: Draws, batch: int = 16, unet
     unet = (unet or make_pixel_unet()).to(draws.device).train().requires_grad_(True)
     noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     pixels = to_pixels(data["images"], draws.device)
-    optimizer = adam(unet.parameters(), peak_lr)
-    started = time.time()
-    for step in range(steps):
-        set_lr(optimizer, lr_at(step, steps, peak_lr))
+
+    def loss_at() -> torch.Tensor:
         clean = pixels[draws.randint(len(pixels), (batch,))]
         noise = draws.randn(clean.shape)
         timesteps = draws.randint(1000, (batch,))
         prediction = unet(noise_scheduler.add_noise(clean, noise, timesteps), timesteps).sample
-        loss = F.mse_loss(prediction, noise)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        if step % 100 == 0 or step == steps - 1:
-            log("ddpm", step, steps, loss.item(), started)
+        return F.mse_loss(prediction, noise)
+
+    optimise("ddpm", unet.parameters(), steps, peak_lr, loss_at)
     return unet.eval().requires_grad_(False), noise_scheduler
 
 
