@@ -6,7 +6,7 @@ from typing import Any
 
 from diffgraph.engine import Input, Node, NodeError, Output, Param, node
 
-from . import models
+from . import models, modular
 from .types import VAE, Depth, DepthModel, Image, Latent, Mask, UNet
 
 
@@ -37,6 +37,14 @@ class EmptyLatent(Node):
 
         if self.vae is None and self.unet is None:
             raise NodeError("link a VAE (latent models) or a UNet (pixel-space models)", "vae")
+        if modular.is_modular(self.vae) or modular.is_modular(self.unet):
+            channels, factor, multiple, native = modular.latent_size(ctx, self.vae, self.unet)
+            sizes = []
+            for field in ("width", "height"):
+                value = getattr(self, field) or native
+                _check_size(value, multiple, field)
+                sizes.append(value // factor)
+            return {"latent": {"samples": torch.zeros(self.batch_size, channels, sizes[1], sizes[0])}}
         vae = models.load(ctx, self.vae, "vae") if self.vae is not None else None
         unet = models.load(ctx, self.unet, "unet") if self.unet is not None else None
         factor = vae_scale_factor(vae) if vae is not None else 1
@@ -80,6 +88,9 @@ class VAEEncode(Node):
         _check_size(height, factor, "image")
         device, dtype = ctx.device, models.torch_dtype(ctx)
         pixels = (image * 2.0 - 1.0).to(device=device, dtype=dtype)
+        if modular.is_modular(self.vae):
+            with torch.inference_mode():
+                return {"latent": modular.encode_image(ctx, self.vae, pixels, self.mask)}
         with torch.inference_mode():
             latent = _encode(vae, pixels, "")
             if self.mask is not None:
@@ -114,8 +125,11 @@ class VAEDecode(Node):
     def run(self, ctx):
         import torch
 
-        vae = models.load(ctx, self.vae, "vae")
         samples = self.latent["samples"]
+        if modular.is_modular(self.vae):
+            with torch.inference_mode():
+                return {"image": modular.decode(ctx, self.vae, samples)}
+        vae = models.load(ctx, self.vae, "vae")
         if samples.shape[1] != vae.config.latent_channels:
             raise NodeError(f"a {samples.shape[1]}-channel latent does not fit this VAE "
                             f"({vae.config.latent_channels} channels)", "latent")

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine import Node, NodeError, Output, Param, node
+from diffgraph.engine import Node, NodeError, Output, Param, String, node
 
-from . import models
+from . import families, models
 from .types import VAE, DepthModel, Scheduler, TextEncoder, UNet
 
 UNET_CLASSES = ("UNet2DConditionModel", "UNet2DModel")
@@ -45,17 +45,49 @@ def _fingerprint(cls, params: dict[str, Any]) -> str | None:
     return None if parts == [None, None] else "|".join(part or "" for part in parts)
 
 
-def _ref(ctx, kind: str, path: Path, subfolder: str, revision: str, allow_pickle: bool, config: str = ""):
+def _ref(ctx, kind: str, path: Path, subfolder: str, revision: str, allow_pickle: bool, config: str = "",
+         family: str = ""):
     fingerprint = models.local_fingerprint(str(path)) or ""
     ref = models.ModelRef(kind=kind, path=str(path), subfolder=subfolder, revision=revision, config=config,
-                          allow_pickle=allow_pickle, fingerprint=fingerprint)
+                          allow_pickle=allow_pickle, fingerprint=fingerprint, family=family)
     models.model_cache(ctx).load(ref, ctx.device, ctx.dtype, field="model")
     return ref
+
+
+def _family(path: Path, single: bool) -> families.Family | None:
+    """The family of a pipeline folder or checkpoint; None for anything else (a component folder,
+    an unknown pipeline: the caller explains). Single files of the modular families are refused."""
+    try:
+        family = families.family_of_checkpoint(path) if single else families.family_of_folder(path)
+    except families.UnknownFamily:
+        return None
+    if single and family.modular:
+        raise NodeError(f"{path.name} is a single-file {family.title} checkpoint; diffgraph loads "
+                        f"{family.title} models from diffusers folders or Hugging Face repo ids only (for now)",
+                        "model")
+    return family
+
+
+def _family_refs(ctx, path: Path, family: families.Family, revision: str, allow_pickle: bool) -> dict:
+    """unet (the family's denoiser), vae, text_encoder (all its encoders) and scheduler refs of a
+    modular family's folder; they all point into the one ModularPipeline the model cache holds."""
+    missing = [part for part in (family.denoiser, "vae", "text_encoder", "scheduler") if not (path / part).is_dir()]
+    if missing:
+        raise NodeError(f"{path} is a {family.title} pipeline folder without {', '.join(missing)}", "model")
+    refs = {"unet": _ref(ctx, "unet", path, family.denoiser, revision, allow_pickle, family=family.name)}
+    for kind in ("vae", "text_encoder"):
+        refs[kind] = models.ModelRef(**{**refs["unet"].to_json(), "kind": kind, "subfolder": kind})
+    scheduler = models.scheduler_ref(path)
+    refs["scheduler"] = models.ModelRef(**{**scheduler.to_json(), "family": family.name})
+    return refs
 
 
 def _component(ctx, model: str, revision: str, allow_pickle: bool, config: str, kind: str,
                names: tuple[str, ...], classes: tuple[str, ...]):
     path, single = _source(model, revision, allow_pickle)
+    family = _family(path, single)
+    if family is not None and family.modular:
+        return _family_refs(ctx, path, family, revision, allow_pickle)[kind]
     if single:
         if kind not in ("unet", "vae", "text_encoder"):
             raise NodeError(f"a single-file checkpoint holds no {kind}", "model")
@@ -66,8 +98,10 @@ def _component(ctx, model: str, revision: str, allow_pickle: bool, config: str, 
 
 @node("LoadPipeline", category="loaders")
 class LoadPipeline(Node):
-    """Load a Stable Diffusion model (or a pixel-space DDPM model): its UNet, VAE, text encoder
-    and scheduler. A model without a VAE or text encoder leaves those outputs empty."""
+    """Load a diffusion model: Stable Diffusion 1.x/2.x (or a pixel-space DDPM model), SDXL, SD3 or
+    Flux.1. `unet` is the model's denoiser (a UNet or a transformer) and `text_encoder` all of its
+    text encoders with their tokenizers. A model without a VAE or text encoder leaves those
+    outputs empty. `family` says which family the model's own files declare."""
 
     model: str = Param(doc=MODEL_DOC)
     revision: str = Param("", doc="Hugging Face repo ids only: a branch, tag or commit")
@@ -77,11 +111,18 @@ class LoadPipeline(Node):
     vae: VAE = Output()
     text_encoder: TextEncoder = Output(doc="the text encoder together with its tokenizer")
     scheduler: Scheduler = Output(doc="the model's own scheduler config")
+    family: String = Output(doc="the model family: " + ", ".join(f"{f.name} ({f.title})" for f in families.FAMILIES.values()))
 
     fingerprint = classmethod(_fingerprint)
 
     def run(self, ctx):
         path, single = _source(self.model, self.revision, self.allow_pickle)
+        family = _family(path, single)
+        if family is not None and family.modular:
+            return {**_family_refs(ctx, path, family, self.revision, self.allow_pickle), "family": family.name}
+        return {**self._sd_outputs(ctx, path, single), "family": "sd"}
+
+    def _sd_outputs(self, ctx, path: Path, single: bool) -> dict:
         if single:
             config = _config_folder(self.config, self.revision)
             refs = {kind: _ref(ctx, kind, path, "", self.revision, self.allow_pickle, str(config))

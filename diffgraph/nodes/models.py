@@ -55,6 +55,8 @@ class ModelRef:
     #: schedulers only: the class name and its config (schedulers are built, not loaded)
     scheduler_class: str = ""
     scheduler_config: str = ""  # JSON text, so the ref stays hashable
+    #: the model family (`families.FAMILIES`); "" = Stable Diffusion 1.x/2.x, diffgraph's own loop
+    family: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -329,6 +331,9 @@ class ModelCache:
         return len(self._entries)
 
     def load(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None) -> Any:
+        if ref.family not in ("", "sd"):  # a component of the family's one shared ModularPipeline
+            pipeline = self.pipeline(ref, device, dtype, field)
+            return pipeline if ref.kind == "text_encoder" else getattr(pipeline, ref.subfolder)
         key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, ref.fingerprint, device, dtype)
         entry = self._entries.get(key)
         if entry is not None:
@@ -350,6 +355,37 @@ class ModelCache:
         for kind, value in parts.items():
             self._put((kind, *key[1:]), _placed(value, device, torch_dtype))
         return self._entries[key][0]
+
+    def pipeline(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None) -> Any:
+        """The one Modular Diffusers pipeline of a model beyond SD 1.x/2.x, holding all of its
+        components (blocks run against it, never against a pipeline built per node: see modular.py)."""
+        key = ("pipeline", ref.path, "", ref.revision, ref.config, ref.fingerprint, device, dtype)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry[0]
+        import torch
+
+        from . import modular
+
+        torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
+        try:
+            pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
+        except NodeError as exc:
+            raise NodeError(str(exc), exc.field or field) from None
+        except Exception as exc:  # noqa: BLE001 - a broken model file is the user's input
+            raise NodeError(f"cannot load {ref.path} as a {ref.family} model: {type(exc).__name__}: {exc}",
+                            field) from None
+        self.loads += 1
+        for component in pipeline.components.values():
+            _placed(component, device, torch_dtype)
+        nbytes = sum(_module_bytes(component) for component in pipeline.components.values())
+        self._entries[key] = (pipeline, nbytes)
+        self.bytes += nbytes
+        while self.bytes > self.max_bytes and len(self._entries) > 1:
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.bytes -= evicted
+        return pipeline
 
     @staticmethod
     def _load_folder_part(ref: ModelRef, torch_dtype: Any) -> Any:

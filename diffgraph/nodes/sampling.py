@@ -14,7 +14,7 @@ from typing import Any
 
 from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, node
 
-from . import models
+from . import models, modular
 from .types import Conditioning, Depth, Latent, Scheduler, TextEncoder, UNet
 
 #: name -> (diffusers class, config overrides); all built with `from_config` from the model's config
@@ -48,6 +48,8 @@ class TextEncode(Node):
     def run(self, ctx):
         import torch
 
+        if modular.is_modular(self.text_encoder):
+            return {"conditioning": modular.encode_text(ctx, self.text_encoder, self.text)}
         pair = models.load(ctx, self.text_encoder, "text_encoder")
         tokenizer, encoder = pair.tokenizer, pair.model
         tokens = tokenizer(self.text, padding="max_length", max_length=tokenizer.model_max_length,
@@ -86,13 +88,18 @@ class SchedulerNode(Node):
                                      scheduler_config=json.dumps(SD1_SCHEDULER_CONFIG, sort_keys=True))
         base = models.build_scheduler(_ref(source, "scheduler"))
         class_name, overrides = SCHEDULERS[self.name]
+        if source.scheduler_class.startswith("FlowMatch"):  # SD3, Flux: their flow-matching euler only
+            if self.name != "euler":
+                raise NodeError(f"this model samples by flow matching ({source.scheduler_class}); of the samplers "
+                                "only euler (its own flow-matching euler) applies", "name")
+            class_name, overrides = source.scheduler_class, {}
         try:
             built = getattr(diffusers, class_name).from_config(base.config, **overrides)
         except ImportError as exc:  # a sampler whose extra library is missing (lms needs scipy)
             raise NodeError(f"the {self.name} sampler cannot be built here: {' '.join(str(exc).split())}",
                             "name") from None
         ref = models.ModelRef(kind="scheduler", path=source.path, subfolder=source.subfolder,
-                              scheduler_class=class_name,
+                              scheduler_class=class_name, family=source.family,
                               scheduler_config=json.dumps(dict(built.config), sort_keys=True, default=list))
         return {"scheduler": ref}
 
@@ -183,6 +190,14 @@ class SampleLoop(Node):
     def run(self, ctx):
         import torch
 
+        if modular.is_modular(self.unet):
+            settings = modular.Sampling(self.seed, self.steps, self.cfg, self.strength,
+                                        models.build_scheduler(_ref(self.scheduler, "scheduler")))
+            if not isinstance(self.latent, dict) or "samples" not in self.latent:
+                raise NodeError("not a latent", "latent")
+            with torch.inference_mode():
+                samples = modular.sample(ctx, self.unet, self.latent, self.positive, self.negative, settings, preview)
+            return {"latent": {"samples": samples.float().cpu()}}
         with torch.inference_mode():
             return {"latent": {"samples": self._sample(ctx).float().cpu()}}
 
@@ -334,7 +349,7 @@ def preview(latents: Any) -> Any:
     from PIL import Image
 
     first = latents[0].detach().float().cpu()
-    if first.shape[0] == 4:
+    if first.shape[0] == 4:  # other families' latents differ: the map is then only a rough picture
         rgb = torch.einsum("chw,cr->rhw", first, torch.tensor(LATENT_RGB))
     else:
         rgb = first[:3]

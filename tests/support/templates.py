@@ -8,6 +8,7 @@ from typing import Any
 
 from diffgraph.engine import (
     Cache,
+    CancelToken,
     Executor,
     MemoryCache,
     NodeRegistry,
@@ -63,8 +64,8 @@ def run_workflow_file(path: Path, overrides: dict[str, Any], *, services: dict[s
 
 
 def run_plan(plan: Plan, *, services: dict[str, Any], output_dir: Path, expect: str = "succeeded",
-             on_event=None) -> TemplateRun:
+             on_event=None, cancel: CancelToken | None = None) -> TemplateRun:
     executor = Executor(Cache(MemoryCache()), services=services)
-    result = executor.run(plan, output_dir=output_dir, on_event=on_event)
+    result = executor.run(plan, output_dir=output_dir, on_event=on_event, cancel=cancel)
     assert result.status == expect, result.error
     return TemplateRun(result, executor, plan)

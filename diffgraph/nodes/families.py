@@ -1,0 +1,124 @@
+"""Model families: what diffgraph knows about each one, as data.
+
+Stable Diffusion 1.x/2.x runs through diffgraph's own loop (`sampling.SampleLoop`). Every other
+family runs through diffusers' Modular Diffusers blocks (`modular.py`); this table holds only what
+those blocks do not declare: which text-encoder outputs are public, where guidance goes and its
+formula, how latents are normalized and packed, the size multiple, and which tasks exist. A reader
+finds everything about Flux in its one entry.
+
+The family is detected from the model's own files: `model_index.json`'s `_class_name`, or the
+tensor names of a single-file checkpoint (read from its safetensors header, never unpickled).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+TASKS = ("txt2img", "img2img", "inpaint")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # what the loader outputs and errors say
+    title: str
+    #: the classic pipelines whose model_index.json `_class_name` marks a folder as this family
+    pipeline_classes: tuple[str, ...]
+    #: the denoiser's component folder
+    denoiser: str = "unet"
+    #: False: diffgraph's own loop (SD 1.x/2.x); True: the family's Modular Diffusers blocks
+    modular: bool = True
+    #: text-encoder block outputs a TextEncode keeps (the negative ones come from a second TextEncode)
+    conditioning: tuple[str, ...] = ("prompt_embeds", "pooled_prompt_embeds")
+    #: "guider": classifier-free guidance by the pipeline's guider component,
+    #:   uncond + cfg * (cond - uncond), off at cfg <= 1, negative conditioning required when on;
+    #: "embedded": guidance-distilled, cfg is an input of the denoiser (Flux.1) and there is no
+    #:   negative prompt
+    guidance: str = "guider"
+    #: an empty negative prompt encodes as zeros when the model's `force_zeros_for_empty_prompt`
+    #: says so (SDXL), as the classic pipeline does for a missing negative prompt
+    zeros_for_empty_negative: bool = False
+    #: image latents = (vae mean - shift_factor) * scaling_factor when True, mean * scaling_factor if not
+    latent_shift: bool = False
+    #: inside the denoise loop the latents are 2x2 patches in a sequence [B, h/2 * w/2, 4C]
+    packed_latents: bool = False
+    #: width and height must be multiples of this times the VAE's downscale factor
+    size_multiple: int = 1
+    tasks: tuple[str, ...] = TASKS
+    #: what a template param means here when it differs from SD 1.x
+    notes: str = ""
+
+
+FAMILIES: dict[str, Family] = {family.name: family for family in (
+    Family("sd", "Stable Diffusion 1.x/2.x", (
+        "StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline",
+        "StableDiffusionDepth2ImgPipeline", "DDPMPipeline", "DDIMPipeline", "LatentConsistencyModelPipeline"),
+        modular=False, conditioning=("embeds",)),
+    Family("sdxl", "Stable Diffusion XL", (
+        "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
+        zeros_for_empty_negative=True,
+        notes="refiner: load it as a second model and run it as img2img on the base model's picture"),
+    Family("sd3", "Stable Diffusion 3 / 3.5", (
+        "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
+        denoiser="transformer", latent_shift=True, tasks=("txt2img", "img2img"),
+        notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular SD3 blocks"),
+    Family("flux", "Flux.1 dev / schnell", (
+        "FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline"),
+        denoiser="transformer", guidance="embedded", latent_shift=True, packed_latents=True, size_multiple=2,
+        tasks=("txt2img", "img2img"),
+        notes="cfg is its distilled guidance; negative_prompt must stay empty; samplers: its own flow-matching "
+              "euler only; inpaint: not in diffusers' modular Flux blocks"),
+)}
+
+#: tensor-name prefixes that identify a single-file checkpoint's family (original layouts)
+_CHECKPOINT_MARKERS = (
+    ("double_blocks.0.img_attn", "flux"), ("model.diffusion_model.double_blocks.", "flux"),
+    ("joint_blocks.0.", "sd3"), ("model.diffusion_model.joint_blocks.", "sd3"),
+    ("conditioner.embedders.1.model.", "sdxl"),
+    ("model.diffusion_model.input_blocks.", "sd"),
+)
+#: a safetensors header larger than this is not a checkpoint we read (they are a few MB at most)
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+class UnknownFamily(ValueError):
+    pass
+
+
+def family_of_folder(folder: Path) -> Family:
+    """The family of a diffusers pipeline folder, from its model_index.json."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UnknownFamily(f"cannot read {folder / 'model_index.json'}: {exc}") from None
+    class_name = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
+    for family in FAMILIES.values():
+        if class_name in family.pipeline_classes:
+            return family
+    known = ", ".join(f"{f.title} ({f.pipeline_classes[0]})" for f in FAMILIES.values())
+    raise UnknownFamily(f"{folder} holds a {class_name or 'pipeline without _class_name'}; diffgraph runs {known}")
+
+
+def family_of_checkpoint(path: Path) -> Family:
+    """The family of a single-file .safetensors checkpoint, from its tensor names."""
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise UnknownFamily(f"{path.name} is too short to be a safetensors checkpoint")
+        (length,) = struct.unpack("<Q", head)
+        if length > MAX_HEADER_BYTES:
+            raise UnknownFamily(f"{path.name}: its safetensors header is implausibly large ({length} bytes)")
+        try:
+            names = json.loads(handle.read(length)).keys()
+        except ValueError as exc:
+            raise UnknownFamily(f"{path.name}: damaged safetensors header ({exc})") from None
+    for prefix, name in _CHECKPOINT_MARKERS:
+        if any(key.startswith(prefix) for key in names):
+            return FAMILIES[name]
+    raise UnknownFamily(f"{path.name} is not a checkpoint of a known family (SD 1.x/2.x, SDXL, SD3, Flux.1)")
+
+
+def get(name: str) -> Family:
+    return FAMILIES.get(name or "sd", FAMILIES["sd"])

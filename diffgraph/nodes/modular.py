@@ -1,0 +1,326 @@
+"""The thin adapter between diffgraph's nodes and diffusers' Modular Diffusers, for every model
+family beyond Stable Diffusion 1.x/2.x (see `families.py` for what differs between them).
+
+One `ModularPipeline` per loaded model holds all its components (the model cache keeps it): a
+pipeline built per node would hold only the components its blocks declare, and Flux's and SD3's
+denoise blocks read `vae_scale_factor` without declaring the VAE (silently 8 without it). The nodes
+run the family's block groups against it: TextEncode -> `text_encoder`, SampleLoop -> `denoise`,
+VAEDecode -> `decode`. VAEEncode keeps the VAE's latent distribution (mean and std, normalized as
+the family's blocks normalize) so that SampleLoop draws the image sample from its own seed first,
+then the noise, in the order the classic pipelines draw them.
+
+Modular pipelines have no step callback (diffusers 0.42): a block appended to each denoise loop
+reports progress with a preview and checks for cancellation between steps. The engine's callback
+reaches it through a context variable, because `init_pipeline` deep-copies blocks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffgraph.engine import NodeError
+
+from . import families
+from .families import Family
+
+
+@dataclass
+class StepHook:
+    """What the step block calls after each denoising step."""
+
+    on_step: Callable[[int, int, Any], None]  # (step, total, latents as the loop holds them)
+
+
+_STEP_HOOK: contextvars.ContextVar[StepHook | None] = contextvars.ContextVar("diffgraph_step_hook", default=None)
+_STEP_BLOCK_NAME = "diffgraph_step"
+
+
+def _step_block_class() -> type:
+    from diffusers.modular_pipelines import ModularPipelineBlocks
+
+    class DiffgraphStepBlock(ModularPipelineBlocks):
+        """Reports each finished step to the running node (progress, preview, cancellation)."""
+
+        model_name = "diffgraph"
+
+        @property
+        def description(self) -> str:
+            return "diffgraph: report progress and check for cancellation after each denoising step"
+
+        @property
+        def inputs(self) -> list:
+            return []
+
+        @property
+        def intermediate_outputs(self) -> list:
+            return []
+
+        def __call__(self, components: Any, block_state: Any, i: int, t: Any) -> tuple[Any, Any]:
+            hook = _STEP_HOOK.get()
+            if hook is not None:
+                hook.on_step(i + 1, len(block_state.timesteps), block_state.latents)
+            return components, block_state
+
+    return DiffgraphStepBlock
+
+
+def _add_step_blocks(blocks: Any, step_block: type) -> int:
+    """Append the step block to every denoise loop in the block tree; how many loops there were."""
+    from diffusers.modular_pipelines import LoopSequentialPipelineBlocks
+
+    found = 0
+    pending = [blocks]
+    while pending:
+        block = pending.pop()
+        if isinstance(block, LoopSequentialPipelineBlocks):
+            if _STEP_BLOCK_NAME not in block.sub_blocks:
+                block.sub_blocks[_STEP_BLOCK_NAME] = step_block()
+            found += 1
+            continue
+        pending.extend((getattr(block, "sub_blocks", None) or {}).values())
+    return found
+
+
+def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickle: bool) -> Any:
+    """The family's ModularPipeline for a diffusers folder, every component loaded (safetensors
+    only unless `allow_pickle`), with the step block in its denoise loops."""
+    from diffusers import ModularPipeline
+
+    from .models import _load_part, build_scheduler, scheduler_ref
+
+    family = families.get(family_name)
+    if not family.modular:
+        raise NodeError(f"{family.title} runs diffgraph's own loop, not modular blocks")
+    with _quiet_diffusers():
+        pipeline = ModularPipeline.from_pretrained(str(folder), local_files_only=True)
+    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    parts = {}
+    for name, entry in index.items():
+        if name in pipeline._component_specs and isinstance(entry, list) and len(entry) == 2 and entry[1]:
+            if str(entry[1]).endswith("Scheduler"):  # built from its config, as every SampleLoop does
+                parts[name] = build_scheduler(scheduler_ref(folder, name))
+            else:
+                parts[name] = _load_part(folder, name, torch_dtype, allow_pickle)
+    with _quiet_diffusers():
+        pipeline.update_components(**parts)
+    if _add_step_blocks(pipeline.blocks, _step_block_class()) == 0:
+        raise NodeError(f"diffusers' {family.title} blocks have no denoise loop to report progress from")
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@contextlib.contextmanager
+def _quiet_diffusers() -> Iterator[None]:
+    """Keep diffusers' modular logging ("Error in block" tracebacks on cancellation, guider notices)
+    out of the user's output: errors reach the user as NodeErrors instead."""
+    logger = logging.getLogger("diffusers.modular_pipelines")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def run_block(pipeline: Any, name: str, **inputs: Any) -> Any:
+    """Run one block group (`text_encoder`, `denoise`, `decode`, ...) of the pipeline's blocks
+    against the whole pipeline; its declared inputs not given take their defaults."""
+    import torch
+    from diffusers.modular_pipelines import PipelineState
+
+    block = pipeline.blocks.sub_blocks[name]
+    state = PipelineState()
+    for param in block.inputs:
+        if param.name is None:
+            continue
+        state.set(param.name, inputs.pop(param.name) if param.name in inputs else param.default, param.kwargs_type)
+    if inputs:
+        raise NodeError(f"the {name} blocks take no {', '.join(inputs)} (diffusers changed?)")
+    with torch.no_grad(), _quiet_diffusers():
+        _, state = block(pipeline, state)
+    return state
+
+
+def family_of(ref: Any) -> Family:
+    return families.get(getattr(ref, "family", ""))
+
+
+def is_modular(ref: Any) -> bool:
+    return family_of(ref).modular
+
+
+def require_task(family: Family, task: str, field: str) -> None:
+    if task not in family.tasks:
+        raise NodeError(f"{family.title} models cannot do {task} with diffusers' modular blocks "
+                        f"(family {family.name}: {', '.join(family.tasks)})", field)
+
+
+# ---------------------------------------------------------------------------------------------
+# the four nodes' family paths
+
+
+def encode_text(ctx: Any, ref: Any, text: str) -> dict[str, Any]:
+    """TextEncode: the family's text_encoder blocks on one prompt; only the positive outputs are
+    kept, so the result does not depend on any sampling setting (the guider)."""
+    import torch
+
+    family = family_of(ref)
+    pipeline = _pipeline(ctx, ref, "text_encoder")
+    state = run_block(pipeline, "text_encoder", prompt=text)
+    conditioning = {name: state.get(name).float().cpu() for name in family.conditioning}
+    conditioning["empty_prompt"] = torch.tensor([1.0 if text == "" else 0.0])
+    return conditioning
+
+
+def latent_size(ctx: Any, vae_ref: Any, unet_ref: Any) -> tuple[int, int, int, int]:
+    """EmptyLatent: (latent channels, VAE downscale factor, size multiple, native size in pixels)."""
+    ref = vae_ref if vae_ref is not None else unet_ref
+    family = family_of(ref)
+    pipeline = _pipeline(ctx, ref, "vae")
+    channels = pipeline.vae.config.latent_channels
+    factor = pipeline.vae_scale_factor
+    return channels, factor, family.size_multiple * factor, int(pipeline.default_height)
+
+
+def encode_image(ctx: Any, ref: Any, pixels: Any, mask: Any) -> dict[str, Any]:
+    """VAEEncode: the VAE's latent distribution, normalized as the family's blocks normalize the
+    sample (the sample itself is drawn by SampleLoop with its seed)."""
+    family = family_of(ref)
+    if mask is not None:
+        require_task(family, "inpaint", "mask")
+        raise NodeError(f"inpainting with {family.title} models is not supported by diffgraph yet", "mask")
+    vae = _pipeline(ctx, ref, "vae").vae
+    distribution = vae.encode(pixels).latent_dist
+    scale = vae.config.scaling_factor
+    shift = (vae.config.shift_factor or 0.0) if family.latent_shift else 0.0
+    return {"samples": ((distribution.mean - shift) * scale).float().cpu(),
+            "std": (distribution.std * scale).float().cpu()}
+
+
+def decode(ctx: Any, ref: Any, samples: Any) -> Any:
+    """VAEDecode: the family's decode blocks, as a [B, 3, H, W] tensor in [0, 1]."""
+    pipeline = _pipeline(ctx, ref, "vae")
+    factor = pipeline.vae_scale_factor
+    latents = samples.to(device=ctx.device, dtype=pipeline.vae.dtype)
+    inputs = {"latents": latents, "output_type": "pt"}
+    accepted = {param.name for param in pipeline.blocks.sub_blocks["decode"].inputs}
+    if "height" in accepted:
+        inputs.update(height=samples.shape[2] * factor, width=samples.shape[3] * factor)
+    images = run_block(pipeline, "decode", **inputs).get("images")
+    return images.float().clamp(0, 1).cpu()
+
+
+@dataclass
+class Sampling:
+    """SampleLoop's settings, as the family path needs them."""
+
+    seed: int
+    steps: int
+    cfg: float
+    strength: float
+    scheduler: Any  # a built diffusers scheduler
+
+
+def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: Any, settings: Sampling,
+           preview: Callable[[Any], Any]) -> Any:
+    """SampleLoop: the family's denoise blocks (input, timesteps, latents, loop), with the step
+    block reporting progress and cancellation. Returns the denoised latents [B, C, h, w]."""
+    import torch
+    from diffusers.utils.torch_utils import randn_tensor
+
+    family = family_of(ref)
+    pipeline = _pipeline(ctx, ref, "unet")
+    if positive is None:
+        raise NodeError(f"{family.title} models are text-conditioned: link a TextEncode", "positive")
+    embeds = _conditioning(positive, family, "positive")
+    samples = latent["samples"]
+    batch, channels, height, width = samples.shape
+    factor = pipeline.vae_scale_factor
+    if channels != pipeline.vae.config.latent_channels:
+        raise NodeError(f"a {channels}-channel latent does not fit this {family.title} model "
+                        f"({pipeline.vae.config.latent_channels} channels)", "latent")
+    inputs: dict[str, Any] = {**embeds, "num_images_per_prompt": batch // next(iter(embeds.values())).shape[0],
+                              "height": height * factor, "width": width * factor,
+                              "num_inference_steps": settings.steps}
+    if family.guidance == "embedded":
+        if negative is not None and not _is_empty(negative):
+            raise NodeError(f"{family.title} models have no negative prompt (their guidance is distilled): "
+                            "leave it empty or unlinked", "negative")
+        inputs["guidance_scale"] = settings.cfg
+    else:
+        from diffusers import ClassifierFreeGuidance
+
+        if settings.cfg > 1.0:
+            if negative is None:
+                raise NodeError("cfg > 1 needs a negative conditioning (a TextEncode, empty prompt or not)",
+                                "negative")
+            negative_embeds = _conditioning(negative, family, "negative")
+            if _is_empty(negative) and family.zeros_for_empty_negative and \
+                    pipeline.config.get("force_zeros_for_empty_prompt", True):
+                negative_embeds = {name: torch.zeros_like(value) for name, value in negative_embeds.items()}
+            inputs.update({f"negative_{name}": value for name, value in negative_embeds.items()})
+        with _quiet_diffusers():
+            pipeline.update_components(guider=ClassifierFreeGuidance(guidance_scale=settings.cfg))
+    with _quiet_diffusers():
+        pipeline.update_components(scheduler=settings.scheduler)
+    for name, value in list(inputs.items()):
+        if isinstance(value, torch.Tensor):
+            inputs[name] = value.to(device=ctx.device, dtype=pipeline.dtype)
+
+    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    if "std" in latent:  # img2img: the image sample first, then the noise, as the pipelines draw them
+        require_task(family, "img2img", "latent")
+        dtype = pipeline.dtype
+        eps = randn_tensor(tuple(samples.shape), generator=generator, device=ctx.device, dtype=dtype)
+        inputs["image_latents"] = samples.to(ctx.device, dtype) + latent["std"].to(ctx.device, dtype) * eps
+        inputs["strength"] = settings.strength
+    elif settings.strength < 1.0:
+        raise NodeError("strength < 1 needs a picture to start from: link a VAEEncode latent", "strength")
+    inputs["generator"] = generator
+
+    def on_step(step: int, total: int, latents: Any) -> None:
+        if ctx.on_progress is not None:
+            ctx.progress(step, total, preview(_unpacked(latents, family, channels, height, width)))
+        ctx.check_cancelled()
+
+    ctx.check_cancelled()
+    token = _STEP_HOOK.set(StepHook(on_step))
+    try:
+        state = run_block(pipeline, "denoise", **inputs)
+    finally:
+        _STEP_HOOK.reset(token)
+    return _unpacked(state.get("latents"), family, channels, height, width)
+
+
+def _pipeline(ctx: Any, ref: Any, field: str) -> Any:
+    from .models import model_cache
+
+    return model_cache(ctx).pipeline(ref, ctx.device, ctx.dtype, field)
+
+
+def _conditioning(value: Any, family: Family, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or any(name not in value for name in family.conditioning):
+        raise NodeError(f"this conditioning was not encoded by a {family.title} text encoder (it lacks "
+                        f"{', '.join(family.conditioning)}): link a TextEncode fed by the same model", field)
+    return {name: value[name] for name in family.conditioning}
+
+
+def _is_empty(conditioning: Any) -> bool:
+    flag = conditioning.get("empty_prompt") if isinstance(conditioning, dict) else None
+    return flag is not None and bool(flag.flatten()[0] > 0.5)
+
+
+def _unpacked(latents: Any, family: Family, channels: int, height: int, width: int) -> Any:
+    """[B, C, h, w] latents, from the 2x2-patch sequences packed families hold in their loop."""
+    if not family.packed_latents or latents.ndim == 4:
+        return latents
+    batch = latents.shape[0]
+    return (latents.view(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+            .reshape(batch, channels, height, width))

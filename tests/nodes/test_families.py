@@ -1,0 +1,130 @@
+"""Model families beyond SD 1.x/2.x (SDXL, SD3, Flux.1) through diffusers' Modular Diffusers: the
+shipped templates with `--set model=<tiny folder>` compute the picture of the family's classic
+diffusers pipeline (same components, seed, CPU generator) within 2/255 per pixel in float32; the
+family is detected from the model's files; progress, previews and cancellation work per step; a
+task a family lacks is an error naming node, field and family."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from support import tiny_families
+from test_parity import SEED, assert_same_picture, generator
+
+from diffgraph.engine import CancelToken
+
+STEPS = 3
+CLASSIC = {
+    ("sdxl", "txt2img"): "StableDiffusionXLPipeline",
+    ("sdxl", "img2img"): "StableDiffusionXLImg2ImgPipeline",
+    ("sd3", "txt2img"): "StableDiffusion3Pipeline",
+    ("sd3", "img2img"): "StableDiffusion3Img2ImgPipeline",
+    ("flux", "txt2img"): "FluxPipeline",
+    ("flux", "img2img"): "FluxImg2ImgPipeline",
+}
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory: pytest.TempPathFactory):
+    """Tiny sdxl/, sd3/ and flux/ diffusers folders (diffusers' own dummy configs, random weights)."""
+    return tiny_families.build_all(tmp_path_factory.mktemp("tiny-families"))
+
+
+def classic(family_models, family: str, task: str):
+    import diffusers
+
+    return getattr(diffusers, CLASSIC[family, task]).from_pretrained(str(family_models[family])).to("cpu")
+
+
+def picture(path):
+    from PIL import Image
+
+    return Image.open(path).convert("RGB")
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_txt2img_template_matches_the_family_pipeline(family_models, run_template, family):
+    cfg = 3.5
+    run = run_template("txt2img", model=str(family_models[family]), prompt="a red circle", seed=SEED,
+                       steps=STEPS, cfg=cfg, width=32, height=32)
+    assert run.value("load", "family") == family
+    expected = classic(family_models, family, "txt2img")(
+        "a red circle", num_inference_steps=STEPS, guidance_scale=cfg, height=32, width=32,
+        generator=generator(), output_type="pt").images
+    assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_img2img_template_matches_the_family_pipeline(family_models, run_template, pictures, family, tmp_path):
+    small = tmp_path / "small.png"
+    picture(pictures["image"]).resize((32, 32)).save(small)
+    cfg, strength = 3.0, 0.7
+    run = run_template("img2img", model=str(family_models[family]), image=str(small), prompt="a blue square",
+                       seed=SEED, steps=STEPS, cfg=cfg, strength=strength)
+    expected = classic(family_models, family, "img2img")(
+        "a blue square", image=picture(small), strength=strength, num_inference_steps=STEPS, guidance_scale=cfg,
+        height=32, width=32, generator=generator(), output_type="pt").images
+    assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_inpaint_with_a_family_without_it_names_node_field_and_family(family_models, run_template, pictures,
+                                                                     family):
+    run = run_template("inpaint", expect="failed", model=str(family_models[family]), image=str(pictures["image"]),
+                       mask=str(pictures["mask"]), steps=STEPS)
+    error = run.result.error
+    assert error["node"] == "encode" and error["field"] == "mask"
+    assert f"family {family}" in error["message"] and "inpaint" in error["message"]
+
+
+def test_flux_refuses_a_negative_prompt(family_models, run_template):
+    run = run_template("txt2img", expect="failed", model=str(family_models["flux"]), negative_prompt="blurry",
+                       steps=STEPS, width=32, height=32)
+    assert run.result.error["node"] == "sample" and run.result.error["field"] == "negative"
+    assert "no negative prompt" in run.result.error["message"]
+
+
+def test_flow_matching_models_refuse_other_samplers(family_models, run_template):
+    run = run_template("txt2img", expect="failed", model=str(family_models["sd3"]), scheduler="dpmpp_2m",
+                       steps=STEPS, width=32, height=32)
+    assert run.result.error["node"] == "sampler" and run.result.error["field"] == "name"
+    assert "only euler" in run.result.error["message"]
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_progress_every_step_with_a_preview(family_models, run_template, family):
+    events = []
+    run_template("txt2img", model=str(family_models[family]), steps=STEPS, width=32, height=32,
+                 on_event=lambda event: events.append(event))
+    steps = [e for e in events if e["type"] == "progress"]
+    assert [(e["node"], e["step"], e["total"]) for e in steps] == [("sample", i, STEPS) for i in range(1, STEPS + 1)]
+    assert all(e["preview"] is not None for e in steps)
+    assert steps[0]["preview"].size == (16, 16)  # the latent's size: 32 px over the VAE's factor 2
+
+
+@pytest.mark.parametrize("family", ["sdxl", "flux"])
+def test_cancel_between_steps(family_models, services, tmp_path, family, caplog):
+    from support.templates import run_plan, template_plan
+
+    token = CancelToken()
+    seen = []
+
+    def on_event(event):
+        if event["type"] == "progress":
+            seen.append(event["step"])
+            if event["step"] == 1:
+                token.cancel()
+
+    plan = template_plan("txt2img", {"model": str(family_models[family]), "steps": 4, "width": 32, "height": 32})
+    run_plan(plan, services=services, output_dir=tmp_path, expect="cancelled", on_event=on_event, cancel=token)
+    assert seen == [1]
+    assert "Error in block" not in caplog.text
+
+
+def test_family_is_detected_from_the_model_files(family_models, tiny):
+    from diffgraph.nodes import families
+
+    for name, folder in family_models.items():
+        assert families.family_of_folder(folder).name == name
+    assert families.family_of_folder(tiny["sd"]).name == "sd"
+    assert torch.is_tensor(torch.zeros(1))

@@ -1,0 +1,179 @@
+"""Tiny random-weight models of the families beyond Stable Diffusion 1.x/2.x (SDXL, SD3, Flux.1),
+built offline and saved as diffusers folders (safetensors) with each family's classic pipeline.
+
+The configs are those of diffusers' own test suites' "dummy components"; the CLIP tokenizer is the
+hand-written one of `tiny_models`, the T5 tokenizer a small WordLevel model of the `tokenizers`
+library wrapped by `T5TokenizerFast`. Pictures are 32-64 px; a run takes well under a second.
+
+    python tests/support/tiny_families.py OUT_DIR     # writes sdxl/, sd3/, flux/
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from support import tiny_models
+
+T5_WORDS = ("a red blue green circle square on white black background of the and with cat dog lighthouse "
+            "at dusk picture big small").split()
+
+
+def clip_config(**overrides):
+    from transformers import CLIPTextConfig
+
+    settings = dict(bos_token_id=512, eos_token_id=513, pad_token_id=513, hidden_size=32, intermediate_size=37,
+                    layer_norm_eps=1e-05, num_attention_heads=4, num_hidden_layers=5, vocab_size=1000,
+                    hidden_act="gelu", projection_dim=32, max_position_embeddings=77)
+    settings.update(overrides)
+    return CLIPTextConfig(**settings)
+
+
+def clip_tokenizer(directory: Path):
+    tiny_models.write_tokenizer(directory)
+    return tiny_models.load_tokenizer(directory)
+
+
+def t5_tokenizer(directory: Path):
+    """A T5TokenizerFast over a small Unigram vocabulary (the `tokenizers` model T5 uses): whole
+    words, then single letters so any text tokenizes; </s> is appended as T5's tokenizer does."""
+    from transformers import T5TokenizerFast
+
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + word, -1.0) for word in T5_WORDS]
+    pieces += [(letter, -5.0) for letter in "abcdefghijklmnopqrstuvwxyz"]
+    tokenizer = T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)
+    tokenizer.save_pretrained(str(directory))
+    return T5TokenizerFast.from_pretrained(str(directory), local_files_only=True)
+
+
+def t5_encoder():
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                      relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0,
+                      pad_token_id=0, eos_token_id=1)
+    return T5EncoderModel(config).eval()
+
+
+def build_sdxl(directory: Path) -> Path:
+    """An SDXL base model: two CLIP text encoders (the second with projection), a text-time UNet."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    directory = Path(directory)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64, norm_num_groups=1).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4,
+                        sample_size=128).eval()
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(clip_config()).eval()
+    torch.manual_seed(1)
+    text_encoder_2 = CLIPTextModelWithProjection(clip_config()).eval()
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                       beta_schedule="scaled_linear", timestep_spacing="leading")
+    tokenizer = clip_tokenizer(directory / "_clip")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
+                                     image_encoder=None, feature_extractor=None)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    shutil.rmtree(directory / "_clip")
+    return directory
+
+
+def build_sd3(directory: Path) -> Path:
+    """An SD3 model: two CLIP encoders with projection, a T5 encoder, an MMDiT transformer."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection
+
+    directory = Path(directory)
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1,
+                                        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                        joint_attention_dim=32, pooled_projection_dim=64, out_channels=4).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8),
+                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
+                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.0609, scaling_factor=1.5035).eval()
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModelWithProjection(clip_config()).eval()
+    torch.manual_seed(1)
+    text_encoder_2 = CLIPTextModelWithProjection(clip_config()).eval()
+    tokenizer = clip_tokenizer(directory / "_clip")
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+        tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer, text_encoder_3=t5_encoder(),
+        tokenizer_3=t5_tokenizer(directory / "_t5"), image_encoder=None, feature_extractor=None)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    shutil.rmtree(directory / "_clip")
+    shutil.rmtree(directory / "_t5")
+    return directory
+
+
+def build_flux(directory: Path) -> Path:
+    """A Flux.1-dev-like model (guidance-distilled: the transformer embeds the guidance scale)."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    directory = Path(directory)
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+                                         guidance_embeds=True).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8),
+                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
+                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.0609, scaling_factor=1.5035).eval()
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(clip_config()).eval()
+    tokenizer = clip_tokenizer(directory / "_clip")
+    pipe = FluxPipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae,
+                        text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=t5_encoder(),
+                        tokenizer_2=t5_tokenizer(directory / "_t5"))
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    shutil.rmtree(directory / "_clip")
+    shutil.rmtree(directory / "_t5")
+    return directory
+
+
+BUILDERS = {"sdxl": build_sdxl, "sd3": build_sd3, "flux": build_flux}
+
+
+def build_all(root: Path) -> dict[str, Path]:
+    root = Path(root)
+    return {name: build(root / name) for name, build in BUILDERS.items()}
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    for name, path in build_all(Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-families")).items():
+        print(f"{name}: {path}")
