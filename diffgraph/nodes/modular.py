@@ -82,6 +82,7 @@ def _add_step_blocks(blocks: Any, step_block: type) -> int:
         if isinstance(block, LoopSequentialPipelineBlocks):
             if _STEP_BLOCK_NAME not in block.sub_blocks:
                 block.sub_blocks[_STEP_BLOCK_NAME] = step_block()
+            block.set_progress_bar_config(disable=True)  # the engine reports progress
             found += 1
             continue
         pending.extend((getattr(block, "sub_blocks", None) or {}).values())
@@ -110,10 +111,14 @@ def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickl
                 parts[name] = _load_part(folder, name, torch_dtype, allow_pickle)
     with _quiet_diffusers():
         pipeline.update_components(**parts)
-    if _add_step_blocks(pipeline.blocks, _step_block_class()) == 0:
+    if _add_step_blocks(_blocks(pipeline), _step_block_class()) == 0:
         raise NodeError(f"diffusers' {family.title} blocks have no denoise loop to report progress from")
-    pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def _blocks(pipeline: Any) -> Any:
+    """The pipeline's own blocks: its public `blocks` property returns a deep copy on every access."""
+    return pipeline._blocks
 
 
 @contextlib.contextmanager
@@ -135,7 +140,7 @@ def run_block(pipeline: Any, name: str, **inputs: Any) -> Any:
     import torch
     from diffusers.modular_pipelines import PipelineState
 
-    block = pipeline.blocks.sub_blocks[name]
+    block = _blocks(pipeline).sub_blocks[name]
     state = PipelineState()
     for param in block.inputs:
         if param.name is None:
@@ -210,7 +215,7 @@ def decode(ctx: Any, ref: Any, samples: Any) -> Any:
     factor = pipeline.vae_scale_factor
     latents = samples.to(device=ctx.device, dtype=pipeline.vae.dtype)
     inputs = {"latents": latents, "output_type": "pt"}
-    accepted = {param.name for param in pipeline.blocks.sub_blocks["decode"].inputs}
+    accepted = {param.name for param in _blocks(pipeline).sub_blocks["decode"].inputs}
     if "height" in accepted:
         inputs.update(height=samples.shape[2] * factor, width=samples.shape[3] * factor)
     images = run_block(pipeline, "decode", **inputs).get("images")
