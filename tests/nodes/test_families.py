@@ -137,3 +137,25 @@ def test_family_is_detected_from_the_model_files(family_models, tiny):
         assert families.family_of_folder(folder).name == name
     assert families.family_of_folder(tiny["sd"]).name == "sd"
     assert torch.is_tensor(torch.zeros(1))
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_rerun_across_processes_keeps_loaders_and_text_encodings(family_models, tmp_path, family):
+    from test_templates_cli import TEMPLATES, run_json
+
+    cache, model = tmp_path / "cache", f"model={family_models[family]}"
+    sets = (model, "steps=2", "width=32", "height=32")
+    first = run_json(TEMPLATES / "txt2img.yaml", *sets, "seed=1", cwd=tmp_path, cache=cache)
+    assert first["status"] == "succeeded" and first["cached"] == []
+
+    # a new seed re-samples; the loader and both TextEncodes come from the disk cache
+    reseeded = run_json(TEMPLATES / "txt2img.yaml", *sets, "seed=2", cwd=tmp_path, cache=cache)
+    assert set(reseeded["executed"]) == {"sample", "decode", "save"}
+    assert {"load", "sampler", "positive", "negative", "empty"} <= set(reseeded["cached"])
+
+    if family != "sdxl":  # the rest is the engine's, the same for every family (CPU time is scarce)
+        return
+    # a new prompt re-encodes it and re-samples; the loader stays cached
+    reprompted = run_json(TEMPLATES / "txt2img.yaml", *sets, "seed=2", "prompt=a blue square", cwd=tmp_path,
+                          cache=cache)
+    assert set(reprompted["executed"]) == {"positive", "sample", "decode", "save"}
