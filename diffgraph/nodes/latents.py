@@ -88,11 +88,12 @@ class VAEEncode(Node):
         _check_size(height, factor, "image")
         device, dtype = ctx.device, models.torch_dtype(ctx)
         pixels = (image * 2.0 - 1.0).to(device=device, dtype=dtype)
-        if modular.is_modular(self.vae):
-            with torch.inference_mode():
-                return {"latent": modular.encode_image(ctx, self.vae, pixels, self.mask)}
+        family = modular.family_of(self.vae)
+        if self.mask is not None:
+            modular.require_task(family, "inpaint", "mask")
+        shift = (vae.config.shift_factor or 0.0) if family.latent_shift else None
         with torch.inference_mode():
-            latent = _encode(vae, pixels, "")
+            latent = _encode(vae, pixels, "", shift)
             if self.mask is not None:
                 mask = self.mask
                 if mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (height, width):
@@ -101,16 +102,19 @@ class VAEEncode(Node):
                 if mask.shape[0] not in (1, image.shape[0]):
                     raise NodeError(f"{mask.shape[0]} masks for {image.shape[0]} images", "mask")
                 binary = (mask >= 0.5).to(dtype=pixels.dtype, device=device)  # as the pipelines binarize
-                latent.update(_encode(vae, pixels * (binary < 0.5), "masked_"))
+                latent.update(_encode(vae, pixels * (binary < 0.5), "masked_", shift))
                 latent["mask"] = torch.nn.functional.interpolate(
                     binary, size=(height // factor, width // factor)).float().cpu()
         return {"latent": latent}
 
 
-def _encode(vae: Any, pixels: Any, prefix: str) -> dict[str, Any]:
+def _encode(vae: Any, pixels: Any, prefix: str, shift: float | None = None) -> dict[str, Any]:
+    """The VAE's latent distribution (mean, std) scaled as the pipelines scale a sample of it; the
+    families whose table says so (SD3, Flux) subtract the VAE's shift_factor first."""
     distribution = vae.encode(pixels).latent_dist
     scale = vae.config.scaling_factor
-    return {f"{prefix}samples": (distribution.mean * scale).float().cpu(),
+    mean = distribution.mean if shift is None else distribution.mean - shift
+    return {f"{prefix}samples": (mean * scale).float().cpu(),
             f"{prefix}std": (distribution.std * scale).float().cpu()}
 
 

@@ -6,8 +6,9 @@ pipeline built per node would hold only the components its blocks declare, and F
 denoise blocks read `vae_scale_factor` without declaring the VAE (silently 8 without it). The nodes
 run the family's block groups against it: TextEncode -> `text_encoder`, SampleLoop -> `denoise`,
 VAEDecode -> `decode`. VAEEncode keeps the VAE's latent distribution (mean and std, normalized as
-the family's blocks normalize) so that SampleLoop draws the image sample from its own seed first,
-then the noise, in the order the classic pipelines draw them.
+the family's table says) as it does for SD 1.x/2.x, so that SampleLoop draws the image sample from
+its own seed first, then the noise, in the order the classic pipelines draw them; the family's
+`vae_encoder` blocks would draw the sample before SampleLoop knows the seed.
 
 Modular pipelines have no step callback (diffusers 0.42): a block appended to each denoise loop
 reports progress with a preview and checks for cancellation between steps. The engine's callback
@@ -194,21 +195,6 @@ def latent_size(ctx: Any, vae_ref: Any, unet_ref: Any) -> tuple[int, int, int, i
     return channels, factor, family.size_multiple * factor, int(pipeline.default_height)
 
 
-def encode_image(ctx: Any, ref: Any, pixels: Any, mask: Any) -> dict[str, Any]:
-    """VAEEncode: the VAE's latent distribution, normalized as the family's blocks normalize the
-    sample (the sample itself is drawn by SampleLoop with its seed)."""
-    family = family_of(ref)
-    if mask is not None:
-        require_task(family, "inpaint", "mask")
-        raise NodeError(f"inpainting with {family.title} models is not supported by diffgraph yet", "mask")
-    vae = _pipeline(ctx, ref, "vae").vae
-    distribution = vae.encode(pixels).latent_dist
-    scale = vae.config.scaling_factor
-    shift = (vae.config.shift_factor or 0.0) if family.latent_shift else 0.0
-    return {"samples": ((distribution.mean - shift) * scale).float().cpu(),
-            "std": (distribution.std * scale).float().cpu()}
-
-
 def decode(ctx: Any, ref: Any, samples: Any) -> Any:
     """VAEDecode: the family's decode blocks, as a [B, 3, H, W] tensor in [0, 1]."""
     pipeline = _pipeline(ctx, ref, "vae")
@@ -281,11 +267,19 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
 
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     if "std" in latent:  # img2img: the image sample first, then the noise, as the pipelines draw them
-        require_task(family, "img2img", "latent")
+        require_task(family, "inpaint" if "mask" in latent else "img2img", "latent")
         dtype = pipeline.dtype
         eps = randn_tensor(tuple(samples.shape), generator=generator, device=ctx.device, dtype=dtype)
         inputs["image_latents"] = samples.to(ctx.device, dtype) + latent["std"].to(ctx.device, dtype) * eps
         inputs["strength"] = settings.strength
+        if "mask" in latent:
+            # a 4-channel UNet repaints by blending, never reading the masked image; inpainting UNets
+            # (9 channels) read it, drawn after the noise in the classic pipeline, which the blocks draw
+            if getattr(pipeline, "num_channels_unet", channels) != channels:
+                raise NodeError(f"{family.title} inpainting UNets (with mask channels) are not supported yet; "
+                                "a base model inpaints by blending", "unet")
+            inputs["mask"] = latent["mask"].to(ctx.device, dtype)
+            inputs["masked_image_latents"] = latent["masked_samples"].to(ctx.device, dtype)
     elif settings.strength < 1.0:
         raise NodeError("strength < 1 needs a picture to start from: link a VAEEncode latent", "strength")
     inputs["generator"] = generator

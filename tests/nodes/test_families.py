@@ -19,6 +19,7 @@ STEPS = 3
 CLASSIC = {
     ("sdxl", "txt2img"): "StableDiffusionXLPipeline",
     ("sdxl", "img2img"): "StableDiffusionXLImg2ImgPipeline",
+    ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
     ("sd3", "txt2img"): "StableDiffusion3Pipeline",
     ("sd3", "img2img"): "StableDiffusion3Img2ImgPipeline",
     ("flux", "txt2img"): "FluxPipeline",
@@ -66,6 +67,18 @@ def test_img2img_template_matches_the_family_pipeline(family_models, run_templat
     expected = classic(family_models, family, "img2img")(
         "a blue square", image=picture(small), strength=strength, num_inference_steps=STEPS, guidance_scale=cfg,
         height=32, width=32, generator=generator(), output_type="pt").images
+    assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
+
+
+def test_sdxl_inpaint_template_matches_the_inpaint_pipeline(family_models, run_template, pictures, tmp_path):
+    small, mask = tmp_path / "small.png", tmp_path / "mask.png"
+    picture(pictures["image"]).resize((32, 32)).save(small)
+    picture(pictures["mask"]).resize((32, 32)).save(mask)
+    run = run_template("inpaint", model=str(family_models["sdxl"]), image=str(small), mask=str(mask),
+                       prompt="a red circle", seed=SEED, steps=STEPS, cfg=3.0)
+    expected = classic(family_models, "sdxl", "inpaint")(
+        "a red circle", image=picture(small), mask_image=picture(mask), strength=1.0, num_inference_steps=STEPS,
+        guidance_scale=3.0, height=32, width=32, generator=generator(), output_type="pt").images
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
 
