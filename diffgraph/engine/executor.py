@@ -216,7 +216,9 @@ class Executor:
                 error = exc.errors(include_url=False)[0]
                 field_name = str(error["loc"][0]) if error["loc"] else None
                 raise RunFailed(node.id, node.type, error["msg"], field_name) from None
-            arguments.update({p: getattr(checked, p) for p in linked_params})
+            # linked values as validated; params left at their defaults get them too (planning
+            # could not fill them in while a linked required param was still missing)
+            arguments.update({p: getattr(checked, p) for p in spec.params if p in linked_params or p not in arguments})
         instance = spec.cls.instantiate(arguments)
         try:
             outputs = instance.run(ctx)

@@ -201,6 +201,14 @@ class Node:
         return None
 
     @classmethod
+    def check_links(cls, params: dict[str, Any],
+                    linked: dict[str, tuple[str, dict[str, Any], str]]) -> list[tuple[str, str]]:
+        """Validation-time checks of what feeds this node, beyond port types: `linked` maps each
+        linked port to (source node type, source params, source output). Returns (field, message)
+        problems; a check that cannot decide from params alone returns none (the run decides)."""
+        return []
+
+    @classmethod
     def instantiate(cls, values: dict[str, Any]) -> Node:
         instance = cls.__new__(cls)
         instance.__dict__.update(values)

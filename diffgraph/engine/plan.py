@@ -17,7 +17,7 @@ import pydantic
 
 from .document import gc_paused, read_document
 from .errors import Issue, WorkflowError
-from .node import INT_MAX, INT_MIN, NodeSpec
+from .node import INT_MAX, INT_MIN, Node, NodeSpec
 from .registry import NodeRegistry
 from .types import TEMPLATE_PARAM_TYPES
 
@@ -425,6 +425,9 @@ def _compile(
         if target is not None:
             _check_node(node, target, flat, planned, flattener.aliases, flattener.subgraphs, issues)
 
+    if not issues:
+        _check_links(planned, issues)
+
     outputs: dict[str, tuple[str, str]] = {}
     declared_outputs = document.get("outputs") or {}
     if not isinstance(declared_outputs, dict):
@@ -515,6 +518,22 @@ def _resolve_link(link: str, aliases: Mapping[tuple[str, str], str]) -> tuple[st
         source, output = _split(aliases[(source, output)])
         seen += 1
     return source, output
+
+
+def _check_links(planned: Mapping[str, PlannedNode], issues: list[Issue]) -> None:
+    """Each node type's own checks of what feeds it (`Node.check_links`), such as a task the linked
+    model's family cannot do."""
+    for node in planned.values():
+        if node.spec.cls.check_links.__func__ is Node.check_links.__func__:  # type: ignore[attr-defined]
+            continue
+        check = node.spec.cls.check_links
+        linked = {port: (planned[source].type, planned[source].params, output)
+                  for port, (source, output) in node.links.items() if source in planned}
+        try:
+            problems = check(node.params, linked)
+        except Exception:  # noqa: BLE001 - a check that cannot decide leaves it to the run
+            continue
+        issues.extend(Issue(node.id, field, message) for field, message in problems)
 
 
 def _check_node(

@@ -75,6 +75,12 @@ class VAEEncode(Node):
     mask: Mask = Input(optional=True, doc="1 = repaint; the same size as the image")
     latent: Latent = Output()
 
+    @classmethod
+    def check_links(cls, params, linked):
+        family = modular.family_of_loader(linked["vae"]) if "mask" in linked and "vae" in linked else None
+        problem = modular.task_problem(family, "inpaint") if family is not None else None
+        return [("mask", problem)] if problem else []
+
     def run(self, ctx):
         import torch
 

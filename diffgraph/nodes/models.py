@@ -110,6 +110,19 @@ def resolve_model(text: str, revision: str = "", field: str = "model") -> Path:
     return _from_hub(text, revision, field)
 
 
+def local_path(text: str) -> Path | None:
+    """The local file or folder `text` names (as resolve_model finds local paths), or None: never
+    a Hugging Face lookup, so validation can call it."""
+    text = text.strip()
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    for candidate in [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]:
+        if candidate.exists():
+            return candidate.resolve()
+    return None
+
+
 def local_fingerprint(text: str) -> str | None:
     """A digest of the names, sizes and modification times of a local model's files, so a model
     re-trained in place gets new cache keys. None for hub repo ids (their revision pins them)."""

@@ -162,10 +162,40 @@ def is_modular(ref: Any) -> bool:
     return family_of(ref).modular
 
 
+def task_problem(family: Family, task: str) -> str | None:
+    if task in family.tasks:
+        return None
+    return (f"{family.title} models cannot do {task} with diffusers' modular blocks "
+            f"(family {family.name}: {', '.join(family.tasks)})")
+
+
 def require_task(family: Family, task: str, field: str) -> None:
-    if task not in family.tasks:
-        raise NodeError(f"{family.title} models cannot do {task} with diffusers' modular blocks "
-                        f"(family {family.name}: {', '.join(family.tasks)})", field)
+    problem = task_problem(family, task)
+    if problem is not None:
+        raise NodeError(problem, field)
+
+
+#: loader node types whose `model` param names the model their outputs come from
+LOADERS = ("LoadPipeline", "LoadUNet", "LoadVAE", "LoadTextEncoder")
+
+
+def family_of_loader(source: tuple[str, dict[str, Any], str]) -> Family | None:
+    """At validation time: the family of the local model a loader link comes from, if it can be
+    told from the files (hub ids and anything unreadable: None, the run decides)."""
+    from .models import local_path
+
+    node_type, params, _ = source
+    if node_type not in LOADERS or not isinstance(params.get("model"), str):
+        return None
+    path = local_path(params["model"])
+    if path is None:
+        return None
+    try:
+        if path.is_file():
+            return families.family_of_checkpoint(path)
+        return families.family_of_folder(path) if (path / "model_index.json").is_file() else None
+    except (families.UnknownFamily, OSError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -83,13 +83,33 @@ def test_sdxl_inpaint_template_matches_the_inpaint_pipeline(family_models, run_t
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux"])
-def test_inpaint_with_a_family_without_it_names_node_field_and_family(family_models, run_template, pictures,
-                                                                     family):
-    run = run_template("inpaint", expect="failed", model=str(family_models[family]), image=str(pictures["image"]),
-                       mask=str(pictures["mask"]), steps=STEPS)
-    assert run.result.failed_node == "encode"
-    assert "field 'mask'" in run.result.error
-    assert f"family {family}" in run.result.error and "inpaint" in run.result.error
+def test_inpaint_with_a_family_without_it_is_invalid_naming_node_field_and_family(family_models, pictures, family):
+    from support.templates import template_plan
+
+    from diffgraph.engine import WorkflowError
+
+    with pytest.raises(WorkflowError) as raised:
+        template_plan("inpaint", {"model": str(family_models[family]), "image": str(pictures["image"]),
+                                  "mask": str(pictures["mask"])})
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("encode", "mask")
+    assert f"family {family}" in issue.message and "inpaint" in issue.message
+
+
+def test_inpaint_with_a_family_without_it_fails_at_run_time_too(family_models, services, pictures, tmp_path):
+    """What validation cannot see (the model named through a link) the run still refuses."""
+    from support.templates import TEMPLATES, run_plan
+
+    from diffgraph.engine import compile_workflow, default_registry, read_document
+
+    document = read_document(TEMPLATES / "inpaint.yaml")
+    document["nodes"]["name"] = {"type": "String", "params": {"value": "$model"}}
+    document["nodes"]["load"] = {"type": "LoadPipeline", "inputs": {"model": "name.text"}}
+    overrides = {"model": str(family_models["flux"]), "image": str(pictures["image"]), "mask": str(pictures["mask"])}
+    plan = compile_workflow(document, default_registry(), overrides, base=TEMPLATES)
+    run = run_plan(plan, services=services, output_dir=tmp_path, expect="failed")
+    assert run.result.failed_node == "encode" and "field 'mask'" in run.result.error
+    assert "family flux" in run.result.error and "inpaint" in run.result.error
 
 
 def test_flux_refuses_a_negative_prompt(family_models, run_template):
