@@ -32,6 +32,11 @@ class Family:
     modular: bool = True
     #: text-encoder block outputs a TextEncode keeps (the negative ones come from a second TextEncode)
     conditioning: tuple[str, ...] = ("prompt_embeds", "pooled_prompt_embeds")
+    #: text-encoder outputs that are lists of variable-length tensors (one per prompt): kept in the
+    #: disk cache as `name.0`, `name.1`, ... of the conditioning's tensor dict
+    list_conditioning: bool = False
+    #: ClassifierFreeGuidance options that make the guider compute the classic pipeline's formula
+    guider_options: tuple[tuple[str, object], ...] = ()
     #: "guider": classifier-free guidance by the pipeline's guider component,
     #:   uncond + cfg * (cond - uncond), off at cfg <= 1, negative conditioning required when on;
     #: "embedded": guidance-distilled, cfg is an input of the denoiser (Flux.1) and there is no
@@ -70,6 +75,11 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
         tasks=("txt2img", "img2img"),
         notes="cfg is its distilled guidance; negative_prompt must stay empty; samplers: its own flow-matching "
               "euler only; inpaint: not in diffusers' modular Flux blocks"),
+    Family("zimage", "Z-Image", ("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
+        denoiser="transformer", conditioning=("prompt_embeds",), list_conditioning=True,
+        guider_options=(("use_original_formulation", True),), latent_shift=True, size_multiple=2,
+        tasks=("txt2img", "img2img"),
+        notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular Z-Image blocks"),
 )}
 
 #: tensor-name prefixes that identify a single-file checkpoint's family (original layouts)

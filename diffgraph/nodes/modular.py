@@ -210,7 +210,13 @@ def encode_text(ctx: Any, ref: Any, text: str) -> dict[str, Any]:
     family = family_of(ref)
     pipeline = _pipeline(ctx, ref, "text_encoder")
     state = run_block(pipeline, "text_encoder", prompt=text)
-    conditioning = {name: state.get(name).float().cpu() for name in family.conditioning}
+    conditioning = {}
+    for name in family.conditioning:
+        value = state.get(name)
+        if family.list_conditioning:  # one tensor per prompt, of its own length
+            conditioning.update({f"{name}.{index}": item.float().cpu() for index, item in enumerate(value)})
+        else:
+            conditioning[name] = value.float().cpu()
     conditioning["empty_prompt"] = torch.tensor([1.0 if text == "" else 0.0])
     return conditioning
 
@@ -267,7 +273,8 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
     if channels != pipeline.vae.config.latent_channels:
         raise NodeError(f"a {channels}-channel latent does not fit this {family.title} model "
                         f"({pipeline.vae.config.latent_channels} channels)", "latent")
-    inputs: dict[str, Any] = {**embeds, "num_images_per_prompt": batch // next(iter(embeds.values())).shape[0],
+    prompts = len(embeds["prompt_embeds"])  # a batch tensor, or a list with one tensor per prompt
+    inputs: dict[str, Any] = {**embeds, "num_images_per_prompt": batch // prompts,
                               "height": height * factor, "width": width * factor,
                               "num_inference_steps": settings.steps}
     if family.guidance == "embedded":
@@ -288,12 +295,15 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
                 negative_embeds = {name: torch.zeros_like(value) for name, value in negative_embeds.items()}
             inputs.update({f"negative_{name}": value for name, value in negative_embeds.items()})
         with _quiet_diffusers():
-            pipeline.update_components(guider=ClassifierFreeGuidance(guidance_scale=settings.cfg))
+            pipeline.update_components(guider=ClassifierFreeGuidance(guidance_scale=settings.cfg,
+                                                                     **dict(family.guider_options)))
     with _quiet_diffusers():
         pipeline.update_components(scheduler=settings.scheduler)
     for name, value in list(inputs.items()):
         if isinstance(value, torch.Tensor):
             inputs[name] = value.to(device=ctx.device, dtype=pipeline.dtype)
+        elif isinstance(value, list):
+            inputs[name] = [item.to(device=ctx.device, dtype=pipeline.dtype) for item in value]
 
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     if "std" in latent:  # img2img: the image sample first, then the noise, as the pipelines draw them
@@ -335,10 +345,20 @@ def _pipeline(ctx: Any, ref: Any, field: str) -> Any:
 
 
 def _conditioning(value: Any, family: Family, field: str) -> dict[str, Any]:
-    if not isinstance(value, dict) or any(name not in value for name in family.conditioning):
+    """The block inputs a TextEncode's conditioning holds (lists rebuilt from `name.0`, `name.1`...)."""
+    found: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for name in family.conditioning:
+            if family.list_conditioning:
+                items = [value[f"{name}.{index}"] for index in range(len(value)) if f"{name}.{index}" in value]
+                if items:
+                    found[name] = items
+            elif name in value:
+                found[name] = value[name]
+    if len(found) != len(family.conditioning):
         raise NodeError(f"this conditioning was not encoded by a {family.title} text encoder (it lacks "
                         f"{', '.join(family.conditioning)}): link a TextEncode fed by the same model", field)
-    return {name: value[name] for name in family.conditioning}
+    return found
 
 
 def _is_empty(conditioning: Any) -> bool:

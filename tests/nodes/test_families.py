@@ -24,12 +24,14 @@ CLASSIC = {
     ("sd3", "img2img"): "StableDiffusion3Img2ImgPipeline",
     ("flux", "txt2img"): "FluxPipeline",
     ("flux", "img2img"): "FluxImg2ImgPipeline",
+    ("zimage", "txt2img"): "ZImagePipeline",
+    ("zimage", "img2img"): "ZImageImg2ImgPipeline",
 }
 
 
 @pytest.fixture(scope="session")
 def family_models(tmp_path_factory: pytest.TempPathFactory):
-    """Tiny sdxl/, sd3/ and flux/ diffusers folders (diffusers' own dummy configs, random weights)."""
+    """Tiny sdxl/, sd3/, flux/ and zimage/ diffusers folders (diffusers' own dummy configs, random weights)."""
     return tiny_families.build_all(tmp_path_factory.mktemp("tiny-families"))
 
 
@@ -45,7 +47,7 @@ def picture(path):
     return Image.open(path).convert("RGB")
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage"])
 def test_txt2img_template_matches_the_family_pipeline(family_models, run_template, family):
     cfg = 3.5
     run = run_template("txt2img", model=str(family_models[family]), prompt="a red circle", seed=SEED,
@@ -57,7 +59,7 @@ def test_txt2img_template_matches_the_family_pipeline(family_models, run_templat
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage"])
 def test_img2img_template_matches_the_family_pipeline(family_models, run_template, pictures, family, tmp_path):
     small = tmp_path / "small.png"
     picture(pictures["image"]).resize((32, 32)).save(small)
@@ -82,7 +84,7 @@ def test_sdxl_inpaint_template_matches_the_inpaint_pipeline(family_models, run_t
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd3", "flux", "zimage"])
 def test_inpaint_with_a_family_without_it_is_invalid_naming_node_field_and_family(family_models, pictures, family):
     from support.templates import template_plan
 
@@ -126,7 +128,7 @@ def test_flow_matching_models_refuse_other_samplers(family_models, run_template)
     assert "only euler" in run.result.error
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage"])
 def test_progress_every_step_with_a_preview(family_models, run_template, family):
     events = []
     run_template("txt2img", model=str(family_models[family]), steps=STEPS, width=32, height=32,
@@ -137,7 +139,7 @@ def test_progress_every_step_with_a_preview(family_models, run_template, family)
     assert steps[0]["preview"].size == (16, 16)  # the latent's size: 32 px over the VAE's factor 2
 
 
-@pytest.mark.parametrize("family", ["sdxl", "flux"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage"])
 def test_cancel_between_steps(family_models, services, tmp_path, family):
     from support.templates import run_plan, template_plan
 
@@ -172,7 +174,7 @@ def test_family_is_detected_from_the_model_files(family_models, tiny):
     assert torch.is_tensor(torch.zeros(1))
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage"])
 def test_rerun_across_processes_keeps_loaders_and_text_encodings(family_models, tmp_path, family):
     from test_templates_cli import TEMPLATES, run_json
 
@@ -181,7 +183,8 @@ def test_rerun_across_processes_keeps_loaders_and_text_encodings(family_models, 
     first = run_json(TEMPLATES / "txt2img.yaml", *sets, "seed=1", cwd=tmp_path, cache=cache)
     assert first["status"] == "succeeded" and first["cached"] == []
 
-    # a new seed re-samples; the loader and both TextEncodes come from the disk cache
+    # a new seed re-samples; the loader and both TextEncodes come from the disk cache (Z-Image's
+    # prompt embeddings, a list of variable-length tensors, included)
     reseeded = run_json(TEMPLATES / "txt2img.yaml", *sets, "seed=2", cwd=tmp_path, cache=cache)
     assert set(reseeded["executed"]) == {"sample", "decode", "save"}
     assert {"load", "sampler", "positive", "negative", "empty"} <= set(reseeded["cached"])

@@ -1,11 +1,12 @@
-"""Tiny random-weight models of the families beyond Stable Diffusion 1.x/2.x (SDXL, SD3, Flux.1),
+"""Tiny random-weight models of the families beyond Stable Diffusion 1.x/2.x (SDXL, SD3, Flux.1,
+Z-Image),
 built offline and saved as diffusers folders (safetensors) with each family's classic pipeline.
 
 The configs are those of diffusers' own test suites' "dummy components"; the CLIP tokenizer is the
 hand-written one of `tiny_models`, the T5 tokenizer a small WordLevel model of the `tokenizers`
 library wrapped by `T5TokenizerFast`. Pictures are 32-64 px; a run takes well under a second.
 
-    python tests/support/tiny_families.py OUT_DIR     # writes sdxl/, sd3/, flux/
+    python tests/support/tiny_families.py OUT_DIR     # writes sdxl/, sd3/, flux/, zimage/
 """
 
 from __future__ import annotations
@@ -165,7 +166,60 @@ def build_flux(directory: Path) -> Path:
     return directory
 
 
-BUILDERS = {"sdxl": build_sdxl, "sd3": build_sd3, "flux": build_flux}
+QWEN_CHAT_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+                      "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def qwen_tokenizer(directory: Path):
+    """A Qwen2 byte-level BPE tokenizer over the 256 byte characters (no merges), with the chat
+    template Z-Image's text encoder applies."""
+    from transformers import Qwen2Tokenizer
+
+    vocab = {char: index for index, char in enumerate(tiny_models._bytes_to_unicode())}
+    for special in ("<|endoftext|>", "<|im_start|>", "<|im_end|>"):
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=512)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    tokenizer.save_pretrained(str(directory))
+    return Qwen2Tokenizer.from_pretrained(str(directory), local_files_only=True)
+
+
+def build_zimage(directory: Path) -> Path:
+    """A Z-Image model: a Qwen3 text encoder (its second-to-last hidden states, one variable-length
+    tensor per prompt) and a single-stream DiT."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        ZImagePipeline,
+        ZImageTransformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3Model
+
+    directory = Path(directory)
+    torch.manual_seed(0)
+    transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32,
+                                           n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16,
+                                           axes_dims=[8, 4, 4], axes_lens=[256, 32, 32]).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8),
+                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
+                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.0609, scaling_factor=1.5035).eval()
+    torch.manual_seed(0)
+    text_encoder = Qwen3Model(Qwen3Config(vocab_size=300, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
+                                          num_attention_heads=2, num_key_value_heads=2, head_dim=8,
+                                          max_position_embeddings=512)).eval()
+    pipe = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                          tokenizer=qwen_tokenizer(directory / "_qwen"), transformer=transformer)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    shutil.rmtree(directory / "_qwen")
+    return directory
+
+
+BUILDERS = {"sdxl": build_sdxl, "sd3": build_sd3, "flux": build_flux, "zimage": build_zimage}
 
 
 def build_all(root: Path) -> dict[str, Path]:
