@@ -16,8 +16,8 @@ def vae_scale_factor(vae: Any) -> int:
 
 def _check_size(value: int, factor: int, field: str) -> None:
     if value % factor:
-        raise NodeError(f"{value} is not a multiple of {factor} (the VAE's downscale factor); "
-                        f"try {max(factor, value - value % factor)}", field)
+        raise NodeError(f"{value} is not a multiple of {factor} (the VAE's downscale factor, times 2 for "
+                        f"models that pack 2x2 latent patches); try {max(factor, value - value % factor)}", field)
 
 
 @node("EmptyLatent", category="latent")
@@ -90,8 +90,9 @@ class VAEEncode(Node):
             raise NodeError(f"expected an RGB image [B, 3, H, W], got {tuple(image.shape)}", "image")
         factor = vae_scale_factor(vae)
         height, width = image.shape[2:]
-        _check_size(width, factor, "image")
-        _check_size(height, factor, "image")
+        multiple = factor * modular.family_of(self.vae).size_multiple  # packed latents: 2x2 patches
+        _check_size(width, multiple, "image")
+        _check_size(height, multiple, "image")
         device, dtype = ctx.device, models.torch_dtype(ctx)
         pixels = (image * 2.0 - 1.0).to(device=device, dtype=dtype)
         family = modular.family_of(self.vae)

@@ -195,3 +195,33 @@ def test_rerun_across_processes_keeps_loaders_and_text_encodings(family_models, 
     reprompted = run_json(TEMPLATES / "txt2img.yaml", *sets, "seed=2", "prompt=a blue square", cwd=tmp_path,
                           cache=cache)
     assert set(reprompted["executed"]) == {"positive", "sample", "decode", "save"}
+
+
+@pytest.mark.parametrize(("marker", "title"), [("conditioner.embedders.1.model.ln_final.weight", "Stable Diffusion XL"),
+                                               ("double_blocks.0.img_attn.qkv.weight", "Flux.1"),
+                                               ("joint_blocks.0.x_block.attn.qkv.weight", "Stable Diffusion 3")])
+def test_single_file_checkpoint_of_a_modular_family_is_named_and_refused(tmp_path, marker, title):
+    from safetensors.torch import save_file
+    from test_loading import node_error
+
+    from diffgraph.nodes.loaders import LoadPipeline
+
+    path = tmp_path / "checkpoint.safetensors"
+    save_file({marker: torch.zeros(2), "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2)}, str(path))
+    error = node_error(LoadPipeline, model=str(path))
+    assert error.field == "model" and f"single-file {title}" in str(error) and "diffusers folders" in str(error)
+
+
+def test_single_component_loaders_point_into_the_family_pipeline(family_models, services):
+    from test_loading import run_node
+
+    from diffgraph.engine import RunContext
+    from diffgraph.nodes.loaders import LoadTextEncoder, LoadUNet, LoadVAE
+
+    ctx = RunContext(node_id="n", services=services)
+    unet = run_node(LoadUNet, ctx, model=str(family_models["flux"]))["unet"]
+    vae = run_node(LoadVAE, ctx, model=str(family_models["flux"]))["vae"]
+    text = run_node(LoadTextEncoder, ctx, model=str(family_models["flux"]))["text_encoder"]
+    assert (unet.family, unet.subfolder, vae.subfolder, text.family) == ("flux", "transformer", "vae", "flux")
+    pipeline = services["models"].pipeline(unet)
+    assert services["models"].load(vae) is pipeline.vae and services["models"].load(unet) is pipeline.transformer
