@@ -392,12 +392,7 @@ class ModelCache:
         self.loads += 1
         for component in pipeline.components.values():
             _placed(component, device, torch_dtype)
-        nbytes = sum(_module_bytes(component) for component in pipeline.components.values())
-        self._entries[key] = (pipeline, nbytes)
-        self.bytes += nbytes
-        while self.bytes > self.max_bytes and len(self._entries) > 1:
-            _, (_, evicted) = self._entries.popitem(last=False)
-            self.bytes -= evicted
+        self._put(key, pipeline, sum(_module_bytes(component) for component in pipeline.components.values()))
         return pipeline
 
     @staticmethod
@@ -417,8 +412,8 @@ class ModelCache:
             return DepthPair(_load_part(folder, ref.subfolder, torch_dtype, ref.allow_pickle), processor)
         return _load_part(folder, ref.subfolder, torch_dtype, ref.allow_pickle)
 
-    def _put(self, key: tuple, value: Any) -> None:
-        nbytes = _module_bytes(value)
+    def _put(self, key: tuple, value: Any, nbytes: int | None = None) -> None:
+        nbytes = _module_bytes(value) if nbytes is None else nbytes
         self._entries[key] = (value, nbytes)
         self.bytes += nbytes
         while self.bytes > self.max_bytes and len(self._entries) > 1:
