@@ -49,6 +49,8 @@ class Family:
     latent_shift: bool = False
     #: inside the denoise loop the latents are 2x2 patches in a sequence [B, h/2 * w/2, 4C]
     packed_latents: bool = False
+    #: the VAE is a video VAE: its latents carry a frame axis [B, C, 1, h, w] (diffgraph's LATENT drops it)
+    latent_frames: bool = False
     #: width and height must be multiples of this times the VAE's downscale factor
     size_multiple: int = 1
     tasks: tuple[str, ...] = TASKS
@@ -80,6 +82,12 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
         guider_options=(("use_original_formulation", True),), latent_shift=True, size_multiple=2,
         tasks=("txt2img", "img2img"),
         notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular Z-Image blocks"),
+    Family("qwenimage", "Qwen-Image", ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
+        denoiser="transformer", conditioning=("prompt_embeds", "prompt_embeds_mask"), packed_latents=True,
+        latent_frames=True, size_multiple=2, tasks=("txt2img",),
+        notes="cfg is its true_cfg_scale (with the empty negative prompt encoded); samplers: its own "
+              "flow-matching euler only; img2img and inpaint: not yet in diffgraph (its VAE normalizes "
+              "latents per channel)"),
 )}
 
 #: tensor-name prefixes that identify a single-file checkpoint's family (original layouts)

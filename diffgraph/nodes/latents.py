@@ -77,13 +77,18 @@ class VAEEncode(Node):
 
     @classmethod
     def check_links(cls, params, linked):
-        family = modular.family_of_loader(linked["vae"]) if "mask" in linked and "vae" in linked else None
-        problem = modular.task_problem(family, "inpaint") if family is not None else None
-        return [("mask", problem)] if problem else []
+        family = modular.family_of_loader(linked["vae"]) if "vae" in linked else None
+        field = "mask" if "mask" in linked else "image"
+        problem = modular.task_problem(family, "inpaint" if field == "mask" else "img2img") if family else None
+        return [(field, problem)] if problem else []
 
     def run(self, ctx):
         import torch
 
+        family = modular.family_of(self.vae)
+        if self.mask is not None:
+            modular.require_task(family, "inpaint", "mask")
+        modular.require_task(family, "img2img", "image")
         vae = models.load(ctx, self.vae, "vae")
         image = self.image
         if image.ndim != 4 or image.shape[1] != 3:
@@ -95,9 +100,6 @@ class VAEEncode(Node):
         _check_size(height, multiple, "image")
         device, dtype = ctx.device, models.torch_dtype(ctx)
         pixels = (image * 2.0 - 1.0).to(device=device, dtype=dtype)
-        family = modular.family_of(self.vae)
-        if self.mask is not None:
-            modular.require_task(family, "inpaint", "mask")
         shift = (vae.config.shift_factor or 0.0) if family.latent_shift else None
         with torch.inference_mode():
             latent = _encode(vae, pixels, "", shift)

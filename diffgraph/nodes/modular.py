@@ -165,7 +165,7 @@ def is_modular(ref: Any) -> bool:
 def task_problem(family: Family, task: str) -> str | None:
     if task in family.tasks:
         return None
-    return (f"{family.title} models cannot do {task} with diffusers' modular blocks "
+    return (f"{family.title} models cannot do {task} in diffgraph "
             f"(family {family.name}: {', '.join(family.tasks)})")
 
 
@@ -214,11 +214,21 @@ def encode_text(ctx: Any, ref: Any, text: str) -> dict[str, Any]:
     for name in family.conditioning:
         value = state.get(name)
         if family.list_conditioning:  # one tensor per prompt, of its own length
-            conditioning.update({f"{name}.{index}": item.float().cpu() for index, item in enumerate(value)})
+            conditioning.update({f"{name}.{index}": _stored(item) for index, item in enumerate(value)})
         else:
-            conditioning[name] = value.float().cpu()
+            conditioning[name] = _stored(value)
     conditioning["empty_prompt"] = torch.tensor([1.0 if text == "" else 0.0])
     return conditioning
+
+
+def _stored(tensor: Any) -> Any:
+    """Floating tensors as float32 on the CPU; masks and ids keep their dtype."""
+    return (tensor.float() if tensor.is_floating_point() else tensor).cpu()
+
+
+def latent_channels(pipeline: Any) -> int:
+    config = pipeline.vae.config
+    return int(getattr(config, "latent_channels", None) or config.z_dim)  # z_dim: video VAEs (Qwen-Image)
 
 
 def latent_size(ctx: Any, vae_ref: Any, unet_ref: Any) -> tuple[int, int, int, int]:
@@ -226,7 +236,7 @@ def latent_size(ctx: Any, vae_ref: Any, unet_ref: Any) -> tuple[int, int, int, i
     ref = vae_ref if vae_ref is not None else unet_ref
     family = family_of(ref)
     pipeline = _pipeline(ctx, ref, "vae")
-    channels = pipeline.vae.config.latent_channels
+    channels = latent_channels(pipeline)
     factor = pipeline.vae_scale_factor
     return channels, factor, family.size_multiple * factor, int(pipeline.default_height)
 
@@ -236,6 +246,8 @@ def decode(ctx: Any, ref: Any, samples: Any) -> Any:
     pipeline = _pipeline(ctx, ref, "vae")
     factor = pipeline.vae_scale_factor
     latents = samples.to(device=ctx.device, dtype=pipeline.vae.dtype)
+    if family_of(ref).latent_frames:
+        latents = latents.unsqueeze(2)
     inputs = {"latents": latents, "output_type": "pt"}
     accepted = {param.name for param in _blocks(pipeline).sub_blocks["decode"].inputs}
     if "height" in accepted:
@@ -270,9 +282,9 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
     samples = latent["samples"]
     batch, channels, height, width = samples.shape
     factor = pipeline.vae_scale_factor
-    if channels != pipeline.vae.config.latent_channels:
+    if channels != latent_channels(pipeline):
         raise NodeError(f"a {channels}-channel latent does not fit this {family.title} model "
-                        f"({pipeline.vae.config.latent_channels} channels)", "latent")
+                        f"({latent_channels(pipeline)} channels)", "latent")
     prompts = len(embeds["prompt_embeds"])  # a batch tensor, or a list with one tensor per prompt
     inputs: dict[str, Any] = {**embeds, "num_images_per_prompt": batch // prompts,
                               "height": height * factor, "width": width * factor,
@@ -301,9 +313,9 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
         pipeline.update_components(scheduler=settings.scheduler)
     for name, value in list(inputs.items()):
         if isinstance(value, torch.Tensor):
-            inputs[name] = value.to(device=ctx.device, dtype=pipeline.dtype)
+            inputs[name] = _placed(value, ctx.device, pipeline.dtype)
         elif isinstance(value, list):
-            inputs[name] = [item.to(device=ctx.device, dtype=pipeline.dtype) for item in value]
+            inputs[name] = [_placed(item, ctx.device, pipeline.dtype) for item in value]
 
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     if "std" in latent:  # img2img: the image sample first, then the noise, as the pipelines draw them
@@ -335,7 +347,14 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
         state = run_block(pipeline, "denoise", **inputs)
     finally:
         _STEP_HOOK.reset(token)
-    return _unpacked(state.get("latents"), family, channels, height, width)
+    latents = state.get("latents")
+    if family.latent_frames and latents.ndim == 5:
+        latents = latents.squeeze(2)
+    return _unpacked(latents, family, channels, height, width)
+
+
+def _placed(tensor: Any, device: Any, dtype: Any) -> Any:
+    return tensor.to(device=device, dtype=dtype) if tensor.is_floating_point() else tensor.to(device)
 
 
 def _pipeline(ctx: Any, ref: Any, field: str) -> Any:

@@ -26,12 +26,15 @@ CLASSIC = {
     ("flux", "img2img"): "FluxImg2ImgPipeline",
     ("zimage", "txt2img"): "ZImagePipeline",
     ("zimage", "img2img"): "ZImageImg2ImgPipeline",
+    ("qwenimage", "txt2img"): "QwenImagePipeline",
 }
+#: what the template's `cfg` is called by each classic pipeline
+GUIDANCE = {"qwenimage": "true_cfg_scale"}
 
 
 @pytest.fixture(scope="session")
 def family_models(tmp_path_factory: pytest.TempPathFactory):
-    """Tiny sdxl/, sd3/, flux/ and zimage/ diffusers folders (diffusers' own dummy configs, random weights)."""
+    """Tiny sdxl/, sd3/, flux/, zimage/ and qwenimage/ diffusers folders (diffusers' own dummy configs, random weights)."""
     return tiny_families.build_all(tmp_path_factory.mktemp("tiny-families"))
 
 
@@ -47,15 +50,16 @@ def picture(path):
     return Image.open(path).convert("RGB")
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage"])
 def test_txt2img_template_matches_the_family_pipeline(family_models, run_template, family):
     cfg = 3.5
     run = run_template("txt2img", model=str(family_models[family]), prompt="a red circle", seed=SEED,
                        steps=STEPS, cfg=cfg, width=32, height=32)
     assert run.value("load", "family") == family
+    negative = {"negative_prompt": ""} if family == "qwenimage" else {}  # its CFG needs a negative prompt
     expected = classic(family_models, family, "txt2img")(
-        "a red circle", num_inference_steps=STEPS, guidance_scale=cfg, height=32, width=32,
-        generator=generator(), output_type="pt").images
+        "a red circle", num_inference_steps=STEPS, **{GUIDANCE.get(family, "guidance_scale"): cfg}, height=32,
+        width=32, generator=generator(), output_type="pt", **negative).images
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
 
@@ -84,7 +88,7 @@ def test_sdxl_inpaint_template_matches_the_inpaint_pipeline(family_models, run_t
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux", "zimage"])
+@pytest.mark.parametrize("family", ["sd3", "flux", "zimage", "qwenimage"])
 def test_inpaint_with_a_family_without_it_is_invalid_naming_node_field_and_family(family_models, pictures, family):
     from support.templates import template_plan
 
@@ -96,6 +100,18 @@ def test_inpaint_with_a_family_without_it_is_invalid_naming_node_field_and_famil
     (issue,) = raised.value.issues
     assert (issue.node, issue.field) == ("encode", "mask")
     assert f"family {family}" in issue.message and "inpaint" in issue.message
+
+
+def test_img2img_with_a_family_without_it_is_invalid_naming_node_field_and_family(family_models, pictures):
+    from support.templates import template_plan
+
+    from diffgraph.engine import WorkflowError
+
+    with pytest.raises(WorkflowError) as raised:
+        template_plan("img2img", {"model": str(family_models["qwenimage"]), "image": str(pictures["image"])})
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("encode", "image")
+    assert "family qwenimage" in issue.message and "img2img" in issue.message
 
 
 def test_inpaint_with_a_family_without_it_fails_at_run_time_too(family_models, services, pictures, tmp_path):
@@ -128,18 +144,20 @@ def test_flow_matching_models_refuse_other_samplers(family_models, run_template)
     assert "only euler" in run.result.error
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage"])
 def test_progress_every_step_with_a_preview(family_models, run_template, family):
     events = []
-    run_template("txt2img", model=str(family_models[family]), steps=STEPS, width=32, height=32,
-                 on_event=lambda event: events.append(event))
+    run = run_template("txt2img", model=str(family_models[family]), steps=STEPS, width=32, height=32,
+                       on_event=lambda event: events.append(event))
     steps = [e for e in events if e["type"] == "progress"]
     assert [(e["node"], e["step"], e["total"]) for e in steps] == [("sample", i, STEPS) for i in range(1, STEPS + 1)]
     assert all(e["preview"] is not None for e in steps)
-    assert steps[0]["preview"].size == (16, 16)  # the latent's size: 32 px over the VAE's factor 2
+    height, width = run.value("empty", "latent")["samples"].shape[2:]
+    assert steps[0]["preview"].size == (width, height)  # the latent, unpacked (Flux, Qwen-Image pack 2x2 patches)
+    assert (width, height) in ((16, 16), (8, 8))
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage"])
 def test_cancel_between_steps(family_models, services, tmp_path, family):
     from support.templates import run_plan, template_plan
 
@@ -174,7 +192,7 @@ def test_family_is_detected_from_the_model_files(family_models, tiny):
     assert torch.is_tensor(torch.zeros(1))
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage"])
 def test_rerun_across_processes_keeps_loaders_and_text_encodings(family_models, tmp_path, family):
     from test_templates_cli import TEMPLATES, run_json
 

@@ -219,7 +219,44 @@ def build_zimage(directory: Path) -> Path:
     return directory
 
 
-BUILDERS = {"sdxl": build_sdxl, "sd3": build_sd3, "flux": build_flux, "zimage": build_zimage}
+def build_qwenimage(directory: Path) -> Path:
+    """A Qwen-Image model: a Qwen2.5-VL text encoder (text only here), an MMDiT and a 3D causal VAE."""
+    import torch
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    directory = Path(directory)
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                              attention_head_dim=16, num_attention_heads=3, joint_attention_dim=16,
+                                              guidance_embeds=False, axes_dims_rope=(8, 4, 4)).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLQwenImage(base_dim=4 * 6, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True], latents_mean=[0.0] * 4,
+                                 latents_std=[1.0] * 4).eval()
+    torch.manual_seed(0)
+    config = Qwen2_5_VLConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 2, "vocab_size": 300, "rope_theta": 1000000.0,
+                     "bos_token_id": 256, "eos_token_id": 256,
+                     "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"}},
+        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=16, vocab_size=300, bos_token_id=256, eos_token_id=256, vision_start_token_id=290, vision_end_token_id=291, vision_token_id=292,
+        image_token_id=293, video_token_id=294)
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    pipe = QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                             tokenizer=qwen_tokenizer(directory / "_qwen"), transformer=transformer)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    shutil.rmtree(directory / "_qwen")
+    return directory
+
+
+BUILDERS = {"sdxl": build_sdxl, "sd3": build_sd3, "flux": build_flux, "zimage": build_zimage, "qwenimage": build_qwenimage}
 
 
 def build_all(root: Path) -> dict[str, Path]:
