@@ -192,27 +192,38 @@ def test_family_is_detected_from_the_model_files(family_models, tiny):
     assert torch.is_tensor(torch.zeros(1))
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage"])
-def test_rerun_across_processes_keeps_loaders_and_text_encodings(family_models, tmp_path, family):
-    from test_templates_cli import TEMPLATES, run_json
+def test_rerun_across_processes_keeps_loaders_and_text_encodings(family_models, tmp_path):
+    """Every family's txt2img as a subgraph of one workflow, run by three `diffgraph run` processes
+    sharing a disk cache (what survives between processes is only the disk cache)."""
+    import yaml
+    from test_templates_cli import run_json
 
-    cache, model = tmp_path / "cache", f"model={family_models[family]}"
-    sets = (model, "steps=2", "width=32", "height=32")
-    first = run_json(TEMPLATES / "txt2img.yaml", *sets, "seed=1", cwd=tmp_path, cache=cache)
+    document = {"format": "diffgraph/v1", "name": "all families",
+                "params": {"seed": {"type": "INT", "default": 1}, "prompt": {"type": "STRING", "default": "red"}},
+                "nodes": {family: {"type": "workflow:txt2img",
+                                   "params": {"model": str(folder), "seed": "$seed", "prompt": "$prompt", "steps": 2,
+                                              "width": 32, "height": 32}}
+                          for family, folder in family_models.items()}}
+    workflow = tmp_path / "families.yaml"
+    workflow.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    cache = tmp_path / "cache"
+
+    def nodes(*names: str) -> set[str]:
+        return {f"{family}/{name}" for family in family_models for name in names}
+
+    first = run_json(workflow, cwd=tmp_path, cache=cache)
     assert first["status"] == "succeeded" and first["cached"] == []
 
     # a new seed re-samples; the loader and both TextEncodes come from the disk cache (Z-Image's
-    # prompt embeddings, a list of variable-length tensors, included)
-    reseeded = run_json(TEMPLATES / "txt2img.yaml", *sets, "seed=2", cwd=tmp_path, cache=cache)
-    assert set(reseeded["executed"]) == {"sample", "decode", "save"}
-    assert {"load", "sampler", "positive", "negative", "empty"} <= set(reseeded["cached"])
+    # prompt embeddings, a list of variable-length tensors, and Qwen-Image's integer masks included)
+    reseeded = run_json(workflow, "seed=2", cwd=tmp_path, cache=cache)
+    assert set(reseeded["executed"]) == nodes("sample", "decode", "save")
+    assert nodes("load", "sampler", "positive", "negative", "empty") <= set(reseeded["cached"])
 
-    if family != "sdxl":  # the rest is the engine's, the same for every family (CPU time is scarce)
-        return
     # a new prompt re-encodes it and re-samples; the loader stays cached
-    reprompted = run_json(TEMPLATES / "txt2img.yaml", *sets, "seed=2", "prompt=a blue square", cwd=tmp_path,
-                          cache=cache)
-    assert set(reprompted["executed"]) == {"positive", "sample", "decode", "save"}
+    reprompted = run_json(workflow, "seed=2", "prompt=a blue square", cwd=tmp_path, cache=cache)
+    assert set(reprompted["executed"]) == nodes("positive", "sample", "decode", "save")
+    assert nodes("load", "sampler", "negative", "empty") <= set(reprompted["cached"])
 
 
 @pytest.mark.parametrize(("marker", "title"), [("conditioner.embedders.1.model.ln_final.weight", "Stable Diffusion XL"),
