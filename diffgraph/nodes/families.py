@@ -45,8 +45,9 @@ class Family:
     #: an empty negative prompt encodes as zeros when the model's `force_zeros_for_empty_prompt`
     #: says so (SDXL), as the classic pipeline does for a missing negative prompt
     zeros_for_empty_negative: bool = False
-    #: image latents = (vae mean - shift_factor) * scaling_factor when True, mean * scaling_factor if not
-    latent_shift: bool = False
+    #: how a VAE sample becomes the model's latent: "scale" (x * scaling_factor), "shift_scale"
+    #: ((x - shift_factor) * scaling_factor) or "per_channel" ((x - latents_mean) / latents_std)
+    latent_normalization: str = "scale"
     #: inside the denoise loop the latents are 2x2 patches in a sequence [B, h/2 * w/2, 4C]
     packed_latents: bool = False
     #: the VAE is a video VAE: its latents carry a frame axis [B, C, 1, h, w] (diffgraph's LATENT drops it)
@@ -69,25 +70,24 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
         notes="refiner: load it as a second model and run it as img2img on the base model's picture"),
     Family("sd3", "Stable Diffusion 3 / 3.5", (
         "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
-        denoiser="transformer", latent_shift=True, tasks=("txt2img", "img2img"),
+        denoiser="transformer", latent_normalization="shift_scale", tasks=("txt2img", "img2img"),
         notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular SD3 blocks"),
     Family("flux", "Flux.1 dev / schnell", (
         "FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline"),
-        denoiser="transformer", guidance="embedded", latent_shift=True, packed_latents=True, size_multiple=2,
+        denoiser="transformer", guidance="embedded", latent_normalization="shift_scale", packed_latents=True, size_multiple=2,
         tasks=("txt2img", "img2img"),
         notes="cfg is its distilled guidance; negative_prompt must stay empty; samplers: its own flow-matching "
               "euler only; inpaint: not in diffusers' modular Flux blocks"),
     Family("zimage", "Z-Image", ("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
         denoiser="transformer", conditioning=("prompt_embeds",), list_conditioning=True,
-        guider_options=(("use_original_formulation", True),), latent_shift=True, size_multiple=2,
+        guider_options=(("use_original_formulation", True),), latent_normalization="shift_scale", size_multiple=2,
         tasks=("txt2img", "img2img"),
         notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular Z-Image blocks"),
     Family("qwenimage", "Qwen-Image", ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
         denoiser="transformer", conditioning=("prompt_embeds", "prompt_embeds_mask"), packed_latents=True,
-        latent_frames=True, size_multiple=2, tasks=("txt2img",),
+        latent_frames=True, latent_normalization="per_channel", size_multiple=2, tasks=("txt2img", "img2img"),
         notes="cfg is its true_cfg_scale (with the empty negative prompt encoded); samplers: its own "
-              "flow-matching euler only; img2img and inpaint: not yet in diffgraph (its VAE normalizes "
-              "latents per channel)"),
+              "flow-matching euler only; inpaint: not yet in diffgraph"),
 )}
 
 #: tensor-name prefixes that identify a single-file checkpoint's family (original layouts)

@@ -11,6 +11,8 @@ from .types import VAE, Depth, DepthModel, Image, Latent, Mask, UNet
 
 
 def vae_scale_factor(vae: Any) -> int:
+    if hasattr(vae, "temperal_downsample"):  # a video VAE (Qwen-Image): 2x per temporal stage
+        return 2 ** len(vae.temperal_downsample)
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
@@ -100,9 +102,8 @@ class VAEEncode(Node):
         _check_size(height, multiple, "image")
         device, dtype = ctx.device, models.torch_dtype(ctx)
         pixels = (image * 2.0 - 1.0).to(device=device, dtype=dtype)
-        shift = (vae.config.shift_factor or 0.0) if family.latent_shift else None
         with torch.inference_mode():
-            latent = _encode(vae, pixels, "", shift)
+            latent = _encode(vae, pixels, "", family)
             if self.mask is not None:
                 mask = self.mask
                 if mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (height, width):
@@ -111,20 +112,33 @@ class VAEEncode(Node):
                 if mask.shape[0] not in (1, image.shape[0]):
                     raise NodeError(f"{mask.shape[0]} masks for {image.shape[0]} images", "mask")
                 binary = (mask >= 0.5).to(dtype=pixels.dtype, device=device)  # as the pipelines binarize
-                latent.update(_encode(vae, pixels * (binary < 0.5), "masked_", shift))
+                latent.update(_encode(vae, pixels * (binary < 0.5), "masked_", family))
                 latent["mask"] = torch.nn.functional.interpolate(
                     binary, size=(height // factor, width // factor)).float().cpu()
         return {"latent": latent}
 
 
-def _encode(vae: Any, pixels: Any, prefix: str, shift: float | None = None) -> dict[str, Any]:
-    """The VAE's latent distribution (mean, std) scaled as the pipelines scale a sample of it; the
-    families whose table says so (SD3, Flux) subtract the VAE's shift_factor first."""
-    distribution = vae.encode(pixels).latent_dist
-    scale = vae.config.scaling_factor
-    mean = distribution.mean if shift is None else distribution.mean - shift
-    return {f"{prefix}samples": (mean * scale).float().cpu(),
-            f"{prefix}std": (distribution.std * scale).float().cpu()}
+def _encode(vae: Any, pixels: Any, prefix: str, family: Any) -> dict[str, Any]:
+    """The VAE's latent distribution (mean, std) normalized as the family's pipelines normalize a
+    sample of it (see `families.Family.latent_normalization`)."""
+    import torch
+
+    if family.latent_frames:  # a video VAE: one frame
+        distribution = vae.encode(pixels.unsqueeze(2)).latent_dist
+        mean, std = distribution.mean.squeeze(2), distribution.std.squeeze(2)
+    else:
+        distribution = vae.encode(pixels).latent_dist
+        mean, std = distribution.mean, distribution.std
+    if family.latent_normalization == "per_channel":
+        shape = (1, -1, 1, 1)
+        offset = torch.tensor(vae.config.latents_mean).view(shape).to(mean)
+        scale = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(mean)
+        mean = mean - offset
+    else:
+        scale = vae.config.scaling_factor
+        if family.latent_normalization == "shift_scale":
+            mean = mean - (vae.config.shift_factor or 0.0)
+    return {f"{prefix}samples": (mean * scale).float().cpu(), f"{prefix}std": (std * scale).float().cpu()}
 
 
 @node("VAEDecode", category="latent")

@@ -322,7 +322,8 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
         require_task(family, "inpaint" if "mask" in latent else "img2img", "latent")
         dtype = pipeline.dtype
         eps = randn_tensor(tuple(samples.shape), generator=generator, device=ctx.device, dtype=dtype)
-        inputs["image_latents"] = samples.to(ctx.device, dtype) + latent["std"].to(ctx.device, dtype) * eps
+        image_latents = samples.to(ctx.device, dtype) + latent["std"].to(ctx.device, dtype) * eps
+        inputs["image_latents"] = image_latents.unsqueeze(2) if family.latent_frames else image_latents
         inputs["strength"] = settings.strength
         if "mask" in latent:
             # a 4-channel UNet repaints by blending, never reading the masked image; inpainting UNets
