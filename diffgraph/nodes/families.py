@@ -52,6 +52,10 @@ class Family:
     packed_latents: bool = False
     #: the VAE is a video VAE: its latents carry a frame axis [B, C, 1, h, w] (diffgraph's LATENT drops it)
     latent_frames: bool = False
+    #: the denoise blocks' inputs for inpainting: the latent-sized mask, and the masked image's
+    #: latents ("" = the blocks take none)
+    mask_input: str = "mask"
+    masked_image_input: str = "masked_image_latents"
     #: width and height must be multiples of this times the VAE's downscale factor
     size_multiple: int = 1
     tasks: tuple[str, ...] = TASKS
@@ -85,9 +89,10 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
         notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular Z-Image blocks"),
     Family("qwenimage", "Qwen-Image", ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
         denoiser="transformer", conditioning=("prompt_embeds", "prompt_embeds_mask"), packed_latents=True,
-        latent_frames=True, latent_normalization="per_channel", size_multiple=2, tasks=("txt2img", "img2img"),
+        latent_frames=True, latent_normalization="per_channel", mask_input="processed_mask_image",
+        masked_image_input="", size_multiple=2,
         notes="cfg is its true_cfg_scale (with the empty negative prompt encoded); samplers: its own "
-              "flow-matching euler only; inpaint: not yet in diffgraph"),
+              "flow-matching euler only; inpaint repaints by blending (the transformer never sees the mask)"),
 )}
 
 #: tensor-name prefixes that identify a single-file checkpoint's family (original layouts)

@@ -331,8 +331,9 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
             if getattr(pipeline, "num_channels_unet", channels) != channels:
                 raise NodeError(f"{family.title} inpainting UNets (with mask channels) are not supported yet; "
                                 "a base model inpaints by blending", "unet")
-            inputs["mask"] = latent["mask"].to(ctx.device, dtype)
-            inputs["masked_image_latents"] = latent["masked_samples"].to(ctx.device, dtype)
+            inputs[family.mask_input] = latent["mask"].to(ctx.device, dtype)
+            if family.masked_image_input:
+                inputs[family.masked_image_input] = latent["masked_samples"].to(ctx.device, dtype)
     elif settings.strength < 1.0:
         raise NodeError("strength < 1 needs a picture to start from: link a VAEEncode latent", "strength")
     inputs["generator"] = generator
