@@ -1,7 +1,9 @@
-"""txt2img at Stable Diffusion 1.5 size: diffgraph's template against diffusers eager, in one run.
+"""txt2img at Stable Diffusion 1.5 or SDXL size: diffgraph's template against diffusers eager, in one run.
 
     python bench/bench_txt2img_gpu.py                         # SD1.5-sized, 512x512, 30 steps, fp16, cuda
+    python bench/bench_txt2img_gpu.py --family sdxl           # SDXL-sized, 1024x1024, 30 steps, fp16, cuda
     python bench/bench_txt2img_gpu.py --tiny --device cpu     # smoke mode: tiny model, CPU, float32
+    python bench/bench_txt2img_gpu.py --tiny --family sdxl --device cpu --scheduler euler
 
 The components are random-weight models built offline from SD 1.5's configs (UNet2DConditionModel
 with SD 1.5's config, its VAE, a 12-layer CLIP text encoder), saved once as a diffusers folder.
@@ -58,6 +60,51 @@ def build_sd15(directory: Path, dtype) -> Path:
     return directory
 
 
+def build_sdxl(directory: Path, dtype) -> Path:
+    """Random-weight components with SDXL base's architecture (UNet about 2.6 B parameters, CLIP ViT-L
+    and ViT-bigG text encoders, the SDXL VAE)."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from support import tiny_models
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=2048,
+        block_out_channels=(320, 640, 1280), attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10),
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    ).to(dtype)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=1024, layers_per_block=2,
+        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.13025, force_upcast=False,
+    ).to(dtype)
+    common = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=512, eos_token_id=513,
+                  pad_token_id=513)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+        hidden_act="quick_gelu", **common)).to(dtype)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(
+        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+        hidden_act="gelu", projection_dim=1280, **common)).to(dtype)
+    tiny_models.write_tokenizer(directory / "_tokenizer")
+    tokenizer = tiny_models.load_tokenizer(directory / "_tokenizer")
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       steps_offset=1, timestep_spacing="leading")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    return directory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="smoke mode: the tiny test model")
@@ -69,6 +116,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scheduler", default="pndm")
     parser.add_argument("--model", default=None, help="reuse a folder built by an earlier run")
+    parser.add_argument("--family", choices=("sd", "sdxl"), default="sd",
+                        help="sd: SD1.5-sized (512 px); sdxl: SDXL-sized (1024 px), through the modular blocks")
     args = parser.parse_args()
 
     import diffusers
@@ -87,16 +136,19 @@ def main() -> None:
 
     dtype_name = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    size = args.size or (0 if args.tiny else 512)
+    sdxl = args.family == "sdxl"
+    size = args.size or (32 if args.tiny and sdxl else 0 if args.tiny else 1024 if sdxl else 512)
     work = Path(tempfile.mkdtemp(prefix="diffgraph-gpu-bench-"))
     if args.model:
         model = Path(args.model)
     elif args.tiny:
-        model = tiny_models.build_sd(work / "tiny")
+        from support import tiny_families
+
+        model = tiny_families.build_sdxl(work / "tiny-sdxl") if sdxl else tiny_models.build_sd(work / "tiny")
     else:
         started = time.perf_counter()
-        model = build_sd15(work / "sd15", dtype)
-        print(f"built SD1.5-sized random components in {time.perf_counter() - started:.0f} s: {model}")
+        model = build_sdxl(work / "sdxl", dtype) if sdxl else build_sd15(work / "sd15", dtype)
+        print(f"built {args.family}-sized random components in {time.perf_counter() - started:.0f} s: {model}")
     cuda = args.device.startswith("cuda")
 
     def reset_peak() -> None:
@@ -141,8 +193,11 @@ def main() -> None:
     if cuda:
         torch.cuda.empty_cache()
 
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(model), dtype=dtype, safety_checker=None,
-                                                            requires_safety_checker=False).to(args.device)
+    if sdxl:
+        pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(str(model), dtype=dtype).to(args.device)
+    else:
+        pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(model), dtype=dtype, safety_checker=None,
+                                                                requires_safety_checker=False).to(args.device)
     class_name, overrides = SCHEDULERS[args.scheduler]
     pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **overrides)
     pipe.set_progress_bar_config(disable=True)
@@ -157,7 +212,8 @@ def main() -> None:
     theirs_s, theirs_peak = timed(run_diffusers)
 
     device_name = torch.cuda.get_device_name() if cuda else args.device
-    label = "tiny model" if args.tiny else "SD1.5-sized random weights"
+    label = ("tiny " if args.tiny else "") + ("SDXL" if sdxl else "SD") + " model" + \
+        ("" if args.tiny else ", random weights at full size")
     print(f"{label}, {size or 'native'} px, {args.steps} steps ({args.scheduler}), {dtype_name}, {device_name}, "
           f"median of {args.repeats}")
     def peak(value: float) -> str:
