@@ -87,6 +87,12 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
         guider_options=(("use_original_formulation", True),), latent_normalization="shift_scale", size_multiple=2,
         tasks=("txt2img", "img2img"),
         notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular Z-Image blocks"),
+    Family("flux2", "Flux.2 [klein] base", ("Flux2KleinPipeline",), denoiser="transformer",
+        conditioning=("prompt_embeds",), packed_latents=True, size_multiple=2, tasks=("txt2img",),
+        notes="LATENT holds its 2x2-patchified latents [B, 4C, h/2, w/2], as its decode blocks take them; "
+              "samplers: its own flow-matching euler only; img2img and inpaint: not in its modular blocks "
+              "(reference-image conditioning is, and is not exposed yet); the step-distilled klein and "
+              "Flux.2 [dev] (Mistral text encoder) are untested"),
     Family("qwenimage", "Qwen-Image", ("QwenImagePipeline", "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline"),
         denoiser="transformer", conditioning=("prompt_embeds", "prompt_embeds_mask"), packed_latents=True,
         latent_frames=True, latent_normalization="per_channel", mask_input="processed_mask_image",

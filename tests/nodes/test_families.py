@@ -29,6 +29,7 @@ CLASSIC = {
     ("qwenimage", "txt2img"): "QwenImagePipeline",
     ("qwenimage", "img2img"): "QwenImageImg2ImgPipeline",
     ("qwenimage", "inpaint"): "QwenImageInpaintPipeline",
+    ("flux2", "txt2img"): "Flux2KleinPipeline",
 }
 #: what the template's `cfg` is called by each classic pipeline
 GUIDANCE = {"qwenimage": "true_cfg_scale"}
@@ -36,7 +37,7 @@ GUIDANCE = {"qwenimage": "true_cfg_scale"}
 
 @pytest.fixture(scope="session")
 def family_models(tmp_path_factory: pytest.TempPathFactory):
-    """Tiny sdxl/, sd3/, flux/, zimage/ and qwenimage/ diffusers folders (diffusers' own dummy configs, random weights)."""
+    """Tiny sdxl/, sd3/, flux/, zimage/, qwenimage/ and flux2/ diffusers folders (diffusers' own dummy configs, random weights)."""
     return tiny_families.build_all(tmp_path_factory.mktemp("tiny-families"))
 
 
@@ -52,7 +53,7 @@ def picture(path):
     return Image.open(path).convert("RGB")
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2"])
 def test_txt2img_template_matches_the_family_pipeline(family_models, run_template, family):
     cfg = 3.5
     run = run_template("txt2img", model=str(family_models[family]), prompt="a red circle", seed=SEED,
@@ -60,7 +61,7 @@ def test_txt2img_template_matches_the_family_pipeline(family_models, run_templat
     assert run.value("load", "family") == family
     negative = {"negative_prompt": ""} if family == "qwenimage" else {}  # its CFG needs a negative prompt
     expected = classic(family_models, family, "txt2img")(
-        "a red circle", num_inference_steps=STEPS, **{GUIDANCE.get(family, "guidance_scale"): cfg}, height=32,
+        prompt="a red circle", num_inference_steps=STEPS, **{GUIDANCE.get(family, "guidance_scale"): cfg}, height=32,
         width=32, generator=generator(), output_type="pt", **negative).images
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
@@ -74,7 +75,7 @@ def test_img2img_template_matches_the_family_pipeline(family_models, run_templat
                        seed=SEED, steps=STEPS, cfg=cfg, strength=strength)
     negative = {"negative_prompt": ""} if family == "qwenimage" else {}  # its CFG needs a negative prompt
     expected = classic(family_models, family, "img2img")(
-        "a blue square", image=picture(small), strength=strength, num_inference_steps=STEPS,
+        prompt="a blue square", image=picture(small), strength=strength, num_inference_steps=STEPS,
         **{GUIDANCE.get(family, "guidance_scale"): cfg}, height=32, width=32, generator=generator(),
         output_type="pt", **negative).images
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
@@ -90,13 +91,13 @@ def test_inpaint_template_matches_the_family_inpaint_pipeline(family_models, run
                        prompt="a red circle", seed=SEED, steps=STEPS, cfg=3.0)
     negative = {"negative_prompt": ""} if family == "qwenimage" else {}  # its CFG needs a negative prompt
     expected = classic(family_models, family, "inpaint")(
-        "a red circle", image=picture(small), mask_image=picture(mask), strength=1.0, num_inference_steps=STEPS,
+        prompt="a red circle", image=picture(small), mask_image=picture(mask), strength=1.0, num_inference_steps=STEPS,
         **{GUIDANCE.get(family, "guidance_scale"): 3.0}, height=32, width=32, generator=generator(),
         output_type="pt", **negative).images
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux", "zimage"])
+@pytest.mark.parametrize("family", ["sd3", "flux", "zimage", "flux2"])
 def test_inpaint_with_a_family_without_it_is_invalid_naming_node_field_and_family(family_models, pictures, family):
     from support.templates import template_plan
 
@@ -108,6 +109,18 @@ def test_inpaint_with_a_family_without_it_is_invalid_naming_node_field_and_famil
     (issue,) = raised.value.issues
     assert (issue.node, issue.field) == ("encode", "mask")
     assert f"family {family}" in issue.message and "inpaint" in issue.message
+
+
+def test_img2img_with_a_family_without_it_is_invalid_naming_node_field_and_family(family_models, pictures):
+    from support.templates import template_plan
+
+    from diffgraph.engine import WorkflowError
+
+    with pytest.raises(WorkflowError) as raised:
+        template_plan("img2img", {"model": str(family_models["flux2"]), "image": str(pictures["image"])})
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("encode", "image")
+    assert "family flux2" in issue.message and "img2img" in issue.message
 
 
 def test_inpaint_with_a_family_without_it_fails_at_run_time_too(family_models, services, pictures, tmp_path):
@@ -140,7 +153,7 @@ def test_flow_matching_models_refuse_other_samplers(family_models, run_template)
     assert "only euler" in run.result.error
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2"])
 def test_progress_every_step_with_a_preview(family_models, run_template, family):
     events = []
     run = run_template("txt2img", model=str(family_models[family]), steps=STEPS, width=32, height=32,
@@ -153,7 +166,7 @@ def test_progress_every_step_with_a_preview(family_models, run_template, family)
     assert (width, height) in ((16, 16), (8, 8))
 
 
-@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage"])
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2"])
 def test_cancel_between_steps(family_models, services, tmp_path, family):
     from support.templates import run_plan, template_plan
 

@@ -1,12 +1,12 @@
 """Tiny random-weight models of the families beyond Stable Diffusion 1.x/2.x (SDXL, SD3, Flux.1,
-Z-Image),
+Z-Image, Qwen-Image, Flux.2 [klein]),
 built offline and saved as diffusers folders (safetensors) with each family's classic pipeline.
 
 The configs are those of diffusers' own test suites' "dummy components"; the CLIP tokenizer is the
 hand-written one of `tiny_models`, the T5 tokenizer a small WordLevel model of the `tokenizers`
 library wrapped by `T5TokenizerFast`. Pictures are 32-64 px; a run takes well under a second.
 
-    python tests/support/tiny_families.py OUT_DIR     # writes sdxl/, sd3/, flux/, zimage/
+    python tests/support/tiny_families.py OUT_DIR     # writes sdxl/, sd3/, flux/, zimage/, qwenimage/, flux2/
 """
 
 from __future__ import annotations
@@ -256,7 +256,43 @@ def build_qwenimage(directory: Path) -> Path:
     return directory
 
 
-BUILDERS = {"sdxl": build_sdxl, "sd3": build_sd3, "flux": build_flux, "zimage": build_zimage, "qwenimage": build_qwenimage}
+def build_flux2(directory: Path) -> Path:
+    """A Flux.2 [klein] base model: a Qwen3 causal LM as text encoder (three of its hidden layers
+    stacked), a Flux.2 transformer, the Flux.2 VAE (2x2 patches, batch-norm statistics)."""
+    import torch
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    directory = Path(directory)
+    torch.manual_seed(0)
+    transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                          timestep_guidance_channels=32, axes_dims_rope=(4, 4, 4, 4),
+                                          guidance_embeds=False).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKLFlux2(block_out_channels=(4, 8), down_block_types=["DownEncoderBlock2D"] * 2,
+                             up_block_types=["UpDecoderBlock2D"] * 2, layers_per_block=1, latent_channels=4,
+                             norm_num_groups=1, sample_size=32, use_quant_conv=False,
+                             use_post_quant_conv=False).eval()
+    torch.manual_seed(0)
+    text_encoder = Qwen3ForCausalLM(Qwen3Config(vocab_size=300, hidden_size=16, intermediate_size=16,
+                                                num_hidden_layers=28, num_attention_heads=2, num_key_value_heads=2,
+                                                head_dim=8, max_position_embeddings=512)).eval()
+    pipe = Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                              tokenizer=qwen_tokenizer(directory / "_qwen"), transformer=transformer,
+                              is_distilled=False)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    shutil.rmtree(directory / "_qwen")
+    return directory
+
+
+BUILDERS = {"sdxl": build_sdxl, "sd3": build_sd3, "flux": build_flux, "zimage": build_zimage, "qwenimage": build_qwenimage,
+            "flux2": build_flux2}
 
 
 def build_all(root: Path) -> dict[str, Path]:
