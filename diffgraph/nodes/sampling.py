@@ -28,9 +28,38 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "heun": ("HeunDiscreteScheduler", {}),
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
     "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
 }
+
+#: the noise schedule's sigmas, as diffusers' config flags (ComfyUI's karras / exponential / beta)
+SIGMAS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True},
+    "beta": {"use_beta_sigmas": True},
+}
+#: how the steps are spread over the trained timesteps (diffusers' `timestep_spacing`)
+SPACINGS = ("default", "leading", "linspace", "trailing")
+
+
+def scheduler_overrides(name: str, sigmas: str = "default", spacing: str = "default") -> tuple[str, dict[str, Any]]:
+    """(diffusers class, config overrides) for a sampler, sigma schedule and spacing; a ValueError
+    names what the class does not take (read from its own signature) and what it does."""
+    import diffusers
+
+    class_name, overrides = SCHEDULERS[name]
+    overrides = {**overrides, **SIGMAS[sigmas]}
+    if spacing != "default":
+        overrides["timestep_spacing"] = spacing
+    accepted = inspect.signature(getattr(diffusers, class_name).__init__).parameters
+    missing = [flag for flag in overrides if flag not in accepted]
+    if missing:
+        takes = [s for s, flags in SIGMAS.items() if all(flag in accepted for flag in flags)]
+        raise ValueError(f"the {name} sampler ({class_name}) has no {sigmas} sigmas; it takes {', '.join(takes)}")
+    return class_name, overrides
+
 
 #: approximate latent -> RGB factors of the SD 1.x VAE, for cheap step previews
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
@@ -75,6 +104,8 @@ class SchedulerNode(Node):
 
     scheduler: Scheduler = Input(optional=True, doc="the model's scheduler (LoadPipeline)")
     name: str = Param("euler", choices=tuple(SCHEDULERS))
+    sigmas: str = Param("default", choices=tuple(SIGMAS), doc="the sigma schedule (not every sampler takes one)")
+    spacing: str = Param("default", choices=SPACINGS, doc="how steps spread over the timesteps (default: the model's)")
     scheduler_out: Scheduler = Output(name="scheduler")
 
     def run(self, ctx):
@@ -85,7 +116,10 @@ class SchedulerNode(Node):
             source = models.ModelRef(kind="scheduler", path="", scheduler_class="PNDMScheduler",
                                      scheduler_config=json.dumps(SD1_SCHEDULER_CONFIG, sort_keys=True))
         base = models.build_scheduler(_ref(source, "scheduler"))
-        class_name, overrides = SCHEDULERS[self.name]
+        try:
+            class_name, overrides = scheduler_overrides(self.name, self.sigmas, self.spacing)
+        except ValueError as exc:
+            raise NodeError(str(exc), "sigmas") from None
         try:
             built = getattr(diffusers, class_name).from_config(base.config, **overrides)
         except ImportError as exc:  # a sampler whose extra library is missing (lms needs scipy)

@@ -439,6 +439,10 @@ async def delete_workflow(request: web.Request) -> web.Response:
 
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
+    if "clientId" in request.query:  # a ComfyUI client: ComfyUI's messages (comfy.py)
+        from . import comfy
+
+        return await comfy.websocket(request)
     run_id = request.query.get("run") or None
     if run_id is not None and request.app[STORE].get_run(run_id) is None:
         raise RequestError(404, f"no run with id {run_id!r}")
@@ -532,6 +536,9 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     # one validation thread: more would only fight the event loop for the GIL
     app[VALIDATOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-validate")
     app.add_routes(routes)
+    from . import comfy  # ComfyUI's API (imports this module, hence here)
+
+    comfy.setup(app)
 
     async def start_worker(app: web.Application) -> None:
         for run_id in store.recover():

@@ -91,6 +91,9 @@ class Hub:
     def __init__(self, max_pending: int = 20_000):
         self.max_pending = max_pending
         self._subscribers: set[Subscriber] = set()
+        #: also told every event (dict) / binary frame, on the loop: the ComfyUI API's fan-out (comfy.py)
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.binary_listeners: list[Callable[[str, bytes], None]] = []
 
     def subscribe(self, run_id: str | None) -> Subscriber:
         subscriber = Subscriber(run_id, self.max_pending)
@@ -105,6 +108,9 @@ class Hub:
 
     def publish(self, run_id: str, message: str | bytes) -> None:
         """Called on the event loop only."""
+        if isinstance(message, bytes):
+            for binary_listener in self.binary_listeners:
+                binary_listener(run_id, message)
         frame = None
         for subscriber in list(self._subscribers):
             if subscriber.run_id is not None and subscriber.run_id != run_id:
@@ -114,6 +120,11 @@ class Hub:
                 self.unsubscribe(subscriber)
 
     def publish_event(self, event: dict[str, Any]) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the run's own events
+                log.exception("event listener failed on %s", event.get("type"))
         self.publish(event["run_id"], json.dumps(event, ensure_ascii=False, default=str))
 
     def close_all(self) -> None:
