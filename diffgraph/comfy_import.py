@@ -236,6 +236,10 @@ class _Translator:
             self.problem(cid, name, f"{raw} is out of range: {options['min']}..{options['max']}",
                          "value_smaller_than_min" if raw < options["min"] else "value_bigger_than_max")
             return None
+        step = options.get("step", 1)
+        if kind == "INT" and step > 1 and (raw - options["min"]) % step:
+            self.problem(cid, name, f"{raw} is not a multiple of {step}")
+            return None
         return raw
 
     def add(self, cid: str, node_type: str, inputs: dict[str, str | None], params: dict[str, Any],

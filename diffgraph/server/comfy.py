@@ -491,8 +491,9 @@ async def post_prompt(request: web.Request) -> web.Response:
         translation = await loop.run_in_executor(app[server.VALIDATOR], _translate_and_check, app, prompt, targets)
     except ComfyError as exc:
         errors, general = node_errors(exc.problems, prompt)
-        kind = exc.problems[0].kind if general and not errors else "prompt_outputs_failed_validation"
-        message = general[0] if general and not errors else "Prompt outputs failed validation"
+        whole = [p for p in exc.problems if p.kind in ("invalid_prompt", "prompt_no_outputs")]
+        kind = whole[0].kind if whole else "prompt_outputs_failed_validation"
+        message = str(whole[0]) if whole else general[0] if general else "Prompt outputs failed validation"
         return prompt_error(kind, message, "; ".join(str(p) for p in exc.problems), errors)
     run = app[server.STORE].add_run(translation.document, {})
     record = Prompt(prompt_id, run["id"], client_id, prompt, extra_data, translation.outputs, translation.node_ids,
