@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="another Host name the server answers to (besides the bound address and "
                             "localhost); repeatable")
+    comfy = commands.add_parser("import", help="convert a ComfyUI workflow (API or UI format) into a workflow file")
+    comfy.add_argument("file", help="a ComfyUI workflow .json: the API format or the editor's saved format")
+    comfy.add_argument("-o", "--output", default=None, help="the workflow file to write (default: print YAML)")
     return parser
 
 
@@ -226,6 +229,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.status == "succeeded" else EXIT_FAILED
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """`diffgraph import FILE [-o OUT]`: exit 0 written, 2 when something cannot be converted (each named)."""
+    from diffgraph.comfy_import import MAX_FILE_BYTES, ComfyError, import_file
+    from diffgraph.engine.document import dump_document, guess_format
+    from diffgraph.nodes.sampling import scheduler_overrides
+
+    path = Path(args.file)
+    if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+        print(f"{args.file}: not a regular file of at most {MAX_FILE_BYTES} bytes", file=sys.stderr)
+        return EXIT_INVALID
+    models = Path(__file__).resolve().parent / "models"
+    bundled = {p.name: f"models/{p.name}" for p in models.iterdir() if (p / "model_index.json").is_file()}
+
+    def check_sampler(name: str, sigmas: str, spacing: str) -> str | None:
+        try:
+            scheduler_overrides(name, sigmas, spacing)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    try:
+        document = import_file(path.read_text(encoding="utf-8", errors="replace"), bundled, check_sampler,
+                               name=path.stem)
+    except ComfyError as exc:
+        print(f"{args.file}: cannot convert:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    fmt = guess_format(args.output) if args.output else "yaml"
+    text = dump_document(document, fmt)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from diffgraph.server.app import serve
@@ -240,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "serve": cmd_serve}[args.command]
+    handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "serve": cmd_serve,
+               "import": cmd_import}[args.command]
     try:
         return handler(args)
     except KeyboardInterrupt:  # Ctrl+C outside a run (loading, validating): quietly, no traceback

@@ -532,3 +532,41 @@ def load_comfy_file(text: str) -> tuple[dict[str, Any], list[Problem]]:
     if isinstance(data, dict) and isinstance(data.get("prompt"), dict):  # a saved POST /prompt body
         data = data["prompt"]
     return data, []
+
+
+# ---------------------------------------------------------------------------------------------
+# `diffgraph import`
+
+MAX_FILE_BYTES = 16 * 1024 * 1024
+
+
+def _promote(document: dict[str, Any], node_type: str, field_name: str, param: str, kind: str) -> None:
+    """With exactly one such node, its literal becomes a template param (`--set model=...` then works)."""
+    found = [node for node in document["nodes"].values() if node["type"] == node_type]
+    if len(found) != 1:
+        return
+    document.setdefault("params", {})[param] = {"type": kind, "default": found[0]["params"][field_name]}
+    found[0]["params"][field_name] = f"${param}"
+
+
+def import_file(text: str, bundled: dict[str, str], check_sampler: Callable[[str, str, str], str | None] | None,
+                name: str = "imported") -> dict[str, Any]:
+    """A ComfyUI workflow file (API or UI format) as a diffgraph document, or a ComfyError per node.
+    `bundled` maps model names (`tiny-sd`) to the model param that loads them; any other ckpt_name is
+    kept as written (a path the user can also change with `--set model=...`), images likewise."""
+    prompt, problems = load_comfy_file(text)
+    resolvers = Resolvers(lambda ckpt: bundled.get(ckpt, ckpt), lambda: list(bundled), lambda image: image,
+                          check_sampler)
+    try:
+        translation = translate_prompt(prompt, resolvers, name=name)
+    except ComfyError as exc:
+        raise ComfyError(problems + exc.problems) from None
+    if problems:
+        raise ComfyError(problems)
+    document = translation.document
+    document["description"] = "Imported from a ComfyUI workflow"
+    _promote(document, "LoadPipeline", "model", "model", "STRING")
+    _promote(document, "LoadImage", "image", "image", "STRING")
+    nodes = document.pop("nodes")
+    document["nodes"] = nodes  # after params, as the templates read
+    return document
