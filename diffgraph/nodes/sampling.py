@@ -28,9 +28,13 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "heun": ("HeunDiscreteScheduler", {}),
     "dpmpp_2m": ("DPMSolverMultistepScheduler", {}),
     "dpmpp_2m_karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
-    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
     "unipc": ("UniPCMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
+}
+
+#: samplers the node offers beyond the templates' list (ComfyUI's dpmpp_2m_sde)
+MORE_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
 }
 
 #: the noise schedule's sigmas, as diffusers' config flags (ComfyUI's karras / exponential / beta)
@@ -49,7 +53,7 @@ def scheduler_overrides(name: str, sigmas: str = "default", spacing: str = "defa
     names what the class does not take (read from its own signature) and what it does."""
     import diffusers
 
-    class_name, overrides = SCHEDULERS[name]
+    class_name, overrides = {**SCHEDULERS, **MORE_SCHEDULERS}[name]
     overrides = {**overrides, **SIGMAS[sigmas]}
     if spacing != "default":
         overrides["timestep_spacing"] = spacing
@@ -103,7 +107,7 @@ class SchedulerNode(Node):
     none is linked)."""
 
     scheduler: Scheduler = Input(optional=True, doc="the model's scheduler (LoadPipeline)")
-    name: str = Param("euler", choices=tuple(SCHEDULERS))
+    name: str = Param("euler", choices=(*SCHEDULERS, *MORE_SCHEDULERS))
     sigmas: str = Param("default", choices=tuple(SIGMAS), doc="the sigma schedule (not every sampler takes one)")
     spacing: str = Param("default", choices=SPACINGS, doc="how steps spread over the timesteps (default: the model's)")
     scheduler_out: Scheduler = Output(name="scheduler")

@@ -359,3 +359,21 @@ async def test_queue_lists_delete_and_interrupt(server) -> None:
             assert await response.json() == {}  # deleted before it ran: in no history, as in ComfyUI
         async with session.post(f"{server.url}/free", json={"unload_models": True}) as response:
             assert response.status == 200
+
+
+@pytest.mark.parametrize("sampler, scheduler", [("dpmpp_2m_sde", "karras"), ("heun", "exponential"),
+                                                ("uni_pc", "sgm_uniform"), ("ddim", "ddim_uniform")])
+async def test_other_samplers_and_schedules_run(server, sampler: str, scheduler: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        status, body = await post_prompt(session, server.url, tiny_prompt(steps=3, sampler=sampler,
+                                                                          scheduler=scheduler))
+        assert status == 200, body
+        for _ in range(600):
+            async with session.get(f"{server.url}/history/{body['prompt_id']}") as response:
+                history = await response.json()
+            if history:
+                break
+            await asyncio.sleep(0.1)
+    entry = history[body["prompt_id"]]
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert len(entry["outputs"]["9"]["images"]) == 1
