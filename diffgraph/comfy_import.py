@@ -82,6 +82,15 @@ CLASSES: dict[str, Spec] = {
                   "category": "image"},
     "LoadImageMask": {"inputs": {"image": [[], {"image_upload": True}], "channel": [["alpha"]]},
                       "outputs": ["MASK"], "category": "mask"},
+    "ImageScale": {"inputs": {"image": ["IMAGE"], "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic"]],
+                              "width": _int(512, 0, 16384), "height": _int(512, 0, 16384),
+                              "crop": [["disabled", "center"]]},
+                   "outputs": ["IMAGE"], "category": "image/upscaling"},
+    "LatentUpscale": {"inputs": {"samples": ["LATENT"],
+                                 "upscale_method": [["nearest-exact", "bilinear", "area", "bicubic"]],
+                                 "width": _int(512, 0, 16384, 8), "height": _int(512, 0, 16384, 8),
+                                 "crop": [["disabled", "center"]]},
+                      "outputs": ["LATENT"], "category": "latent"},
     "SaveImage": {"inputs": {"images": ["IMAGE"], "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
                   "outputs": [], "category": "image", "output_node": True},
     "PreviewImage": {"inputs": {"images": ["IMAGE"]}, "outputs": [], "category": "image", "output_node": True},
@@ -90,7 +99,7 @@ CLASSES: dict[str, Spec] = {
 PORTS = {"CLIPTextEncode": ["conditioning"], "EmptyLatentImage": ["latent"], "KSampler": ["latent"],
          "KSamplerAdvanced": ["latent"], "VAEDecode": ["image"], "VAEEncode": ["latent"],
          "VAEEncodeForInpaint": ["latent"], "SetLatentNoiseMask": ["latent"], "LoadImage": ["image", "mask"],
-         "LoadImageMask": ["mask"]}
+         "LoadImageMask": ["mask"], "ImageScale": ["image"], "LatentUpscale": ["latent"]}
 OUTPUT_CLASSES = ("SaveImage", "PreviewImage")
 
 
@@ -395,6 +404,26 @@ class _Translator:
     def LoadImageMask(self, cid: str) -> None:
         self.value(cid, "channel")
         self.add(cid, "LoadImage", {}, {"image": self._image(cid)})
+
+    def ImageScale(self, cid: str) -> None:
+        params = {"method": self.value(cid, "upscale_method"), "width": self.value(cid, "width"),
+                  "height": self.value(cid, "height"), "crop": self.value(cid, "crop")}
+        if params["width"] == 0 and params["height"] == 0:
+            self.problem(cid, "width", "give a width or a height (0 keeps the aspect ratio from the other)")
+        self.add(cid, "ScaleImage", {"image": self.link(cid, "image", "IMAGE")}, params)
+
+    def LatentUpscale(self, cid: str) -> None:
+        loaders = [c for c, n in self.prompt.items() if n.get("class_type") == "CheckpointLoaderSimple"]
+        if len(loaders) != 1:
+            self.problem(cid, None, "diffgraph scales a latent with its VAE's downscale factor: with "
+                                    f"{len(loaders)} checkpoint loaders in the prompt it cannot tell which")
+            return
+        params = {"method": self.value(cid, "upscale_method"), "width": self.value(cid, "width"),
+                  "height": self.value(cid, "height"), "crop": self.value(cid, "crop")}
+        if params["width"] == 0 and params["height"] == 0:
+            self.problem(cid, "width", "give a width or a height (0 keeps the aspect ratio from the other)")
+        self.add(cid, "ScaleLatent", {"latent": self.link(cid, "samples", "LATENT"),
+                                      "vae": f"{self.ids[loaders[0]]}.vae"}, params)
 
     def SaveImage(self, cid: str) -> None:
         prefix = self.value(cid, "filename_prefix")

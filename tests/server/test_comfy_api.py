@@ -377,3 +377,35 @@ async def test_other_samplers_and_schedules_run(server, sampler: str, scheduler:
     entry = history[body["prompt_id"]]
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert len(entry["outputs"]["9"]["images"]) == 1
+
+
+async def test_latent_upscale_then_sample_again_and_image_scale(server) -> None:
+    """ComfyUI's hires fix: KSampler, LatentUpscale to twice the size, KSampler at denoise 0.5; and an
+    ImageScale of the first picture into a PreviewImage."""
+    prompt = tiny_prompt(steps=12)
+    prompt["10"] = {"class_type": "LatentUpscale", "inputs": {"samples": ["3", 0], "upscale_method": "bilinear",
+                                                             "width": 64, "height": 64, "crop": "disabled"}}
+    prompt["11"] = {"class_type": "KSampler", "inputs": {**prompt["3"]["inputs"], "latent_image": ["10", 0],
+                                                        "denoise": 0.5}}
+    prompt["12"] = {"class_type": "VAEDecode", "inputs": {"samples": ["11", 0], "vae": ["4", 2]}}
+    prompt["13"] = {"class_type": "SaveImage", "inputs": {"images": ["12", 0], "filename_prefix": "hires"}}
+    prompt["14"] = {"class_type": "ImageScale", "inputs": {"image": ["8", 0], "upscale_method": "nearest-exact",
+                                                          "width": 48, "height": 0, "crop": "disabled"}}
+    prompt["15"] = {"class_type": "PreviewImage", "inputs": {"images": ["14", 0]}}
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(f"{server.url}/ws?clientId=hires") as ws:
+        status, body = await post_prompt(session, server.url, prompt, client_id="hires")
+        assert status == 200, body
+        await messages_until_done(ws, body["prompt_id"])
+        async with session.get(f"{server.url}/history/{body['prompt_id']}") as response:
+            entry = (await response.json())[body["prompt_id"]]
+        pictures = {}
+        for node in ("9", "13", "15"):
+            [image] = entry["outputs"][node]["images"]
+            async with session.get(f"{server.url}/view", params=image) as response:
+                pictures[node] = Image.open(io.BytesIO(await response.read()))
+    assert entry["outputs"]["15"]["images"][0]["type"] == "temp"
+    assert pictures["9"].size == (32, 32) and pictures["13"].size == (64, 64) and pictures["15"].size == (48, 48)
+    assert judge(np.asarray(pictures["13"].convert("RGB"), np.float32)).colour == "red"
+    nearest = np.asarray(pictures["15"].convert("RGB"))[::3, ::3]  # 48 = 32 * 1.5: every 3rd pixel is a 2nd's
+    assert np.array_equal(nearest, np.asarray(pictures["9"].convert("RGB"))[::2, ::2])
