@@ -9,6 +9,7 @@ import importlib
 import io
 import json
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -409,3 +410,45 @@ async def test_latent_upscale_then_sample_again_and_image_scale(server) -> None:
     assert judge(np.asarray(pictures["13"].convert("RGB"), np.float32)).colour == "red"
     nearest = np.asarray(pictures["15"].convert("RGB"))[::3, ::3]  # 48 = 32 * 1.5: every 3rd pixel is a 2nd's
     assert np.array_equal(nearest, np.asarray(pictures["9"].convert("RGB"))[::2, ::2])
+
+
+# ---------------------------------------------------------------------------------------------
+# the server's own rules hold here too
+
+
+def test_with_a_token_the_comfyui_routes_need_it_too(tmp_path: Path) -> None:
+    guarded = Server(tmp_path / "data", "--token", "comfy-token")
+    try:
+        for method, route in (("GET", "/object_info"), ("POST", "/prompt"), ("GET", "/view?filename=a.png"),
+                              ("GET", "/api/history"), ("POST", "/upload/image"), ("POST", "/interrupt")):
+            response = requests.request(method, f"{guarded.url}{route}", timeout=30)
+            assert response.status_code == 401, (route, response.status_code)
+        allowed = requests.get(f"{guarded.url}/object_info/KSampler",
+                               headers={"Authorization": "Bearer comfy-token"}, timeout=30)
+        assert allowed.status_code == 200
+    finally:
+        guarded.stop()
+
+
+def test_history_and_pictures_survive_a_restart(tmp_path: Path) -> None:
+    first = Server(tmp_path / "data")
+    try:
+        response = requests.post(f"{first.url}/prompt", json={"prompt": tiny_prompt(steps=2, seed=9)}, timeout=60)
+        prompt_id = response.json()["prompt_id"]
+        for _ in range(1200):
+            if requests.get(f"{first.url}/history/{prompt_id}", timeout=30).json():
+                break
+            time.sleep(0.1)
+    finally:
+        first.stop()
+    second = Server(tmp_path / "data")
+    try:
+        entry = requests.get(f"{second.url}/history", timeout=30).json()[prompt_id]
+        assert entry["status"]["status_str"] == "success"
+        [image] = entry["outputs"]["9"]["images"]
+        assert requests.get(f"{second.url}/view", params=image, timeout=30).status_code == 200
+        again = requests.post(f"{second.url}/prompt", json={"prompt": tiny_prompt(), "prompt_id": prompt_id},
+                              timeout=60)
+        assert again.status_code == 400 and "already used" in again.json()["error"]["message"]
+    finally:
+        second.stop()
