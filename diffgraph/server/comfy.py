@@ -495,6 +495,8 @@ async def post_prompt(request: web.Request) -> web.Response:
         kind = whole[0].kind if whole else "prompt_outputs_failed_validation"
         message = str(whole[0]) if whole else general[0] if general else "Prompt outputs failed validation"
         return prompt_error(kind, message, "; ".join(str(p) for p in exc.problems), errors)
+    if comfy.store.by_prompt(prompt_id) is not None:  # again: another request may have taken it meanwhile
+        return prompt_error("invalid_prompt", f"prompt_id {prompt_id!r} is already used; send another or none")
     run = app[server.STORE].add_run(translation.document, {})
     record = Prompt(prompt_id, run["id"], client_id, prompt, extra_data, translation.outputs, translation.node_ids,
                     run["seq"])
@@ -520,7 +522,9 @@ async def get_queue(request: web.Request) -> web.Response:
 async def _optional_json(request: web.Request) -> dict[str, Any]:
     if not request.can_read_body:
         return {}
-    raw = await request.content.read(MAX_FIELD_BYTES + 1)
+    if request.content_length is not None and request.content_length > MAX_FIELD_BYTES:
+        raise RequestError(413, f"request body too large (limit {MAX_FIELD_BYTES} bytes)")
+    raw = await request.read()  # bounded by the application's client_max_size too
     if len(raw) > MAX_FIELD_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_FIELD_BYTES} bytes)")
     if not raw.strip():
@@ -700,7 +704,8 @@ async def upload_mask(request: web.Request) -> web.Response:
         original = comfy.image_path(f"{sub}/{ref['filename']} [{kind}]" if sub else f"{ref['filename']} [{kind}]")
     if original is None:
         raise RequestError(404, f"no {kind} image {ref['filename']!r} to apply the mask to", field="original_ref")
-    server._sniff_image(Path(original).read_bytes()[: server.MAX_UPLOAD_BYTES + 1])
+    with open(original, "rb") as handle:
+        server._sniff_image(handle.read(server.MAX_UPLOAD_BYTES + 1))
     with Image.open(original) as picture, Image.open(io.BytesIO(data)) as mask:
         result = picture.convert("RGBA")
         alpha = mask.convert("RGBA").getchannel("A").resize(result.size)
