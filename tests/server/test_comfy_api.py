@@ -452,3 +452,25 @@ def test_history_and_pictures_survive_a_restart(tmp_path: Path) -> None:
         assert again.status_code == 400 and "already used" in again.json()["error"]["message"]
     finally:
         second.stop()
+
+
+def test_comfyuis_default_prompt_runs_with_only_checkpoint_size_and_steps_changed(server) -> None:
+    info = requests.get(f"{server.url}/api/object_info", timeout=30).json()
+    assert info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] == ["tiny-sd"]  # not the depth UNet
+    prompt = copy.deepcopy(DEFAULT_PROMPT)
+    prompt["4"]["inputs"]["ckpt_name"] = "tiny-sd"
+    prompt["5"]["inputs"].update(width=32, height=32)
+    prompt["3"]["inputs"]["steps"] = 4
+    response = requests.post(f"{server.url}/prompt", json={"prompt": prompt}, timeout=60)
+    assert response.status_code == 200, response.text
+    prompt_id = response.json()["prompt_id"]
+    for _ in range(1200):
+        history = requests.get(f"{server.url}/history/{prompt_id}", timeout=30).json()
+        if history:
+            break
+        time.sleep(0.1)
+    [image] = history[prompt_id]["outputs"]["9"]["images"]
+    assert image["filename"].startswith("ComfyUI_")
+    picture = requests.get(f"{server.url}/view", params=image, timeout=30)
+    with Image.open(io.BytesIO(picture.content)) as png:
+        assert png.size == (32, 32) and png.format == "PNG"
