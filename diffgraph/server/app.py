@@ -51,7 +51,7 @@ from .security import (
     is_loopback,
     security_middleware,
 )
-from .store import STATUSES, Store
+from .store import STATUSES, DamagedDatabase, Store
 from .worker import Hub, Worker, default_data_dir
 
 log = logging.getLogger("diffgraph.server")
@@ -159,30 +159,50 @@ def params_from(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def library_resolver(store: Store):
+def library_resolver(store: Store, record: dict[str, Any] | None = None,
+                     snapshot: dict[str, Any] | None = None):
     """`workflow:<name>` inside a submitted workflow: a saved workflow, else a shipped template.
-    Never a file path: a request may not make the server read arbitrary files."""
+    Never a file path: a request may not make the server read arbitrary files.
+
+    At submit, `record` collects what each name resolved to (the run stores it); the worker then
+    resolves from that `snapshot` only, so a library entry replaced after submit does not change
+    what runs: the run executes the document that was validated."""
 
     def resolve(ref: str, base: Path | None) -> tuple[dict[str, Any], Path]:
+        if snapshot is not None:
+            entry = snapshot.get(ref)
+            if entry is None:
+                raise WorkflowError([Issue(None, None, f"subgraph {ref!r} was not resolved when the run was submitted")])
+            return entry["document"], Path(entry["path"])
+        if record is not None and ref in record:  # one name, one document, even if the library changes meanwhile
+            return record[ref]["document"], Path(record[ref]["path"])
         try:
             check_name(ref, "subgraph workflow")
         except RequestError as exc:
             raise WorkflowError([Issue(None, None, exc.message)]) from None
         saved = store.get_workflow(ref)
         if saved is not None:
-            return saved, Path(f"/library/{ref}")
-        for suffix in (".yaml", ".yml", ".json"):
-            path = templates_dir() / f"{ref}{suffix}"
-            if path.is_file():
-                return read_document(path), path.resolve()
-        raise WorkflowError([Issue(None, None, f"no saved workflow or template named {ref!r}")])
+            document, path = saved, Path(f"/library/{ref}")
+        else:
+            for suffix in (".yaml", ".yml", ".json"):
+                candidate = templates_dir() / f"{ref}{suffix}"
+                if candidate.is_file():
+                    document, path = read_document(candidate), candidate.resolve()
+                    break
+            else:
+                raise WorkflowError([Issue(None, None, f"no saved workflow or template named {ref!r}")])
+        if record is not None:
+            record[ref] = {"document": document, "path": str(path)}
+        return document, path
 
     return resolve
 
 
-def compile_checked(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
+def compile_checked(app: web.Application, document: dict[str, Any], params: dict[str, Any],
+                    record: dict[str, Any] | None = None, snapshot: dict[str, Any] | None = None):
     try:
-        return compile_workflow(document, app[REGISTRY], params, resolver=library_resolver(app[STORE]))
+        return compile_workflow(document, app[REGISTRY], params,
+                                resolver=library_resolver(app[STORE], record, snapshot))
     except WorkflowError:
         raise
     except (RecursionError, TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
@@ -191,9 +211,11 @@ def compile_checked(app: web.Application, document: dict[str, Any], params: dict
         raise WorkflowError([Issue(None, None, f"workflow could not be validated: {exc}")]) from None
 
 
-async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
+async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any],
+                           record: dict[str, Any] | None = None):
     """Validation is CPU work; a thread keeps the loop free to answer health and status meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], compile_checked, app, document, params)
+    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], compile_checked, app, document, params,
+                                                            record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,11 +259,12 @@ async def validate(request: web.Request) -> web.Response:
 async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     document, params = workflow_from(body), params_from(body)
+    subgraphs: dict[str, Any] = {}
     try:
-        await compile_off_loop(request.app, document, params)
+        await compile_off_loop(request.app, document, params, subgraphs)
     except WorkflowError as exc:
         raise RequestError(400, "invalid workflow", errors=[i.to_dict() for i in exc.issues]) from None
-    run = request.app[STORE].add_run(document, params)
+    run = request.app[STORE].add_run(document, params, subgraphs)
     request.app[WORKER].wake()
     request.app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
                                     "name": run["name"]})
@@ -525,7 +548,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     )
 
     def compile_run(record: dict[str, Any]):
-        return compile_checked(app, record["workflow"], record["params"])
+        return compile_checked(app, record["workflow"], record["params"], snapshot=record.get("subgraphs"))
 
     worker = Worker(store, executor, compile_run, config.outputs, device, dtype)
     app[CONFIG], app[STORE], app[REGISTRY], app[WORKER], app[HUB] = config, store, registry, worker, Hub()
@@ -572,8 +595,12 @@ def serve(args: argparse.Namespace) -> int:
     if lock is None:
         print(f"another diffgraph server is using {data_dir}; stop it or pass another --data-dir", file=sys.stderr)
         return 1
-    app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
-                   extra_hosts=getattr(args, "allow_host", None) or [])
+    try:
+        app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
+                       extra_hosts=getattr(args, "allow_host", None) or [])
+    except DamagedDatabase as exc:
+        print(f"diffgraph serve: {exc}", file=sys.stderr)
+        return 1
     return asyncio.run(_run(app, args.host, args.port))
 
 

@@ -1,0 +1,157 @@
+"""Robustness: what runs is what was validated, bounded YAML, damaged databases, a full disk, odd requests,
+bounded previews. Each test drives a real `diffgraph serve` subprocess on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import urllib.request
+
+import aiohttp
+import pytest
+from server_support import PACK, Server, sleep_workflow, submit, wait_status, workflow
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def subgraph_value(value: int) -> dict:
+    return workflow({"n": {"type": "Int", "params": {"value": value}}}, outputs={"v": "n.number"})
+
+
+async def test_a_run_executes_the_subgraph_it_was_validated_with(server):
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{server.url}/api/workflows/sub1", json={"workflow": subgraph_value(5)}) as response:
+            assert response.status in (200, 201)
+        busy = await submit(session, server.url, sleep_workflow(1.0, label="keeps the worker busy"))
+        await wait_status(session, server.url, busy, ("running",))
+        run_id = await submit(session, server.url, workflow({"s": {"type": "workflow:sub1"}}, outputs={"v": "s.v"}))
+        # replaced while the run waits: the new document would fail (and was never validated with this run)
+        replacement = workflow({"f": {"type": "TestFail", "params": {"reason": "the replaced sub1 ran"}}},
+                               outputs={"v": "f.out"})
+        async with session.put(f"{server.url}/api/workflows/sub1", json={"workflow": replacement}) as response:
+            assert response.status == 200
+        assert (await wait_status(session, server.url, busy, FINISHED))["status"] == "succeeded"
+        run = await wait_status(session, server.url, run_id, FINISHED)
+        assert run["status"] == "succeeded", run["error"]
+        assert run["values"] == {"v": 5}
+        # a new submission validates (and runs) the library as it is now
+        later = await submit(session, server.url, workflow({"s": {"type": "workflow:sub1"}}, outputs={"v": "s.v"}))
+        run = await wait_status(session, server.url, later, FINISHED)
+        assert run["status"] == "failed" and "the replaced sub1 ran" in run["error"]
+
+
+def alias_bomb(levels: int = 4) -> str:
+    """About 1.3 KB of YAML whose aliases expand to 1,000 x 10**levels characters (100 MB at 5 levels)."""
+    lines = [f"s: &s {'x' * 1000}", "l0: &l0 [" + ", ".join(["*s"] * 10) + "]"]
+    lines += [f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, levels + 1)]
+    lines += ["format: diffgraph/v1", "nodes: {}"]
+    return "\n".join(lines) + "\n"
+
+
+async def test_a_small_yaml_document_cannot_expand_to_megabytes(server):
+    bomb = alias_bomb(4)  # 10 MB once expanded
+    assert len(bomb) < 1400
+    async with aiohttp.ClientSession() as session:
+        async with session.put(f"{server.url}/api/workflows/bomb", json={"workflow": bomb}) as response:
+            body = await response.json()
+            assert response.status == 400, body
+            assert "too large once its YAML aliases are expanded" in body["errors"][0]["message"]
+        async with session.get(f"{server.url}/api/workflows/bomb") as response:
+            assert response.status == 404  # nothing was stored
+        async with session.post(f"{server.url}/api/runs", json={"workflow": alias_bomb(5)}) as response:
+            body = await response.json()
+            assert response.status == 400 and "aliases" in body["errors"][0]["message"], body
+        async with session.post(f"{server.url}/api/validate", json={"workflow": alias_bomb(5)}) as response:
+            body = await response.json()
+            assert response.status == 200 and body["valid"] is False and "aliases" in body["errors"][0]["message"]
+    with sqlite3.connect(server.data_dir / "diffgraph.db") as db:
+        assert (db.execute("SELECT max(length(workflow)) FROM runs").fetchone()[0] or 0) < 100_000
+
+
+# ---------------------------------------------------------------------------------------------
+# a damaged database
+
+
+def serve_once(data_dir, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`diffgraph serve` that is expected to refuse to start."""
+    return subprocess.run([sys.executable, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir", str(data_dir)],
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              filter(None, [str(PACK), os.environ.get("PYTHONPATH")]))})
+
+
+@pytest.fixture(scope="module")
+def stored_database(tmp_path_factory):
+    """A real database with history and a library entry, written by a real server and closed cleanly."""
+    data = tmp_path_factory.mktemp("stored") / "data"
+    server = Server(data)
+    try:
+        import asyncio
+
+        async def fill():
+            async with aiohttp.ClientSession() as session:
+                for i in range(40):
+                    await session.put(f"{server.url}/api/workflows/kept{i}", json={"workflow": subgraph_value(i)})
+                ids = [await submit(session, server.url, subgraph_value(i)) for i in range(20)]
+                await wait_status(session, server.url, ids[-1], FINISHED)
+
+        asyncio.run(fill())
+    finally:
+        assert server.stop() == 0
+    return (data / "diffgraph.db").read_bytes()
+
+
+def health(server: Server) -> dict:
+    with urllib.request.urlopen(f"{server.url}/api/health", timeout=30) as response:
+        return json.load(response)
+
+
+def damage(kind: str, path, original: bytes) -> None:
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(original[: len(original) // 2 + 100])
+    elif kind == "garbage header":
+        path.write_bytes(b"this is not a database at all" + original[29:])
+    elif kind == "a directory":
+        path.mkdir()
+    elif kind == "garbage in the middle":
+        middle = len(original) // 4096 // 2 * 4096
+        path.write_bytes(original[:middle] + os.urandom(8192) + original[middle + 8192:])
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "garbage header", "a directory", "garbage in the middle"])
+def test_a_damaged_database_stops_the_server_with_one_clear_line_and_is_left_as_it_is(tmp_path, stored_database, kind):
+    data = tmp_path / "data"
+    data.mkdir()
+    path = data / "diffgraph.db"
+    damage(kind, path, stored_database)
+    before = path.read_bytes() if path.is_file() else None
+    result = serve_once(data)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr  # one line, no traceback
+    assert str(path) in lines[0] and "Move it aside" in lines[0]
+    assert "damaged" in lines[0] or "not a regular file" in lines[0]
+    assert "diffgraph serving" not in result.stdout
+    if before is not None:
+        assert path.read_bytes() == before  # never overwritten, never replaced
+    else:
+        assert path.is_dir()
+
+
+def test_a_missing_database_is_a_fresh_start_and_a_sound_one_starts(tmp_path, stored_database):
+    fresh = Server(tmp_path / "fresh")
+    assert health(fresh)["status"] == "ok"
+    assert fresh.stop() == 0
+    assert (tmp_path / "fresh" / "diffgraph.db").read_bytes()[:16] == b"SQLite format 3\x00"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "diffgraph.db").write_bytes(stored_database)
+    server = Server(kept)
+    assert health(server)["status"] == "ok"
+    assert server.stop() == 0
+    with sqlite3.connect(kept / "diffgraph.db") as db:
+        assert db.execute("SELECT count(*) FROM workflows").fetchone()[0] == 40
