@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import io
 import json
 import logging
 import mimetypes
 import os
 import signal
+import sqlite3
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -226,8 +228,14 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
+    """200 while the worker can run runs; 503 (`degraded`) while it retries a failure (a full disk, say)
+    or is not running, with the reason."""
     worker: Worker = request.app[WORKER]
-    return web.json_response({"status": "ok", "version": VERSION, "running": worker.current_run})
+    state, problem = worker.state
+    healthy = state in ("idle", "running")
+    return web.json_response({"status": "ok" if healthy else "degraded", "version": VERSION,
+                              "running": worker.current_run, "worker": state, "problem": problem},
+                             status=200 if healthy else 503)
 
 
 @routes.get("/api/openapi.json")
@@ -370,8 +378,11 @@ async def upload(request: web.Request) -> web.Response:
     name = f"{uuid.uuid4().hex}.{UPLOAD_FORMATS[image_format]}"
     target = request.app[CONFIG].uploads / name
     temporary = target.with_name(f".{name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, target)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
     return web.json_response({"name": name, "path": str(target.resolve()), "format": image_format,
                               "width": size[0], "height": size[1]}, status=201)
 
@@ -532,6 +543,26 @@ async def assets(request: web.Request) -> web.StreamResponse:
 # the application
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)  # SQLITE_FULL
+
+
+@web.middleware
+async def storage_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A full disk is the server's condition, not the client's mistake: 507 with the reason (nothing
+    stored is lost; the request may be retried once there is room)."""
+    try:
+        return await handler(request)
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not is_disk_full(exc):
+            raise
+        log.error("%s %s: the disk is full (%s)", request.method, request.path, exc)
+        raise RequestError(507, f"the server's disk is full ({exc}); nothing was stored: free space in its data "
+                                "directory and try again") from None
+
+
 def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = None, device: str = "cpu",
              dtype: str = "fp32", extra_hosts: list[str] | None = None) -> web.Application:
     config = Config(data_dir, host, device, dtype, token)
@@ -543,7 +574,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     executor = Executor(Cache(MemoryCache(), DiskCache(config.cache, max_bytes=int(max_gb * 1024**3))))
     app = web.Application(
         middlewares=[headers_middleware, error_middleware,
-                     security_middleware(allowed_hosts(host, extra_hosts or []), token)],
+                     security_middleware(allowed_hosts(host, extra_hosts or []), token), storage_middleware],
         client_max_size=max(MAX_JSON_BYTES, MAX_UPLOAD_BYTES) + 1024 * 1024,
     )
 

@@ -3,8 +3,10 @@ bounded previews. Each test drives a real `diffgraph serve` subprocess on a real
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -88,16 +90,15 @@ def stored_database(tmp_path_factory):
     data = tmp_path_factory.mktemp("stored") / "data"
     server = Server(data)
     try:
-        import asyncio
 
-        async def fill():
+        async def fill_store():
             async with aiohttp.ClientSession() as session:
                 for i in range(40):
                     await session.put(f"{server.url}/api/workflows/kept{i}", json={"workflow": subgraph_value(i)})
                 ids = [await submit(session, server.url, subgraph_value(i)) for i in range(20)]
                 await wait_status(session, server.url, ids[-1], FINISHED)
 
-        asyncio.run(fill())
+        asyncio.run(fill_store())
     finally:
         assert server.stop() == 0
     return (data / "diffgraph.db").read_bytes()
@@ -155,3 +156,85 @@ def test_a_missing_database_is_a_fresh_start_and_a_sound_one_starts(tmp_path, st
     assert server.stop() == 0
     with sqlite3.connect(kept / "diffgraph.db") as db:
         assert db.execute("SELECT count(*) FROM workflows").fetchone()[0] == 40
+
+
+# ---------------------------------------------------------------------------------------------
+# a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MB file system (tmpfs) as the data directory; needs root, as on the project's machines."""
+    mount_point = tmp_path / "data"
+    mount_point.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(folder) -> None:
+    """Take every free byte of the file system `folder` is on."""
+    descriptor = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for block in (65536, 512, 1):
+            try:
+                while os.write(descriptor, b"\0" * block):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(descriptor)
+
+
+async def test_a_full_disk_gives_507s_and_the_worker_records_waits_and_goes_on(small_disk):
+    server = Server(small_disk)
+    try:
+        async with aiohttp.ClientSession() as session:
+            before = await submit(session, server.url, sleep_workflow(0.01, label="before"))
+            assert (await wait_status(session, server.url, before, FINISHED))["status"] == "succeeded"
+            busy = await submit(session, server.url, sleep_workflow(2.0, label="finishes on a full disk"))
+            await wait_status(session, server.url, busy, ("running",))
+            fill(small_disk)
+            big = sleep_workflow(0.01, label="x" * 2_000_000)  # needs new pages whatever the WAL holds
+            async with session.post(f"{server.url}/api/runs", json={"workflow": big}) as response:
+                body = await response.json()
+                assert response.status == 507, body
+                assert "disk is full" in body["error"]
+            async with session.put(f"{server.url}/api/workflows/big", json={"workflow": big}) as response:
+                assert response.status == 507
+            # the busy run ends while the disk is full: its result cannot be written; the worker says so
+            for _ in range(300):
+                async with session.get(f"{server.url}/api/health") as response:
+                    state = await response.json()
+                if state["worker"] == "retrying":
+                    break
+                await asyncio.sleep(0.05)
+            assert response.status == 503 and state["status"] == "degraded", state
+            assert "full" in state["problem"]
+            (small_disk / "filler").unlink()  # room again: the worker writes the result and goes on
+            run = await wait_status(session, server.url, busy, FINISHED)
+            assert run["status"] == "succeeded"
+            after = await submit(session, server.url, sleep_workflow(0.01, label="after"))
+            assert (await wait_status(session, server.url, after, FINISHED))["status"] == "succeeded"
+            async with session.get(f"{server.url}/api/health") as response:
+                assert response.status == 200 and (await response.json())["worker"] in ("idle", "running")
+            async with session.get(f"{server.url}/api/workflows/big") as response:
+                assert response.status == 404
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log().split("the worker failed")[0]  # nothing but the worker's own report
+
+
+async def test_a_node_that_exits_the_process_fails_its_run_and_the_worker_goes_on(server):
+    async with aiohttp.ClientSession() as session:
+        exiting = await submit(session, server.url, workflow({"x": {"type": "TestExit", "params": {"code": 3}}}))
+        run = await wait_status(session, server.url, exiting, FINISHED)
+        assert run["status"] == "failed" and "SystemExit" in run["error"], run
+        after = await submit(session, server.url, sleep_workflow(0.01, label="after the exit"))
+        assert (await wait_status(session, server.url, after, FINISHED))["status"] == "succeeded"
+        async with session.get(f"{server.url}/api/health") as response:
+            assert response.status == 200 and (await response.json())["status"] == "ok"
