@@ -109,7 +109,10 @@ VALIDATOR = web.AppKey("validator", ThreadPoolExecutor)
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except (web.RequestPayloadError, HttpProcessingError):
+        raise RequestError(400, unreadable_body(request)) from None
     if len(raw) > MAX_JSON_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
     try:
@@ -119,6 +122,14 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
     return body
+
+
+def unreadable_body(request: web.Request) -> str:
+    encoding = request.headers.get("Content-Encoding")
+    if encoding:
+        return (f"the request body could not be decoded as Content-Encoding {encoding[:40]!r}: send it "
+                "compressed that way, or without the header")
+    return "the request body could not be read (its length or chunking is malformed)"
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -334,8 +345,8 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     path = contained(request.app[CONFIG].outputs, name)
     if any(part.startswith(".") for part in name.split("/")):  # hidden: a file still being written
         raise RequestError(404, f"no output named {name!r}")
-    if not path.is_file():
-        raise RequestError(404, f"no output named {request.match_info['name']!r}")
+    if not regular_file(path):
+        raise RequestError(404, f"no output named {_shown(name)}")
     content_type = IMAGE_TYPES.get(path.suffix.lower())
     headers = {"Content-Security-Policy": USER_CONTENT_CSP, "X-Content-Type-Options": "nosniff"}
     if content_type is None:
@@ -346,6 +357,20 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     response = web.FileResponse(path, headers=headers)
     response.content_type = content_type
     return response
+
+
+def regular_file(path: Path) -> bool:
+    """True for a regular file; False for anything else, including names the file system refuses
+    (longer than its limit: "File name too long"), which no stored file can have."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _shown(name: str, limit: int = 200) -> str:
+    """A name for an error message, cut to `limit` characters."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}... ({len(name)} characters)"
 
 
 def _ascii_name(name: str) -> str:
@@ -370,7 +395,11 @@ async def upload(request: web.Request) -> web.Response:
                 break
             if isinstance(part, BodyPartReader):
                 await part.release()
-    except (ValueError, AssertionError, LookupError, HttpProcessingError, asyncio.IncompleteReadError) as exc:
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        if request.headers.get("Content-Encoding"):
+            raise RequestError(400, unreadable_body(request)) from None
+        raise RequestError(400, f"malformed multipart body: {exc}") from None
+    except (ValueError, AssertionError, LookupError, asyncio.IncompleteReadError) as exc:
         raise RequestError(400, f"malformed multipart body: {exc}") from None
     if data is None:
         raise RequestError(400, "no file part named 'image' in the form", field="image")
@@ -530,8 +559,8 @@ async def index(request: web.Request) -> web.StreamResponse:
 @routes.get("/assets/{path:.+}")
 async def assets(request: web.Request) -> web.StreamResponse:
     path = contained(STATIC_DIR / "assets", request.match_info["path"])
-    if not path.is_file():
-        raise RequestError(404, f"no asset {request.match_info['path']!r}")
+    if not regular_file(path):
+        raise RequestError(404, f"no asset {_shown(request.match_info['path'])}")
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if path.suffix == ".js":
         content_type = "text/javascript"

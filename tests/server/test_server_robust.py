@@ -4,6 +4,7 @@ bounded previews. Each test drives a real `diffgraph serve` subprocess on a real
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import os
 import shutil
@@ -238,3 +239,38 @@ async def test_a_node_that_exits_the_process_fails_its_run_and_the_worker_goes_o
         assert (await wait_status(session, server.url, after, FINISHED))["status"] == "succeeded"
         async with session.get(f"{server.url}/api/health") as response:
             assert response.status == 200 and (await response.json())["status"] == "ok"
+
+
+# ---------------------------------------------------------------------------------------------
+# odd requests that used to be 500s
+
+
+@pytest.mark.parametrize("route", ["/api/outputs/", "/assets/", "/api/outputs/previews/"])
+async def test_a_name_longer_than_the_file_system_allows_is_a_404(server, route):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{server.url}{route}{'a' * 5000}.png") as response:
+            body = await response.json()
+            assert response.status == 404, body
+            assert "characters)" in body["error"] and len(body["error"]) < 400  # the name is cut short
+
+
+@pytest.mark.parametrize("route, content_type", [("/api/validate", "application/json"),
+                                                 ("/api/runs", "application/json"),
+                                                 ("/api/uploads", "multipart/form-data; boundary=xyz")])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_400(server, route, content_type, encoding):
+    garbage = bytes(range(256)) * 8
+    headers = {"Content-Encoding": encoding, "Content-Type": content_type}
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        async with session.post(f"{server.url}{route}", data=garbage, headers=headers) as response:
+            body = await response.json()
+            assert response.status == 400, body
+            assert f"Content-Encoding '{encoding}'" in body["error"]
+
+
+async def test_a_gzip_body_that_is_gzip_is_read(server):
+    body = json.dumps({"workflow": workflow({"n": {"type": "Int", "params": {"value": 1}}})}).encode()
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{server.url}/api/validate", data=gzip.compress(body), headers=headers) as response:
+            assert response.status == 200 and (await response.json())["valid"] is True
