@@ -66,7 +66,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="another Host name the server answers to (besides the bound address and "
                             "localhost); repeatable")
+    serve.add_argument("--keep-previews", type=_non_negative_int, default=500, metavar="N",
+                       help="keep the newest N PreviewImage files in outputs/previews (and at most 512 MB); "
+                            "older ones are deleted (default 500)")
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more")
+    return value
 
 
 def _print_json(document: Any, indent: int | None = None) -> None:

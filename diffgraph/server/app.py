@@ -54,7 +54,7 @@ from .security import (
     security_middleware,
 )
 from .store import STATUSES, DamagedDatabase, Store
-from .worker import Hub, Worker, default_data_dir
+from .worker import PREVIEWS_KEEP_FILES, Hub, Worker, default_data_dir
 
 log = logging.getLogger("diffgraph.server")
 
@@ -593,7 +593,8 @@ async def storage_middleware(request: web.Request, handler: Any) -> web.StreamRe
 
 
 def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = None, device: str = "cpu",
-             dtype: str = "fp32", extra_hosts: list[str] | None = None) -> web.Application:
+             dtype: str = "fp32", extra_hosts: list[str] | None = None,
+             keep_previews: int = PREVIEWS_KEEP_FILES) -> web.Application:
     config = Config(data_dir, host, device, dtype, token)
     store = Store(data_dir / "diffgraph.db")
     registry = default_registry()
@@ -610,7 +611,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     def compile_run(record: dict[str, Any]):
         return compile_checked(app, record["workflow"], record["params"], snapshot=record.get("subgraphs"))
 
-    worker = Worker(store, executor, compile_run, config.outputs, device, dtype)
+    worker = Worker(store, executor, compile_run, config.outputs, device, dtype, previews_keep_files=keep_previews)
     app[CONFIG], app[STORE], app[REGISTRY], app[WORKER], app[HUB] = config, store, registry, worker, Hub()
     # one validation thread: more would only fight the event loop for the GIL
     app[VALIDATOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-validate")
@@ -657,7 +658,8 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     try:
         app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
-                       extra_hosts=getattr(args, "allow_host", None) or [])
+                       extra_hosts=getattr(args, "allow_host", None) or [],
+                       keep_previews=getattr(args, "keep_previews", PREVIEWS_KEEP_FILES))
     except DamagedDatabase as exc:
         print(f"diffgraph serve: {exc}", file=sys.stderr)
         return 1

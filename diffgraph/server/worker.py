@@ -16,7 +16,7 @@ import os
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ from .store import SERVER_STOPPED, Store
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 512
+#: outputs/previews/ (PreviewImage's files) keeps the newest this many files and bytes; older ones go
+PREVIEWS_KEEP_FILES = 500
+PREVIEWS_KEEP_BYTES = 512 * 1024 * 1024
 RETRY_MIN_SECONDS = 0.25
 RETRY_MAX_SECONDS = 5.0
 TERMINAL_EVENTS = ("run_finished", "run_failed", "run_cancelled")
@@ -143,7 +146,10 @@ class Worker:
     """Claims queued runs from the store one at a time and executes them on one thread."""
 
     def __init__(self, store: Store, executor: Executor, compile_run: Callable[[dict[str, Any]], Plan],
-                 outputs_root: Path, device: str, dtype: str):
+                 outputs_root: Path, device: str, dtype: str, *, previews_keep_files: int = PREVIEWS_KEEP_FILES,
+                 previews_keep_bytes: int = PREVIEWS_KEEP_BYTES):
+        self.previews_keep_files = previews_keep_files
+        self.previews_keep_bytes = previews_keep_bytes
         self.store = store
         self.executor = executor
         self.compile_run = compile_run
@@ -302,6 +308,9 @@ class Worker:
         status = result.status
         if status == "cancelled" and self._stopping.is_set():
             status, error = "failed", SERVER_STOPPED
+        if any(name.startswith("previews/") for names in outputs.values() for name in names):
+            protect = {self.outputs_root.resolve() / name for names in outputs.values() for name in names}
+            prune_previews(self.outputs_root / "previews", self.previews_keep_files, self.previews_keep_bytes, protect)
         kind = {"succeeded": "run_finished", "failed": "run_failed", "cancelled": "run_cancelled"}[status]
         self._finish(run_id, {"status": status, "outputs": outputs, "values": result.values,
                               "executed": result.executed, "cached": result.cached, "seconds": result.seconds,
@@ -337,6 +346,40 @@ class Worker:
             self.loop.call_soon_threadsafe(self.hub.publish, run_id, frame)
         except RuntimeError:
             pass
+
+
+def prune_previews(folder: Path, keep_files: int, keep_bytes: int, protect: Collection[Path] = ()) -> int:
+    """Delete the oldest preview files until at most `keep_files` files and `keep_bytes` bytes are left
+    (files in `protect`, the run that just finished, stay whatever their age). Returns how many went.
+
+    Previews are for looking at while a workflow is being built; SaveImage's files are never pruned."""
+    try:
+        entries = [entry for entry in os.scandir(folder) if entry.is_file(follow_symlinks=False)
+                   and not entry.name.startswith(".")]  # hidden: a file still being written
+    except OSError:
+        return 0
+    files = []
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        files.append((info.st_mtime_ns, entry.name, info.st_size, Path(entry.path)))
+    files.sort(reverse=True)  # newest first
+    kept_files = kept_bytes = removed = 0
+    full = False
+    for _, _, size, path in files:
+        full = full or kept_files >= keep_files or kept_bytes + size > keep_bytes
+        if not full or path.resolve() in protect:
+            kept_files += 1
+            kept_bytes += size
+            continue
+        try:
+            path.unlink()
+            removed += 1
+        except OSError as exc:
+            log.warning("could not remove the old preview %s: %s", path, exc)
+    return removed
 
 
 def default_data_dir() -> Path:

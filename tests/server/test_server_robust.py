@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import io
 import json
 import os
 import shutil
@@ -274,3 +275,47 @@ async def test_a_gzip_body_that_is_gzip_is_read(server):
     async with aiohttp.ClientSession() as session:
         async with session.post(f"{server.url}/api/validate", data=gzip.compress(body), headers=headers) as response:
             assert response.status == 200 and (await response.json())["valid"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded previews
+
+
+def png(colour: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), colour).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_previews_keep_only_the_newest_files(tmp_path):
+    server = Server(tmp_path / "data", "--keep-previews", "3")
+    previews = tmp_path / "data" / "outputs" / "previews"
+    try:
+        async with aiohttp.ClientSession() as session:
+            written = []
+            for i in range(6):
+                form = aiohttp.FormData()
+                form.add_field("image", png((40 * i, 0, 255 - 40 * i)), filename="in.png", content_type="image/png")
+                async with session.post(f"{server.url}/api/uploads", data=form) as response:
+                    upload = await response.json()
+                    assert response.status == 201, upload
+                document = workflow({"load": {"type": "LoadImage", "params": {"image": upload.get("path", upload["name"])}},
+                                     "show": {"type": "PreviewImage", "inputs": {"images": "load.image"}},
+                                     "save": {"type": "SaveImage", "inputs": {"images": "load.image"}}})
+                run = await wait_status(session, server.url, await submit(session, server.url, document), FINISHED)
+                assert run["status"] == "succeeded", run["error"]
+                written.append(run["outputs"]["show"][0])
+                kept = sorted(path.name for path in previews.iterdir())
+                assert len(kept) == min(i + 1, 3)
+                assert written[-1].removeprefix("previews/") in kept  # the newest stays
+            assert sorted(f"previews/{name}" for name in kept) == sorted(written[-3:])
+            async with session.get(f"{server.url}/api/outputs/{written[0]}") as response:
+                assert response.status == 404  # pruned
+            async with session.get(f"{server.url}/api/outputs/{written[-1]}") as response:
+                assert response.status == 200
+            saved = [path for path in (tmp_path / "data" / "outputs").iterdir() if path.is_file()]
+            assert len(saved) == 6  # SaveImage's pictures are never pruned
+    finally:
+        server.stop()
