@@ -125,6 +125,10 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 
 def unreadable_body(request: web.Request) -> str:
+    """The message for a body that cannot be read. The rest of that body cannot be read either: the
+    connection closes after the answer, and aiohttp is told not to drain it (it would log a traceback)."""
+    request.protocol.close()
+    request.content.feed_eof()
     encoding = request.headers.get("Content-Encoding")
     if encoding:
         return (f"the request body could not be decoded as Content-Encoding {encoding[:40]!r}: send it "
@@ -395,9 +399,9 @@ async def upload(request: web.Request) -> web.Response:
                 break
             if isinstance(part, BodyPartReader):
                 await part.release()
-    except (web.RequestPayloadError, HttpProcessingError) as exc:
-        if request.headers.get("Content-Encoding"):
-            raise RequestError(400, unreadable_body(request)) from None
+    except web.RequestPayloadError:
+        raise RequestError(400, unreadable_body(request)) from None
+    except HttpProcessingError as exc:
         raise RequestError(400, f"malformed multipart body: {exc}") from None
     except (ValueError, AssertionError, LookupError, asyncio.IncompleteReadError) as exc:
         raise RequestError(400, f"malformed multipart body: {exc}") from None
@@ -638,6 +642,7 @@ def serve(args: argparse.Namespace) -> int:
     """Entry point of `diffgraph serve`; returns an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(BadRequestsInOneLine())
     token = args.token or os.environ.get("DIFFGRAPH_TOKEN") or None
     if not is_loopback(args.host) and token is None:
         print(f"refusing to bind {args.host}: beyond loopback a token is required "
@@ -664,6 +669,20 @@ def serve(args: argparse.Namespace) -> int:
         print(f"diffgraph serve: {exc}", file=sys.stderr)
         return 1
     return asyncio.run(_run(app, args.host, args.port))
+
+
+class BadRequestsInOneLine(logging.Filter):
+    """aiohttp answers a malformed HTTP request (a NUL in a header, say) with a 400 itself, and logs it
+    as an error with a traceback. Hostile input is normal input: one warning line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            first_line = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else ""
+            record.msg, record.args = f"{record.getMessage()}: {exc.code} {first_line}", None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _lock_data_dir(data_dir: Path):

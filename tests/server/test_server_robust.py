@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -231,7 +232,8 @@ async def test_a_full_disk_gives_507s_and_the_worker_records_waits_and_goes_on(s
     assert "Traceback" not in server.log().split("the worker failed")[0]  # nothing but the worker's own report
 
 
-async def test_a_node_that_exits_the_process_fails_its_run_and_the_worker_goes_on(server):
+async def test_a_node_that_exits_the_process_fails_its_run_and_the_worker_goes_on(tmp_path):
+    server = Server(tmp_path / "data")  # its own: the node's bug is logged with its traceback, as it should be
     async with aiohttp.ClientSession() as session:
         exiting = await submit(session, server.url, workflow({"x": {"type": "TestExit", "params": {"code": 3}}}))
         run = await wait_status(session, server.url, exiting, FINISHED)
@@ -240,6 +242,8 @@ async def test_a_node_that_exits_the_process_fails_its_run_and_the_worker_goes_o
         assert (await wait_status(session, server.url, after, FINISHED))["status"] == "succeeded"
         async with session.get(f"{server.url}/api/health") as response:
             assert response.status == 200 and (await response.json())["status"] == "ok"
+    assert server.stop() == 0
+    assert "SystemExit" in server.log()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,3 +323,10 @@ async def test_previews_keep_only_the_newest_files(tmp_path):
             assert len(saved) == 6  # SaveImage's pictures are never pruned
     finally:
         server.stop()
+
+
+def test_a_malformed_http_request_is_a_400_and_one_log_line(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as connection:
+        connection.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Probe: \x00\r\n\r\n")
+        assert connection.recv(64).startswith(b"HTTP/1.0 400")
+    # the server fixture's teardown checks that no traceback was logged for it
