@@ -330,3 +330,34 @@ def test_a_malformed_http_request_is_a_400_and_one_log_line(server):
         connection.sendall(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Probe: \x00\r\n\r\n")
         assert connection.recv(64).startswith(b"HTTP/1.0 400")
     # the server fixture's teardown checks that no traceback was logged for it
+
+
+async def test_a_database_from_before_runs_kept_their_subgraphs_is_upgraded_and_its_queue_runs(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    with sqlite3.connect(data / "diffgraph.db") as db:  # the schema as the previous release wrote it
+        db.executescript("""
+            CREATE TABLE runs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, status TEXT NOT NULL,
+                name TEXT, workflow TEXT NOT NULL, params TEXT NOT NULL, created_at REAL NOT NULL, started_at REAL,
+                finished_at REAL, outputs TEXT NOT NULL DEFAULT '{}', output_values TEXT NOT NULL DEFAULT '{}',
+                executed TEXT NOT NULL DEFAULT '[]', cached TEXT NOT NULL DEFAULT '[]',
+                seconds TEXT NOT NULL DEFAULT '{}', error TEXT, failed_node TEXT);
+            CREATE TABLE workflows (name TEXT PRIMARY KEY, document TEXT NOT NULL, created_at REAL NOT NULL,
+                updated_at REAL NOT NULL);
+        """)
+        db.execute("INSERT INTO workflows VALUES ('sub1', ?, 0, 0)", (json.dumps(subgraph_value(7)),))
+        document = workflow({"s": {"type": "workflow:sub1"}}, outputs={"v": "s.v"})
+        db.execute("INSERT INTO runs (id, status, workflow, params, created_at) VALUES ('old', 'queued', ?, '{}', 0)",
+                   (json.dumps(document),))
+    server = Server(data)
+    try:
+        async with aiohttp.ClientSession() as session:
+            run = await wait_status(session, server.url, "old", FINISHED)
+            assert run["status"] == "succeeded" and run["values"] == {"v": 7}, run
+            new = await submit(session, server.url, document)
+            assert (await wait_status(session, server.url, new, FINISHED))["values"] == {"v": 7}
+    finally:
+        server.stop()
+    with sqlite3.connect(data / "diffgraph.db") as db:
+        stored = dict(db.execute("SELECT id, subgraphs FROM runs").fetchall())
+    assert stored["old"] is None and json.loads(stored[new])["sub1"]["document"] == subgraph_value(7)
