@@ -193,6 +193,14 @@ def fill(folder) -> None:
         os.close(descriptor)
 
 
+def noise_png(side: int = 256) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 async def test_a_full_disk_gives_507s_and_the_worker_records_waits_and_goes_on(small_disk):
     server = Server(small_disk)
     try:
@@ -209,6 +217,11 @@ async def test_a_full_disk_gives_507s_and_the_worker_records_waits_and_goes_on(s
                 assert "disk is full" in body["error"]
             async with session.put(f"{server.url}/api/workflows/big", json={"workflow": big}) as response:
                 assert response.status == 507
+            form = aiohttp.FormData()
+            form.add_field("image", noise_png(), filename="in.png", content_type="image/png")
+            async with session.post(f"{server.url}/api/uploads", data=form) as response:
+                assert response.status == 507 and "disk is full" in (await response.json())["error"]
+            assert list((small_disk / "uploads").iterdir()) == []  # no partial file left behind
             # the busy run ends while the disk is full: its result cannot be written; the worker says so
             for _ in range(300):
                 async with session.get(f"{server.url}/api/health") as response:
