@@ -69,7 +69,20 @@ def _parser() -> argparse.ArgumentParser:
     comfy = commands.add_parser("import", help="convert a ComfyUI workflow (API or UI format) into a workflow file")
     comfy.add_argument("file", help="a ComfyUI workflow .json: the API format or the editor's saved format")
     comfy.add_argument("-o", "--output", default=None, help="the workflow file to write (default: print YAML)")
+    serve.add_argument("--keep-previews", type=_non_negative_int, default=500, metavar="N",
+                       help="keep the newest N PreviewImage files in outputs/previews (and at most 512 MB); "
+                            "older ones are deleted (default 500)")
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more")
+    return value
 
 
 def _print_json(document: Any, indent: int | None = None) -> None:

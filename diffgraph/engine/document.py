@@ -23,6 +23,12 @@ MAX_DOCUMENT_BYTES = 128 * 1024 * 1024
 MAX_DEPTH = 64
 #: containers and scalars visited, counting every alias expansion (stops YAML "billion laughs")
 MAX_ELEMENTS = 5_000_000
+#: YAML aliases may expand a document to at most this many times its own size (counted as the
+#: characters of its keys and scalars plus two per value), and never past MAX_DOCUMENT_BYTES: a
+#: 1 KB request must not become a 60 MB row or gigabytes of memory
+MAX_ALIAS_EXPANSION = 8
+#: ... but a small document may always expand to this many bytes
+MIN_EXPANDED_BYTES = 1024 * 1024
 
 _SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _SafeDumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -159,8 +165,8 @@ def parse_document(data: bytes | str, fmt: str | None = None) -> dict[str, Any]:
         raise _fail(f"a workflow is a mapping of keys (format, nodes, ...), not {_kind(document)}")
     if fmt == "json" and floats.all_finite:
         _check_depth(document)  # JSON gives str keys and JSON scalars only: the nesting is what is left
-    else:
-        _check_plain(document)  # also names where a non-finite number (1e999) stands
+    else:  # also names where a non-finite number (1e999) stands, and bounds what aliases expand to
+        _check_plain(document, expanded_bytes_limit(len(text)))
     if fmt == "json" and "\\u" in text and not _encodable(document):
         raise _fail("document holds an unpaired surrogate escape (\\udXXX): text must be valid Unicode")
     return document
@@ -207,29 +213,56 @@ def _kind(value: Any) -> str:
     )
 
 
-def _check_plain(document: dict[str, Any]) -> None:
-    """Iteratively check depth, size and that only JSON types occur (no recursion, no blow-up)."""
+def expanded_bytes_limit(text_length: int) -> int:
+    """How large (in characters of keys and scalars, two more per value) a document of this length may
+    grow once its YAML aliases are expanded."""
+    return min(MAX_DOCUMENT_BYTES, max(MIN_EXPANDED_BYTES, MAX_ALIAS_EXPANSION * text_length))
+
+
+def _check_plain(document: dict[str, Any], max_bytes: int = MAX_DOCUMENT_BYTES) -> None:
+    """Iteratively check depth, size and that only JSON types occur (no recursion, no blow-up).
+
+    The size counts every alias expansion, in values and in bytes: an alias to a long string repeated
+    a million times is a million long strings to whatever stores or sends the document."""
     stack: list[tuple[Any, int, str]] = [(document, 1, "")]
     visited = 0
+    size = 0
     while stack:
         container, depth, where = stack.pop()
         visited += len(container)
+        size += 2 * len(container) + 2
         if visited > MAX_ELEMENTS:
             raise _fail(f"document is too large (more than {MAX_ELEMENTS} values once aliases are expanded)")
+        if size > max_bytes:
+            raise _too_large(max_bytes)
         if depth > MAX_DEPTH:
             raise _fail(f"document is nested too deeply at {where or 'the top'} (the limit is {MAX_DEPTH} levels)")
         is_dict = type(container) is dict
         for key, value in container.items() if is_dict else enumerate(container):
-            if is_dict and type(key) is not str:
-                raise _fail(f"key {key!r} at {where or 'the top'} is not a string; quote it")
+            if is_dict:
+                if type(key) is not str:
+                    raise _fail(f"key {key!r} at {where or 'the top'} is not a string; quote it")
+                size += len(key)
             kind = type(value)
             if kind is dict or kind is list:
                 stack.append((value, depth + 1, _path(where, key, is_dict)))
+            elif kind is str:
+                size += len(value)
+                if size > max_bytes:
+                    raise _too_large(max_bytes)
+            elif kind is int:  # an alias to a 4,000-digit number is 4,000 bytes each time
+                size += value.bit_length() // 3
             elif kind is float:
                 if not math.isfinite(value):
                     raise _fail(f"{_path(where, key, is_dict)}: {value} is not a finite number")
             elif not (value is None or kind is str or kind is int or kind is bool):
                 raise _fail(f"{_path(where, key, is_dict)}: values of type {kind.__name__} are not allowed")
+
+
+def _too_large(max_bytes: int) -> WorkflowError:
+    return _fail(f"document is too large once its YAML aliases are expanded (more than {max_bytes} bytes; "
+                 f"aliases may expand a document to {MAX_ALIAS_EXPANSION} times its size or "
+                 f"{MIN_EXPANDED_BYTES // 1024 // 1024} MiB, whichever is larger): write the repeated parts out")
 
 
 def _path(where: str, key: Any, in_dict: bool) -> str:

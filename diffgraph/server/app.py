@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import io
 import json
 import logging
 import mimetypes
 import os
 import signal
+import sqlite3
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -51,8 +53,8 @@ from .security import (
     is_loopback,
     security_middleware,
 )
-from .store import STATUSES, Store
-from .worker import Hub, Worker, default_data_dir
+from .store import STATUSES, DamagedDatabase, Store
+from .worker import PREVIEWS_KEEP_FILES, Hub, Worker, default_data_dir
 
 log = logging.getLogger("diffgraph.server")
 
@@ -107,7 +109,10 @@ VALIDATOR = web.AppKey("validator", ThreadPoolExecutor)
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except (web.RequestPayloadError, HttpProcessingError):
+        raise RequestError(400, unreadable_body(request)) from None
     if len(raw) > MAX_JSON_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
     try:
@@ -117,6 +122,18 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
     return body
+
+
+def unreadable_body(request: web.Request) -> str:
+    """The message for a body that cannot be read. The rest of that body cannot be read either: the
+    connection closes after the answer, and aiohttp is told not to drain it (it would log a traceback)."""
+    request.protocol.close()
+    request.content.feed_eof()
+    encoding = request.headers.get("Content-Encoding")
+    if encoding:
+        return (f"the request body could not be decoded as Content-Encoding {encoding[:40]!r}: send it "
+                "compressed that way, or without the header")
+    return "the request body could not be read (its length or chunking is malformed)"
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -159,30 +176,50 @@ def params_from(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def library_resolver(store: Store):
+def library_resolver(store: Store, record: dict[str, Any] | None = None,
+                     snapshot: dict[str, Any] | None = None):
     """`workflow:<name>` inside a submitted workflow: a saved workflow, else a shipped template.
-    Never a file path: a request may not make the server read arbitrary files."""
+    Never a file path: a request may not make the server read arbitrary files.
+
+    At submit, `record` collects what each name resolved to (the run stores it); the worker then
+    resolves from that `snapshot` only, so a library entry replaced after submit does not change
+    what runs: the run executes the document that was validated."""
 
     def resolve(ref: str, base: Path | None) -> tuple[dict[str, Any], Path]:
+        if snapshot is not None:
+            entry = snapshot.get(ref)
+            if entry is None:
+                raise WorkflowError([Issue(None, None, f"subgraph {ref!r} was not resolved when the run was submitted")])
+            return entry["document"], Path(entry["path"])
+        if record is not None and ref in record:  # one name, one document, even if the library changes meanwhile
+            return record[ref]["document"], Path(record[ref]["path"])
         try:
             check_name(ref, "subgraph workflow")
         except RequestError as exc:
             raise WorkflowError([Issue(None, None, exc.message)]) from None
         saved = store.get_workflow(ref)
         if saved is not None:
-            return saved, Path(f"/library/{ref}")
-        for suffix in (".yaml", ".yml", ".json"):
-            path = templates_dir() / f"{ref}{suffix}"
-            if path.is_file():
-                return read_document(path), path.resolve()
-        raise WorkflowError([Issue(None, None, f"no saved workflow or template named {ref!r}")])
+            document, path = saved, Path(f"/library/{ref}")
+        else:
+            for suffix in (".yaml", ".yml", ".json"):
+                candidate = templates_dir() / f"{ref}{suffix}"
+                if candidate.is_file():
+                    document, path = read_document(candidate), candidate.resolve()
+                    break
+            else:
+                raise WorkflowError([Issue(None, None, f"no saved workflow or template named {ref!r}")])
+        if record is not None:
+            record[ref] = {"document": document, "path": str(path)}
+        return document, path
 
     return resolve
 
 
-def compile_checked(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
+def compile_checked(app: web.Application, document: dict[str, Any], params: dict[str, Any],
+                    record: dict[str, Any] | None = None, snapshot: dict[str, Any] | None = None):
     try:
-        return compile_workflow(document, app[REGISTRY], params, resolver=library_resolver(app[STORE]))
+        return compile_workflow(document, app[REGISTRY], params,
+                                resolver=library_resolver(app[STORE], record, snapshot))
     except WorkflowError:
         raise
     except (RecursionError, TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
@@ -191,9 +228,11 @@ def compile_checked(app: web.Application, document: dict[str, Any], params: dict
         raise WorkflowError([Issue(None, None, f"workflow could not be validated: {exc}")]) from None
 
 
-async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
+async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any],
+                           record: dict[str, Any] | None = None):
     """Validation is CPU work; a thread keeps the loop free to answer health and status meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], compile_checked, app, document, params)
+    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], compile_checked, app, document, params,
+                                                            record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,8 +243,14 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
+    """200 while the worker can run runs; 503 (`degraded`) while it retries a failure (a full disk, say)
+    or is not running, with the reason."""
     worker: Worker = request.app[WORKER]
-    return web.json_response({"status": "ok", "version": VERSION, "running": worker.current_run})
+    state, problem = worker.state
+    healthy = state in ("idle", "running")
+    return web.json_response({"status": "ok" if healthy else "degraded", "version": VERSION,
+                              "running": worker.current_run, "worker": state, "problem": problem},
+                             status=200 if healthy else 503)
 
 
 @routes.get("/api/openapi.json")
@@ -237,11 +282,12 @@ async def validate(request: web.Request) -> web.Response:
 async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     document, params = workflow_from(body), params_from(body)
+    subgraphs: dict[str, Any] = {}
     try:
-        await compile_off_loop(request.app, document, params)
+        await compile_off_loop(request.app, document, params, subgraphs)
     except WorkflowError as exc:
         raise RequestError(400, "invalid workflow", errors=[i.to_dict() for i in exc.issues]) from None
-    run = request.app[STORE].add_run(document, params)
+    run = request.app[STORE].add_run(document, params, subgraphs)
     request.app[WORKER].wake()
     request.app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
                                     "name": run["name"]})
@@ -303,8 +349,8 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     path = contained(request.app[CONFIG].outputs, name)
     if any(part.startswith(".") for part in name.split("/")):  # hidden: a file still being written
         raise RequestError(404, f"no output named {name!r}")
-    if not path.is_file():
-        raise RequestError(404, f"no output named {request.match_info['name']!r}")
+    if not regular_file(path):
+        raise RequestError(404, f"no output named {_shown(name)}")
     content_type = IMAGE_TYPES.get(path.suffix.lower())
     headers = {"Content-Security-Policy": USER_CONTENT_CSP, "X-Content-Type-Options": "nosniff"}
     if content_type is None:
@@ -315,6 +361,20 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     response = web.FileResponse(path, headers=headers)
     response.content_type = content_type
     return response
+
+
+def regular_file(path: Path) -> bool:
+    """True for a regular file; False for anything else, including names the file system refuses
+    (longer than its limit: "File name too long"), which no stored file can have."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _shown(name: str, limit: int = 200) -> str:
+    """A name for an error message, cut to `limit` characters."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}... ({len(name)} characters)"
 
 
 def _ascii_name(name: str) -> str:
@@ -339,7 +399,11 @@ async def upload(request: web.Request) -> web.Response:
                 break
             if isinstance(part, BodyPartReader):
                 await part.release()
-    except (ValueError, AssertionError, LookupError, HttpProcessingError, asyncio.IncompleteReadError) as exc:
+    except web.RequestPayloadError:
+        raise RequestError(400, unreadable_body(request)) from None
+    except HttpProcessingError as exc:
+        raise RequestError(400, f"malformed multipart body: {exc}") from None
+    except (ValueError, AssertionError, LookupError, asyncio.IncompleteReadError) as exc:
         raise RequestError(400, f"malformed multipart body: {exc}") from None
     if data is None:
         raise RequestError(400, "no file part named 'image' in the form", field="image")
@@ -347,8 +411,11 @@ async def upload(request: web.Request) -> web.Response:
     name = f"{uuid.uuid4().hex}.{UPLOAD_FORMATS[image_format]}"
     target = request.app[CONFIG].uploads / name
     temporary = target.with_name(f".{name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, target)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
     return web.json_response({"name": name, "path": str(target.resolve()), "format": image_format,
                               "width": size[0], "height": size[1]}, status=201)
 
@@ -500,8 +567,8 @@ async def index(request: web.Request) -> web.StreamResponse:
 @routes.get("/assets/{path:.+}")
 async def assets(request: web.Request) -> web.StreamResponse:
     path = contained(STATIC_DIR / "assets", request.match_info["path"])
-    if not path.is_file():
-        raise RequestError(404, f"no asset {request.match_info['path']!r}")
+    if not regular_file(path):
+        raise RequestError(404, f"no asset {_shown(request.match_info['path'])}")
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if path.suffix == ".js":
         content_type = "text/javascript"
@@ -513,8 +580,29 @@ async def assets(request: web.Request) -> web.StreamResponse:
 # the application
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)  # SQLITE_FULL
+
+
+@web.middleware
+async def storage_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A full disk is the server's condition, not the client's mistake: 507 with the reason (nothing
+    stored is lost; the request may be retried once there is room)."""
+    try:
+        return await handler(request)
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not is_disk_full(exc):
+            raise
+        log.error("%s %s: the disk is full (%s)", request.method, request.path, exc)
+        raise RequestError(507, f"the server's disk is full ({exc}); nothing was stored: free space in its data "
+                                "directory and try again") from None
+
+
 def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = None, device: str = "cpu",
-             dtype: str = "fp32", extra_hosts: list[str] | None = None) -> web.Application:
+             dtype: str = "fp32", extra_hosts: list[str] | None = None,
+             keep_previews: int = PREVIEWS_KEEP_FILES) -> web.Application:
     config = Config(data_dir, host, device, dtype, token)
     store = Store(data_dir / "diffgraph.db")
     registry = default_registry()
@@ -524,14 +612,14 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     executor = Executor(Cache(MemoryCache(), DiskCache(config.cache, max_bytes=int(max_gb * 1024**3))))
     app = web.Application(
         middlewares=[headers_middleware, error_middleware,
-                     security_middleware(allowed_hosts(host, extra_hosts or []), token)],
+                     security_middleware(allowed_hosts(host, extra_hosts or []), token), storage_middleware],
         client_max_size=max(MAX_JSON_BYTES, MAX_UPLOAD_BYTES) + 1024 * 1024,
     )
 
     def compile_run(record: dict[str, Any]):
-        return compile_checked(app, record["workflow"], record["params"])
+        return compile_checked(app, record["workflow"], record["params"], snapshot=record.get("subgraphs"))
 
-    worker = Worker(store, executor, compile_run, config.outputs, device, dtype)
+    worker = Worker(store, executor, compile_run, config.outputs, device, dtype, previews_keep_files=keep_previews)
     app[CONFIG], app[STORE], app[REGISTRY], app[WORKER], app[HUB] = config, store, registry, worker, Hub()
     # one validation thread: more would only fight the event loop for the GIL
     app[VALIDATOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-validate")
@@ -561,6 +649,7 @@ def serve(args: argparse.Namespace) -> int:
     """Entry point of `diffgraph serve`; returns an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(BadRequestsInOneLine())
     token = args.token or os.environ.get("DIFFGRAPH_TOKEN") or None
     if not is_loopback(args.host) and token is None:
         print(f"refusing to bind {args.host}: beyond loopback a token is required "
@@ -579,9 +668,28 @@ def serve(args: argparse.Namespace) -> int:
     if lock is None:
         print(f"another diffgraph server is using {data_dir}; stop it or pass another --data-dir", file=sys.stderr)
         return 1
-    app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
-                   extra_hosts=getattr(args, "allow_host", None) or [])
+    try:
+        app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
+                       extra_hosts=getattr(args, "allow_host", None) or [],
+                       keep_previews=getattr(args, "keep_previews", PREVIEWS_KEEP_FILES))
+    except DamagedDatabase as exc:
+        print(f"diffgraph serve: {exc}", file=sys.stderr)
+        return 1
     return asyncio.run(_run(app, args.host, args.port))
+
+
+class BadRequestsInOneLine(logging.Filter):
+    """aiohttp answers a malformed HTTP request (a NUL in a header, say) with a 400 itself, and logs it
+    as an error with a traceback. Hostile input is normal input: one warning line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            first_line = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else ""
+            record.msg, record.args = f"{record.getMessage()}: {exc.code} {first_line}", None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _lock_data_dir(data_dir: Path):

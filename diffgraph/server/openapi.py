@@ -36,9 +36,12 @@ SCHEMAS: dict[str, Any] = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "version", "running"],
-        "properties": {"status": {"type": "string", "enum": ["ok"]}, "version": {"type": "string"},
-                       "running": {**NULLABLE_STRING, "description": "id of the run executing now"}},
+        "required": ["status", "version", "running", "worker", "problem"],
+        "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]}, "version": {"type": "string"},
+                       "running": {**NULLABLE_STRING, "description": "id of the run executing now"},
+                       "worker": {"type": "string", "enum": ["idle", "running", "retrying", "stopped"],
+                                  "description": "retrying: the worker failed (a full disk, say) and retries"},
+                       "problem": {**NULLABLE_STRING, "description": "why the worker is retrying or stopped"}},
     },
     "NodeEntry": {
         "type": "object",
@@ -175,7 +178,9 @@ def document(version: str) -> dict[str, Any]:
         "paths": {
             "/api/health": {"get": {"operationId": "health", "summary": "Liveness (never needs the token)",
                                     "security": [],
-                                    "responses": {"200": _json(_ref("Health"), "The server is up"), **ERROR}}},
+                                    "responses": {"200": _json(_ref("Health"), "The server is up"),
+                                                  "503": _json(_ref("Health"), "Up, but the worker cannot run runs now"),
+                                                  **ERROR}}},
             "/api/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                           "responses": {"200": _json({"type": "object"}, "OpenAPI 3"), **ERROR}}},
             "/api/nodes": {"get": {"operationId": "nodes", "summary": "The node catalog with a JSON schema per node",

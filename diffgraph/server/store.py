@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     cached      TEXT NOT NULL DEFAULT '[]',
     seconds     TEXT NOT NULL DEFAULT '{}',
     error       TEXT,
-    failed_node TEXT
+    failed_node TEXT,
+    subgraphs   TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, seq);
 CREATE TABLE IF NOT EXISTS workflows (
@@ -64,17 +65,70 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class DamagedDatabase(Exception):
+    """The database file exists but is not a sound SQLite database; the message is one line for the user."""
+
+
+def check_database(path: Path) -> None:
+    """Refuse a damaged database before anything writes to it; a missing file is a fresh start.
+
+    Only a missing file means "new": SQLite writes its 100-byte header when it creates a database
+    (and WAL mode writes the first page at once), so an existing file that is empty, short, has
+    another header or fails `PRAGMA quick_check` was a database that got damaged. It is left
+    exactly as it is: the history and library in it may still be recoverable."""
+    if not path.exists() and not path.is_symlink():
+        return
+    what = f"; it was left as it is. Move it aside (mv {path} {path}.damaged) to start with an empty history and " \
+           f"library, or restore it from a backup (sqlite3 {path} .recover can often save its rows)"
+    if not path.is_file():
+        raise DamagedDatabase(f"the database {path} is not a regular file{what}")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise DamagedDatabase(f"the database {path} cannot be read ({exc.strerror}){what}") from None
+    if not header:
+        raise DamagedDatabase(f"the database {path} is damaged: it is empty (0 bytes){what}")
+    if header != SQLITE_HEADER:
+        raise DamagedDatabase(f"the database {path} is damaged: it does not start with SQLite's header{what}")
+    try:
+        db = sqlite3.connect(path)  # reads only (a WAL left by a crash is replayed, as any open would)
+        try:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise DamagedDatabase(f"the database {path} is damaged: {exc}{what}") from None
+    if problems != ["ok"]:
+        raise DamagedDatabase(f"the database {path} is damaged: {'; '.join(problems)}{what}")
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_database(self.path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._open()
+        except sqlite3.DatabaseError as exc:  # damage quick_check did not see (a wrong schema, say)
+            raise DamagedDatabase(f"the database {self.path} cannot be used: {exc}; it was left as it is. "
+                                  "Move it aside to start with an empty history, or restore it from a backup"
+                                  ) from None
+
+    def _open(self) -> None:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "subgraphs" not in columns:  # a database from before runs kept their resolved subgraphs
+            self._db.execute("ALTER TABLE runs ADD COLUMN subgraphs TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -90,13 +144,17 @@ class Store:
                              (SERVER_STOPPED, time.time()))
         return [row["id"] for row in rows]
 
-    def add_run(self, workflow: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def add_run(self, workflow: dict[str, Any], params: dict[str, Any],
+                subgraphs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Queue a run. `subgraphs` maps each `workflow:<name>` it uses to the document that name had
+        when the run was validated (see app.library_resolver)."""
         run_id = uuid.uuid4().hex
         name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
         with self._lock:
             self._db.execute(
-                "INSERT INTO runs (id, status, name, workflow, params, created_at) VALUES (?, 'queued', ?, ?, ?, ?)",
-                (run_id, name, _dumps(workflow), _dumps(params), time.time()),
+                "INSERT INTO runs (id, status, name, workflow, params, created_at, subgraphs) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+                (run_id, name, _dumps(workflow), _dumps(params), time.time(), _dumps(subgraphs or {})),
             )
             row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _summary(row)
@@ -104,14 +162,16 @@ class Store:
     def claim_next(self) -> dict[str, Any] | None:
         """Mark the oldest queued run running and return it (with its workflow), or None."""
         with self._lock:
-            row = self._db.execute(f"SELECT {_ALL_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY seq LIMIT 1"
-                                   ).fetchone()
+            row = self._db.execute(f"SELECT {_ALL_COLUMNS}, subgraphs FROM runs WHERE status = 'queued' "
+                                   "ORDER BY seq LIMIT 1").fetchone()
             if row is None:
                 return None
             now = time.time()
             self._db.execute("UPDATE runs SET status = 'running', started_at = ? WHERE seq = ?", (now, row["seq"]))
         record = _full(row)
         record["status"], record["started_at"] = "running", iso(now)
+        # None for a run queued by a server that did not keep them: its subgraphs resolve as they are now
+        record["subgraphs"] = None if row["subgraphs"] is None else json.loads(row["subgraphs"])
         return record
 
     def finish_run(self, run_id: str, status: str, *, outputs: dict[str, list[str]] | None = None,

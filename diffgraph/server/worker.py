@@ -16,7 +16,7 @@ import os
 import struct
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,11 @@ from .store import SERVER_STOPPED, Store
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 512
+#: outputs/previews/ (PreviewImage's files) keeps the newest this many files and bytes; older ones go
+PREVIEWS_KEEP_FILES = 500
+PREVIEWS_KEEP_BYTES = 512 * 1024 * 1024
+RETRY_MIN_SECONDS = 0.25
+RETRY_MAX_SECONDS = 5.0
 TERMINAL_EVENTS = ("run_finished", "run_failed", "run_cancelled")
 
 
@@ -152,7 +157,10 @@ class Worker:
     """Claims queued runs from the store one at a time and executes them on one thread."""
 
     def __init__(self, store: Store, executor: Executor, compile_run: Callable[[dict[str, Any]], Plan],
-                 outputs_root: Path, device: str, dtype: str):
+                 outputs_root: Path, device: str, dtype: str, *, previews_keep_files: int = PREVIEWS_KEEP_FILES,
+                 previews_keep_bytes: int = PREVIEWS_KEEP_BYTES):
+        self.previews_keep_files = previews_keep_files
+        self.previews_keep_bytes = previews_keep_bytes
         self.store = store
         self.executor = executor
         self.compile_run = compile_run
@@ -166,6 +174,10 @@ class Worker:
         self._lock = threading.Lock()
         self._current: tuple[str, CancelToken] | None = None
         self._thread: threading.Thread | None = None
+        #: results the database refused to store (a full disk), written before anything else runs
+        self._pending_finish: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        #: why the last attempt to use the database failed; None once it works again
+        self._problem: str | None = None
 
     # -- control, from the event loop ---------------------------------------------------------
 
@@ -208,25 +220,75 @@ class Worker:
 
     # -- the thread ---------------------------------------------------------------------------
 
+    @property
+    def state(self) -> tuple[str, str | None]:
+        """("idle" | "running" | "retrying" | "stopped", the last error while retrying or stopped)."""
+        if self._thread is None or not self._thread.is_alive():
+            return "stopped", self._problem or "the worker thread is not running"
+        if self._problem is not None:
+            return "retrying", self._problem
+        return ("running" if self._current is not None else "idle"), None
+
     def _main(self) -> None:
+        """Never ends before stop(): whatever fails (a full disk, a bug in a node) is recorded and
+        retried, so one bad moment cannot leave runs `running` or `queued` for good."""
+        delay = RETRY_MIN_SECONDS
         while not self._stopping.is_set():
-            with self._lock:
-                record = self.store.claim_next()
-                token = CancelToken()
-                self._current = (record["id"], token) if record else None
-            if record is None:
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
             try:
-                self._execute(record, token)
-            except Exception:  # noqa: BLE001 - the worker must survive anything a run does
-                log.exception("run %s crashed the worker", record["id"])
-                self.store.finish_run(record["id"], "failed", error="internal error while running; see the server log")
-                self._publish({"type": "run_failed", "run_id": record["id"], "error": "internal error"})
-            finally:
-                with self._lock:
-                    self._current = None
+                if self._pending_finish:  # a result the database refused (full disk): write it first
+                    run_id, fields, event = self._pending_finish[0]
+                    self.store.finish_run(run_id, **fields)
+                    self._pending_finish.pop(0)
+                    self._publish(event)
+                    self._problem, delay = None, RETRY_MIN_SECONDS
+                    continue
+                if not self._run_next():
+                    self._problem, delay = None, RETRY_MIN_SECONDS
+                    self._wake.wait(1.0)
+                    self._wake.clear()
+                else:
+                    self._problem, delay = None, RETRY_MIN_SECONDS
+            except BaseException as exc:  # noqa: BLE001 - the worker must survive anything
+                problem = f"{type(exc).__name__}: {exc}"
+                if problem != self._problem:  # the traceback once, not every few seconds
+                    log.exception("the worker failed (%s); retrying", problem)
+                else:
+                    log.warning("the worker failed again (%s); retrying in %.1f s", problem, delay)
+                self._problem = problem
+                self._stopping.wait(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+
+    def _run_next(self) -> bool:
+        """Claim and execute the oldest queued run; False when there is none."""
+        with self._lock:
+            record = self.store.claim_next()
+            token = CancelToken()
+            self._current = (record["id"], token) if record else None
+        if record is None:
+            return False
+        try:
+            self._execute(record, token)
+        except BaseException as exc:  # noqa: BLE001 - a failing run (even sys.exit in a node) must not take the worker with it
+            if any(pending[0] == record["id"] for pending in self._pending_finish):
+                raise  # its result is kept and retried: the database, not the run, is what failed
+            log.exception("run %s failed outside its nodes", record["id"])
+            reason = f"the server could not finish the run: {type(exc).__name__}: {exc}"
+            self._finish(record["id"], {"status": "failed", "error": reason},
+                         {"type": "run_failed", "run_id": record["id"], "status": "failed", "error": reason})
+        finally:
+            with self._lock:
+                self._current = None
+        return True
+
+    def _finish(self, run_id: str, fields: dict[str, Any], event: dict[str, Any]) -> None:
+        """Write a run's result and then tell the listeners; a write the database refuses (disk full) is
+        kept and retried by the loop before anything else runs, so the run is never left `running`."""
+        try:
+            self.store.finish_run(run_id, **fields)
+        except Exception:
+            self._pending_finish.append((run_id, fields, event))
+            raise
+        self._publish(event)
 
     def _execute(self, record: dict[str, Any], token: CancelToken) -> None:
         run_id = record["id"]
@@ -234,9 +296,9 @@ class Worker:
             plan = self.compile_run(record)
         except WorkflowError as exc:
             problems = "; ".join(str(issue) for issue in exc.issues)
-            self.store.finish_run(run_id, "failed", error=f"invalid workflow: {problems}")
-            self._publish({"type": "run_failed", "run_id": run_id, "status": "failed",
-                           "error": f"invalid workflow: {problems}"})
+            self._finish(run_id, {"status": "failed", "error": f"invalid workflow: {problems}"},
+                         {"type": "run_failed", "run_id": run_id, "status": "failed",
+                          "error": f"invalid workflow: {problems}"})
             return
 
         def on_event(event: dict[str, Any]) -> None:
@@ -257,13 +319,16 @@ class Worker:
         status = result.status
         if status == "cancelled" and self._stopping.is_set():
             status, error = "failed", SERVER_STOPPED
-        self.store.finish_run(run_id, status, outputs=outputs, values=result.values, executed=result.executed,
-                              cached=result.cached, seconds=result.seconds, error=error,
-                              failed_node=result.failed_node)
+        if any(name.startswith("previews/") for names in outputs.values() for name in names):
+            protect = {self.outputs_root.resolve() / name for names in outputs.values() for name in names}
+            prune_previews(self.outputs_root / "previews", self.previews_keep_files, self.previews_keep_bytes, protect)
         kind = {"succeeded": "run_finished", "failed": "run_failed", "cancelled": "run_cancelled"}[status]
-        self._publish({"type": kind, "run_id": run_id, "status": status, "outputs": outputs,
-                       "executed": result.executed, "cached": result.cached, "error": error,
-                       "node": result.failed_node})
+        self._finish(run_id, {"status": status, "outputs": outputs, "values": result.values,
+                              "executed": result.executed, "cached": result.cached, "seconds": result.seconds,
+                              "error": error, "failed_node": result.failed_node},
+                     {"type": kind, "run_id": run_id, "status": status, "outputs": outputs,
+                      "executed": result.executed, "cached": result.cached, "error": error,
+                      "node": result.failed_node})
 
     def _names(self, paths: list[str]) -> list[str]:
         """Output files as names relative to the outputs root; files written elsewhere are not served."""
@@ -292,6 +357,40 @@ class Worker:
             self.loop.call_soon_threadsafe(self.hub.publish, run_id, frame)
         except RuntimeError:
             pass
+
+
+def prune_previews(folder: Path, keep_files: int, keep_bytes: int, protect: Collection[Path] = ()) -> int:
+    """Delete the oldest preview files until at most `keep_files` files and `keep_bytes` bytes are left
+    (files in `protect`, the run that just finished, stay whatever their age). Returns how many went.
+
+    Previews are for looking at while a workflow is being built; SaveImage's files are never pruned."""
+    try:
+        entries = [entry for entry in os.scandir(folder) if entry.is_file(follow_symlinks=False)
+                   and not entry.name.startswith(".")]  # hidden: a file still being written
+    except OSError:
+        return 0
+    files = []
+    for entry in entries:
+        try:
+            info = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        files.append((info.st_mtime_ns, entry.name, info.st_size, Path(entry.path)))
+    files.sort(reverse=True)  # newest first
+    kept_files = kept_bytes = removed = 0
+    full = False
+    for _, _, size, path in files:
+        full = full or kept_files >= keep_files or kept_bytes + size > keep_bytes
+        if not full or path.resolve() in protect:
+            kept_files += 1
+            kept_bytes += size
+            continue
+        try:
+            path.unlink()
+            removed += 1
+        except OSError as exc:
+            log.warning("could not remove the old preview %s: %s", path, exc)
+    return removed
 
 
 def default_data_dir() -> Path:

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,14 +126,12 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.skipif(not (ROOT / "diffgraph" / "workflows" / "txt2img.yaml").exists(), reason="txt2img template missing")
 def test_txt2img_runs_shows_image_and_reruns_from_cache(server: EditorServer, tiny_sd: Path) -> None:
-    started = time.monotonic()
-    output = run_scenario(
+    output = run_scenario(  # past its timeout the scenario fails by itself
         server, "txt2img",
         "--set", f"model={tiny_sd}", "--set", "steps=2", "--set", "width=64", "--set", "height=64",
         timeout=600,
     )
     assert "ok: every other node is cached" in output, output
-    assert time.monotonic() - started < 600
 
 
 def test_upload_library_and_download_give_a_workflow_diffgraph_runs(server: EditorServer, tmp_path: Path) -> None:

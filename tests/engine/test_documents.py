@@ -235,3 +235,23 @@ def test_random_bytes_and_text_only_ever_raise_workflow_error(data):
         parse_document(data)
     except WorkflowError as exc:
         assert exc.issues
+
+
+def test_yaml_aliases_are_bounded_in_bytes_not_only_in_values():
+    """1.3 KB whose aliases name a 1,000-character string 100,000 times: 100 MB once stored or sent."""
+    lines = [f"s: &s {'x' * 1000}", "l0: &l0 [" + ", ".join(["*s"] * 10) + "]"]
+    lines += [f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 5)]
+    text = "\n".join(lines) + "\n"
+    assert len(text) < 1400
+    with pytest.raises(WorkflowError, match="too large once its YAML aliases are expanded"):
+        parse_document(text)
+    digits = "n: &n " + "9" * 4000 + "\nl0: &l0 [" + ", ".join(["*n"] * 10) + "]\n"
+    digits += "".join(f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]\n" for n in range(1, 4))
+    with pytest.raises(WorkflowError, match="aliases"):
+        parse_document(digits)
+
+
+def test_yaml_aliases_that_expand_modestly_are_fine():
+    text = "defaults: &d {steps: 20, cfg: 7.5, prompt: " + "y" * 5000 + "}\n"
+    text += "nodes:\n" + "".join(f"  n{i}: {{type: Int, params: *d}}\n" for i in range(150))
+    assert len(parse_document(text)["nodes"]) == 150  # 750 KB expanded from 9 KB: within the 1 MiB floor
