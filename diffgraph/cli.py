@@ -66,12 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="another Host name the server answers to (besides the bound address and "
                             "localhost); repeatable")
-    comfy = commands.add_parser("import", help="convert a ComfyUI workflow (API or UI format) into a workflow file")
-    comfy.add_argument("file", help="a ComfyUI workflow .json: the API format or the editor's saved format")
-    comfy.add_argument("-o", "--output", default=None, help="the workflow file to write (default: print YAML)")
     serve.add_argument("--keep-previews", type=_non_negative_int, default=500, metavar="N",
                        help="keep the newest N PreviewImage files in outputs/previews (and at most 512 MB); "
                             "older ones are deleted (default 500)")
+    comfy = commands.add_parser("import", help="convert a ComfyUI workflow (API or UI format) into a workflow file")
+    comfy.add_argument("file", help="a ComfyUI workflow .json: the API format or the editor's saved format")
+    comfy.add_argument("-o", "--output", default=None, help="the workflow file to write (default: print YAML)")
     return parser
 
 
