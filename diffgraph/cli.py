@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from diffgraph import __version__
 from diffgraph.engine import (
     Cache,
     CancelToken,
@@ -34,6 +35,7 @@ EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 1, 2, 130
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffgraph", description="Node-graph workflows for diffusion models.")
+    parser.add_argument("--version", action="version", version=f"diffgraph {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a workflow file headless")
