@@ -12,7 +12,6 @@ import asyncio
 import io
 import json
 import logging
-import os
 import struct
 import threading
 from collections import deque
@@ -282,7 +281,3 @@ class Worker:
         except RuntimeError:
             pass
 
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "diffgraph"
