@@ -3,7 +3,7 @@
 Imports neither `diffgraph.nodes` nor `diffgraph.server`, and no torch.
 """
 
-from .cache import Cache, DiskCache, MemoryCache, default_cache_dir
+from .cache import Cache, DiskCache, MemoryCache
 from .document import dump_document, parse_document, read_document
 from .errors import Cancelled, Issue, NodeError, RunFailed, WorkflowError
 from .executor import Executor, RunResult
@@ -16,6 +16,6 @@ __all__ = [
     "Boolean", "Cache", "CancelToken", "Cancelled", "DiskCache", "Executor", "Files", "Float", "Input", "Int",
     "Issue", "MemoryCache", "Node", "NodeError", "NodeRegistry", "NodeSpec", "Output", "Param", "Plan",
     "PortType", "RunContext", "RunFailed", "RunResult", "String", "WorkflowError", "compile_workflow",
-    "default_cache_dir", "default_registry", "dump_document", "load_plan", "node", "parse_document",
+    "default_registry", "dump_document", "load_plan", "node", "parse_document",
     "parse_override", "read_document",
 ]

@@ -11,6 +11,7 @@ import contextlib
 import gc
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,8 +131,11 @@ def guess_format(path: str | Path) -> str:
     return "json" if str(path).lower().endswith(".json") else "yaml"
 
 
-def parse_document(data: bytes | str, fmt: str | None = None) -> dict[str, Any]:
-    """Parse YAML or JSON text into a plain dict (str keys, JSON scalars), or raise WorkflowError."""
+def parse_document(data: bytes | str, fmt: str | None = None, source: str | None = None) -> dict[str, Any]:
+    """Parse YAML or JSON text into a plain dict (str keys, JSON scalars), or raise WorkflowError.
+
+    `source` (a file name) is what YAML error positions name.
+    """
     if isinstance(data, bytes):
         if len(data) > MAX_DOCUMENT_BYTES:
             raise _fail(f"document is {len(data)} bytes; the limit is {MAX_DOCUMENT_BYTES}")
@@ -158,6 +162,12 @@ def parse_document(data: bytes | str, fmt: str | None = None) -> dict[str, Any]:
                     raise _fail(f"document is nested too deeply (the limit is {MAX_DEPTH} levels)")
                 document = yaml.load(text, Loader=_WorkflowLoader)  # noqa: S506 - a SafeLoader subclass
     except (yaml.YAMLError, ValueError) as exc:
+        if isinstance(exc, yaml.MarkedYAMLError):  # say where, instead of PyYAML's "<unicode string>"
+            name = source or "the document"
+            for attribute in ("context_mark", "problem_mark"):
+                mark = getattr(exc, attribute)
+                if mark is not None:  # libyaml's marks are read-only: replace them
+                    setattr(exc, attribute, yaml.Mark(name, mark.index, mark.line, mark.column, None, None))
         raise _fail(f"not valid {fmt.upper()}: {exc}") from None
     except RecursionError:
         raise _fail(f"document is nested too deeply (the limit is {MAX_DEPTH} levels)") from None
@@ -181,27 +191,46 @@ def _encodable(document: dict[str, Any]) -> bool:
     return True
 
 
-#: libyaml composes recursively in C: thousands of nested levels overflow the C stack (a segfault)
-_SAFE_YAML_NESTING = 2000
+def _yaml_nesting_bound(text: str) -> int:
+    """An upper bound on how deep the YAML nests, from the characters alone (no parser involved).
+
+    Flow levels are at most the deepest run of open brackets; block levels at most two per column of
+    a line's indentation prefix (spaces, `-` and `?`: a block level indents, or alternates map and
+    sequence at one indentation). Brackets inside strings only make the bound larger, never smaller.
+    """
+    flow = deepest = 0
+    for char in re.findall(r"[\[\]{}]", text):
+        if char in "[{":
+            flow += 1
+            deepest = max(deepest, flow)
+        elif flow:
+            flow -= 1
+    indent = max((len(line) - len(line.lstrip(" -?")) for line in text.splitlines()), default=0)
+    return deepest + 2 * indent + 2
 
 
 def _yaml_too_deep(text: str) -> bool:
-    """True when the YAML nests deeper than MAX_DEPTH, checked before libyaml's recursive composer sees it.
+    """True when the YAML nests deeper than MAX_DEPTH, decided before libyaml sees it.
 
-    Cheap bound first: flow brackets, plus two levels per column (block levels indent or alternate
-    map/sequence); only a document that could nest past the safe bound pays for the event scan.
+    libyaml composes recursively in C (old releases overflow the C stack past thousands of levels)
+    and new releases stop at their own nesting limit with their own message; either way ours would
+    never be reached. So: a bound from the characters, and only where it is past MAX_DEPTH, an exact
+    count from PyYAML's pure-Python parser, which is iterative, has no limit of its own, and is
+    stopped here at MAX_DEPTH + 1 levels.
     """
-    flow = text.count("[") + text.count("{")
-    if flow + 2 * max(map(len, text.splitlines())) + 2 <= _SAFE_YAML_NESTING:
+    if _yaml_nesting_bound(text) <= MAX_DEPTH:
         return False
     depth = 0
-    for event in yaml.parse(text, Loader=_SafeLoader):  # libyaml's parser is iterative
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    return True
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    except yaml.YAMLError:
+        return False  # not nested too deeply before the error: the loader reports the error itself
     return False
 
 
@@ -285,7 +314,7 @@ def read_document(path: str | Path) -> dict[str, Any]:
         raise _fail(f"{path}: is a directory, not a workflow file") from None
     except OSError as exc:
         raise _fail(f"{path}: cannot be read ({exc.strerror})") from None
-    return parse_document(data, guess_format(path))
+    return parse_document(data, guess_format(path), source=str(path))
 
 
 def dump_document(document: dict[str, Any], fmt: str = "yaml") -> str:

@@ -18,17 +18,21 @@ in with `allow_pickle`. The format is judged by the file's content, never by its
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import re
 import struct
+import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from diffgraph.engine import NodeError
+from diffgraph.settings import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -221,6 +225,29 @@ def scheduler_ref(folder: Path, subfolder: str = "scheduler") -> ModelRef:
                     scheduler_config=json.dumps(config, sort_keys=True))
 
 
+@contextlib.contextmanager
+def libraries_quiet() -> Iterator[None]:
+    """diffusers' and transformers' weight-loading bars, advice and warnings are not the user's business:
+    a run prints diffgraph's own progress and result only. Errors still raise; the settings come back after."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    saved = [(module, module.get_verbosity(), module.is_progress_bar_enabled())
+             for module in (diffusers_logging, transformers_logging)]
+    for module, _, _ in saved:
+        module.set_verbosity_error()
+        module.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for module, verbosity, bars in saved:
+            module.set_verbosity(verbosity)
+            if bars:
+                module.enable_progress_bar()
+
+
 def build_scheduler(ref: ModelRef) -> Any:
     """A fresh scheduler (schedulers keep per-run state, so every loop builds its own)."""
     import diffusers
@@ -228,7 +255,8 @@ def build_scheduler(ref: ModelRef) -> Any:
     cls = getattr(diffusers, ref.scheduler_class, None)
     if cls is None or not ref.scheduler_class.endswith("Scheduler"):
         raise NodeError(f"unknown scheduler class {ref.scheduler_class!r}", "scheduler")
-    return cls.from_config(json.loads(ref.scheduler_config))
+    with libraries_quiet():
+        return cls.from_config(json.loads(ref.scheduler_config))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,13 +342,11 @@ def _load_single_file(ref: ModelRef, torch_dtype: Any) -> dict[str, Any]:
 
 class ModelCache:
     """Live models keyed by (kind, path, subfolder, revision, files, device, dtype), LRU under a
-    byte budget (DIFFGRAPH_MODEL_CACHE_GB, default 16). A model bigger than the budget still loads
-    (the run needs it); it is then the only one kept."""
+    byte budget (Settings.model_cache_gb: DIFFGRAPH_MODEL_CACHE_GB, default 16). A model bigger than the
+    budget still loads (the run needs it); it is then the only one kept."""
 
     def __init__(self, max_bytes: int | None = None):
-        if max_bytes is None:
-            max_bytes = int(float(os.environ.get("DIFFGRAPH_MODEL_CACHE_GB", "16")) * 1024**3)
-        self.max_bytes = max_bytes
+        self.max_bytes = Settings().model_cache_bytes if max_bytes is None else max_bytes
         self.bytes = 0
         self._entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
         self.loads = 0  # how many times weights were read from disk (tests and stats read it)
@@ -338,10 +364,11 @@ class ModelCache:
 
         torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
         try:
-            if ref.single_file:
-                parts = _load_single_file(ref, torch_dtype)
-            else:
-                parts = {ref.kind: self._load_folder_part(ref, torch_dtype)}
+            with libraries_quiet():
+                if ref.single_file:
+                    parts = _load_single_file(ref, torch_dtype)
+                else:
+                    parts = {ref.kind: self._load_folder_part(ref, torch_dtype)}
         except NodeError as exc:
             raise NodeError(str(exc), exc.field or field) from None
         except Exception as exc:  # noqa: BLE001 - a broken model file is the user's input
@@ -389,8 +416,12 @@ def _placed(value: Any, device: str, torch_dtype: Any) -> Any:
 
 
 def model_cache(ctx: Any) -> ModelCache:
-    """The process-wide model cache the executor's owner handed in (created on first use)."""
-    return ctx.services.setdefault("models", ModelCache())
+    """The process-wide model cache the executor's owner handed in (created on first use, sized by the
+    `settings` service the entry point parsed)."""
+    if "models" not in ctx.services:
+        settings = ctx.services.get("settings") or Settings()
+        ctx.services["models"] = ModelCache(settings.model_cache_bytes)
+    return ctx.services["models"]
 
 
 def load(ctx: Any, ref: Any, field: str) -> Any:

@@ -125,7 +125,8 @@ class SchedulerNode(Node):
         except ValueError as exc:
             raise NodeError(str(exc), "sigmas") from None
         try:
-            built = getattr(diffusers, class_name).from_config(base.config, **overrides)
+            with models.libraries_quiet():
+                built = getattr(diffusers, class_name).from_config(base.config, **overrides)
         except ImportError as exc:  # a sampler whose extra library is missing (lms needs scipy)
             raise NodeError(f"the {self.name} sampler cannot be built here: {' '.join(str(exc).split())}",
                             "name") from None

@@ -41,6 +41,7 @@ from diffgraph.engine import (
 )
 from diffgraph.engine.executor import check_device
 from diffgraph.engine.plan import templates_dir
+from diffgraph.settings import Settings
 
 from . import openapi
 from .security import (
@@ -54,13 +55,12 @@ from .security import (
     security_middleware,
 )
 from .store import STATUSES, DamagedDatabase, Store
-from .worker import PREVIEWS_KEEP_FILES, Hub, Worker, default_data_dir
+from .worker import PREVIEWS_KEEP_FILES, Hub, Worker
 
 log = logging.getLogger("diffgraph.server")
 
 VERSION = "0.1.0"
 MAX_JSON_BYTES = 16 * 1024 * 1024
-MAX_UPLOAD_BYTES = int(os.environ.get("DIFFGRAPH_MAX_UPLOAD_MB", "32")) * 1024 * 1024
 MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_PAGE = 500
 WS_WRITE_BUFFER = 1024 * 1024
@@ -81,7 +81,10 @@ NOT_BUILT = """<!doctype html><html><head><meta charset="utf-8"><title>diffgraph
 
 
 class Config:
-    def __init__(self, data_dir: Path, host: str, device: str, dtype: str, token: str | None):
+    def __init__(self, data_dir: Path, host: str, device: str, dtype: str, token: str | None,
+                 settings: Settings):
+        self.settings = settings
+        self.max_upload_bytes = settings.max_upload_bytes
         self.data_dir = data_dir
         self.host = host
         self.device = device
@@ -385,8 +388,9 @@ def _ascii_name(name: str) -> str:
 async def upload(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         raise RequestError(415, "send the image as multipart/form-data (field 'image')")
-    if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES + 64 * 1024:
-        raise RequestError(413, f"upload too large (limit {MAX_UPLOAD_BYTES} bytes)")
+    max_upload_bytes = request.app[CONFIG].max_upload_bytes
+    if request.content_length is not None and request.content_length > max_upload_bytes + 64 * 1024:
+        raise RequestError(413, f"upload too large (limit {max_upload_bytes} bytes)")
     try:
         reader = await request.multipart()
         data = None
@@ -395,7 +399,7 @@ async def upload(request: web.Request) -> web.Response:
             if part is None:
                 break
             if getattr(part, "name", None) in ("image", "file") and isinstance(part, BodyPartReader):
-                data = await _read_limited(part)
+                data = await _read_limited(part, max_upload_bytes)
                 break
             if isinstance(part, BodyPartReader):
                 await part.release()
@@ -420,7 +424,7 @@ async def upload(request: web.Request) -> web.Response:
                               "width": size[0], "height": size[1]}, status=201)
 
 
-async def _read_limited(part: Any) -> bytes:
+async def _read_limited(part: Any, max_upload_bytes: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -428,8 +432,8 @@ async def _read_limited(part: Any) -> bytes:
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)
-        if total > MAX_UPLOAD_BYTES:
-            raise RequestError(413, f"upload too large (limit {MAX_UPLOAD_BYTES} bytes)")
+        if total > max_upload_bytes:
+            raise RequestError(413, f"upload too large (limit {max_upload_bytes} bytes)")
         chunks.append(chunk)
 
 
@@ -602,18 +606,19 @@ async def storage_middleware(request: web.Request, handler: Any) -> web.StreamRe
 
 def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = None, device: str = "cpu",
              dtype: str = "fp32", extra_hosts: list[str] | None = None,
-             keep_previews: int = PREVIEWS_KEEP_FILES) -> web.Application:
-    config = Config(data_dir, host, device, dtype, token)
+             keep_previews: int = PREVIEWS_KEEP_FILES, settings: Settings | None = None) -> web.Application:
+    settings = settings or Settings()  # the entry point parsed the environment; tests pass their own
+    config = Config(data_dir, host, device, dtype, token, settings)
     store = Store(data_dir / "diffgraph.db")
     registry = default_registry()
     for problem in registry.load_errors:
         log.warning("%s", problem)
-    max_gb = float(os.environ.get("DIFFGRAPH_CACHE_MAX_GB", "20"))
-    executor = Executor(Cache(MemoryCache(), DiskCache(config.cache, max_bytes=int(max_gb * 1024**3))))
+    executor = Executor(Cache(MemoryCache(), DiskCache(config.cache, max_bytes=settings.cache_max_bytes)),
+                        services={"settings": settings})
     app = web.Application(
         middlewares=[headers_middleware, error_middleware,
                      security_middleware(allowed_hosts(host, extra_hosts or []), token), storage_middleware],
-        client_max_size=max(MAX_JSON_BYTES, MAX_UPLOAD_BYTES) + 1024 * 1024,
+        client_max_size=max(MAX_JSON_BYTES, settings.max_upload_bytes) + 1024 * 1024,
     )
 
     def compile_run(record: dict[str, Any]):
@@ -645,12 +650,12 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     return app
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Entry point of `diffgraph serve`; returns an exit code."""
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Entry point of `diffgraph serve` (settings: the environment, parsed by the CLI); returns an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("aiohttp.server").addFilter(BadRequestsInOneLine())
-    token = args.token or os.environ.get("DIFFGRAPH_TOKEN") or None
+    token = args.token or settings.token
     if not is_loopback(args.host) and token is None:
         print(f"refusing to bind {args.host}: beyond loopback a token is required "
               "(--token or DIFFGRAPH_TOKEN)", file=sys.stderr)
@@ -662,7 +667,7 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     # the worker thread and the validation thread hand the GIL back to the event loop sooner (default 5 ms)
     sys.setswitchinterval(0.001)
-    data_dir = (Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()).resolve()
+    data_dir = (Path(args.data_dir).expanduser() if args.data_dir else settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(data_dir)
     if lock is None:
@@ -671,7 +676,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
                        extra_hosts=getattr(args, "allow_host", None) or [],
-                       keep_previews=getattr(args, "keep_previews", PREVIEWS_KEEP_FILES))
+                       keep_previews=getattr(args, "keep_previews", PREVIEWS_KEEP_FILES), settings=settings)
     except DamagedDatabase as exc:
         print(f"diffgraph serve: {exc}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ execution_success / execution_error / execution_interrupted, then executing with
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import json
 import logging
@@ -207,8 +208,8 @@ class Comfy:
             return str(models[name]) if name in models else None
 
         def check_sampler(name: str, sigmas: str, spacing: str) -> str | None:
-            from diffgraph.nodes.sampling import scheduler_overrides
-
+            # by name: the server needs no static import of the node pack (nor mypy a walk through it)
+            scheduler_overrides = importlib.import_module("diffgraph.nodes.sampling").scheduler_overrides
             try:
                 scheduler_overrides(name, sigmas, spacing)
             except ValueError as exc:
@@ -608,8 +609,9 @@ async def _read_form(request: web.Request) -> tuple[bytes | None, str, dict[str,
     """The multipart form: the `image` file's bytes and name, and the small text fields."""
     if not request.content_type.startswith("multipart/"):
         raise RequestError(415, "send the image as multipart/form-data (field 'image')")
-    if request.content_length is not None and request.content_length > server.MAX_UPLOAD_BYTES + 256 * 1024:
-        raise RequestError(413, f"upload too large (limit {server.MAX_UPLOAD_BYTES} bytes)")
+    max_upload_bytes = request.app[server.CONFIG].max_upload_bytes
+    if request.content_length is not None and request.content_length > max_upload_bytes + 256 * 1024:
+        raise RequestError(413, f"upload too large (limit {max_upload_bytes} bytes)")
     data, filename, fields = None, "", {}
     try:
         reader = await request.multipart()
@@ -621,7 +623,7 @@ async def _read_form(request: web.Request) -> tuple[bytes | None, str, dict[str,
                 raise RequestError(400, "nested multipart bodies are not accepted")
             if part.name == "image" and data is None:
                 filename = part.filename or ""
-                data = await server._read_limited(part)
+                data = await server._read_limited(part, max_upload_bytes)
             elif part.name:
                 raw = await part.read_chunk(MAX_FIELD_BYTES)
                 if await part.read_chunk(1):
@@ -705,7 +707,7 @@ async def upload_mask(request: web.Request) -> web.Response:
     if original is None:
         raise RequestError(404, f"no {kind} image {ref['filename']!r} to apply the mask to", field="original_ref")
     with open(original, "rb") as handle:
-        server._sniff_image(handle.read(server.MAX_UPLOAD_BYTES + 1))
+        server._sniff_image(handle.read(request.app[server.CONFIG].max_upload_bytes + 1))
     with Image.open(original) as picture, Image.open(io.BytesIO(data)) as mask:
         result = picture.convert("RGBA")
         alpha = mask.convert("RGBA").getchannel("A").resize(result.size)

@@ -104,6 +104,20 @@ def check_database(path: Path) -> None:
         raise DamagedDatabase(f"the database {path} is damaged: {exc}{what}") from None
     if problems != ["ok"]:
         raise DamagedDatabase(f"the database {path} is damaged: {'; '.join(problems)}{what}")
+def read_saved_workflow(path: str | Path, name: str) -> dict[str, Any] | None:
+    """A saved workflow from the library file at `path`, read-only (the CLI's `diffgraph run NAME`);
+    None when the file or the name is not there. Never creates or changes the file."""
+    if not Path(path).is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            row = db.execute("SELECT document FROM workflows WHERE name = ?", (name,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else json.loads(row[0])
 
 
 class Store:

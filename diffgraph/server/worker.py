@@ -391,8 +391,3 @@ def prune_previews(folder: Path, keep_files: int, keep_bytes: int, protect: Coll
         except OSError as exc:
             log.warning("could not remove the old preview %s: %s", path, exc)
     return removed
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "diffgraph"
