@@ -1,9 +1,12 @@
 // The side panel: node palette, workflow (template) params, template gallery, library, history.
 
-import { useEffect, useMemo, useState } from "react";
+import { useContext, useEffect, useMemo, useRef, useState } from "react";
+import { createPortal } from "react-dom";
 import * as api from "./api";
 import { outputUrl } from "./api";
-import { typeColour } from "./GraphNode";
+import { colourOf, EditorContext } from "./GraphNode";
+import { MaskPainter } from "./MaskPainter";
+import type { TemplateParamHint } from "./templateParams";
 import type { Catalog, TemplateParam, WorkflowDocument } from "./types";
 
 type Tab = "nodes" | "params" | "templates" | "library" | "history";
@@ -11,17 +14,21 @@ type Tab = "nodes" | "params" | "templates" | "library" | "history";
 interface Props {
   catalog: Catalog;
   base: WorkflowDocument;
+  /** what each template param is for (from the nodes that use it) */
+  hints: Record<string, TemplateParamHint>;
   addNode(type: string): void;
   setTemplateParam(name: string, patch: Partial<TemplateParam>): void;
   loadDocument(doc: WorkflowDocument, source: string): void;
   currentDocument(): WorkflowDocument;
   historyRevision: number;
   onRunRecord(record: api.RunRecord): void;
+  onSavedToLibrary(): void;
   say(text: string, error?: boolean): void;
   fail(error: unknown): void;
 }
 
 function Palette({ catalog, addNode }: Pick<Props, "catalog" | "addNode">) {
+  const { colours } = useContext(EditorContext);
   const [query, setQuery] = useState("");
   const [open, setOpen] = useState<string | null>(null);
   const groups = useMemo(() => {
@@ -59,7 +66,7 @@ function Palette({ catalog, addNode }: Pick<Props, "catalog" | "addNode">) {
                   onClick={() => addNode(type)}
                   title="Click or drag onto the canvas to add"
                 >
-                  <span className="swatch" style={{ background: typeColour(spec.outputs[0]?.type) }} />
+                  <span className="swatch" style={{ background: spec.outputs[0]?.colour ?? colourOf(colours, spec.outputs[0]?.type) }} />
                   {type}
                 </button>
                 <button className="icon" aria-label={`about ${type}`} onClick={() => setOpen(open === type ? null : type)}>
@@ -82,8 +89,72 @@ function Palette({ catalog, addNode }: Pick<Props, "catalog" | "addNode">) {
   );
 }
 
-function TemplateParams({ base, setTemplateParam }: Pick<Props, "base" | "setTemplateParam">) {
+/** An image template param: upload, preview, and (for the picture a mask goes with) the painter. */
+function TemplateImage({ name, value, set, maskParam, setTemplateParam }: {
+  name: string;
+  value: unknown;
+  set(v: unknown): void;
+  /** the template param the painted mask goes to, if this workflow has one */
+  maskParam?: string;
+  setTemplateParam: Props["setTemplateParam"];
+}) {
+  const actions = useContext(EditorContext);
+  const input = useRef<HTMLInputElement>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [painting, setPainting] = useState(false);
+  const text = typeof value === "string" ? value : "";
+  const thumb = actions.thumbnail(text);
+  return (
+    <span className="template-image">
+      <span className="row">
+        <input value={text} aria-label={name} onChange={(e) => set(e.target.value)} />
+        <button data-testid={`upload-${name}`} onClick={() => input.current?.click()}>
+          Upload…
+        </button>
+      </span>
+      <input
+        ref={input}
+        type="file"
+        accept="image/*"
+        hidden
+        data-testid={`upload-input-${name}`}
+        onChange={async (e) => {
+          const file = e.target.files?.[0];
+          e.target.value = "";
+          if (!file) return;
+          try {
+            setError(null);
+            set(await actions.upload(file));
+          } catch (err) {
+            setError(api.errorText(err));
+          }
+        }}
+      />
+      {thumb ? <img className="thumbnail" data-testid={`preview-${name}`} src={thumb} alt={`${name} preview`} /> : null}
+      {thumb && maskParam && (
+        <button data-testid={`paint-${maskParam}`} onClick={() => setPainting(true)}>
+          Paint {maskParam}…
+        </button>
+      )}
+      {painting && thumb && maskParam &&
+        createPortal(
+          <MaskPainter
+            src={thumb}
+            output="luminance"
+            onClose={() => setPainting(false)}
+            onSave={async (file) => setTemplateParam(maskParam, { default: await actions.upload(file) })}
+          />,
+          document.body,
+        )}
+      {error && <span className="node-error">{error}</span>}
+    </span>
+  );
+}
+
+function TemplateParams({ base, hints, setTemplateParam }: Pick<Props, "base" | "hints" | "setTemplateParam">) {
+  const { models } = useContext(EditorContext);
   const params = Object.entries(base.params ?? {});
+  const maskParam = Object.keys(hints).find((name) => hints[name].mask);
   if (params.length === 0) return <p className="muted">This workflow declares no template params.</p>;
   return (
     <div className="template-params">
@@ -92,17 +163,28 @@ function TemplateParams({ base, setTemplateParam }: Pick<Props, "base" | "setTem
         const value = decl?.default;
         const set = (v: unknown) => setTemplateParam(name, { default: v });
         const number = decl?.type === "INT" || decl?.type === "FLOAT";
+        const hint = hints[name] ?? {};
+        const choices = decl?.choices ?? (hint.widget === "model" && models.length > 0 ? models : null);
         return (
           <label key={name} className="template-param" data-testid={`template-param-${name}`}>
             <span>
               {name} <small>{decl?.type}</small>
             </span>
-            {decl?.choices ? (
+            {choices ? (
               <select value={String(value ?? "")} onChange={(e) => set(e.target.value)}>
-                {decl.choices.map((c) => (
+                {!choices.includes(String(value ?? "")) && <option value={String(value ?? "")}>{String(value ?? "")}</option>}
+                {choices.map((c) => (
                   <option key={c}>{c}</option>
                 ))}
               </select>
+            ) : hint.widget === "upload" ? (
+              <TemplateImage
+                name={name}
+                value={value}
+                set={set}
+                maskParam={hint.mask ? undefined : maskParam}
+                setTemplateParam={setTemplateParam}
+              />
             ) : decl?.type === "BOOLEAN" ? (
               <input type="checkbox" checked={value === true} onChange={(e) => set(e.target.checked)} />
             ) : number ? (
@@ -118,14 +200,14 @@ function TemplateParams({ base, setTemplateParam }: Pick<Props, "base" | "setTem
                     if (e.target.value !== "" && Number.isFinite(parsed)) set(decl.type === "INT" ? Math.trunc(parsed) : parsed);
                   }}
                 />
-                {/seed/i.test(name) && decl.type === "INT" && (
+                {hint.widget === "seed" && decl.type === "INT" && (
                   <button className="icon" title="Randomize the seed" onClick={() => set(Math.floor(Math.random() * 2 ** 32))}>
                     rnd
                   </button>
                 )}
               </span>
             ) : (
-              <textarea rows={/prompt/i.test(name) ? 3 : 1} value={String(value ?? "")} onChange={(e) => set(e.target.value)} />
+              <textarea rows={hint.multiline ? 3 : 1} value={String(value ?? "")} onChange={(e) => set(e.target.value)} />
             )}
             {decl?.description && <small className="muted">{decl.description}</small>}
           </label>
@@ -170,7 +252,7 @@ function Templates({ loadDocument, fail }: Pick<Props, "loadDocument" | "fail">)
   );
 }
 
-function Library({ base, loadDocument, currentDocument, say, fail }: Pick<Props, "base" | "loadDocument" | "currentDocument" | "say" | "fail">) {
+function Library({ base, loadDocument, currentDocument, onSavedToLibrary, say, fail }: Pick<Props, "base" | "loadDocument" | "currentDocument" | "onSavedToLibrary" | "say" | "fail">) {
   const [entries, setEntries] = useState<api.LibraryEntry[] | null>(null);
   const [name, setName] = useState(String(base.name ?? "untitled"));
   const refresh = () => api.fetchLibrary().then(setEntries).catch((e) => { setEntries([]); fail(e); });
@@ -188,6 +270,7 @@ function Library({ base, loadDocument, currentDocument, say, fail }: Pick<Props,
             try {
               await api.saveToLibrary(name, currentDocument());
               say(`Saved “${name}” to the server's library.`);
+              onSavedToLibrary();
               refresh();
             } catch (e) {
               fail(e);
@@ -234,6 +317,13 @@ function Library({ base, loadDocument, currentDocument, say, fail }: Pick<Props,
   );
 }
 
+/** A server time (UTC ISO) in the user's own time zone and words. */
+export function localTime(iso: string | null | undefined): string {
+  if (!iso) return "";
+  const when = new Date(iso);
+  return Number.isNaN(when.getTime()) ? iso : when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+}
+
 function History({ historyRevision, onRunRecord, fail }: Pick<Props, "historyRevision" | "onRunRecord" | "fail">) {
   const [runs, setRuns] = useState<api.RunRecord[] | null>(null);
   useEffect(() => {
@@ -261,7 +351,7 @@ function History({ historyRevision, onRunRecord, fail }: Pick<Props, "historyRev
             <span>
               <strong>{r.name ?? r.id}</strong> <em>{r.status}</em>
               <br />
-              <small>{r.created_at ?? ""}</small>
+              <small data-testid="run-time" title={r.created_at ?? ""}>{localTime(r.created_at)}</small>
               {r.error && <small className="error-text"> {r.error}</small>}
             </span>
           </button>
@@ -291,7 +381,7 @@ export function Sidebar(props: Props) {
       </nav>
       <div className="tab-body">
         {tab === "nodes" && <Palette catalog={props.catalog} addNode={props.addNode} />}
-        {tab === "params" && <TemplateParams base={props.base} setTemplateParam={props.setTemplateParam} />}
+        {tab === "params" && <TemplateParams base={props.base} hints={props.hints} setTemplateParam={props.setTemplateParam} />}
         {tab === "templates" && <Templates loadDocument={props.loadDocument} fail={props.fail} />}
         {tab === "library" && <Library {...props} />}
         {tab === "history" && <History {...props} />}
