@@ -175,7 +175,8 @@ function Editor() {
           const zoom = Math.max(0.05, Math.min(1, (0.9 * canvas.width) / width, (0.9 * canvas.height) / height));
           flow.setViewport({ x: (canvas.width - width * zoom) / 2 - left * zoom, y: (canvas.height - height * zoom) / 2 - top * zoom, zoom });
         }
-        requestAnimationFrame(() => flow.fitView({ padding: 0.1, maxZoom: 1 }));
+        // (an empty graph is not fitted: React Flow would keep the request and zoom on the first node added)
+        if (graph.nodes.length > 0) requestAnimationFrame(() => flow.fitView({ padding: 0.1, maxZoom: 1 }));
       }
       if (!opts.quiet) say(`Opened ${source}.`);
     },

@@ -1,7 +1,7 @@
 // One node on the canvas: typed handles, param widgets, live run state, issues and images.
 
 import { BaseEdge, getBezierPath, Handle, Position, useStore, type EdgeProps, type NodeProps } from "@xyflow/react";
-import { createContext, memo, useContext, useEffect, useRef, useState } from "react";
+import { createContext, memo, useContext, useEffect, useId, useRef, useState } from "react";
 import { createPortal } from "react-dom";
 import { MaskPainter } from "./MaskPainter";
 import type { DgNode } from "./convert";
@@ -170,8 +170,8 @@ function ParamWidget({ spec, value, onChange }: {
       />
     );
   }
-  const actions = useContext(EditorContext);
-  const choices = spec.choices && spec.choices.length > 0 ? spec.choices : spec.widget === "model" && actions.models.length > 0 ? actions.models : null;
+  const choices = spec.choices && spec.choices.length > 0 ? spec.choices : null;
+  if (spec.widget === "model") return <ModelInput name={spec.name} value={value} onChange={onChange} className="nodrag" />;
   if (choices) {
     return (
       <select className="nodrag" data-param={spec.name} value={String(value ?? "")} onChange={(e) => onChange(e.target.value)}>
@@ -201,6 +201,31 @@ function ParamWidget({ spec, value, onChange }: {
     );
   }
   return <input className="nodrag" type="text" data-param={spec.name} value={String(value ?? "")} onChange={(e) => onChange(e.target.value)} />;
+}
+
+/** A model param: the models the server knows as choices, and any other name typed freely. */
+export function ModelInput({ name, value, onChange, className }: { name: string; value: unknown; onChange(v: unknown): void; className?: string }) {
+  const { models } = useContext(EditorContext);
+  const list = useId();
+  return (
+    <>
+      <input
+        className={className}
+        type="text"
+        list={list}
+        data-param={name}
+        aria-label={name}
+        value={String(value ?? "")}
+        placeholder="pick a known model or type a name"
+        onChange={(e) => onChange(e.target.value)}
+      />
+      <datalist id={list} data-testid={`models-${name}`}>
+        {models.map((m) => (
+          <option key={m} value={m} />
+        ))}
+      </datalist>
+    </>
+  );
 }
 
 function PortHandle({ port, kind }: { port: PortSpec; kind: "source" | "target" }) {

@@ -4,7 +4,7 @@ import { useContext, useEffect, useMemo, useRef, useState } from "react";
 import { createPortal } from "react-dom";
 import * as api from "./api";
 import { outputUrl } from "./api";
-import { colourOf, EditorContext } from "./GraphNode";
+import { colourOf, EditorContext, ModelInput } from "./GraphNode";
 import { MaskPainter } from "./MaskPainter";
 import type { TemplateParamHint } from "./templateParams";
 import type { Catalog, TemplateParam, WorkflowDocument } from "./types";
@@ -152,7 +152,6 @@ function TemplateImage({ name, value, set, maskParam, setTemplateParam }: {
 }
 
 function TemplateParams({ base, hints, setTemplateParam }: Pick<Props, "base" | "hints" | "setTemplateParam">) {
-  const { models } = useContext(EditorContext);
   const params = Object.entries(base.params ?? {});
   const maskParam = Object.keys(hints).find((name) => hints[name].mask);
   if (params.length === 0) return <p className="muted">This workflow declares no template params.</p>;
@@ -164,13 +163,15 @@ function TemplateParams({ base, hints, setTemplateParam }: Pick<Props, "base" | 
         const set = (v: unknown) => setTemplateParam(name, { default: v });
         const number = decl?.type === "INT" || decl?.type === "FLOAT";
         const hint = hints[name] ?? {};
-        const choices = decl?.choices ?? (hint.widget === "model" && models.length > 0 ? models : null);
+        const choices = decl?.choices ?? null;
         return (
           <label key={name} className="template-param" data-testid={`template-param-${name}`}>
             <span>
               {name} <small>{decl?.type}</small>
             </span>
-            {choices ? (
+            {hint.widget === "model" && !choices ? (
+              <ModelInput name={name} value={value} onChange={set} />
+            ) : choices ? (
               <select value={String(value ?? "")} onChange={(e) => set(e.target.value)}>
                 {!choices.includes(String(value ?? "")) && <option value={String(value ?? "")}>{String(value ?? "")}</option>}
                 {choices.map((c) => (
