@@ -17,7 +17,7 @@ import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "r
 import * as api from "./api";
 import { emptyWorkflow, freshId, graphToWorkflow, workflowToGraph, type DgEdge, type DgNode, type Graph } from "./convert";
 import { editorReducer, initialState, renameProblem, seedTargets, selection, type Doc } from "./document";
-import { colourOf, EditorContext, GraphNode, TypedEdge, type EditorActions } from "./GraphNode";
+import { colourOf, EditorContext, GraphNode, ModelsContext, TypedEdge, type EditorActions } from "./GraphNode";
 import { compatibleNodes, portSpec, portType, typeColours, whyRefused } from "./graphRules";
 import { estimateHeight, layoutPositions, NODE_WIDTH } from "./layout";
 import { NodeSearch, type SearchRequest } from "./NodeSearch";
@@ -396,8 +396,8 @@ function Editor() {
   );
 
   const actions: EditorActions = useMemo(
-    () => ({ catalog, colours, models, setParam, renameNode, toggleCollapsed, upload, thumbnail: (value: string) => thumbnails.current.get(value) }),
-    [catalog, colours, models, setParam, renameNode, toggleCollapsed, upload],
+    () => ({ catalog, colours, setParam, renameNode, toggleCollapsed, upload, thumbnail: (value: string) => thumbnails.current.get(value) }),
+    [catalog, colours, setParam, renameNode, toggleCollapsed, upload],
   );
 
   const onNodesChange = useCallback((changes: NodeChange<DgNode>[]) => dispatch({ type: "nodesChange", changes }), []);
@@ -563,6 +563,7 @@ function Editor() {
   return (
     <StoresContext.Provider value={stores}>
       <EditorContext.Provider value={actions}>
+       <ModelsContext.Provider value={models}>
         <div className="app">
           <Toolbar
             name={String(base.name ?? "")}
@@ -633,6 +634,7 @@ function Editor() {
           </div>
           {help && <ShortcutsHelp close={() => setHelp(false)} />}
         </div>
+       </ModelsContext.Provider>
       </EditorContext.Provider>
     </StoresContext.Provider>
   );

@@ -13,8 +13,6 @@ export interface EditorActions {
   catalog: Catalog;
   /** each type's colour, from the catalog */
   colours: Map<string, string>;
-  /** the models the server knows (choices of params whose widget is "model") */
-  models: string[];
   setParam(nodeId: string, name: string, value: unknown): void;
   /** renames a node (links and workflow outputs follow); returns why not, or null */
   renameNode(from: string, to: string): string | null;
@@ -26,13 +24,16 @@ export interface EditorActions {
 export const EditorContext = createContext<EditorActions>({
   catalog: {},
   colours: new Map(),
-  models: [],
   setParam: () => {},
   renameNode: () => null,
   toggleCollapsed: () => {},
   upload: async () => "",
   thumbnail: () => undefined,
 });
+
+/** The models the server knows (choices of params whose widget is "model"). A context of its own:
+ * they arrive after the graph, and only model inputs need to re-render then, not every node. */
+export const ModelsContext = createContext<string[]>([]);
 
 export function colourOf(colours: Map<string, string>, type: string | undefined): string {
   return (type && colours.get(type)) || UNKNOWN_COLOUR;
@@ -205,7 +206,7 @@ function ParamWidget({ spec, value, onChange }: {
 
 /** A model param: the models the server knows as choices, and any other name typed freely. */
 export function ModelInput({ name, value, onChange, className }: { name: string; value: unknown; onChange(v: unknown): void; className?: string }) {
-  const { models } = useContext(EditorContext);
+  const models = useContext(ModelsContext);
   const list = useId();
   return (
     <>
