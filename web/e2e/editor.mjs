@@ -554,6 +554,46 @@ async function comfy(page) {
   check.ok(JSON.stringify([...seeds].sort()) === JSON.stringify([5, 6, 7]), `the three runs used seeds 5, 6, 7 (${seeds})`);
   await screenshot(page, options.artifacts, "e2e-comfy-queue-x3");
 
+  // mute (Ctrl+M) leaves a node and what depends on it out of the run; bypass leaves the node out
+  const lastRun = () =>
+    page.evaluate(async () => {
+      const runs = await (await fetch("/api/runs?limit=1")).json();
+      const id = (Array.isArray(runs) ? runs : runs.runs)[0].id;
+      const record = await (await fetch(`/api/runs/${id}`)).json();
+      return { id, nodes: Object.keys(record.workflow.nodes), executed: record.executed, status: record.status };
+    });
+  await page.getByTestId("seed-control").selectOption("fixed");
+  await page.getByTestId("queue-count").fill("1");
+  await node(page, "seed").locator(".dg-node-header").click();
+  await page.keyboard.press("Control+m");
+  await page.locator('[data-testid="node-seed"].is-muted').waitFor();
+  const previous = (await lastRun()).id;
+  await page.getByTestId("run").click();
+  await page.waitForFunction(async (old) => {
+    const runs = await (await fetch("/api/runs?limit=1")).json();
+    const run = (Array.isArray(runs) ? runs : runs.runs)[0];
+    return run.id !== old && run.status === "succeeded";
+  }, previous);
+  const muted = await lastRun();
+  check.ok(muted.nodes.length === 0, `a muted seed and the Float it feeds stay out of the run (sent: ${muted.nodes})`);
+  await screenshot(page, options.artifacts, "e2e-comfy-muted");
+  await page.keyboard.press("Control+m");
+  await page.locator('[data-testid="node-seed"]:not(.is-muted)').waitFor();
+  await node(page, "float").getByTestId("bypass").click();
+  await page.locator('[data-testid="node-float"].is-bypassed').waitFor();
+  await page.getByTestId("run").click();
+  await page.waitForFunction(async (old) => {
+    const runs = await (await fetch("/api/runs?limit=1")).json();
+    const run = (Array.isArray(runs) ? runs : runs.runs)[0];
+    return run.id !== old && run.status === "succeeded";
+  }, muted.id);
+  const bypassed = await lastRun();
+  check.ok(
+    JSON.stringify(bypassed.nodes) === '["seed"]' && JSON.stringify(bypassed.executed) === '["seed"]',
+    `a bypassed Float is left out, the seed still runs (sent ${bypassed.nodes}, ran ${bypassed.executed})`,
+  );
+  await screenshot(page, options.artifacts, "e2e-comfy-bypassed");
+
   // model params offer the models the server knows
   await page.getByTestId("tab-nodes").click();
   await page.getByTestId("palette-LoadPipeline").click();

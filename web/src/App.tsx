@@ -16,7 +16,8 @@ import {
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import * as api from "./api";
 import { emptyWorkflow, freshId, graphToWorkflow, workflowToGraph, type DgEdge, type DgNode, type Graph } from "./convert";
-import { editorReducer, initialState, renameProblem, seedTargets, selection, type Doc } from "./document";
+import { editorReducer, initialState, renameProblem, seedTargets, selection, type Doc, type NodeFlag } from "./document";
+import { runnableDocument } from "./runnable";
 import { colourOf, EditorContext, GraphNode, ModelsContext, TypedEdge, type EditorActions } from "./GraphNode";
 import { compatibleNodes, portSpec, portType, typeColours, whyRefused } from "./graphRules";
 import { estimateHeight, layoutPositions, NODE_WIDTH } from "./layout";
@@ -130,12 +131,17 @@ function Editor() {
       return;
     }
     queued.current = queueCount - 1;
+    const runnable = () => {
+      const { document: sent, skipped } = runnableDocument(currentDocument(), catalogRef.current);
+      if (skipped.length > 0) console.info("left out of the run:", skipped);
+      return sent;
+    };
     runAgain.current = () => {
       queued.current -= 1;
       // the seed control has been applied to the document by now (one render later)
-      requestAnimationFrame(() => connection.run(graphToWorkflow(latest.current.doc as Graph)));
+      requestAnimationFrame(() => connection.run(runnable()));
     };
-    await connection.run(currentDocument());
+    await connection.run(runnable());
   }, [connection, currentDocument, queueCount, say]);
 
   const cancel = useCallback(() => {
@@ -387,17 +393,28 @@ function Editor() {
     [doc, stores],
   );
 
-  const toggleCollapsed = useCallback(
-    (id: string) => {
+  const toggleFlag = useCallback(
+    (id: string, flag: NodeFlag) => {
       const node = doc().nodes.find((n) => n.id === id);
-      dispatch({ type: "setNodeFlag", ids: [id], flag: "collapsed", value: node?.data.metadata?.collapsed !== true });
+      dispatch({ type: "setNodeFlag", ids: [id], flag, value: node?.data.metadata?.[flag] !== true });
+    },
+    [doc],
+  );
+
+  /** Ctrl+M / Ctrl+B: flag every selected node, or clear the flag if all have it. */
+  const toggleSelected = useCallback(
+    (flag: NodeFlag) => {
+      const chosen = doc().nodes.filter((n) => n.selected);
+      if (chosen.length === 0) return;
+      const value = !chosen.every((n) => n.data.metadata?.[flag] === true);
+      dispatch({ type: "setNodeFlag", ids: chosen.map((n) => n.id), flag, value });
     },
     [doc],
   );
 
   const actions: EditorActions = useMemo(
-    () => ({ catalog, colours, setParam, renameNode, toggleCollapsed, upload, thumbnail: (value: string) => thumbnails.current.get(value) }),
-    [catalog, colours, setParam, renameNode, toggleCollapsed, upload],
+    () => ({ catalog, colours, setParam, renameNode, toggleFlag, upload, thumbnail: (value: string) => thumbnails.current.get(value) }),
+    [catalog, colours, setParam, renameNode, toggleFlag, upload],
   );
 
   const onNodesChange = useCallback((changes: NodeChange<DgNode>[]) => dispatch({ type: "nodesChange", changes }), []);
@@ -527,12 +544,14 @@ function Editor() {
       else if (key === "c") copy();
       else if (key === "v") paste();
       else if (key === "s") saveYaml();
+      else if (key === "m") toggleSelected("muted");
+      else if (key === "b") toggleSelected("bypassed");
       else return;
       e.preventDefault();
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [copy, paste, run, saveYaml]);
+  }, [copy, paste, run, saveYaml, toggleSelected]);
 
   // -- drag and drop: palette entries and files ------------------------------------------------
   const onDrop = useCallback(

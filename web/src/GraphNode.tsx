@@ -16,7 +16,7 @@ export interface EditorActions {
   setParam(nodeId: string, name: string, value: unknown): void;
   /** renames a node (links and workflow outputs follow); returns why not, or null */
   renameNode(from: string, to: string): string | null;
-  toggleCollapsed(nodeId: string): void;
+  toggleFlag(nodeId: string, flag: "collapsed" | "muted" | "bypassed"): void;
   upload(file: File): Promise<string>;
   thumbnail(value: string): string | undefined;
 }
@@ -26,7 +26,7 @@ export const EditorContext = createContext<EditorActions>({
   colours: new Map(),
   setParam: () => {},
   renameNode: () => null,
-  toggleCollapsed: () => {},
+  toggleFlag: () => {},
   upload: async () => "",
   thumbnail: () => undefined,
 });
@@ -325,13 +325,15 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
   }
   const state = status.state;
   const collapsed = data.metadata?.collapsed === true;
+  const muted = data.metadata?.muted === true;
+  const bypassed = data.metadata?.bypassed === true;
   const badge =
     state === "running"
       ? status.total
         ? `running ${status.step ?? 0}/${status.total}`
         : "running"
       : state;
-  const classes = ["dg-node", collapsed ? "is-collapsed" : "", state ? `state-${state}` : "", status.issues.length ? "has-issues" : "", selected ? "selected" : "", far ? "far" : ""];
+  const classes = ["dg-node", collapsed ? "is-collapsed" : "", muted ? "is-muted" : "", bypassed ? "is-bypassed" : "", state ? `state-${state}` : "", status.issues.length ? "has-issues" : "", selected ? "selected" : "", far ? "far" : ""];
   return (
     <div className={classes.join(" ")} data-testid={`node-${id}`} data-state={state ?? "idle"} data-node-type={data.type}>
       <div className="dg-node-header" title={spec?.doc ?? (spec ? "" : `unknown node type ${data.type}`)}>
@@ -344,10 +346,26 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
           </span>
         )}
         <button
+          className={`nodrag icon flag ${muted ? "on" : ""}`}
+          data-testid="mute"
+          title="Mute (Ctrl+M): leave this node and what depends on it out of runs"
+          onClick={() => actions.toggleFlag(id, "muted")}
+        >
+          M
+        </button>
+        <button
+          className={`nodrag icon flag ${bypassed ? "on" : ""}`}
+          data-testid="bypass"
+          title="Bypass (Ctrl+B): runs pass this node's input of the same type straight through"
+          onClick={() => actions.toggleFlag(id, "bypassed")}
+        >
+          B
+        </button>
+        <button
           className="nodrag icon collapse"
           data-testid="collapse"
           title={collapsed ? "Expand the node" : "Collapse the node"}
-          onClick={() => actions.toggleCollapsed(id)}
+          onClick={() => actions.toggleFlag(id, "collapsed")}
         >
           {collapsed ? "▸" : "▾"}
         </button>

@@ -98,6 +98,8 @@ export const SHORTCUTS: [string, string][] = [
   ["Ctrl+C / Ctrl+V", "copy / paste the selected nodes"],
   ["Ctrl+S", "download the workflow as YAML"],
   ["Delete / Backspace", "delete the selection"],
+  ["Ctrl+M", "mute the selected nodes (they and what depends on them do not run)"],
+  ["Ctrl+B", "bypass the selected nodes (their input passes straight through)"],
   ["Double-click the canvas", "search nodes to add there"],
   ["Drop a link on the canvas", "search the nodes it can connect to"],
   ["Double-click a node's id", "rename the node"],

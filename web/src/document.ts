@@ -51,7 +51,7 @@ export type Action =
   | { type: "redo" };
 
 /** Per-node editor flags kept in the node's `metadata` (the engine ignores it). */
-export type NodeFlag = "collapsed";
+export type NodeFlag = "collapsed" | "muted" | "bypassed";
 
 export function initialState(graph: Graph): EditorState {
   return { doc: { base: graph.base, nodes: graph.nodes, edges: graph.edges }, past: [], future: [], lastEdit: null, revision: 0, saved: 0, cleanAt: 0 };
@@ -168,6 +168,9 @@ export function editorReducer(state: EditorState, action: Action): EditorState {
         const metadata = { ...(n.data.metadata ?? {}) };
         if (action.value) metadata[action.flag] = true;
         else delete metadata[action.flag];
+        // a node is muted or bypassed, not both
+        if (action.value && action.flag === "muted") delete metadata.bypassed;
+        if (action.value && action.flag === "bypassed") delete metadata.muted;
         return { ...n, data: { ...n.data, metadata } };
       });
       return edit(state, { nodes }, { meaning: false });
