@@ -482,6 +482,21 @@ async function newuser(page) {
   check.ok(text === expected && !/T\d\d:/.test(text), `history shows local time "${text}" for ${iso}`);
   await screenshot(page, options.artifacts, "e2e-newuser-history-local-time");
 
+  // the gallery shows the run's images; a click opens the full-size viewer
+  await page.getByTestId("tab-gallery").click();
+  await page.locator('[data-testid="gallery"] img').first().waitFor();
+  await page.locator('[data-testid="gallery"] img').first().click();
+  const full = page.getByTestId("viewer-image");
+  await full.waitFor();
+  const size = await full.evaluate(async (img) => {
+    await img.decode();
+    return [img.naturalWidth, img.naturalHeight];
+  });
+  check.ok(size[0] === 64 && size[1] === 48, `the viewer shows the run's picture at full size (${size})`);
+  await screenshot(page, options.artifacts, "e2e-newuser-gallery-viewer");
+  await page.keyboard.press("Escape");
+  await page.getByTestId("viewer").waitFor({ state: "detached" });
+
   // leaving with unsaved work asks first (the page cancels beforeunload); after saving it does not
   const leaving = () =>
     page.evaluate(() => {

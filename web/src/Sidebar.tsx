@@ -9,7 +9,7 @@ import { MaskPainter } from "./MaskPainter";
 import type { TemplateParamHint } from "./templateParams";
 import type { Catalog, TemplateParam, WorkflowDocument } from "./types";
 
-type Tab = "nodes" | "params" | "templates" | "library" | "history";
+type Tab = "nodes" | "params" | "templates" | "library" | "history" | "gallery";
 
 interface Props {
   catalog: Catalog;
@@ -362,6 +362,91 @@ function History({ historyRevision, onRunRecord, fail }: Pick<Props, "historyRev
   );
 }
 
+const IMAGE = /\.(png|jpe?g|webp|gif)$/i;
+
+/** Every image of the recent runs, newest first; a click opens the full-size viewer. */
+function Gallery({ historyRevision, fail }: Pick<Props, "historyRevision" | "fail">) {
+  const [images, setImages] = useState<{ url: string; run: string; when: string }[] | null>(null);
+  const [open, setOpen] = useState<number | null>(null);
+  useEffect(() => {
+    api
+      .fetchRuns()
+      .then((runs) =>
+        setImages(
+          runs.flatMap((r) =>
+            Object.values(r.outputs ?? {})
+              .flat()
+              .filter((name) => IMAGE.test(name))
+              .map((name) => ({ url: outputUrl(name), run: r.name ?? r.id, when: localTime(r.created_at) })),
+          ),
+        ),
+      )
+      .catch((e) => {
+        setImages([]);
+        fail(e);
+      });
+  }, [historyRevision, fail]);
+  if (images === null) return <p className="muted">Loading…</p>;
+  if (images.length === 0) return <p className="muted">No pictures yet: the images your runs make show here.</p>;
+  return (
+    <div className="gallery-grid" data-testid="gallery">
+      {images.map((image, i) => (
+        <button key={image.url} className="gallery-thumb" title={`${image.run}, ${image.when}`} onClick={() => setOpen(i)}>
+          <img src={image.url} alt={`output of ${image.run}`} loading="lazy" />
+        </button>
+      ))}
+      {open !== null &&
+        createPortal(
+          <ImageViewer images={images} index={open} setIndex={setOpen} close={() => setOpen(null)} />,
+          document.body,
+        )}
+    </div>
+  );
+}
+
+function ImageViewer({ images, index, setIndex, close }: {
+  images: { url: string; run: string; when: string }[];
+  index: number;
+  setIndex(i: number): void;
+  close(): void;
+}) {
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape") close();
+      else if (e.key === "ArrowRight") setIndex(Math.min(index + 1, images.length - 1));
+      else if (e.key === "ArrowLeft") setIndex(Math.max(index - 1, 0));
+      else return;
+      e.preventDefault();
+      e.stopPropagation();
+    };
+    window.addEventListener("keydown", onKey, true);
+    return () => window.removeEventListener("keydown", onKey, true);
+  }, [close, images.length, index, setIndex]);
+  const image = images[index];
+  return (
+    <div className="modal viewer" role="dialog" aria-label="image viewer" data-testid="viewer" onClick={close}>
+      <div className="modal-body" onClick={(e) => e.stopPropagation()}>
+        <img className="full" src={image.url} alt={`output of ${image.run}`} data-testid="viewer-image" />
+        <div className="row">
+          <button onClick={() => setIndex(Math.max(index - 1, 0))} disabled={index === 0} aria-label="previous">
+            ‹
+          </button>
+          <span className="grow">
+            {image.run} · {image.when} · {index + 1}/{images.length}
+          </span>
+          <a href={image.url} download>
+            Download
+          </a>
+          <button onClick={() => setIndex(Math.min(index + 1, images.length - 1))} disabled={index === images.length - 1} aria-label="next">
+            ›
+          </button>
+          <button onClick={close}>Close</button>
+        </div>
+      </div>
+    </div>
+  );
+}
+
 export function Sidebar(props: Props) {
   const [tab, setTab] = useState<Tab>("nodes");
   const tabs: [Tab, string][] = [
@@ -370,6 +455,7 @@ export function Sidebar(props: Props) {
     ["templates", "Templates"],
     ["library", "Library"],
     ["history", "History"],
+    ["gallery", "Gallery"],
   ];
   return (
     <aside className="sidebar">
@@ -386,6 +472,7 @@ export function Sidebar(props: Props) {
         {tab === "templates" && <Templates loadDocument={props.loadDocument} fail={props.fail} />}
         {tab === "library" && <Library {...props} />}
         {tab === "history" && <History {...props} />}
+        {tab === "gallery" && <Gallery historyRevision={props.historyRevision} fail={props.fail} />}
       </div>
     </aside>
   );
