@@ -575,7 +575,7 @@ async function comfy(page) {
       const runs = await (await fetch("/api/runs?limit=1")).json();
       const id = (Array.isArray(runs) ? runs : runs.runs)[0].id;
       const record = await (await fetch(`/api/runs/${id}`)).json();
-      return { id, nodes: Object.keys(record.workflow.nodes), executed: record.executed, status: record.status };
+      return { id, nodes: Object.keys(record.workflow.nodes), ran: [...record.executed, ...record.cached], status: record.status };
     });
   await page.getByTestId("seed-control").selectOption("fixed");
   await page.getByTestId("queue-count").fill("1");
@@ -604,10 +604,36 @@ async function comfy(page) {
   }, muted.id);
   const bypassed = await lastRun();
   check.ok(
-    JSON.stringify(bypassed.nodes) === '["seed"]' && JSON.stringify(bypassed.executed) === '["seed"]',
-    `a bypassed Float is left out, the seed still runs (sent ${bypassed.nodes}, ran ${bypassed.executed})`,
+    JSON.stringify(bypassed.nodes) === '["seed"]' && JSON.stringify(bypassed.ran) === '["seed"]',
+    `a bypassed Float is left out, the seed still runs or comes from the cache (sent ${bypassed.nodes}, ran ${bypassed.ran})`,
   );
   await screenshot(page, options.artifacts, "e2e-comfy-bypassed");
+
+  // Ctrl+G frames the selected nodes in a titled group; dragging its title moves them with it
+  await node(page, "float").getByTestId("bypass").click();
+  await node(page, "seed").locator(".dg-node-header").click();
+  await node(page, "float").locator(".dg-node-header").click({ modifiers: ["Control"] });
+  await page.keyboard.press("Control+g");
+  const frame = page.getByTestId("group-g1");
+  await frame.waitFor();
+  const seedStart = await box(page.locator('.react-flow__node[data-id="seed"]'));
+  const floatStart = await box(page.locator('.react-flow__node[data-id="float"]'));
+  const frameBox = await box(frame);
+  check.ok(inside(seedStart, frameBox) && inside(floatStart, frameBox), "the group's frame surrounds its nodes");
+  const title = await frame.locator(".frame-title").boundingBox();
+  await page.mouse.move(title.x + 20, title.y + title.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(title.x + 170, title.y + title.height / 2 + 60, { steps: 8 });
+  await page.mouse.up();
+  const seedEnd = await box(page.locator('.react-flow__node[data-id="seed"]'));
+  const floatEnd = await box(page.locator('.react-flow__node[data-id="float"]'));
+  const frameEnd = await box(frame);
+  const [dx, dy] = [frameEnd.left - frameBox.left, frameEnd.top - frameBox.top];
+  check.ok(
+    dx > 100 && dy > 40 && Math.abs(seedEnd.left - seedStart.left - dx) < 2 && Math.abs(floatEnd.top - floatStart.top - dy) < 2,
+    `dragging the group moves its nodes with it (frame by ${dx},${dy}; seed by ${seedEnd.left - seedStart.left}, float by ${floatEnd.top - floatStart.top})`,
+  );
+  await screenshot(page, options.artifacts, "e2e-comfy-group");
 
   // model params offer the models the server knows
   await page.getByTestId("tab-nodes").click();

@@ -16,8 +16,9 @@ import {
 import { useCallback, useEffect, useMemo, useReducer, useRef, useState } from "react";
 import * as api from "./api";
 import { emptyWorkflow, freshId, graphToWorkflow, workflowToGraph, type DgEdge, type DgNode, type Graph } from "./convert";
-import { editorReducer, initialState, renameProblem, seedTargets, selection, type Doc, type NodeFlag } from "./document";
+import { editorReducer, GROUP_PREFIX, groupsOf, initialState, renameProblem, seedTargets, selection, type Doc, type NodeFlag } from "./document";
 import { runnableDocument } from "./runnable";
+import { FrameNode, type FrameNodeType } from "./FrameNode";
 import { colourOf, EditorContext, GraphNode, ModelsContext, TypedEdge, type EditorActions } from "./GraphNode";
 import { compatibleNodes, portSpec, portType, typeColours, whyRefused } from "./graphRules";
 import { estimateHeight, layoutPositions, NODE_WIDTH } from "./layout";
@@ -33,7 +34,7 @@ import { ShortcutsHelp, Toolbar, type SeedControl } from "./Toolbar";
 import type { Catalog, Issue, TemplateParam, WorkflowDocument } from "./types";
 import { useRunConnection } from "./useRunConnection";
 
-const nodeTypes = { dg: GraphNode };
+const nodeTypes = { dg: GraphNode, frame: FrameNode };
 const edgeTypes = { typed: TypedEdge };
 
 /** The working graph survives reloads here (this browser only). */
@@ -412,12 +413,50 @@ function Editor() {
     [doc],
   );
 
+  const renameGroup = useCallback((id: string, title: string) => dispatch({ type: "renameGroup", id, title }), []);
+  const removeGroup = useCallback((id: string) => dispatch({ type: "groupChange", changes: [{ type: "remove", id: `${GROUP_PREFIX}${id}` }] }), []);
+
   const actions: EditorActions = useMemo(
-    () => ({ catalog, colours, setParam, renameNode, toggleFlag, upload, thumbnail: (value: string) => thumbnails.current.get(value) }),
-    [catalog, colours, setParam, renameNode, toggleFlag, upload],
+    () => ({ catalog, colours, setParam, renameNode, toggleFlag, renameGroup, removeGroup, upload, thumbnail: (value: string) => thumbnails.current.get(value) }),
+    [catalog, colours, setParam, renameNode, toggleFlag, renameGroup, removeGroup, upload],
   );
 
-  const onNodesChange = useCallback((changes: NodeChange<DgNode>[]) => dispatch({ type: "nodesChange", changes }), []);
+
+  /** Ctrl+G: a group framing the selected nodes. */
+  const groupSelected = useCallback(() => {
+    const chosen = doc().nodes.filter((n) => n.selected);
+    if (chosen.length === 0) return;
+    const sizes = Object.fromEntries(chosen.map((n) => [n.id, { width: n.measured?.width ?? NODE_WIDTH, height: n.measured?.height ?? 160 }]));
+    dispatch({ type: "group", ids: chosen.map((n) => n.id), title: "Group", sizes });
+  }, [doc]);
+
+  // groups are drawn as frames behind the nodes; they are not workflow nodes
+  const groups = useMemo(() => groupsOf(base), [base]);
+  const frames = useMemo(
+    (): FrameNodeType[] =>
+      groups.map((g) => ({
+        id: `${GROUP_PREFIX}${g.id}`,
+        type: "frame",
+        position: { x: g.x, y: g.y },
+        data: { title: g.title, groupId: g.id },
+        style: { width: g.width, height: g.height },
+        width: g.width,
+        height: g.height,
+        zIndex: -1,
+        selectable: false,
+        dragHandle: ".frame-title",
+      })),
+    [groups],
+  );
+  const flowNodes = useMemo(() => (frames.length > 0 ? [...(frames as unknown as DgNode[]), ...nodes] : nodes), [frames, nodes]);
+
+  const onNodesChange = useCallback((changes: NodeChange<DgNode>[]) => {
+    const isFrame = (c: NodeChange<DgNode>) => "id" in c && c.id.startsWith(GROUP_PREFIX);
+    const frameChanges = changes.filter(isFrame);
+    if (frameChanges.length > 0) dispatch({ type: "groupChange", changes: frameChanges as NodeChange[] });
+    const rest = frameChanges.length > 0 ? changes.filter((c) => !isFrame(c)) : changes;
+    if (rest.length > 0) dispatch({ type: "nodesChange", changes: rest });
+  }, []);
   const onEdgesChange = useCallback((changes: EdgeChange<DgEdge>[]) => dispatch({ type: "edgesChange", changes }), []);
 
   const refusal = useCallback((c: Connection | DgEdge) => whyRefused(catalog, doc().nodes, doc().edges, c), [catalog, doc]);
@@ -546,12 +585,13 @@ function Editor() {
       else if (key === "s") saveYaml();
       else if (key === "m") toggleSelected("muted");
       else if (key === "b") toggleSelected("bypassed");
+      else if (key === "g") groupSelected();
       else return;
       e.preventDefault();
     };
     window.addEventListener("keydown", onKey);
     return () => window.removeEventListener("keydown", onKey);
-  }, [copy, paste, run, saveYaml, toggleSelected]);
+  }, [copy, paste, run, saveYaml, toggleSelected, groupSelected]);
 
   // -- drag and drop: palette entries and files ------------------------------------------------
   const onDrop = useCallback(
@@ -625,7 +665,7 @@ function Editor() {
             <div className="canvas" onDragOver={(e) => e.preventDefault()} onDrop={onDrop} onDoubleClick={onPaneDoubleClick}>
               <Notifications message={message} issues={workflowIssues} dismiss={dismiss} />
               <ReactFlow<DgNode, DgEdge>
-                nodes={nodes}
+                nodes={flowNodes}
                 edges={edges}
                 nodeTypes={nodeTypes}
                 edgeTypes={edgeTypes}
@@ -646,7 +686,7 @@ function Editor() {
               >
                 <Background />
                 <Controls />
-                <MiniMap pannable zoomable nodeColor={(n) => colourOf(colours, catalog[(n as DgNode).data.type]?.outputs[0]?.type)} />
+                <MiniMap pannable zoomable nodeColor={(n) => (n.type === "frame" ? "#3a3d45" : colourOf(colours, catalog[(n as DgNode).data.type]?.outputs[0]?.type))} />
               </ReactFlow>
               {search && <NodeSearch catalog={catalog} request={search} choose={chooseFromSearch} close={() => setSearch(null)} />}
             </div>

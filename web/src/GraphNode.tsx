@@ -17,6 +17,8 @@ export interface EditorActions {
   /** renames a node (links and workflow outputs follow); returns why not, or null */
   renameNode(from: string, to: string): string | null;
   toggleFlag(nodeId: string, flag: "collapsed" | "muted" | "bypassed"): void;
+  renameGroup(groupId: string, title: string): void;
+  removeGroup(groupId: string): void;
   upload(file: File): Promise<string>;
   thumbnail(value: string): string | undefined;
 }
@@ -27,6 +29,8 @@ export const EditorContext = createContext<EditorActions>({
   setParam: () => {},
   renameNode: () => null,
   toggleFlag: () => {},
+  renameGroup: () => {},
+  removeGroup: () => {},
   upload: async () => "",
   thumbnail: () => undefined,
 });

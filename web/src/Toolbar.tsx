@@ -98,6 +98,7 @@ export const SHORTCUTS: [string, string][] = [
   ["Ctrl+C / Ctrl+V", "copy / paste the selected nodes"],
   ["Ctrl+S", "download the workflow as YAML"],
   ["Delete / Backspace", "delete the selection"],
+  ["Ctrl+G", "group the selected nodes in a titled frame (drag its title to move them all)"],
   ["Ctrl+M", "mute the selected nodes (they and what depends on them do not run)"],
   ["Ctrl+B", "bypass the selected nodes (their input passes straight through)"],
   ["Double-click the canvas", "search nodes to add there"],

@@ -46,9 +46,41 @@ export type Action =
   | { type: "setTemplateParam"; name: string; patch: Partial<TemplateParam>; at: number }
   | { type: "setName"; name: string; at: number }
   | { type: "layout"; positions: Record<string, { x: number; y: number }> }
+  | { type: "group"; ids: string[]; title: string; sizes: Record<string, { width: number; height: number }> }
+  | { type: "groupChange"; changes: NodeChange[] }
+  | { type: "renameGroup"; id: string; title: string }
   | { type: "checkpoint" }
   | { type: "undo" }
   | { type: "redo" };
+
+/** A titled frame around nodes (kept in the document's `metadata.groups`; the engine ignores it).
+ * Dragging it moves the nodes inside it. */
+export interface Group {
+  id: string;
+  title: string;
+  x: number;
+  y: number;
+  width: number;
+  height: number;
+}
+
+export const GROUP_PREFIX = "group/"; // "/" is never in a node id: frames and nodes cannot clash
+
+export function groupsOf(base: WorkflowDocument): Group[] {
+  const groups = (base.metadata as { groups?: unknown } | undefined)?.groups;
+  return Array.isArray(groups) ? (groups.filter((g) => g && typeof g === "object" && typeof g.id === "string") as Group[]) : [];
+}
+
+function withGroups(base: WorkflowDocument, groups: Group[]): WorkflowDocument {
+  const metadata = { ...((base.metadata as Record<string, unknown> | undefined) ?? {}) };
+  if (groups.length > 0) metadata.groups = groups;
+  else delete metadata.groups;
+  const next: WorkflowDocument = { ...base, metadata };
+  if (Object.keys(metadata).length === 0) delete next.metadata;
+  return next;
+}
+
+const inside = (p: { x: number; y: number }, g: Group) => p.x >= g.x && p.x <= g.x + g.width && p.y >= g.y && p.y <= g.y + g.height;
 
 /** Per-node editor flags kept in the node's `metadata` (the engine ignores it). */
 export type NodeFlag = "collapsed" | "muted" | "bypassed";
@@ -250,6 +282,54 @@ export function editorReducer(state: EditorState, action: Action): EditorState {
     case "layout": {
       const nodes = doc.nodes.map((n) => (action.positions[n.id] ? { ...n, position: action.positions[n.id] } : n));
       return edit(state, { nodes }, { meaning: false });
+    }
+    case "group": {
+      const chosen = doc.nodes.filter((n) => action.ids.includes(n.id));
+      if (chosen.length === 0) return state;
+      const pad = 30;
+      const size = (id: string) => action.sizes[id] ?? { width: 280, height: 160 };
+      const left = Math.min(...chosen.map((n) => n.position.x)) - pad;
+      const top = Math.min(...chosen.map((n) => n.position.y)) - pad - 20;
+      const right = Math.max(...chosen.map((n) => n.position.x + size(n.id).width)) + pad;
+      const bottom = Math.max(...chosen.map((n) => n.position.y + size(n.id).height)) + pad;
+      const groups = groupsOf(doc.base);
+      let k = groups.length + 1;
+      while (groups.some((g) => g.id === `g${k}`)) k++;
+      const group: Group = { id: `g${k}`, title: action.title, x: Math.round(left), y: Math.round(top), width: Math.round(right - left), height: Math.round(bottom - top) };
+      return edit(state, { base: withGroups(doc.base, [...groups, group]) }, { meaning: false });
+    }
+    case "renameGroup": {
+      const groups = groupsOf(doc.base).map((g) => (g.id === action.id ? { ...g, title: action.title } : g));
+      return edit(state, { base: withGroups(doc.base, groups) }, { meaning: false, coalesce: { key: `group:${action.id}`, at: Date.now() } });
+    }
+    case "groupChange": {
+      let groups = groupsOf(doc.base);
+      let nodes = doc.nodes;
+      let removed = false;
+      let finished = false;
+      for (const change of action.changes) {
+        if (!("id" in change) || !change.id.startsWith(GROUP_PREFIX)) continue;
+        const id = change.id.slice(GROUP_PREFIX.length);
+        const group = groups.find((g) => g.id === id);
+        if (!group) continue;
+        if (change.type === "remove") {
+          groups = groups.filter((g) => g.id !== id);
+          removed = true;
+        } else if (change.type === "position" && change.position) {
+          const [dx, dy] = [change.position.x - group.x, change.position.y - group.y];
+          // the nodes inside the frame move with it
+          nodes = nodes.map((n) => (inside(n.position, group) ? { ...n, position: { x: n.position.x + dx, y: n.position.y + dy } } : n));
+          groups = groups.map((g) => (g.id === id ? { ...g, x: change.position!.x, y: change.position!.y } : g));
+          if (!change.dragging) finished = true;
+        } else if (change.type === "dimensions" && change.dimensions && change.resizing !== undefined) {
+          groups = groups.map((g) => (g.id === id ? { ...g, width: change.dimensions!.width, height: change.dimensions!.height } : g));
+          if (!change.resizing) finished = true;
+        }
+      }
+      const next = { ...doc, base: withGroups(doc.base, groups), nodes };
+      if (removed) return edit(state, next, { meaning: false });
+      // drag frames are not edits (the drag start was a checkpoint); the end of one is saved
+      return { ...state, doc: next, saved: state.saved + (finished ? 1 : 0) };
     }
     case "checkpoint":
       return remember(state);

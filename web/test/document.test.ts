@@ -137,3 +137,33 @@ describe("editorReducer", () => {
     expect(run(state, { type: "redo" })).toBe(state);
   });
 });
+
+describe("groups", () => {
+  const sizes = { seed: { width: 200, height: 100 }, scale: { width: 200, height: 100 } };
+  it("a group frames the chosen nodes, is kept in the document's metadata and undoes", () => {
+    const state = run(start(), { type: "group", ids: ["seed", "scale"], title: "inputs", sizes });
+    const doc = saved(state);
+    expect((doc.metadata as { groups: unknown[] }).groups).toEqual([{ id: "g1", title: "inputs", x: -30, y: -50, width: 560, height: 180 }]);
+    expect(saved(run(state, { type: "undo" })).metadata).toBeUndefined();
+  });
+
+  it("moving a group moves the nodes inside it, not the others", () => {
+    let state = run(start(), { type: "add", nodeType: "Int", position: { x: 2000, y: 0 }, id: "far" });
+    state = run(state, { type: "group", ids: ["seed"], title: "one", sizes }, { type: "checkpoint" });
+    state = run(state, { type: "groupChange", changes: [{ type: "position", id: "group/g1", position: { x: 70, y: 50 }, dragging: false }] });
+    const at = Object.fromEntries(state.doc.nodes.map((n) => [n.id, n.position]));
+    expect(at.seed).toEqual({ x: 100, y: 100 });
+    expect(at.scale).toEqual({ x: 300, y: 0 });
+    expect(at.far).toEqual({ x: 2000, y: 0 });
+    expect(run(state, { type: "undo" }).doc.nodes[0].position).toEqual({ x: 0, y: 0 });
+  });
+
+  it("removing a group keeps its nodes; renaming changes its title", () => {
+    let state = run(start(), { type: "group", ids: ["seed"], title: "one", sizes });
+    state = run(state, { type: "renameGroup", id: "g1", title: "seeds" });
+    expect(saved(state).metadata).toMatchObject({ groups: [{ title: "seeds" }] });
+    state = run(state, { type: "groupChange", changes: [{ type: "remove", id: "group/g1" }] });
+    expect(saved(state).metadata).toBeUndefined();
+    expect(state.doc.nodes).toHaveLength(2);
+  });
+});
