@@ -32,13 +32,14 @@ import { subgraphSpec } from "./subgraphs";
 import { templateParamHints } from "./templateParams";
 import { ShortcutsHelp, Toolbar, type SeedControl } from "./Toolbar";
 import type { Catalog, Issue, TemplateParam, WorkflowDocument } from "./types";
+import { prefetch, templateDocument } from "./startup";
 import { useRunConnection } from "./useRunConnection";
+import { useShortcuts } from "./useShortcuts";
+import { readWorkingGraph, useWorkingGraph } from "./useWorkingGraph";
 
 const nodeTypes = { dg: GraphNode, frame: FrameNode };
 const edgeTypes = { typed: TypedEdge };
 
-/** The working graph survives reloads here (this browser only). */
-const WORKING_KEY = "diffgraph:working-graph";
 /** The template a first visit opens, as ComfyUI opens its default graph. */
 const LANDING_TEMPLATE = "txt2img";
 
@@ -51,11 +52,6 @@ function download(filename: string, text: string, mime: string) {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
-}
-
-function isEditable(target: EventTarget | null): boolean {
-  const el = target as HTMLElement | null;
-  return !!el && (el.tagName === "INPUT" || el.tagName === "TEXTAREA" || el.tagName === "SELECT" || el.isContentEditable);
 }
 
 function Editor() {
@@ -312,7 +308,7 @@ function Editor() {
     (async () => {
       try {
         const opened = await startupDocument.current;
-        const working = opened ? null : readWorking();
+        const working = opened ? null : readWorkingGraph();
         if (opened) loadDocument(opened[0], opened[1], { keepHistory: false });
         else if (working) loadDocument(working.document, "your last working graph", { keepHistory: false, unsaved: working.unsaved, quiet: true });
         else {
@@ -341,28 +337,7 @@ function Editor() {
 
   // the working graph is kept in this browser, so a reload (or a crash) loses nothing
   const unsaved = state.saved !== state.cleanAt;
-  useEffect(() => {
-    if (!ready) return;
-    const timer = setTimeout(() => {
-      try {
-        localStorage.setItem(WORKING_KEY, JSON.stringify({ document: currentDocument(), unsaved }));
-        document.body.dataset.persisted = String(state.saved);
-      } catch {
-        // storage full or disabled: the warning before leaving still protects the work
-      }
-    }, 300);
-    return () => clearTimeout(timer);
-  }, [ready, state.saved, unsaved, currentDocument]);
-  useEffect(() => {
-    document.body.dataset.unsaved = String(unsaved);
-    if (!unsaved) return;
-    const warn = (e: BeforeUnloadEvent) => {
-      e.preventDefault();
-      e.returnValue = "";
-    };
-    window.addEventListener("beforeunload", warn);
-    return () => window.removeEventListener("beforeunload", warn);
-  }, [unsaved]);
+  useWorkingGraph(ready, state.saved, unsaved, currentDocument);
 
   useEffect(() => stores.links.setEdges(edges), [edges, stores]);
 
@@ -557,41 +532,22 @@ function Editor() {
     dispatch({ type: "markClean" });
   }, [currentDocument, doc]);
 
-  // -- keyboard --------------------------------------------------------------------------------
-  useEffect(() => {
-    const onKey = (e: KeyboardEvent) => {
-      const mod = e.ctrlKey || e.metaKey;
-      if (mod && e.key === "Enter") {
-        e.preventDefault();
-        run();
-        return;
-      }
-      if (isEditable(e.target)) return;
-      if (e.key === "Escape") {
-        setHelp(false);
-        setSearch(null);
-        return;
-      }
-      if (e.key === "?" && !mod) {
-        setHelp((h) => !h);
-        return;
-      }
-      if (!mod) return;
-      const key = e.key.toLowerCase();
-      if (key === "z" && !e.shiftKey) dispatch({ type: "undo" });
-      else if ((key === "z" && e.shiftKey) || key === "y") dispatch({ type: "redo" });
-      else if (key === "c") copy();
-      else if (key === "v") paste();
-      else if (key === "s") saveYaml();
-      else if (key === "m") toggleSelected("muted");
-      else if (key === "b") toggleSelected("bypassed");
-      else if (key === "g") groupSelected();
-      else return;
-      e.preventDefault();
-    };
-    window.addEventListener("keydown", onKey);
-    return () => window.removeEventListener("keydown", onKey);
-  }, [copy, paste, run, saveYaml, toggleSelected, groupSelected]);
+  useShortcuts({
+    run,
+    undo: () => dispatch({ type: "undo" }),
+    redo: () => dispatch({ type: "redo" }),
+    copy,
+    paste,
+    save: saveYaml,
+    mute: () => toggleSelected("muted"),
+    bypass: () => toggleSelected("bypassed"),
+    group: groupSelected,
+    toggleHelp: () => setHelp((h) => !h),
+    escape: () => {
+      setHelp(false);
+      setSearch(null);
+    },
+  });
 
   // -- drag and drop: palette entries and files ------------------------------------------------
   const onDrop = useCallback(
@@ -697,56 +653,6 @@ function Editor() {
       </EditorContext.Provider>
     </StoresContext.Provider>
   );
-}
-
-function readWorking(): { document: WorkflowDocument; unsaved: boolean } | null {
-  try {
-    const raw = localStorage.getItem(WORKING_KEY);
-    const parsed = raw ? (JSON.parse(raw) as { document?: WorkflowDocument; unsaved?: boolean }) : null;
-    if (!parsed?.document || typeof parsed.document !== "object") return null;
-    return { document: parsed.document, unsaved: parsed.unsaved === true };
-  } catch {
-    return null;
-  }
-}
-
-let requests: {
-  catalog: Promise<[Catalog, api.TemplateEntry[] | Error]>;
-  document: Promise<[WorkflowDocument, string] | null>;
-  models: Promise<string[]>;
-} | null = null;
-
-/** The requests the editor starts with, sent before React first renders (main.tsx calls this). */
-export function prefetch() {
-  requests ??= {
-    catalog: Promise.all([api.fetchCatalog(), api.fetchTemplates().catch((error: Error) => error)]),
-    document: fetchStartupDocument(),
-    models: api.fetchModels(),
-  };
-  // handled where they are awaited; this keeps an early failure from being reported as unhandled
-  requests.catalog.catch(() => {});
-  requests.document.catch(() => {});
-  return requests;
-}
-
-/** `?library=NAME` or `?template=NAME` in the page's URL opens that workflow. */
-async function fetchStartupDocument(): Promise<[WorkflowDocument, string] | null> {
-  const query = new URLSearchParams(window.location.search);
-  const fromLibrary = query.get("library");
-  const fromTemplate = query.get("template");
-  if (fromLibrary) return [await api.fetchSaved(fromLibrary), `library workflow ${fromLibrary}`];
-  if (fromTemplate) {
-    const entry = (await api.fetchTemplates()).find((t) => t.name === fromTemplate);
-    if (!entry) throw new Error(`There is no template named ${fromTemplate}.`);
-    return [templateDocument(entry), `template ${fromTemplate}`];
-  }
-  return null;
-}
-
-export function templateDocument(entry: api.TemplateEntry): WorkflowDocument {
-  const found = entry.workflow ?? entry.document ?? (entry.nodes ? (entry as unknown as WorkflowDocument) : null);
-  if (!found) throw new Error(`template ${entry.name} came without its document`);
-  return found;
 }
 
 export function App() {
