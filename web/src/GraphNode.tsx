@@ -349,6 +349,9 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
             {formatSeconds(status.seconds)}
           </span>
         )}
+        {/* zoomed out the buttons are unreadable; 3 x 500 of them would slow panning */}
+        {detailed && (
+          <>
         <button
           className={`nodrag icon flag ${muted ? "on" : ""}`}
           data-testid="mute"
@@ -373,6 +376,8 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
         >
           {collapsed ? "▸" : "▾"}
         </button>
+          </>
+        )}
       </div>
       {state === "running" && status.total ? (
         <div className="progress">
