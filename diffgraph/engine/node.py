@@ -30,6 +30,9 @@ from .types import PARAM_PORT_TYPES, PortType
 
 _REQUIRED: Any = object()
 
+#: the widget hints a param may give the editor (see `Param.widget`)
+WIDGETS = ("", "upload", "seed", "model")
+
 # Params without explicit bounds still stay inside 64 bits, so huge numbers are refused early.
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
@@ -61,6 +64,9 @@ class Param:
     step: float | None = None
     choices: tuple[str, ...] | None = None
     multiline: bool = False
+    #: which editor widget the param wants beyond its type: "upload" (an image file), "seed"
+    #: (randomize / increment after each run) or "model" (a choice of the models the server knows)
+    widget: str = ""
     doc: str = ""
     python_type: type = object  # filled from the annotation
 
@@ -117,7 +123,7 @@ class NodeSpec:
             "output_node": self.output_node,
             "doc": self.doc,
             "inputs": [
-                {"name": n, "type": p.type.name, "optional": p.optional, "doc": p.doc}
+                {"name": n, "type": p.type.name, "optional": p.optional, "doc": p.doc, **_linkable(p.type)}
                 for n, p in self.inputs.items()
             ],
             "params": [
@@ -131,13 +137,25 @@ class NodeSpec:
                     "step": p.step,
                     "choices": list(p.choices) if p.choices else None,
                     "multiline": p.multiline,
+                    "widget": p.widget or None,
                     "doc": p.doc,
+                    **_linkable(p.port_type),
                 }
                 for n, p in self.params.items()
             ],
-            "outputs": [{"name": n, "type": p.type.name, "doc": p.doc} for n, p in self.outputs.items()],
+            "outputs": [
+                {"name": n, "type": p.type.name, "doc": p.doc, "colour": p.type.display_colour()}
+                for n, p in self.outputs.items()
+            ],
             "schema": self.params_model.model_json_schema(),
         }
+
+
+def _linkable(port_type: type[PortType]) -> dict[str, Any]:
+    """What the editor needs to check a link into this port and draw it: the engine's own rule."""
+    accepts = ["*"] if port_type.name == "ANY" else [port_type.name, *port_type.accepts]
+    return {"accepts": accepts,
+            "colour": port_type.display_colour()}
 
 
 class CancelToken:
@@ -256,6 +274,8 @@ def node(
             elif isinstance(marker, Param):
                 if annotation not in PARAM_PORT_TYPES:
                     raise TypeError(f"{cls.__name__}.{name}: a param is int, float, str or bool")
+                if marker.widget not in WIDGETS:
+                    raise TypeError(f"{cls.__name__}.{name}: widget {marker.widget!r} is not one of {WIDGETS[1:]}")
                 marker.python_type = annotation
                 params[name] = marker
         clash = set(inputs) & set(params)  # outputs are their own namespace (LoadImage: param and output `image`)

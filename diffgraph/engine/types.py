@@ -7,6 +7,7 @@ itself and the types that list it in `accepts`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +19,8 @@ class PortType:
     name: ClassVar[str] = "ANY"
     #: names of other types whose values this type accepts (e.g. FLOAT accepts INT)
     accepts: ClassVar[tuple[str, ...]] = ()
+    #: the colour the editor draws this type's ports and links in (CSS); "" = derived from the name
+    colour: ClassVar[str] = ""
     #: False for values that only live in memory (models): they never go to the disk cache
     disk_cacheable: ClassVar[bool] = True
 
@@ -25,6 +28,14 @@ class PortType:
     def feeds(cls, target: type[PortType]) -> bool:
         """True when a value of this type may be linked into a port of type `target`."""
         return target.name == "ANY" or cls.name == target.name or cls.name in target.accepts
+
+    @classmethod
+    def display_colour(cls) -> str:
+        """`colour`, or a stable hue from the name so a node pack's new type gets one of its own."""
+        if cls.colour:
+            return cls.colour
+        hue = int(hashlib.sha256(cls.name.encode()).hexdigest()[:8], 16) % 360
+        return f"hsl({hue} 60% 65%)"
 
     @classmethod
     def save(cls, value: Any, directory: Path, stem: str) -> list[str]:
@@ -45,29 +56,35 @@ class PortType:
 
 class Any_(PortType):
     name = "ANY"
+    colour = "#dddddd"
 
 
 class Int(PortType):
     name = "INT"
+    colour = "#52b788"
 
 
 class Float(PortType):
     name = "FLOAT"
+    colour = "#95d5b2"
     accepts = ("INT",)
 
 
 class String(PortType):
     name = "STRING"
+    colour = "#a0c4ff"
 
 
 class Boolean(PortType):
     name = "BOOLEAN"
+    colour = "#e5989b"
 
 
 class Files(PortType):
     """A list of file paths a node wrote (SaveImage); `run --json` reports them as outputs."""
 
     name = "FILES"
+    colour = "#adb5bd"
 
 
 #: python type of a param -> its port type, for params that are fed by links

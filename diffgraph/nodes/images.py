@@ -41,7 +41,7 @@ def _file_digest(path: Path) -> str:
 class LoadImage(Node):
     """Load a PNG, JPEG or WebP picture. Its alpha channel becomes the mask (transparent = repaint)."""
 
-    image: str = Param(doc="path to the picture, absolute or relative to the working directory")
+    image: str = Param(widget="upload", doc="path to the picture, absolute or relative to the working directory")
     image_out: Image = Output(name="image", doc="the picture as RGB in [0, 1]")
     mask: Mask = Output(doc="1 - alpha: transparent pixels are 1 (repaint); all zeros without alpha")
 

@@ -171,7 +171,7 @@ class SchedulerStep(Node):
     sample: Latent = Input()
     steps: int = Param(25, ge=1, le=1000)
     index: int = Param(0, ge=0, le=999, doc="which step of the schedule, from 0")
-    seed: int = Param(0, ge=0, le=2**64 - 1, doc="for samplers that add noise")
+    seed: int = Param(0, ge=0, le=2**64 - 1, widget="seed", doc="for samplers that add noise")
     previous: Latent = Output(doc="the sample one step less noisy")
     timestep: Float = Output()
 
@@ -213,7 +213,7 @@ class SampleLoop(Node):
     positive: Conditioning = Input(optional=True, doc="required by text-conditioned UNets")
     negative: Conditioning = Input(optional=True, doc="required when cfg > 1 (encode an empty prompt)")
     depth: Depth = Input(optional=True, doc="required by depth-conditioned UNets")
-    seed: int = Param(0, ge=0, le=2**64 - 1)
+    seed: int = Param(0, ge=0, le=2**64 - 1, widget="seed")
     steps: int = Param(25, ge=1, le=1000)
     cfg: float = Param(7.5, ge=0.0, le=100.0, step=0.5, doc="guidance scale; 1 or less turns guidance off")
     strength: float = Param(1.0, ge=0.0, le=1.0, step=0.01, doc="how much to change the input latent")

@@ -67,24 +67,29 @@ class TensorType(PortType):
 
 class Latent(TensorDictType):
     name = "LATENT"
+    colour = "#ff8fab"
 
 
 class Conditioning(TensorDictType):
     name = "CONDITIONING"
+    colour = "#f4a261"
 
 
 class Image(TensorType):
     name = "IMAGE"
+    colour = "#64dfdf"
 
 
 class Mask(TensorType):
     name = "MASK"
+    colour = "#80ed99"
 
 
 class Depth(TensorType):
     """A depth map [B, 1, h, w] in [0, 1] (1 = near), at the depth estimator's resolution."""
 
     name = "DEPTH"
+    colour = "#c9a0dc"
 
 
 class ModelType(PortType):
@@ -109,21 +114,26 @@ class ModelType(PortType):
 
 class UNet(ModelType):
     name = "UNET"
+    colour = "#b07cff"
 
 
 class VAE(ModelType):
     name = "VAE"
+    colour = "#ff6b9a"
 
 
 class TextEncoder(ModelType):
     """A text encoder together with its tokenizer."""
 
     name = "TEXT_ENCODER"
+    colour = "#ffd166"
 
 
 class Scheduler(ModelType):
     name = "SCHEDULER"
+    colour = "#8ecae6"
 
 
 class DepthModel(ModelType):
     name = "DEPTH_MODEL"
+    colour = "#c9a227"

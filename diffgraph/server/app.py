@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import importlib
 import io
 import json
 import logging
@@ -264,6 +265,14 @@ async def openapi_document(request: web.Request) -> web.Response:
 @routes.get("/api/nodes")
 async def nodes(request: web.Request) -> web.Response:
     return web.json_response(request.app[REGISTRY].catalog())
+
+
+@routes.get("/api/models")
+async def models(request: web.Request) -> web.Response:
+    """The models this server has without downloading: what the editor offers for model params."""
+    # the node pack knows where models live; imported by name like every node pack (no static tie)
+    known_models = importlib.import_module("diffgraph.nodes.models").known_models
+    return web.json_response({"models": await asyncio.to_thread(known_models)})
 
 
 @routes.post("/api/validate")
@@ -566,6 +575,14 @@ async def index(request: web.Request) -> web.StreamResponse:
     if page.is_file():
         return web.FileResponse(page, headers={**headers, "Content-Type": "text/html; charset=utf-8"})
     return web.Response(text=NOT_BUILT, content_type="text/html", headers=headers)
+
+
+@routes.get("/favicon.ico")
+async def favicon(request: web.Request) -> web.StreamResponse:
+    icon = STATIC_DIR / "favicon.svg"
+    if not icon.is_file():
+        raise RequestError(404, "the editor is not built (no favicon.svg)")
+    return web.FileResponse(icon, headers={"Content-Type": "image/svg+xml", "Cache-Control": "public, max-age=86400"})
 
 
 @routes.get("/assets/{path:.+}")

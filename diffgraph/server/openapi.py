@@ -49,9 +49,12 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "type": {"type": "string"}, "category": {"type": "string"}, "version": {"type": "integer"},
             "deterministic": {"type": "boolean"}, "output_node": {"type": "boolean"}, "doc": {"type": "string"},
-            "inputs": {"type": "array", "items": {"type": "object"}},
-            "params": {"type": "array", "items": {"type": "object"}},
-            "outputs": {"type": "array", "items": {"type": "object"}},
+            "inputs": {"type": "array", "items": {"type": "object", "description": "name, type, optional, doc, "
+                                                   "accepts (source types a link may carry; * = any), colour"}},
+            "params": {"type": "array", "items": {"type": "object", "description": "name, type, default, bounds, "
+                                                   "choices, multiline, widget (upload | seed | model), accepts, "
+                                                   "colour"}},
+            "outputs": {"type": "array", "items": {"type": "object", "description": "name, type, doc, colour"}},
             "schema": {"type": "object", "description": "JSON schema of the node's params"},
         },
     },
@@ -186,6 +189,14 @@ def document(version: str) -> dict[str, Any]:
             "/api/nodes": {"get": {"operationId": "nodes", "summary": "The node catalog with a JSON schema per node",
                                    "responses": {"200": _json({"type": "array", "items": _ref("NodeEntry")},
                                                               "Every registered node type"), **ERROR}}},
+            "/api/models": {"get": {"operationId": "models",
+                                    "summary": "Models this server has without downloading (bundled, Hugging Face cache)",
+                                    "responses": {"200": _json({"type": "object", "required": ["models"], "properties": {
+                                        "models": {"type": "array", "items": {
+                                            "type": "object", "required": ["name", "source", "kind"],
+                                            "properties": {"name": {"type": "string"}, "source": {"type": "string"},
+                                                           "kind": {"type": "string"}}}}}},
+                                        "The models, by the name a model param takes"), **ERROR}}},
             "/api/validate": {"post": {"operationId": "validate", "summary": "Check a workflow without running it",
                                        "requestBody": WORKFLOW_BODY,
                                        "responses": {"200": _json(_ref("Validation"), "valid, or every problem"),

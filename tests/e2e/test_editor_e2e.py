@@ -150,3 +150,21 @@ def test_upload_library_and_download_give_a_workflow_diffgraph_runs(server: Edit
     written = list((tmp_path / "out").rglob("*.png"))
     assert len(written) == 1
     assert Image.open(written[0]).size == (64, 48)
+
+
+def test_new_user_landing_palette_notifications_reload_images_and_history(server: EditorServer, tmp_path: Path) -> None:
+    """Issue 16's new-user fixes, one browser session: txt2img on landing, favicon, palette in view,
+    overlay notifications, the working graph across reloads and the unsaved warning, the inpaint
+    template's upload/preview/paint widgets feeding its mask, a dropped plain picture, per-node
+    time and local times in the history."""
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(picture)
+    output = run_scenario(server, "newuser", "--image", str(picture))
+    assert "ok: the painter sets the template's mask param" in output
+
+
+def test_comfyui_habits_search_link_drop_collapse_queue_models_shortcuts(server: EditorServer) -> None:
+    output = run_scenario(server, "comfy")
+    assert "ok: the three runs used seeds 5, 6, 7" in output
