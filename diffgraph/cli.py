@@ -47,6 +47,9 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--cache-dir", help=f"disk cache folder (default {default_cache_dir()})")
     cache.add_argument("--no-cache", action="store_true", help="use no disk cache")
     run.add_argument("--json", action="store_true", help="print one JSON summary instead of progress")
+    from diffgraph.sweep_command import add_sweep_options
+
+    add_sweep_options(run)
 
     validate = commands.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow")
@@ -175,6 +178,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             return _report_invalid([Issue(None, "--cache-dir", f"{cache_dir} is not a directory")], args.json)
         disk = DiskCache(cache_dir, max_bytes=int(max_gb * 1024**3))
     executor = Executor(Cache(MemoryCache(), disk))
+    if args.sweep:
+        from diffgraph.sweep_command import run_sweep_command
+
+        return run_sweep_command(args, executor, overrides)
     cancel = CancelToken()
     outcome: dict[str, Any] = {}
     finished = threading.Event()

@@ -167,6 +167,13 @@ class Executor:
         node = plan.nodes[node_id]
         return self.cache.get(node.key + _variant(device, dtype), node.spec)
 
+    def store_outputs(self, plan: Plan, node_id: str, outputs: dict[str, Any], *, device: str = "cpu",
+                      dtype: str = "fp32") -> None:
+        """Cache `outputs` as what `node_id` of `plan` computes on `device`/`dtype`, so that a run of
+        the plan takes them from there (a sweep computes one node for several plans at once)."""
+        node = plan.nodes[node_id]
+        self.cache.put(node.key + _variant(device, dtype), node.spec, outputs)
+
     def _resolve(
         self,
         plan: Plan,
