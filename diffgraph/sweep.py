@@ -344,6 +344,8 @@ class SweepOutcome:
     succeeded: int = 0
     failed: int = 0
     cancelled: bool = False
+    #: Ray: batches whose worker was lost and that ran again on another one
+    lost_workers: int = 0
 
 
 def pending_runs(sweep: Sweep, manifest: Manifest) -> tuple[list[int], int]:
