@@ -10,7 +10,6 @@ submitter's output folder (no shared file system is assumed). Workers need diffg
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -25,7 +24,11 @@ from diffgraph.sweep import Manifest, RunRecord, Sweep, SweepOutcome, group_by_s
 
 
 def ray_available() -> bool:
-    return importlib.util.find_spec("ray") is not None
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class SweepWorker:
@@ -34,11 +37,12 @@ class SweepWorker:
     def __init__(self, threads: int) -> None:
         import torch
 
-        from diffgraph.engine import Cache, Executor, MemoryCache, default_registry
+        from diffgraph.engine import Cache, MemoryCache, default_registry
+        from diffgraph.sweep import sweep_executor
 
         torch.set_num_threads(threads)
         self.registry = default_registry()
-        self.executor = Executor(Cache(MemoryCache()), services={})
+        self.executor = sweep_executor(Cache(MemoryCache()))
 
     def run_group(self, document: dict[str, Any], base: str | None, overrides: dict[str, Any],
                   rows: list[dict[str, Any]], device: str, dtype: str) -> list[dict[str, Any]]:

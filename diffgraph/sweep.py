@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from diffgraph.engine import (
+    Cache,
     Cancelled,
     CancelToken,
     Executor,
@@ -40,32 +41,40 @@ MAX_COMBINATIONS = 1_000_000
 DEFAULT_BATCH = 8
 
 
-def _invalid(argument: str, message: str) -> WorkflowError:
-    return WorkflowError([Issue(None, "--sweep", f"{argument!r}: {message}")])
+def _invalid(argument: str, message: str, field: str = "--sweep") -> WorkflowError:
+    return WorkflowError([Issue(None, field, f"{argument!r}: {message}")])
 
 
-def parse_sweep(argument: str, base: Path | None = None) -> tuple[str, list[str]]:
-    """`NAME=VALUES` -> (name, the values as text); raises WorkflowError naming the argument."""
+def parse_sweep(argument: str, base: Path | None = None, *, files: bool = True,
+                limit: int = MAX_COMBINATIONS, field: str = "--sweep") -> tuple[str, list[str]]:
+    """`NAME=VALUES` -> (name, the values as text); raises WorkflowError naming the argument.
+    `files=False` (the server) refuses `@file` values."""
     name, sep, values = argument.partition("=")
     name = name.strip()
     if not sep or not name:
-        raise _invalid(argument, "is not NAME=VALUES (VALUES: 0..9, a,b,c or @file.txt)")
+        raise _invalid(argument, "is not NAME=VALUES (VALUES: 0..9, a,b,c or @file.txt)", field)
     if values.startswith("@"):
+        if not files:
+            raise _invalid(argument, "@file values are read on the command line only; list the values: a,b,c", field)
         return name, _values_file(argument, Path(values[1:]) if base is None else base / values[1:])
     if ".." in values:
         low, _, high = values.partition("..")
         try:
+            if len(low) > 30 or len(high) > 30:
+                raise ValueError
             first, last = int(low), int(high)
         except ValueError:
-            raise _invalid(argument, f"{values!r} is not a range of integers like 0..99") from None
+            raise _invalid(argument, f"{values!r} is not a range of integers like 0..99", field) from None
         if last < first:
-            raise _invalid(argument, f"the range {values} is empty: it must count up, like {last}..{first}")
-        if last - first + 1 > MAX_COMBINATIONS:
-            raise _invalid(argument, f"the range {values} has more than {MAX_COMBINATIONS} values")
+            raise _invalid(argument, f"the range {values} is empty: it must count up, like {last}..{first}", field)
+        if last - first + 1 > limit:
+            raise _invalid(argument, f"the range {values} has more than {limit} values", field)
         return name, [str(v) for v in range(first, last + 1)]
     items = values.split(",")
     if any(not item.strip() for item in items):
-        raise _invalid(argument, "has an empty value; write a,b,c with no empty item")
+        raise _invalid(argument, "has an empty value; write a,b,c with no empty item", field)
+    if len(items) > limit:
+        raise _invalid(argument, f"has more than {limit} values", field)
     return name, items
 
 
@@ -89,24 +98,24 @@ def _values_file(argument: str, path: Path) -> list[str]:
     return values
 
 
-def combinations(sweeps: Sequence[tuple[str, list[str]]], zipped: bool, arguments: Sequence[str]
-                 ) -> list[dict[str, str]]:
+def combinations(sweeps: Sequence[tuple[str, list[str]]], zipped: bool, arguments: Sequence[str], *,
+                 limit: int = MAX_COMBINATIONS, field: str = "--sweep") -> list[dict[str, str]]:
     """Every combination of the sweeps' values: their product, or with `zipped` the i-th of each."""
     names = [name for name, _ in sweeps]
     for i, name in enumerate(names):
         if name in names[:i]:
-            raise _invalid(arguments[i], f"{name} is swept twice; give it one --sweep")
+            raise _invalid(arguments[i], f"{name} is swept twice; sweep it once", field)
     if zipped:
         lengths = {len(values) for _, values in sweeps}
         if len(lengths) > 1:
             counts = ", ".join(f"{name}: {len(values)}" for name, values in sweeps)
-            raise _invalid(arguments[0], f"--zip pairs values, so every --sweep needs as many ({counts})")
+            raise _invalid(arguments[0], f"zip pairs values, so every sweep needs as many ({counts})", field)
         return [dict(zip(names, row, strict=False)) for row in zip(*(values for _, values in sweeps), strict=False)]
     total = 1
     for _, values in sweeps:
         total *= len(values)
-    if total > MAX_COMBINATIONS:
-        raise _invalid(arguments[0], f"the sweeps make {total} combinations; the limit is {MAX_COMBINATIONS}")
+    if total > limit:
+        raise _invalid(arguments[0], f"the sweeps make {total} combinations; the limit is {limit}", field)
     return [dict(zip(names, row, strict=False)) for row in itertools.product(*(values for _, values in sweeps))]
 
 
@@ -124,26 +133,30 @@ class Sweep:
 
 def plan_sweep(document: dict[str, Any], registry: Any, arguments: Sequence[str], zipped: bool,
                overrides: Mapping[str, Any] | None = None, base: Path | None = None,
-               values_base: Path | None = None) -> Sweep:
+               values_base: Path | None = None, *, files: bool = True, limit: int = MAX_COMBINATIONS,
+               field: str = "--sweep", compile_one: Callable[[dict[str, Any]], Plan] | None = None) -> Sweep:
     """Parse the `--sweep` arguments and plan every combination; raises WorkflowError (each issue
-    naming the `--sweep` argument) for a bad argument, a name that is not a param or a bad value."""
-    sweeps = [parse_sweep(argument, values_base) for argument in arguments]
+    naming the `--sweep` argument) for a bad argument, a name that is not a param or a bad value.
+    The server passes `files=False`, a lower `limit`, its `field` name and its own `compile_one`."""
+    sweeps = [parse_sweep(argument, values_base, files=files, limit=limit, field=field) for argument in arguments]
     declared = document.get("params") or {}
     for argument, (name, _) in zip(arguments, sweeps, strict=False):
         if not isinstance(declared, dict) or name not in declared:
             valid = ", ".join(declared) if isinstance(declared, dict) and declared else "none"
-            raise _invalid(argument, f"{name!r} is not a param of this workflow; its params: {valid}")
-    rows = combinations(sweeps, zipped, arguments)
+            raise _invalid(argument, f"{name!r} is not a param of this workflow; its params: {valid}", field)
+    rows = combinations(sweeps, zipped, arguments, limit=limit, field=field)
     names = [name for name, _ in sweeps]
     sweep = Sweep(document, base, names, dict(overrides or {}))
     checked: set[tuple[str, str]] = set()
     for row in rows:
         try:
-            plan = compile_workflow(document, registry, {**sweep.overrides, **row}, base=base)
+            values = {**sweep.overrides, **row}
+            plan = (compile_one(values) if compile_one is not None
+                    else compile_workflow(document, registry, values, base=base))
         except WorkflowError as exc:  # name the --sweep argument whose value this is
             bad = [(n, v) for n, v in row.items() if (n, v) not in checked]
             argument = arguments[names.index(bad[0][0])] if bad else arguments[0]
-            raise WorkflowError([Issue(None, "--sweep", f"{argument!r}: with {_describe(row)}: {issue}")
+            raise WorkflowError([Issue(None, field, f"{argument!r}: with {_describe(row)}: {issue}")
                                  for issue in exc.issues]) from None
         checked.update(row.items())
         sweep.runs.append(({name: plan.template_params[name] for name in names}, plan))
@@ -156,6 +169,14 @@ def _describe(row: Mapping[str, Any]) -> str:
 
 def combination_key(params: Mapping[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
+
+
+def sweep_executor(cache: Cache, services: dict[str, Any] | None = None) -> Executor:
+    """The executor of a sweep's runs, batched or not, here or on a Ray worker: SampleLoop samples
+    batch-invariantly (the same picture whatever the batch), cached apart from plain runs."""
+    services = {} if services is None else services
+    services["batch_invariant"] = True  # diffgraph.nodes.sampling.BATCH_INVARIANT; engine code imports no nodes
+    return Executor(cache, services=services, variant="-sweep")
 
 
 # ---------------------------------------------------------------------------------------------

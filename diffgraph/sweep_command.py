@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from diffgraph.engine import CancelToken, Executor, WorkflowError, read_document
-from diffgraph.sweep import DEFAULT_BATCH, MANIFEST, RunRecord, SweepOutcome, plan_sweep, run_local
+from diffgraph.sweep import (
+    DEFAULT_BATCH,
+    MANIFEST,
+    RunRecord,
+    SweepOutcome,
+    plan_sweep,
+    run_local,
+    sweep_executor,
+)
 
 EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 1, 2, 130
 RAY_MISSING = "the ray backend needs Ray: pip install 'diffgraph[ray]' (or pip install 'ray>=2.9')"
@@ -44,12 +52,9 @@ def run_sweep_command(args: argparse.Namespace, executor: Executor, overrides: d
         return _report_invalid(exc.issues, args.json)
     output_dir = Path(args.output_dir)
     if args.backend == "ray":
-        try:
-            from diffgraph import ray_backend
-        except ImportError:
-            print(RAY_MISSING, file=sys.stderr)
-            return EXIT_INVALID
-        if not ray_backend.ray_available():
+        from diffgraph.ray_backend import ray_available
+
+        if not ray_available():
             print(RAY_MISSING, file=sys.stderr)
             return EXIT_INVALID
 
@@ -68,14 +73,14 @@ def run_sweep_command(args: argparse.Namespace, executor: Executor, overrides: d
     def work() -> None:
         try:
             if args.backend == "ray":
-                from diffgraph import ray_backend
+                from diffgraph.ray_backend import run_ray
 
-                result: SweepOutcome = ray_backend.run_ray(
+                result: SweepOutcome = run_ray(
                     sweep, output_dir=output_dir, device=args.device, dtype=args.dtype, batch=args.batch,
                     address=args.address, cpus_per_worker=args.cpus_per_worker, cancel=cancel,
                     on_record=on_record, on_start=lambda skipped: bar.update(skipped))
             else:
-                result = run_local(sweep, executor, output_dir=output_dir, device=args.device, dtype=args.dtype,
+                result = run_local(sweep, sweep_executor(executor.cache, executor.services), output_dir=output_dir, device=args.device, dtype=args.dtype,
                                    batch=args.batch, cancel=cancel, on_record=on_record,
                                    on_start=lambda skipped: bar.update(skipped))
             outcome["result"] = result

@@ -191,12 +191,13 @@ class SampleLoop(Node):
 
     def sample(self, ctx, seeds: Sequence[int] | None = None):
         """The denoised latents. With `seeds`, one batch of len(seeds) pictures of a batch-1 latent,
-        item i drawing all its noise from seed i's own generator: on the CPU each item is bit for bit
-        the picture a run with that seed gives (see batch_invariant)."""
+        item i drawing all its noise from seed i's own generator. Sweeps run with the service
+        BATCH_INVARIANT set: then, on the CPU, each item is bit for bit the picture of a run with
+        that seed alone (see batch_invariant), batched or not."""
         import torch
 
         unet = models.load(ctx, self.unet, "unet")
-        if torch.device(ctx.device).type != "cpu":
+        if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
             return self._sample(ctx, unet, seeds)
         with batch_invariant(unet):
             return self._sample(ctx, unet, seeds)
@@ -327,6 +328,9 @@ class SampleLoop(Node):
         return latents
 
 
+#: the service (RunContext.services) that asks SampleLoop for batch-invariant sampling on the CPU
+BATCH_INVARIANT = "batch_invariant"
+
 #: the parts of a latent that hold one tensor per picture
 _PER_PICTURE = ("samples", "std", "mask", "masked_samples", "masked_std")
 
@@ -338,6 +342,8 @@ def batch_invariant(model: Any) -> Iterator[None]:
     oneDNN and NNPACK pick convolution algorithms by batch size, and a GEMM of a few rows (the
     timestep embedding, one row per item) takes another kernel than one row: so convolutions run
     on ATen's per-sample path and 2-D linear layers one row at a time, while the model is in here.
+    That costs time (measured: bench/bench_sweep.py), so only sweeps ask for it; their pictures
+    differ from a plain run's by float rounding (they are cached apart: Executor.variant).
     """
     import torch
 

@@ -40,7 +40,7 @@ from diffgraph.engine import (
 from diffgraph.engine.executor import check_device
 from diffgraph.engine.plan import templates_dir
 
-from . import openapi
+from . import openapi, sweeps
 from .security import (
     RequestError,
     allowed_hosts,
@@ -237,6 +237,8 @@ async def validate(request: web.Request) -> web.Response:
 async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     document, params = workflow_from(body), params_from(body)
+    if (sweep := sweeps.sweep_from(body)) is not None:
+        return await submit_sweep(request, document, params, *sweep)
     try:
         await compile_off_loop(request.app, document, params)
     except WorkflowError as exc:
@@ -246,6 +248,28 @@ async def submit_run(request: web.Request) -> web.Response:
     request.app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
                                     "name": run["name"]})
     return web.json_response({"id": run["id"], "seq": run["seq"], "status": "queued"}, status=202)
+
+
+async def submit_sweep(request: web.Request, document: dict[str, Any], params: dict[str, Any],
+                       arguments: list[str], zipped: bool) -> web.Response:
+    app = request.app
+
+    def plan_all() -> list[dict[str, Any]]:
+        return sweeps.sweep_params(app[REGISTRY], lambda values: compile_checked(app, document, values), document,
+                                   params, arguments, zipped)
+
+    try:
+        combinations = await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], plan_all)
+    except WorkflowError as exc:
+        raise sweeps.invalid_sweep(exc) from None
+    sweep_id, runs = app[STORE].add_sweep(document, combinations)
+    app[WORKER].wake()
+    for run in runs:
+        app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"], "name": run["name"],
+                                "sweep": sweep_id})
+    return web.json_response({"sweep": sweep_id, "status": "queued",
+                              "runs": [{"id": run["id"], "seq": run["seq"], "params": run["params"]} for run in runs]},
+                             status=202)
 
 
 def _int_query(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -268,7 +292,8 @@ async def list_runs(request: web.Request) -> web.Response:
         raise RequestError(400, f"status must be one of {', '.join(STATUSES)}", field="status")
     limit = _int_query(request, "limit", 50, 1, MAX_PAGE) or 50
     before = _int_query(request, "before", None, 1, 2**62)
-    runs, next_cursor = request.app[STORE].list_runs(status, limit, before)
+    sweep = request.query.get("sweep") or None
+    runs, next_cursor = request.app[STORE].list_runs(status, limit, before, sweep)
     return web.json_response({"runs": runs, "next": next_cursor})
 
 

@@ -50,7 +50,7 @@ CREATE TABLE IF NOT EXISTS workflows (
 """
 
 _SUMMARY_COLUMNS = ("seq, id, status, name, params, created_at, started_at, finished_at, outputs, executed, "
-                    "cached, seconds, error, failed_node")
+                    "cached, seconds, error, failed_node, sweep")
 _ALL_COLUMNS = _SUMMARY_COLUMNS + ", workflow, output_values"
 
 
@@ -75,6 +75,10 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "sweep" not in columns:  # a database from before sweeps: the runs it holds belong to none
+            self._db.execute("ALTER TABLE runs ADD COLUMN sweep TEXT")
+        self._db.execute("CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep, seq)")
 
     def close(self) -> None:
         with self._lock:
@@ -100,6 +104,27 @@ class Store:
             )
             row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _summary(row)
+
+    def add_sweep(self, workflow: dict[str, Any], params: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+        """Queue one run per params, all at once and grouped under one sweep id; returns (id, summaries)."""
+        sweep_id = uuid.uuid4().hex
+        name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
+        document, now = _dumps(workflow), time.time()
+        ids = [uuid.uuid4().hex for _ in params]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO runs (id, status, name, workflow, params, created_at, sweep) "
+                    "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+                    [(run_id, name, document, _dumps(p), now, sweep_id) for run_id, p in zip(ids, params, strict=True)])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            rows = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE sweep = ? ORDER BY seq",
+                                    (sweep_id,)).fetchall()
+        return sweep_id, [_summary(row) for row in rows]
 
     def claim_next(self) -> dict[str, Any] | None:
         """Mark the oldest queued run running and return it (with its workflow), or None."""
@@ -139,10 +164,14 @@ class Store:
             row = self._db.execute(f"SELECT {_ALL_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return None if row is None else _full(row)
 
-    def list_runs(self, status: str | None, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
+    def list_runs(self, status: str | None, limit: int, before: int | None, sweep: str | None = None
+                  ) -> tuple[list[dict[str, Any]], int | None]:
         """Newest first. `before` is the cursor (a run's `seq`) from the previous page's `next`."""
         clauses: list[str] = []
         args: list[str | int] = []
+        if sweep is not None:
+            clauses.append("sweep = ?")
+            args.append(sweep)
         if status is not None:
             clauses.append("status = ?")
             args.append(status)
@@ -213,6 +242,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "seconds": json.loads(row["seconds"]),
         "error": row["error"],
         "failed_node": row["failed_node"],
+        "sweep": row["sweep"],
     }
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TXT2IMG, fresh_executor, pixels, txt2img_sweep
+from support.nodepack import interrupt
+from support.sweeps import TXT2IMG, fresh_executor, pixels, txt2img_sweep
 
 from diffgraph.cli import main
 from diffgraph.engine import CancelToken
@@ -124,4 +127,30 @@ def test_zip_of_unequal_lengths_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     argv = ["run", str(TXT2IMG), "--sweep", "seed=1,2,3", "--sweep", "cfg=1,2", "--zip", "--no-cache",
             "--output-dir", str(tmp_path)]
     assert main(argv) == 2
-    assert "every --sweep needs as many (seed: 3, cfg: 2)" in capsys.readouterr().err
+    assert "zip pairs values, so every sweep needs as many (seed: 3, cfg: 2)" in capsys.readouterr().err
+
+
+def test_backend_ray_without_ray_installed_says_how_to_install_it(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where it is not installed
+    argv = ["run", str(TXT2IMG), "--sweep", "seed=0,1", "--backend", "ray", "--no-cache", "--output-dir", str(tmp_path)]
+    assert main(argv) == 2
+    assert "pip install 'diffgraph[ray]'" in capsys.readouterr().err
+    assert not (tmp_path / MANIFEST).exists()
+
+
+def test_ctrl_c_stops_a_sweep_and_what_finished_stays_recorded(cli, tmp_path: Path):
+    out = tmp_path / "out"
+    process = cli.popen("run", TXT2IMG, "--set", "steps=2", "--sweep", "seed=0..59", "--batch", "1", "--no-cache",
+                        "--output-dir", out, env=cli.env(OMP_NUM_THREADS="1"))
+    deadline = time.monotonic() + 120
+    while not ((out / MANIFEST).is_file() and len((out / MANIFEST).read_text().splitlines()) >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.1)
+    code, _, err = interrupt(process)
+    assert code == 130, err
+    assert "Traceback" not in err
+    lines = manifest_lines(out)  # every line whole: each parses
+    assert 2 <= len(lines) < 60
+    assert all(line["status"] == "succeeded" and (out / line["files"][0]).is_file() for line in lines)
+    assert len(list(out.glob("*.png"))) == len(lines)  # no picture without its line

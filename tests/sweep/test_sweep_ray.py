@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fresh_executor, pixels, txt2img_sweep
+from support.sweeps import fresh_executor, pixels, txt2img_sweep
 
 from diffgraph.sweep import MANIFEST, combination_key, run_local
 
