@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="another Host name the server answers to (besides the bound address and "
                             "localhost); repeatable")
+    serve.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="ray: run the queue on the Ray cluster at --address instead of in this process")
+    serve.add_argument("--address", default=None, help="a Ray cluster's address (default: start a local one)")
+    serve.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per Ray worker (default 1)")
     return parser
 
 

@@ -34,15 +34,16 @@ def ray_available() -> bool:
 class SweepWorker:
     """Lives in a Ray actor: one executor, one in-memory cache and the models it loaded."""
 
-    def __init__(self, threads: int) -> None:
+    def __init__(self, threads: int, batch_invariant: bool = True) -> None:
         import torch
 
-        from diffgraph.engine import Cache, MemoryCache, default_registry
+        from diffgraph.engine import Cache, Executor, MemoryCache, default_registry
         from diffgraph.sweep import sweep_executor
 
         torch.set_num_threads(threads)
         self.registry = default_registry()
-        self.executor = sweep_executor(Cache(MemoryCache()))
+        # a sweep's runs sample batch-invariantly; the server's runs as its local worker would
+        self.executor = sweep_executor(Cache(MemoryCache())) if batch_invariant else Executor(Cache(MemoryCache()))
 
     def run_group(self, document: dict[str, Any], base: str | None, overrides: dict[str, Any],
                   rows: list[dict[str, Any]], device: str, dtype: str) -> list[dict[str, Any]]:
@@ -61,6 +62,19 @@ class SweepWorker:
                 files = [(name, (output_dir / name).read_bytes()) for name in record.files]
                 results.append({"line": record.line(), "files": files})
         return results
+
+
+    def run_one(self, document: dict[str, Any], params: dict[str, Any], device: str, dtype: str,
+                run_id: str) -> dict[str, Any]:
+        """One server run: its RunResult as JSON, with its files' bytes by the node that wrote them."""
+        from diffgraph.engine import compile_workflow
+
+        plan = compile_workflow(document, self.registry, params)
+        with tempfile.TemporaryDirectory(prefix="diffgraph-run-") as folder:
+            result = self.executor.run(plan, device=device, dtype=dtype, output_dir=Path(folder), run_id=run_id)
+            files = {node: [(Path(path).name, Path(path).read_bytes()) for path in paths]
+                     for node, paths in result.outputs.items()}
+        return {"result": result.to_json(), "files": files}
 
 
 def _model_key(plan: Plan) -> str:

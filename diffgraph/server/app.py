@@ -535,7 +535,8 @@ async def assets(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = None, device: str = "cpu",
-             dtype: str = "fp32", extra_hosts: list[str] | None = None) -> web.Application:
+             dtype: str = "fp32", extra_hosts: list[str] | None = None, backend: str = "local",
+             ray_address: str | None = None, cpus_per_worker: float = 1.0) -> web.Application:
     config = Config(data_dir, host, device, dtype, token)
     store = Store(data_dir / "diffgraph.db")
     registry = default_registry()
@@ -552,7 +553,13 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     def compile_run(record: dict[str, Any]):
         return compile_checked(app, record["workflow"], record["params"])
 
-    worker = Worker(store, executor, compile_run, config.outputs, device, dtype)
+    if backend == "ray":  # the queue's runs go to a Ray cluster (diffgraph/server/ray_worker.py)
+        from .ray_worker import RayWorker
+
+        worker: Worker = RayWorker(store, executor, compile_run, config.outputs, device, dtype, address=ray_address,
+                                   cpus_per_worker=cpus_per_worker)
+    else:
+        worker = Worker(store, executor, compile_run, config.outputs, device, dtype)
     app[CONFIG], app[STORE], app[REGISTRY], app[WORKER], app[HUB] = config, store, registry, worker, Hub()
     # one validation thread: more would only fight the event loop for the GIL
     app[VALIDATOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-validate")
@@ -597,8 +604,16 @@ def serve(args: argparse.Namespace) -> int:
     if lock is None:
         print(f"another diffgraph server is using {data_dir}; stop it or pass another --data-dir", file=sys.stderr)
         return 1
+    backend = getattr(args, "backend", "local")
+    if backend == "ray":
+        from diffgraph.ray_backend import ray_available
+
+        if not ray_available():
+            print("the ray backend needs Ray: pip install 'diffgraph[ray]' (or pip install 'ray>=2.9')", file=sys.stderr)
+            return 2
     app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
-                   extra_hosts=getattr(args, "allow_host", None) or [])
+                   extra_hosts=getattr(args, "allow_host", None) or [], backend=backend,
+                   ray_address=getattr(args, "address", None), cpus_per_worker=getattr(args, "cpus_per_worker", 1.0))
     return asyncio.run(_run(app, args.host, args.port))
 
 

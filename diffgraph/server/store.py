@@ -139,6 +139,13 @@ class Store:
         record["status"], record["started_at"] = "running", iso(now)
         return record
 
+    def requeue(self, run_id: str) -> bool:
+        """A running run whose executor was lost (a Ray worker) goes back to the queue, in its place."""
+        with self._lock:
+            cursor = self._db.execute("UPDATE runs SET status = 'queued', started_at = NULL "
+                                      "WHERE id = ? AND status = 'running'", (run_id,))
+        return cursor.rowcount == 1
+
     def finish_run(self, run_id: str, status: str, *, outputs: dict[str, list[str]] | None = None,
                    values: dict[str, Any] | None = None, executed: list[str] | None = None,
                    cached: list[str] | None = None, seconds: dict[str, float] | None = None,

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support.sweeps import fresh_executor, pixels, txt2img_sweep
+from PIL import Image
+from support.sweeps import TXT2IMG, fresh_executor, pixels, txt2img_sweep
 
+from diffgraph.engine import Cache, Executor, MemoryCache, compile_workflow, default_registry, read_document
 from diffgraph.sweep import MANIFEST, combination_key, run_local
 
 ray = pytest.importorskip("ray")
@@ -52,6 +61,55 @@ def test_a_16_run_sweep_on_ray_gives_the_local_pictures_bit_for_bit(cluster, tmp
     for key, picture in on_ray.items():
         assert np.array_equal(picture, local[key]), key
     assert len({line["files"][0] for line in manifest_lines(tmp_path / "ray")}) == 16  # no file overwritten
+
+
+def test_serve_backend_ray_runs_a_queued_sweep_on_the_cluster_with_the_local_pictures(cluster, tmp_path: Path):
+    """`diffgraph serve --backend ray`: the queue's runs execute on the actors; the pictures come
+    back into the server's outputs folder, bit for bit what an in-process (local worker) run draws."""
+    head, _ = cluster
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    environment.pop("DIFFGRAPH_TOKEN", None)
+    log = (tmp_path / "server.log").open("wb")
+    server = subprocess.Popen([sys.executable, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir",
+                               str(tmp_path / "data"), "--backend", "ray", "--address", head.address],
+                              stdout=subprocess.PIPE, stderr=log, env=environment, text=True)
+    try:
+        url = None
+        for line in server.stdout:  # type: ignore[union-attr]
+            match = re.search(r"serving on (http://\S+)", line)
+            if match:
+                url = match.group(1)
+                break
+        assert url, "the server did not start"
+        document = read_document(TXT2IMG)
+        body = {"workflow": document, "params": {"steps": 2}, "sweep": ["seed=0..3"]}
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/api/runs", json.dumps(body).encode(),
+                                                           {"Content-Type": "application/json"})) as response:
+            queued = json.load(response)
+        deadline = time.monotonic() + 240
+        finished = []
+        for run in queued["runs"]:
+            while True:
+                with urllib.request.urlopen(f"{url}/api/runs/{run['id']}") as response:
+                    record = json.load(response)
+                if record["status"] not in ("queued", "running"):
+                    break
+                assert time.monotonic() < deadline, record
+                time.sleep(0.2)
+            finished.append(record)
+        assert [r["status"] for r in finished] == ["succeeded"] * 4, [r["error"] for r in finished]
+        services: dict = {}
+        for record in finished:
+            [name] = record["outputs"]["save"]
+            with urllib.request.urlopen(f"{url}/api/outputs/{name}") as response:
+                served = np.asarray(Image.open(io.BytesIO(response.read())).convert("RGB"))
+            plan = compile_workflow(document, default_registry(), record["params"], base=TXT2IMG.parent)
+            local = Executor(Cache(MemoryCache()), services=services).run(plan, output_dir=tmp_path / "local")
+            assert np.array_equal(served, pixels(Path(local.outputs["save"][0]))), record["params"]
+    finally:
+        server.terminate()
+        server.wait(60)
+        log.close()
 
 
 def test_a_worker_node_removed_mid_sweep_loses_nothing(cluster, tmp_path: Path):
