@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -63,9 +64,25 @@ def test_a_16_run_sweep_on_ray_gives_the_local_pictures_bit_for_bit(cluster, tmp
     assert len({line["files"][0] for line in manifest_lines(tmp_path / "ray")}) == 16  # no file overwritten
 
 
+def kill_a_worker_running_a_server_run(timeout: float = 120) -> int:
+    """SIGKILL the first Ray worker process seen executing a server run (Ray titles it
+    `ray::SweepWorker.run_one` while it does); returns its pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+        for line in listing.splitlines():
+            pid, _, command = line.strip().partition(" ")
+            if command.startswith("ray::SweepWorker.run_one"):
+                os.kill(int(pid), signal.SIGKILL)
+                return int(pid)
+        time.sleep(0.05)
+    raise AssertionError("no Ray worker ever ran a server run")
+
+
 def test_serve_backend_ray_runs_a_queued_sweep_on_the_cluster_with_the_local_pictures(cluster, tmp_path: Path):
     """`diffgraph serve --backend ray`: the queue's runs execute on the actors; the pictures come
-    back into the server's outputs folder, bit for bit what an in-process (local worker) run draws."""
+    back into the server's outputs folder, bit for bit what an in-process (local worker) run draws;
+    a run whose worker dies goes back to the queue and runs again, none lost."""
     head, _ = cluster
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     environment.pop("DIFFGRAPH_TOKEN", None)
@@ -82,10 +99,11 @@ def test_serve_backend_ray_runs_a_queued_sweep_on_the_cluster_with_the_local_pic
                 break
         assert url, "the server did not start"
         document = read_document(TXT2IMG)
-        body = {"workflow": document, "params": {"steps": 2}, "sweep": ["seed=0..3"]}
+        body = {"workflow": document, "params": {"steps": 2}, "sweep": ["seed=0..5"]}
         with urllib.request.urlopen(urllib.request.Request(f"{url}/api/runs", json.dumps(body).encode(),
                                                            {"Content-Type": "application/json"})) as response:
             queued = json.load(response)
+        kill_a_worker_running_a_server_run()
         deadline = time.monotonic() + 240
         finished = []
         for run in queued["runs"]:
@@ -97,7 +115,10 @@ def test_serve_backend_ray_runs_a_queued_sweep_on_the_cluster_with_the_local_pic
                 assert time.monotonic() < deadline, record
                 time.sleep(0.2)
             finished.append(record)
-        assert [r["status"] for r in finished] == ["succeeded"] * 4, [r["error"] for r in finished]
+        assert [r["status"] for r in finished] == ["succeeded"] * 6, [r["error"] for r in finished]
+        assert "lost its Ray worker; queued again" in (tmp_path / "server.log").read_text()
+        with urllib.request.urlopen(f"{url}/api/runs?sweep={queued['sweep']}") as response:
+            assert len(json.load(response)["runs"]) == 6  # the lost run was not queued twice
         services: dict = {}
         for record in finished:
             [name] = record["outputs"]["save"]
