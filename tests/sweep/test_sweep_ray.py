@@ -150,3 +150,18 @@ def test_a_worker_node_removed_mid_sweep_loses_nothing(cluster, tmp_path: Path):
     assert sorted(combination_key(line["params"]) for line in lines) == sorted(
         combination_key(params) for params, _ in sweep.runs)
     assert all((tmp_path / line["files"][0]).is_file() for line in lines)
+
+
+def test_the_command_line_sweeps_on_ray_and_skips_what_is_done(cluster, tmp_path: Path, capsys: pytest.CaptureFixture):
+    from diffgraph.cli import main
+
+    head, _ = cluster
+    argv = ["run", str(TXT2IMG), "--set", "steps=1", "--sweep", "seed=0..2", "--backend", "ray", "--address",
+            head.address, "--no-cache", "--json", "--output-dir", str(tmp_path)]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["succeeded"], summary["failed"], summary["skipped"]) == (3, 0, 0)
+    assert len(manifest_lines(tmp_path)) == 3 and len(list(tmp_path.glob("*.png"))) == 3
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["succeeded"], summary["skipped"]) == (0, 3)
