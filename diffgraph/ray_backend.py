@@ -82,6 +82,16 @@ def _model_key(plan: Plan) -> str:
     return json.dumps(sorted(n.key for n in plan.nodes.values() if n.type.startswith("Load")))
 
 
+def take_group(queue: deque[list[int]], warm: str | None, model_key: Callable[[list[int]], str]) -> list[int]:
+    """The first queued group whose models an actor already holds (`warm`: the model key of its
+    last group), else the first group."""
+    for position, group in enumerate(queue):
+        if warm is not None and model_key(group) == warm:
+            del queue[position]
+            return group
+    return queue.popleft()
+
+
 _NUMBERED = re.compile(r"^(.*_)(\d+)(\.[A-Za-z0-9]+)$")
 
 
@@ -148,12 +158,7 @@ def run_ray(sweep: Sweep, *, output_dir: Path, device: str = "cpu", dtype: str =
     overrides = {k: v for k, v in sweep.overrides.items() if k not in sweep.names}
 
     def next_group(actor: Any) -> list[int]:
-        warm = holds.get(actor)
-        for position, group in enumerate(queue):
-            if _model_key(plans[group[0]]) == warm:
-                del queue[position]
-                return group
-        return queue.popleft()
+        return take_group(queue, holds.get(actor), lambda group: _model_key(plans[group[0]]))
 
     while (queue and not cancel.cancelled) or in_flight:
         while idle and queue and not cancel.cancelled:

@@ -154,3 +154,20 @@ def test_ctrl_c_stops_a_sweep_and_what_finished_stays_recorded(cli, tmp_path: Pa
     assert 2 <= len(lines) < 60
     assert all(line["status"] == "succeeded" and (out / line["files"][0]).is_file() for line in lines)
     assert len(list(out.glob("*.png"))) == len(lines)  # no picture without its line
+
+
+def test_an_actor_is_given_work_for_the_models_it_holds_first(tmp_path: Path):
+    from collections import deque
+
+    from diffgraph.ray_backend import _model_key, take_group
+
+    sweep = txt2img_sweep(["model=models/tiny-sd," + str(TXT2IMG.parents[1] / "models" / "tiny-sd"), "seed=0,1"],
+                          steps=1)
+    plans = [plan for _, plan in sweep.runs]
+    key_of = lambda group: _model_key(plans[group[0]])  # noqa: E731
+    assert key_of([0]) == key_of([1]) != key_of([2]) == key_of([3])  # two spellings, two model keys
+    queue = deque([[0], [2], [1], [3]])
+    assert take_group(queue, key_of([2]), key_of) == [2]  # an actor warm with the second model skips ahead
+    assert take_group(queue, key_of([2]), key_of) == [3]
+    assert take_group(queue, None, key_of) == [0]  # a fresh actor takes the oldest
+    assert list(queue) == [[1]]
