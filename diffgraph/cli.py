@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                                            "i.e. ~/.cache/diffgraph)")
     cache.add_argument("--no-cache", action="store_true", help="use no disk cache")
     run.add_argument("--json", action="store_true", help="print one JSON summary instead of progress")
+    from diffgraph.sweep_command import add_sweep_options
+
+    add_sweep_options(run)
 
     validate = commands.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow", help="a workflow file, or a saved workflow's or template's name")
@@ -81,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     comfy = commands.add_parser("import", help="convert a ComfyUI workflow (API or UI format) into a workflow file")
     comfy.add_argument("file", help="a ComfyUI workflow .json: the API format or the editor's saved format")
     comfy.add_argument("-o", "--output", default=None, help="the workflow file to write (default: print YAML)")
+    serve.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="ray: run the queue on the Ray cluster at --address instead of in this process")
+    serve.add_argument("--address", default=None, help="a Ray cluster's address (default: start a local one)")
+    serve.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per Ray worker (default 1)")
     return parser
 
 
@@ -254,6 +261,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             return _report_invalid([Issue(None, "--cache-dir", f"{cache_dir} is not a directory")], args.json)
         disk = DiskCache(cache_dir, max_bytes=settings.cache_max_bytes)
     executor = Executor(Cache(MemoryCache(), disk), services={"settings": settings})
+    if args.sweep:
+        from diffgraph.sweep_command import run_sweep_command
+
+        return run_sweep_command(args, executor, overrides)
     cancel = CancelToken()
     outcome: dict[str, Any] = {}
     finished = threading.Event()

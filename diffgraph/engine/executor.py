@@ -69,9 +69,12 @@ def check_device(device: str, dtype: str) -> None:
 class Executor:
     """Runs plans against a shared cache. Holds no global state; one instance per process is usual."""
 
-    def __init__(self, cache: Cache | None = None, services: dict[str, Any] | None = None):
+    def __init__(self, cache: Cache | None = None, services: dict[str, Any] | None = None, variant: str = ""):
         self.cache = cache if cache is not None else Cache()
         self.services = services if services is not None else {}
+        #: appended to every cache key: an executor whose nodes compute differently (a sweep's
+        #: batch-invariant sampling) keeps its results apart from the others'
+        self.variant = variant
 
     def run(
         self,
@@ -97,7 +100,7 @@ class Executor:
 
         output_dir = Path(output_dir)
         # the same graph in another dtype or on another kind of device computes other numbers
-        variant = _variant(device, dtype)
+        variant = _variant(device, dtype) + self.variant
         values, to_execute = self._resolve(plan, wanted, result, emit, output_dir, variant)
         remaining = {nid: 0 for nid in to_execute}
         for nid in to_execute:
@@ -165,7 +168,14 @@ class Executor:
     def cached_outputs(self, plan: Plan, node_id: str, *, device: str = "cpu", dtype: str = "fp32") -> dict | None:
         """The outputs a run on `device`/`dtype` stored for `node_id`, or None when not cached."""
         node = plan.nodes[node_id]
-        return self.cache.get(node.key + _variant(device, dtype), node.spec)
+        return self.cache.get(node.key + _variant(device, dtype) + self.variant, node.spec)
+
+    def store_outputs(self, plan: Plan, node_id: str, outputs: dict[str, Any], *, device: str = "cpu",
+                      dtype: str = "fp32") -> None:
+        """Cache `outputs` as what `node_id` of `plan` computes on `device`/`dtype`, so that a run of
+        the plan takes them from there (a sweep computes one node for several plans at once)."""
+        node = plan.nodes[node_id]
+        self.cache.put(node.key + _variant(device, dtype) + self.variant, node.spec, outputs)
 
     def _resolve(
         self,

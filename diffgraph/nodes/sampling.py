@@ -8,8 +8,11 @@ latent sample, then whatever the scheduler's steps draw), so a seed gives the pi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, node
@@ -223,18 +226,34 @@ class SampleLoop(Node):
         import torch
 
         with torch.inference_mode():
-            return {"latent": {"samples": self._sample(ctx).float().cpu()}}
+            return {"latent": {"samples": self.sample(ctx).float().cpu()}}
 
-    def _sample(self, ctx):  # one loop, read top to bottom like a pipeline's __call__
+    def sample(self, ctx, seeds: Sequence[int] | None = None):
+        """The denoised latents. With `seeds`, one batch of len(seeds) pictures of a batch-1 latent,
+        item i drawing all its noise from seed i's own generator. Sweeps run with the service
+        BATCH_INVARIANT set: then, on the CPU, each item is bit for bit the picture of a run with
+        that seed alone (see batch_invariant), batched or not."""
+        import torch
+
+        unet = models.load(ctx, self.unet, "unet")
+        if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
+            return self._sample(ctx, unet, seeds)
+        with batch_invariant(unet):
+            return self._sample(ctx, unet, seeds)
+
+    def _sample(self, ctx, unet, seeds):  # one loop, read top to bottom like a pipeline's __call__
         import torch
         from diffusers.utils.torch_utils import randn_tensor
 
-        unet = models.load(ctx, self.unet, "unet")
         scheduler = models.build_scheduler(_ref(self.scheduler, "scheduler"))
         device, dtype = torch.device(ctx.device), models.torch_dtype(ctx)
         latent = self.latent
         if not isinstance(latent, dict) or "samples" not in latent:
-            raise NodeError("not a latent", "latent")
+            raise NodeError("a latent (EmptyLatent, VAEEncode) is linked here, not this value", "latent")
+        if seeds is not None:  # every per-picture tensor repeated once per seed
+            if latent["samples"].shape[0] != 1:
+                raise NodeError("only a batch-1 latent can be batched over seeds", "latent")
+            latent = {k: _batched(v, len(seeds)) if k in _PER_PICTURE else v for k, v in latent.items()}
         shape = tuple(latent["samples"].shape)
         batch, channels = shape[0], shape[1]
         unet_channels = unet.config.in_channels
@@ -290,7 +309,9 @@ class SampleLoop(Node):
                                 "raise strength or steps", "strength")
 
         # initial latents; every draw comes from one CPU generator, in the pipelines' order
-        generator = torch.Generator("cpu").manual_seed(self.seed)
+        generator: Any = torch.Generator("cpu").manual_seed(self.seed)
+        if seeds is not None:  # randn_tensor draws item i of a batch from generator i
+            generator = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         pure_noise = not from_image or (inpaint and self.strength == 1.0)
         image_latents = latent["samples"].to(device=device, dtype=dtype)
         if "std" in latent and (not inpaint or not native_inpaint or not pure_noise):
@@ -344,6 +365,49 @@ class SampleLoop(Node):
                 latents = (1 - blend_mask) * original + blend_mask * latents
             ctx.progress(i + 1, total, preview(latents) if ctx.on_progress is not None else None)
         return latents
+
+
+#: the service (RunContext.services) that asks SampleLoop for batch-invariant sampling on the CPU
+BATCH_INVARIANT = "batch_invariant"
+
+#: the parts of a latent that hold one tensor per picture
+_PER_PICTURE = ("samples", "std", "mask", "masked_samples", "masked_std")
+
+
+@contextlib.contextmanager
+def batch_invariant(model: Any) -> Iterator[None]:
+    """Make each item of a batch come out bit for bit as it does in a batch of one, on the CPU.
+
+    oneDNN and NNPACK pick convolution algorithms by batch size, and a GEMM of a few rows (the
+    timestep embedding, one row per item) takes another kernel than one row: so convolutions run
+    on ATen's per-sample path and 2-D linear layers one row at a time, while the model is in here.
+    That costs time (measured: bench/bench_sweep.py), so only sweeps ask for it; their pictures
+    differ from a plain run's by float rounding (they are cached apart: Executor.variant).
+    """
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+    def one_row_at_a_time(plain: Any) -> Any:
+        def forward(x: Any) -> Any:
+            if x.dim() == 2 and x.shape[0] > 1:
+                return torch.cat([plain(x[i:i + 1]) for i in range(x.shape[0])])
+            return plain(x)
+        return forward
+
+    for module in linears:
+        module.forward = one_row_at_a_time(module.forward)
+    try:
+        with warnings.catch_warnings():  # setting the oneDNN flags warns about Intel GPUs
+            warnings.simplefilter("ignore", UserWarning)
+            flags = contextlib.ExitStack()
+            flags.enter_context(torch.backends.mkldnn.flags(enabled=False))
+            flags.enter_context(torch.backends.nnpack.flags(enabled=False))
+        with flags:
+            yield
+    finally:
+        for module in linears:
+            del module.forward  # back to the class's forward
 
 
 def _batched(tensor: Any, batch: int) -> Any:

@@ -44,7 +44,7 @@ from diffgraph.engine.executor import check_device
 from diffgraph.engine.plan import templates_dir
 from diffgraph.settings import Settings
 
-from . import openapi
+from . import openapi, sweeps
 from .security import (
     RequestError,
     allowed_hosts,
@@ -295,6 +295,8 @@ async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     document, params = workflow_from(body), params_from(body)
     subgraphs: dict[str, Any] = {}
+    if (sweep := sweeps.sweep_from(body)) is not None:
+        return await submit_sweep(request, document, params, *sweep)
     try:
         await compile_off_loop(request.app, document, params, subgraphs)
     except WorkflowError as exc:
@@ -304,6 +306,30 @@ async def submit_run(request: web.Request) -> web.Response:
     request.app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
                                     "name": run["name"]})
     return web.json_response({"id": run["id"], "seq": run["seq"], "status": "queued"}, status=202)
+
+
+async def submit_sweep(request: web.Request, document: dict[str, Any], params: dict[str, Any],
+                       arguments: list[str], zipped: bool) -> web.Response:
+    app = request.app
+
+    subgraphs: dict[str, Any] = {}  # what the runs will execute: the subgraphs as validated now
+
+    def plan_all() -> list[dict[str, Any]]:
+        return sweeps.sweep_params(app[REGISTRY], lambda values: compile_checked(app, document, values, subgraphs),
+                                   document, params, arguments, zipped)
+
+    try:
+        combinations = await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], plan_all)
+    except WorkflowError as exc:
+        raise sweeps.invalid_sweep(exc) from None
+    sweep_id, runs = app[STORE].add_sweep(document, combinations, subgraphs)
+    app[WORKER].wake()
+    for run in runs:
+        app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"], "name": run["name"],
+                                "sweep": sweep_id})
+    return web.json_response({"sweep": sweep_id, "status": "queued",
+                              "runs": [{"id": run["id"], "seq": run["seq"], "params": run["params"]} for run in runs]},
+                             status=202)
 
 
 def _int_query(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -326,7 +352,8 @@ async def list_runs(request: web.Request) -> web.Response:
         raise RequestError(400, f"status must be one of {', '.join(STATUSES)}", field="status")
     limit = _int_query(request, "limit", 50, 1, MAX_PAGE) or 50
     before = _int_query(request, "before", None, 1, 2**62)
-    runs, next_cursor = request.app[STORE].list_runs(status, limit, before)
+    sweep = request.query.get("sweep") or None
+    runs, next_cursor = request.app[STORE].list_runs(status, limit, before, sweep)
     return web.json_response({"runs": runs, "next": next_cursor})
 
 
@@ -623,7 +650,8 @@ async def storage_middleware(request: web.Request, handler: Any) -> web.StreamRe
 
 def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = None, device: str = "cpu",
              dtype: str = "fp32", extra_hosts: list[str] | None = None,
-             keep_previews: int = PREVIEWS_KEEP_FILES, settings: Settings | None = None) -> web.Application:
+             keep_previews: int = PREVIEWS_KEEP_FILES, settings: Settings | None = None, backend: str = "local",
+             ray_address: str | None = None, cpus_per_worker: float = 1.0) -> web.Application:
     settings = settings or Settings()  # the entry point parsed the environment; tests pass their own
     config = Config(data_dir, host, device, dtype, token, settings)
     store = Store(data_dir / "diffgraph.db")
@@ -641,7 +669,14 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     def compile_run(record: dict[str, Any]):
         return compile_checked(app, record["workflow"], record["params"], snapshot=record.get("subgraphs"))
 
-    worker = Worker(store, executor, compile_run, config.outputs, device, dtype, previews_keep_files=keep_previews)
+    if backend == "ray":  # the queue's runs go to a Ray cluster (diffgraph/server/ray_worker.py)
+        from .ray_worker import RayWorker
+
+        worker: Worker = RayWorker(store, executor, compile_run, config.outputs, device, dtype, address=ray_address,
+                                   cpus_per_worker=cpus_per_worker)
+    else:
+        worker = Worker(store, executor, compile_run, config.outputs, device, dtype,
+                        previews_keep_files=keep_previews)
     app[CONFIG], app[STORE], app[REGISTRY], app[WORKER], app[HUB] = config, store, registry, worker, Hub()
     # one validation thread: more would only fight the event loop for the GIL
     app[VALIDATOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-validate")
@@ -690,10 +725,19 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     if lock is None:
         print(f"another diffgraph server is using {data_dir}; stop it or pass another --data-dir", file=sys.stderr)
         return 1
+    backend = getattr(args, "backend", "local")
+    if backend == "ray":
+        from diffgraph.ray_backend import ray_available
+
+        if not ray_available():
+            print("the ray backend needs Ray: pip install 'diffgraph[ray]' (or pip install 'ray>=2.9')", file=sys.stderr)
+            return 2
     try:
         app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
                        extra_hosts=getattr(args, "allow_host", None) or [],
-                       keep_previews=getattr(args, "keep_previews", PREVIEWS_KEEP_FILES), settings=settings)
+                       keep_previews=getattr(args, "keep_previews", PREVIEWS_KEEP_FILES), settings=settings,
+                       backend=backend, ray_address=getattr(args, "address", None),
+                       cpus_per_worker=getattr(args, "cpus_per_worker", 1.0))
     except DamagedDatabase as exc:
         print(f"diffgraph serve: {exc}", file=sys.stderr)
         return 1

@@ -66,6 +66,10 @@ SCHEMAS: dict[str, Any] = {
                                         "YAML/JSON text",
                          "oneOf": [{"type": "object"}, {"type": "string"}]},
             "params": {"type": "object", "description": "template param name -> value (like `--set`)"},
+            "sweep": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 16,
+                      "description": "POST /api/runs only: `NAME=VALUES` items (0..9 or a,b,c), as `run --sweep`; "
+                                     "each combination is queued as its own run (at most 1000)"},
+            "zip": {"type": "boolean", "description": "pair the sweep's values instead of their product"},
         },
     },
     "Validation": {
@@ -78,6 +82,15 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "seq", "status"],
         "properties": {"id": {"type": "string"}, "seq": {"type": "integer"},
                        "status": {"type": "string", "enum": ["queued"]}},
+    },
+    "SweepQueued": {
+        "type": "object",
+        "required": ["sweep", "status", "runs"],
+        "properties": {"sweep": {"type": "string"}, "status": {"type": "string", "enum": ["queued"]},
+                       "runs": {"type": "array", "items": {
+                           "type": "object", "required": ["id", "seq", "params"],
+                           "properties": {"id": {"type": "string"}, "seq": {"type": "integer"},
+                                          "params": {"type": "object"}}}}},
     },
     "RunSummary": {
         "type": "object",
@@ -99,6 +112,7 @@ SCHEMAS: dict[str, Any] = {
                         "description": "node id -> seconds it took"},
             "error": NULLABLE_STRING,
             "failed_node": NULLABLE_STRING,
+            "sweep": {**NULLABLE_STRING, "description": "the sweep this run is one combination of"},
         },
     },
     "Run": {
@@ -204,13 +218,16 @@ def document(version: str) -> dict[str, Any]:
             "/api/runs": {
                 "post": {"operationId": "submitRun", "summary": "Validate and queue a run",
                          "requestBody": WORKFLOW_BODY,
-                         "responses": {"202": _json(_ref("Queued"), "Queued"), **ERROR}},
+                         "responses": {"202": _json({"oneOf": [_ref("Queued"), _ref("SweepQueued")]},
+                                                    "Queued (a sweep: every combination)"), **ERROR}},
                 "get": {"operationId": "listRuns", "summary": "Run history, newest first",
                         "parameters": [
                             {"name": "status", "in": "query", "required": False,
                              "schema": {"type": "string", "enum": RUN_STATUSES}},
                             {"name": "limit", "in": "query", "required": False,
                              "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+                            {"name": "sweep", "in": "query", "required": False,
+                             "description": "only the runs of this sweep", "schema": {"type": "string"}},
                             {"name": "before", "in": "query", "required": False,
                              "description": "cursor: only runs with a smaller seq (the previous page's `next`)",
                              "schema": {"type": "integer", "minimum": 1}},

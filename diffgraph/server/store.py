@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS workflows (
 """
 
 _SUMMARY_COLUMNS = ("seq, id, status, name, params, created_at, started_at, finished_at, outputs, executed, "
-                    "cached, seconds, error, failed_node")
+                    "cached, seconds, error, failed_node, sweep")
 _ALL_COLUMNS = _SUMMARY_COLUMNS + ", workflow, output_values"
 
 
@@ -143,6 +143,9 @@ class Store:
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(runs)")}
         if "subgraphs" not in columns:  # a database from before runs kept their resolved subgraphs
             self._db.execute("ALTER TABLE runs ADD COLUMN subgraphs TEXT")
+        if "sweep" not in columns:  # a database from before sweeps: the runs it holds belong to none
+            self._db.execute("ALTER TABLE runs ADD COLUMN sweep TEXT")
+        self._db.execute("CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep, seq)")
 
     def close(self) -> None:
         with self._lock:
@@ -173,6 +176,30 @@ class Store:
             row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _summary(row)
 
+    def add_sweep(self, workflow: dict[str, Any], params: list[dict[str, Any]],
+                  subgraphs: dict[str, Any] | None = None) -> tuple[str, list[dict[str, Any]]]:
+        """Queue one run per params, all at once and grouped under one sweep id; returns (id, summaries).
+        `subgraphs` as for add_run, shared by every run of the sweep."""
+        sweep_id = uuid.uuid4().hex
+        name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
+        document, now, snapshot = _dumps(workflow), time.time(), _dumps(subgraphs or {})
+        ids = [uuid.uuid4().hex for _ in params]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO runs (id, status, name, workflow, params, created_at, sweep, subgraphs) "
+                    "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    [(run_id, name, document, _dumps(p), now, sweep_id, snapshot)
+                     for run_id, p in zip(ids, params, strict=True)])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            rows = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE sweep = ? ORDER BY seq",
+                                    (sweep_id,)).fetchall()
+        return sweep_id, [_summary(row) for row in rows]
+
     def claim_next(self) -> dict[str, Any] | None:
         """Mark the oldest queued run running and return it (with its workflow), or None."""
         with self._lock:
@@ -187,6 +214,13 @@ class Store:
         # None for a run queued by a server that did not keep them: its subgraphs resolve as they are now
         record["subgraphs"] = None if row["subgraphs"] is None else json.loads(row["subgraphs"])
         return record
+
+    def requeue(self, run_id: str) -> bool:
+        """A running run whose executor was lost (a Ray worker) goes back to the queue, in its place."""
+        with self._lock:
+            cursor = self._db.execute("UPDATE runs SET status = 'queued', started_at = NULL "
+                                      "WHERE id = ? AND status = 'running'", (run_id,))
+        return cursor.rowcount == 1
 
     def finish_run(self, run_id: str, status: str, *, outputs: dict[str, list[str]] | None = None,
                    values: dict[str, Any] | None = None, executed: list[str] | None = None,
@@ -213,10 +247,14 @@ class Store:
             row = self._db.execute(f"SELECT {_ALL_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return None if row is None else _full(row)
 
-    def list_runs(self, status: str | None, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
+    def list_runs(self, status: str | None, limit: int, before: int | None, sweep: str | None = None
+                  ) -> tuple[list[dict[str, Any]], int | None]:
         """Newest first. `before` is the cursor (a run's `seq`) from the previous page's `next`."""
         clauses: list[str] = []
         args: list[str | int] = []
+        if sweep is not None:
+            clauses.append("sweep = ?")
+            args.append(sweep)
         if status is not None:
             clauses.append("status = ?")
             args.append(status)
@@ -287,6 +325,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "seconds": json.loads(row["seconds"]),
         "error": row["error"],
         "failed_node": row["failed_node"],
+        "sweep": row["sweep"],
     }
 
 
