@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from diffgraph.engine import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     Cache,
     CancelToken,
     DiskCache,
     Executor,
+    FileAccess,
     Issue,
     MemoryCache,
     WorkflowError,
@@ -47,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     cache.add_argument("--cache-dir", help=f"disk cache folder (default {default_cache_dir()})")
     cache.add_argument("--no-cache", action="store_true", help="use no disk cache")
     run.add_argument("--json", action="store_true", help="print one JSON summary instead of progress")
+    run.add_argument("--max-image-pixels", type=_pixels, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                     help=f"the largest picture LoadImage decodes (default {DEFAULT_MAX_IMAGE_PIXELS} = 4096x4096)")
 
     validate = commands.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow")
@@ -66,7 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="another Host name the server answers to (besides the bound address and "
                             "localhost); repeatable")
+    serve.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                       help="a folder of models that workflows may name (besides the bundled models, "
+                            "<data dir>/models and the Hugging Face cache); repeatable")
+    serve.add_argument("--allow-downloads", action="store_true",
+                       help="let workflows download Hugging Face repos missing from the hub cache "
+                            "(off: only what is already in the cache)")
+    serve.add_argument("--max-image-pixels", type=_pixels, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                       help=f"the largest picture uploaded or loaded (default {DEFAULT_MAX_IMAGE_PIXELS} = 4096x4096)")
     return parser
+
+
+def _pixels(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of pixels (such as 16777216 for 4096x4096)")
+    return value
 
 
 def _print_json(document: Any, indent: int | None = None) -> None:
@@ -157,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except WorkflowError as exc:
         return _report_invalid(exc.issues, args.json)
     try:
-        plan = load_plan(args.workflow, _registry(), overrides)
+        plan = load_plan(args.workflow, _registry(), overrides, access=FileAccess(max_image_pixels=args.max_image_pixels))
     except WorkflowError as exc:
         return _report_invalid(exc.issues, args.json)
 

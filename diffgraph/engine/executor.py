@@ -126,7 +126,7 @@ class Executor:
                 else:
                     ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=output_dir,
                                      cancel=cancel, workflow=plan.document, template_params=plan.template_params,
-                                     services=self.services, on_progress=progress)
+                                     services=self.services, access=plan.access, on_progress=progress)
                     emit("node_started", node=node_id, node_type=node.type)
                     started = time.perf_counter()
                     outputs = self._execute(node, values, ctx)

@@ -25,11 +25,14 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from diffgraph.engine import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     Cache,
     DiskCache,
     Executor,
+    FileAccess,
     Issue,
     MemoryCache,
+    ModelRoot,
     NodeRegistry,
     WorkflowError,
     compile_workflow,
@@ -59,7 +62,6 @@ log = logging.getLogger("diffgraph.server")
 VERSION = "0.1.0"
 MAX_JSON_BYTES = 16 * 1024 * 1024
 MAX_UPLOAD_BYTES = int(os.environ.get("DIFFGRAPH_MAX_UPLOAD_MB", "32")) * 1024 * 1024
-MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_PAGE = 500
 WS_WRITE_BUFFER = 1024 * 1024
 UPLOAD_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "gif", "TIFF": "tiff"}
@@ -79,7 +81,9 @@ NOT_BUILT = """<!doctype html><html><head><meta charset="utf-8"><title>diffgraph
 
 
 class Config:
-    def __init__(self, data_dir: Path, host: str, device: str, dtype: str, token: str | None):
+    def __init__(self, data_dir: Path, host: str, device: str, dtype: str, token: str | None,
+                 model_dirs: list[Path] | None = None, allow_downloads: bool = False,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.data_dir = data_dir
         self.host = host
         self.device = device
@@ -88,8 +92,24 @@ class Config:
         self.uploads = data_dir / "uploads"
         self.outputs = data_dir / "outputs"
         self.cache = data_dir / "cache"
-        for folder in (self.uploads, self.outputs, self.cache):
+        self.models = data_dir / "models"
+        for folder in (self.uploads, self.outputs, self.cache, self.models):
             folder.mkdir(parents=True, exist_ok=True)
+        self.access = FileAccess.contained(self.uploads, server_model_roots(self.models, model_dirs or []),
+                                           allow_downloads=allow_downloads, max_image_pixels=max_image_pixels)
+
+
+def server_model_roots(data_models: Path, model_dirs: list[Path]) -> list[ModelRoot]:
+    """Where a request's model params may point: the bundled models (also as `models/<name>`, as the
+    templates name them), `<data dir>/models`, each `--model-dir`, and the Hugging Face hub cache."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    package = Path(__file__).resolve().parent.parent
+    bundled = package / "models"
+    roots = [ModelRoot(package, bundled), ModelRoot(bundled, bundled), ModelRoot(data_models, data_models)]
+    roots += [ModelRoot(folder, folder) for folder in model_dirs]
+    roots.append(ModelRoot(Path(HF_HUB_CACHE), Path(HF_HUB_CACHE)))
+    return roots
 
 
 STORE = web.AppKey("store", Store)
@@ -182,7 +202,8 @@ def library_resolver(store: Store):
 
 def compile_checked(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
     try:
-        return compile_workflow(document, app[REGISTRY], params, resolver=library_resolver(app[STORE]))
+        return compile_workflow(document, app[REGISTRY], params, resolver=library_resolver(app[STORE]),
+                                access=app[CONFIG].access)
     except WorkflowError:
         raise
     except (RecursionError, TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
@@ -343,14 +364,23 @@ async def upload(request: web.Request) -> web.Response:
         raise RequestError(400, f"malformed multipart body: {exc}") from None
     if data is None:
         raise RequestError(400, "no file part named 'image' in the form", field="image")
-    image_format, size = _sniff_image(data)
+    config = request.app[CONFIG]
+    # decoding and writing up to MAX_UPLOAD_BYTES is blocking work: off the event loop
+    name, image_format, size = await asyncio.get_running_loop().run_in_executor(
+        request.app[VALIDATOR], _store_upload, data, config.uploads, config.access.max_image_pixels)
+    # the name is what a workflow's LoadImage `image` takes on this server; no server path is shown
+    return web.json_response({"name": name, "format": image_format, "width": size[0], "height": size[1]},
+                             status=201)
+
+
+def _store_upload(data: bytes, uploads: Path, max_pixels: int) -> tuple[str, str, tuple[int, int]]:
+    image_format, size = _sniff_image(data, max_pixels)
     name = f"{uuid.uuid4().hex}.{UPLOAD_FORMATS[image_format]}"
-    target = request.app[CONFIG].uploads / name
+    target = uploads / name
     temporary = target.with_name(f".{name}.tmp")
     temporary.write_bytes(data)
     os.replace(temporary, target)
-    return web.json_response({"name": name, "path": str(target.resolve()), "format": image_format,
-                              "width": size[0], "height": size[1]}, status=201)
+    return name, image_format, size
 
 
 async def _read_limited(part: Any) -> bytes:
@@ -366,7 +396,7 @@ async def _read_limited(part: Any) -> bytes:
         chunks.append(chunk)
 
 
-def _sniff_image(data: bytes) -> tuple[str, tuple[int, int]]:
+def _sniff_image(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
     """The content decides, not the name or the declared type: Pillow must recognise and verify it."""
     from PIL import Image
 
@@ -376,8 +406,9 @@ def _sniff_image(data: bytes) -> tuple[str, tuple[int, int]]:
             if image_format not in UPLOAD_FORMATS:
                 raise RequestError(415, f"unsupported image format {image_format}; "
                                         f"send one of {', '.join(UPLOAD_FORMATS)}", field="image")
-            if size[0] * size[1] > MAX_IMAGE_PIXELS:
-                raise RequestError(413, f"image is {size[0]}x{size[1]}; the limit is {MAX_IMAGE_PIXELS} pixels")
+            if size[0] * size[1] > max_pixels:
+                raise RequestError(413, f"image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels; the limit is "
+                                        f"{max_pixels} pixels (`diffgraph serve --max-image-pixels`)", field="image")
             image.verify()
     except RequestError:
         raise
@@ -510,8 +541,9 @@ async def assets(request: web.Request) -> web.StreamResponse:
 
 
 def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = None, device: str = "cpu",
-             dtype: str = "fp32", extra_hosts: list[str] | None = None) -> web.Application:
-    config = Config(data_dir, host, device, dtype, token)
+             dtype: str = "fp32", extra_hosts: list[str] | None = None, model_dirs: list[Path] | None = None,
+             allow_downloads: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> web.Application:
+    config = Config(data_dir, host, device, dtype, token, model_dirs, allow_downloads, max_image_pixels)
     store = Store(data_dir / "diffgraph.db")
     registry = default_registry()
     for problem in registry.load_errors:
@@ -541,7 +573,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     async def stop_worker(app: web.Application) -> None:
         app[HUB].close_all()
         stopped = await asyncio.get_running_loop().run_in_executor(None, worker.stop)
-        app[VALIDATOR].shutdown(wait=True)
+        app[VALIDATOR].shutdown(wait=False, cancel_futures=True)  # never wait on a request's work to stop
         if stopped:  # else the busy worker still needs the connection; process exit closes it
             store.close()
 
@@ -572,8 +604,17 @@ def serve(args: argparse.Namespace) -> int:
     if lock is None:
         print(f"another diffgraph server is using {data_dir}; stop it or pass another --data-dir", file=sys.stderr)
         return 1
+    model_dirs = []
+    for text in getattr(args, "model_dir", None) or []:
+        folder = Path(text).expanduser().resolve()
+        if not folder.is_dir():
+            print(f"invalid --model-dir {text!r}: not a directory", file=sys.stderr)
+            return 2
+        model_dirs.append(folder)
     app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
-                   extra_hosts=getattr(args, "allow_host", None) or [])
+                   extra_hosts=getattr(args, "allow_host", None) or [], model_dirs=model_dirs,
+                   allow_downloads=bool(getattr(args, "allow_downloads", False)),
+                   max_image_pixels=getattr(args, "max_image_pixels", None) or DEFAULT_MAX_IMAGE_PIXELS)
     return asyncio.run(_run(app, args.host, args.port))
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from diffgraph.engine import NodeError, RunContext
+from diffgraph.engine import FileAccess, NodeError, RunContext
 from diffgraph.nodes.images import LoadImage, MaskNode, PasteBack, PreviewImage, SaveImage
 
 
@@ -148,7 +148,7 @@ def test_missing_file_names_the_field_and_path(tmp_path):
 
 def test_a_folder_is_not_a_picture(tmp_path):
     error = error_of(LoadImage, image=str(tmp_path))
-    assert error.field == "image" and "not a file" in str(error)
+    assert error.field == "image" and "a directory, not a regular file" in str(error)
 
 
 def test_empty_path_is_refused():
@@ -199,13 +199,13 @@ def test_decompression_bombs_are_refused_cleanly(tmp_path, side):
 def test_fingerprint_follows_file_content_not_path_or_time(tmp_path):
     path = tmp_path / "f.png"
     Image.new("RGB", (2, 2), (1, 2, 3)).save(path)
-    first = LoadImage.fingerprint({"image": str(path)})
+    first = LoadImage.fingerprint({"image": str(path)}, FileAccess())
     Image.new("RGB", (2, 2), (1, 2, 3)).save(path)  # rewritten, same bytes
-    assert LoadImage.fingerprint({"image": str(path)}) == first
+    assert LoadImage.fingerprint({"image": str(path)}, FileAccess()) == first
     Image.new("RGB", (2, 2), (9, 9, 9)).save(path)
-    assert LoadImage.fingerprint({"image": str(path)}) != first
-    assert LoadImage.fingerprint({"image": str(tmp_path / "missing.png")}) == "unreadable"
-    assert LoadImage.fingerprint({}) is None  # the path arrives through a link: nothing to read at plan time
+    assert LoadImage.fingerprint({"image": str(path)}, FileAccess()) != first
+    assert LoadImage.fingerprint({"image": str(tmp_path / "missing.png")}, FileAccess()) == "unreadable"
+    assert LoadImage.fingerprint({}, FileAccess()) is None  # the path arrives through a link: nothing to read at plan time
 
 
 # ---------------------------------------------------------------------------------------------
