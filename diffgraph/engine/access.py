@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from .errors import NodeError
 
 #: the default largest picture LoadImage decodes and the server accepts as an upload, in pixels:
-#: 4096x4096, four times SDXL's native 2048x2048 canvas at 2x upscale, far beyond SD 1.x/2.x
+#: 4096x4096, four times an SDXL picture (1024x1024) upscaled 2x, far beyond SD 1.x/2.x
 DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 #: the largest image file read, in bytes (a PNG of the largest picture above is at most ~200 MB)
 MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024

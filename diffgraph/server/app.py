@@ -572,7 +572,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
 
     async def stop_worker(app: web.Application) -> None:
         app[HUB].close_all()
-        stopped = await asyncio.get_running_loop().run_in_executor(None, worker.stop)
+        stopped = await asyncio.get_running_loop().run_in_executor(None, worker.stop, 5.0)  # SIGTERM: seconds
         app[VALIDATOR].shutdown(wait=False, cancel_futures=True)  # never wait on a request's work to stop
         if stopped:  # else the busy worker still needs the connection; process exit closes it
             store.close()
