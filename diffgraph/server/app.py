@@ -131,12 +131,23 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if len(raw) > MAX_JSON_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
     try:
-        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        # parsing up to MAX_JSON_BYTES is blocking work: off the event loop
+        body = await off_loop(request.app, _parse_json, raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
     return body
+
+
+def _parse_json(raw: bytes) -> Any:
+    return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+
+
+async def off_loop(app: web.Application, function: Any, *args: Any) -> Any:
+    """Run blocking work (parsing, validation with file fingerprints, planning, decoding) on the
+    validation thread, so the event loop keeps answering health, status and WebSocket clients."""
+    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], function, *args)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -214,7 +225,7 @@ def compile_checked(app: web.Application, document: dict[str, Any], params: dict
 
 async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
     """Validation is CPU work; a thread keeps the loop free to answer health and status meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], compile_checked, app, document, params)
+    return await off_loop(app, compile_checked, app, document, params)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,7 +254,7 @@ async def nodes(request: web.Request) -> web.Response:
 async def validate(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     try:
-        document = workflow_from(body)
+        document = await off_loop(request.app, workflow_from, body)
         await compile_off_loop(request.app, document, params_from(body))
     except RequestError as exc:
         if "errors" not in exc.extra:
@@ -257,7 +268,7 @@ async def validate(request: web.Request) -> web.Response:
 @routes.post("/api/runs")
 async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
-    document, params = workflow_from(body), params_from(body)
+    document, params = await off_loop(request.app, workflow_from, body), params_from(body)
     try:
         await compile_off_loop(request.app, document, params)
     except WorkflowError as exc:
@@ -366,8 +377,8 @@ async def upload(request: web.Request) -> web.Response:
         raise RequestError(400, "no file part named 'image' in the form", field="image")
     config = request.app[CONFIG]
     # decoding and writing up to MAX_UPLOAD_BYTES is blocking work: off the event loop
-    name, image_format, size = await asyncio.get_running_loop().run_in_executor(
-        request.app[VALIDATOR], _store_upload, data, config.uploads, config.access.max_image_pixels)
+    name, image_format, size = await off_loop(request.app, _store_upload, data, config.uploads,
+                                              config.access.max_image_pixels)
     # the name is what a workflow's LoadImage `image` takes on this server; no server path is shown
     return web.json_response({"name": name, "format": image_format, "width": size[0], "height": size[1]},
                              status=201)
@@ -455,7 +466,7 @@ async def get_workflow(request: web.Request) -> web.Response:
 async def put_workflow(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "workflow")
     body = await read_json_object(request)
-    document = workflow_from(body)
+    document = await off_loop(request.app, workflow_from, body)
     created = request.app[STORE].put_workflow(name, document)
     return web.json_response({"name": name, "created": created}, status=201 if created else 200)
 

@@ -123,10 +123,11 @@ export const saveToLibrary = (name: string, workflow: WorkflowDocument) =>
 export const deleteFromLibrary = (name: string) =>
   request<unknown>("DELETE", `/api/workflows/${encodeURIComponent(name)}`);
 
-export async function uploadImage(file: File): Promise<{ name: string; path: string }> {
+/** Upload a picture; its `name` is what LoadImage's `image` takes on this server. */
+export async function uploadImage(file: File): Promise<{ name: string }> {
   const form = new FormData();
   form.append("image", file, file.name);
-  return request<{ name: string; path: string }>("POST", "/api/uploads", form);
+  return request<{ name: string }>("POST", "/api/uploads", form);
 }
 
 /** URL of a run output (a name relative to the server's outputs folder). */
