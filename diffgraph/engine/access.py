@@ -25,10 +25,12 @@ MAX_IMAGE_FILE_BYTES = 256 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ModelRoot:
-    """Model names are joined to `base` and must stay inside `root` (often the same folder)."""
+    """Model names are joined to `base` and must stay inside `root` (often the same folder).
+    `label` stands for the root's location in messages a client reads."""
 
     base: Path
     root: Path
+    label: str = "<models>"
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class FileAccess:
     def contained(cls, input_root: Path, model_roots: list[ModelRoot], *, allow_downloads: bool = False,
                   max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> FileAccess:
         return cls(Path(os.path.realpath(input_root)),
-                   tuple(ModelRoot(Path(os.path.abspath(r.base)), Path(os.path.abspath(r.root)))
+                   tuple(ModelRoot(Path(os.path.abspath(r.base)), Path(os.path.abspath(r.root)), r.label)
                          for r in model_roots),
                    allow_downloads, max_image_pixels)
 
@@ -73,6 +75,23 @@ class FileAccess:
             raise NodeError(f"no uploaded file named {text!r}: upload it first with POST /api/uploads and "
                             f"use the `name` it returns", field)
         return candidate
+
+    def redact(self, message: str) -> str:
+        """Contained: `message` with the server's own folders replaced by labels (`<uploads>`, the model
+        roots' labels, `<server>` for the working directory), so a run's error shows no server path."""
+        if self.input_root is None:
+            return message
+        places = [(self.input_root, "<uploads>")]
+        places += [(r.root, r.label) for r in self.model_roots or ()]
+        places.append((Path.cwd(), "<server>"))
+        prefixes: dict[str, str] = {}
+        for folder, label in places:
+            for text in {str(folder), os.path.abspath(folder), os.path.realpath(folder)}:
+                if len(text) > 1:
+                    prefixes.setdefault(text, label)
+        for text in sorted(prefixes, key=len, reverse=True):
+            message = message.replace(text, prefixes[text])
+        return message
 
     # -- model params ---------------------------------------------------------------------------
 

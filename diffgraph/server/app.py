@@ -106,9 +106,10 @@ def server_model_roots(data_models: Path, model_dirs: list[Path]) -> list[ModelR
 
     package = Path(__file__).resolve().parent.parent
     bundled = package / "models"
-    roots = [ModelRoot(package, bundled), ModelRoot(bundled, bundled), ModelRoot(data_models, data_models)]
-    roots += [ModelRoot(folder, folder) for folder in model_dirs]
-    roots.append(ModelRoot(Path(HF_HUB_CACHE), Path(HF_HUB_CACHE)))
+    roots = [ModelRoot(package, bundled, "<bundled models>"), ModelRoot(bundled, bundled, "<bundled models>"),
+             ModelRoot(data_models, data_models, "<data dir>/models")]
+    roots += [ModelRoot(folder, folder, f"<model dir {number}>") for number, folder in enumerate(model_dirs, 1)]
+    roots.append(ModelRoot(Path(HF_HUB_CACHE), Path(HF_HUB_CACHE), "<hub cache>"))
     return roots
 
 

@@ -72,3 +72,11 @@ def test_the_server_policy_finds_models_under_its_roots_only(roots):
         error = refusal(lambda name=name: access.model_path(name, "model"))
         assert error.field == "model" and "not a model this server knows" in str(error)
         assert str(tmp_path) not in str(error).replace(name, "")
+
+
+def test_run_errors_on_the_server_show_labels_instead_of_its_folders(roots):
+    tmp_path, access = roots
+    message = f"{tmp_path / 'models' / 'mine'} has no unet; {tmp_path / 'uploads' / 'a.png'}; {os.getcwd()}/x"
+    shown = access.redact(message)
+    assert shown == "<models>/mine has no unet; <uploads>/a.png; <server>/x"
+    assert FileAccess().redact(message) == message  # the CLI's own paths are the user's business

@@ -204,11 +204,15 @@ async def test_a_repo_id_does_not_make_the_server_contact_the_hub(watched):
     assert not log.exists() or log.read_text() == ""
 
 
-async def test_model_dir_folders_are_model_roots(watched):
+async def test_model_dir_folders_are_model_roots_and_errors_show_no_server_path(watched):
     server, _ = watched
     async with aiohttp.ClientSession() as session:
         status, body = await post(session, f"{server.url}/api/validate", {"workflow": load_model("mine")})
-    assert (status, body) == (200, {"valid": True, "errors": []})
+        assert (status, body) == (200, {"valid": True, "errors": []})
+        run_id = await submit(session, server.url, load_model("mine"))  # a model_index.json and nothing else
+        run = await wait_status(session, server.url, run_id, ("failed", "succeeded"), timeout=90)
+    assert run["status"] == "failed" and "<model dir 1>/mine is not a diffusion model" in run["error"]
+    assert str(server.data_dir.parent) not in run["error"] and os.getcwd() not in run["error"]
 
 
 def test_the_watch_sees_a_lookup_of_a_host_beyond_loopback(tmp_path):
