@@ -589,7 +589,10 @@ def _check_node(
             got = f", got {literal[name]!r}" if name in literal else ""
             issues.append(Issue(node.id, name or None, f"{error['msg']}{got}{origin}"))
             validated.pop(name, None)
-        target.params = validated
+        for name, declared in spec.params.items():  # a linked required param: the others keep their defaults
+            if name not in validated and name not in node.links and not declared.required:
+                validated[name] = declared.default
+        target.params = {name: validated[name] for name in spec.params if name in validated}  # the spec's order
     for name in node.links:
         target.params.pop(name, None)
 

@@ -41,7 +41,8 @@ def _config_folder(config: str, revision: str, access: FileAccess) -> Path:
 
 def _fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:
     """Loaders follow the content of local model files, not only their path (see Node.fingerprint)."""
-    parts = [models.local_fingerprint(str(params.get(name) or ""), access, name) for name in ("model", "config")]
+    revision = str(params.get("revision") or "")
+    parts = [models.local_fingerprint(str(params.get(name) or ""), access, name, revision) for name in ("model", "config")]
     return None if parts == [None, None] else "|".join(part or "" for part in parts)
 
 

@@ -125,10 +125,11 @@ def resolve_model(text: str, revision: str = "", field: str = "model", access: F
     return _from_hub(text, revision, field, access.allow_downloads)
 
 
-def local_fingerprint(text: str, access: FileAccess = PERMISSIVE, field: str = "model") -> str | None:
+def local_fingerprint(text: str, access: FileAccess = PERMISSIVE, field: str = "model", revision: str = "") -> str | None:
     """A digest of the names, sizes and modification times of a local model's files, so a model
     re-trained in place gets new cache keys. None for hub repo ids (their revision pins them).
-    A name the contained policy refuses raises its NodeError."""
+    A name the contained policy refuses raises its NodeError, and so does a repo id missing from the
+    hub cache when downloads are off: the server knows only the repos its cache holds."""
     import hashlib
 
     text = text.strip()
@@ -141,6 +142,8 @@ def local_fingerprint(text: str, access: FileAccess = PERMISSIVE, field: str = "
         found = access.model_path(text, field)
         if found is None and not REPO_ID.match(text):
             access.model_path("/", field)  # the policy's refusal
+        if found is None and not access.allow_downloads:
+            _from_hub(text, revision, field, allow_downloads=False)  # a local lookup in the hub cache
         candidates = [found] if found is not None else []
     for candidate in candidates:
         if candidate.is_file():

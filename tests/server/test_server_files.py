@@ -197,10 +197,17 @@ def watched(tmp_path_factory):
 async def test_a_repo_id_does_not_make_the_server_contact_the_hub(watched):
     server, log = watched
     async with aiohttp.ClientSession() as session:
-        run_id = await submit(session, server.url, load_model("someone/some-model"))
-        run = await wait_status(session, server.url, run_id, ("failed", "succeeded"), timeout=90)
+        status, body = await post(session, f"{server.url}/api/runs", {"workflow": load_model("someone/some-model")})
+        assert status == 400, body
+        [error] = body["errors"]
+        assert (error["node"], error["field"]) == ("load", "model")
+        assert "downloads are off on this server" in error["message"] and "--allow-downloads" in error["message"]
+        # fed by a link, the repo id reaches the loader only when the run does: refused there too
+        linked = workflow({"name": {"type": "String", "params": {"value": "someone/other-model"}},
+                           "load": {"type": "LoadPipeline", "inputs": {"model": "name.text"}}})
+        run = await wait_status(session, server.url, await submit(session, server.url, linked), ("failed", "succeeded"))
     assert run["status"] == "failed" and "node 'load' (LoadPipeline), field 'model'" in run["error"]
-    assert "downloads are off on this server" in run["error"] and "--allow-downloads" in run["error"]
+    assert "downloads are off on this server" in run["error"]
     assert not log.exists() or log.read_text() == ""
 
 
