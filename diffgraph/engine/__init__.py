@@ -14,9 +14,9 @@ from .registry import NodeRegistry, default_registry
 from .types import Boolean, Files, Float, Int, PortType, String
 
 __all__ = [
-    "DEFAULT_MAX_IMAGE_PIXELS", "Boolean", "Cache", "CancelToken", "Cancelled", "DiskCache", "Executor", "FileAccess", "Files", "Float", "Input", "Int",
-    "Issue", "MemoryCache", "ModelRoot", "Node", "NodeError", "NodeRegistry", "NodeSpec", "Output", "Param", "Plan",
-    "PortType", "RunContext", "RunFailed", "RunResult", "String", "WorkflowError", "compile_workflow",
-    "default_cache_dir", "default_registry", "dump_document", "load_plan", "node", "parse_document",
-    "parse_override", "read_document",
+    "DEFAULT_MAX_IMAGE_PIXELS", "Boolean", "Cache", "CancelToken", "Cancelled", "DiskCache", "Executor",
+    "FileAccess", "Files", "Float", "Input", "Int", "Issue", "MemoryCache", "ModelRoot", "Node", "NodeError",
+    "NodeRegistry", "NodeSpec", "Output", "Param", "Plan", "PortType", "RunContext", "RunFailed", "RunResult",
+    "String", "WorkflowError", "compile_workflow", "default_cache_dir", "default_registry", "dump_document",
+    "load_plan", "node", "parse_document", "parse_override", "read_document",
 ]
