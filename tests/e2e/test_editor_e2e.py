@@ -35,6 +35,7 @@ class EditorServer:
     """`diffgraph serve --port 0` in a fresh data directory; `url` once it says it is serving."""
 
     def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
         self.log_path = data_dir / "server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "DIFFGRAPH_CACHE_MAX_GB": "1"}
@@ -144,10 +145,11 @@ def test_upload_library_and_download_give_a_workflow_diffgraph_runs(server: Edit
     Image.new("RGB", (64, 48), (200, 30, 30)).save(picture)
     saved = tmp_path / "saved.yaml"
     run_scenario(server, "library", "--image", str(picture), "--out", str(saved))
-    # what the editor downloads is the workflow format `diffgraph run` takes unchanged
+    # what the editor downloads is the workflow format `diffgraph run` takes unchanged; its LoadImage
+    # names the upload as the server knows it, so the command line runs it from the uploads folder
     result = subprocess.run(
         [sys.executable, "-m", "diffgraph.cli", "run", str(saved), "--json", "--no-cache", "--output-dir", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, cwd=server.data_dir / "uploads",
     )
     assert result.returncode == 0, result.stderr
     written = list((tmp_path / "out").rglob("*.png"))

@@ -328,14 +328,15 @@ async function library(page) {
   await node(page, "saveimage").locator('[data-testid="node-images"] img').first().waitFor({ timeout: 120_000 });
   check.ok((await node(page, "saveimage").getAttribute("data-state")) === "done", "Ctrl+Enter runs it and SaveImage shows the picture");
 
-  // a failure while running lands on the node that failed, in words
+  // a file outside the server's uploads is refused before anything runs, on the node, in words
   await node(page, "loadimage").locator('.upload-widget input[type="text"]').fill("/nonexistent/picture.png");
   await page.waitForTimeout(600);
   await page.getByTestId("run").click();
-  await page.locator('[data-testid="node-loadimage"][data-state="failed"]').waitFor({ timeout: 60_000 });
-  const failure = await node(page, "loadimage").getByTestId("node-errors").textContent();
-  check.ok(/picture\.png/.test(failure), `the failed node says why: ${failure}`);
-  await page.getByTestId("banner").filter({ hasText: "Run failed" }).waitFor();
+  const refusal = node(page, "loadimage").locator(".field-error").filter({ hasText: "POST /api/uploads" });
+  await refusal.waitFor({ timeout: 60_000 });
+  const failure = await refusal.textContent();
+  check.ok(/picture\.png/.test(failure) && /uploaded file/.test(failure), `the refused node says why: ${failure}`);
+  await page.getByTestId("banner").filter({ hasText: "400" }).waitFor();
   await screenshot(page, options.artifacts, "e2e-library-failed-run");
 }
 
