@@ -120,14 +120,16 @@ def test_broken_workflow_shows_errors_on_its_nodes(server: EditorServer, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_sd(server: EditorServer) -> str:
+    """A tiny model in the server's `<data dir>/models`, where a workflow may name it ("e2e-sd")."""
     from support.tiny_models import build_sd
 
-    return build_sd(tmp_path_factory.mktemp("tiny") / "sd")
+    build_sd(server.data_dir / "models" / "e2e-sd")
+    return "e2e-sd"
 
 
 @pytest.mark.skipif(not (ROOT / "diffgraph" / "workflows" / "txt2img.yaml").exists(), reason="txt2img template missing")
-def test_txt2img_runs_shows_image_and_reruns_from_cache(server: EditorServer, tiny_sd: Path) -> None:
+def test_txt2img_runs_shows_image_and_reruns_from_cache(server: EditorServer, tiny_sd: str) -> None:
     started = time.monotonic()
     output = run_scenario(
         server, "txt2img",
