@@ -17,10 +17,12 @@ from typing import Any
 
 from diffgraph import __version__
 from diffgraph.engine import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     Cache,
     CancelToken,
     DiskCache,
     Executor,
+    FileAccess,
     Issue,
     MemoryCache,
     Plan,
@@ -59,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     from diffgraph.sweep_command import add_sweep_options
 
     add_sweep_options(run)
+    run.add_argument("--max-image-pixels", type=_pixels, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                     help=f"the largest picture LoadImage decodes (default {DEFAULT_MAX_IMAGE_PIXELS} = 4096x4096)")
 
     validate = commands.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow", help="a workflow file, or a saved workflow's or template's name")
@@ -81,13 +85,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--keep-previews", type=_non_negative_int, default=500, metavar="N",
                        help="keep the newest N PreviewImage files in outputs/previews (and at most 512 MB); "
                             "older ones are deleted (default 500)")
-    comfy = commands.add_parser("import", help="convert a ComfyUI workflow (API or UI format) into a workflow file")
-    comfy.add_argument("file", help="a ComfyUI workflow .json: the API format or the editor's saved format")
-    comfy.add_argument("-o", "--output", default=None, help="the workflow file to write (default: print YAML)")
     serve.add_argument("--backend", choices=("local", "ray"), default="local",
                        help="ray: run the queue on the Ray cluster at --address instead of in this process")
     serve.add_argument("--address", default=None, help="a Ray cluster's address (default: start a local one)")
     serve.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per Ray worker (default 1)")
+    serve.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                       help="a folder of models that workflows may name (besides the bundled models, "
+                            "<data dir>/models and the Hugging Face cache); repeatable")
+    serve.add_argument("--allow-downloads", action="store_true",
+                       help="let workflows download Hugging Face repos missing from the hub cache "
+                            "(off: only what is already in the cache)")
+    serve.add_argument("--max-image-pixels", type=_pixels, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                       help=f"the largest picture uploaded or loaded (default {DEFAULT_MAX_IMAGE_PIXELS} = 4096x4096)")
+    comfy = commands.add_parser("import", help="convert a ComfyUI workflow (API or UI format) into a workflow file")
+    comfy.add_argument("file", help="a ComfyUI workflow .json: the API format or the editor's saved format")
+    comfy.add_argument("-o", "--output", default=None, help="the workflow file to write (default: print YAML)")
     return parser
 
 
@@ -98,6 +110,16 @@ def _non_negative_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more")
+    return value
+
+
+def _pixels(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of pixels (such as 16777216 for 4096x4096)")
     return value
 
 
@@ -124,24 +146,25 @@ def _registry():
     return registry
 
 
-def _load_plan(workflow: str, settings: Settings, overrides: dict[str, Any] | None = None) -> Plan:
+def _load_plan(workflow: str, settings: Settings, overrides: dict[str, Any] | None = None,
+               access: FileAccess | None = None) -> Plan:
     """A workflow file, or by name (no suffix, no folder): NAME.yaml/.yml/.json here, else a workflow
     saved in the server's library (the default data dir), else a shipped template."""
     path = Path(workflow)
     if path.exists() or path.suffix or "/" in workflow or os.sep in workflow:
-        return load_plan(path, _registry(), overrides)
+        return load_plan(path, _registry(), overrides, access)
     for local in (path.with_suffix(suffix) for suffix in (".yaml", ".yml", ".json")):
         if local.is_file():
-            return load_plan(local, _registry(), overrides)
+            return load_plan(local, _registry(), overrides, access)
     from diffgraph.server.store import read_saved_workflow
 
     library = settings.data_dir / "diffgraph.db"
     saved = read_saved_workflow(library, workflow)
     if saved is not None:
-        return compile_workflow(saved, _registry(), overrides, base=Path.cwd())
+        return compile_workflow(saved, _registry(), overrides, base=Path.cwd(), access=access)
     template = templates_dir() / f"{workflow}.yaml"
     if template.is_file():
-        return load_plan(template, _registry(), overrides)
+        return load_plan(template, _registry(), overrides, access)
     names = ", ".join(sorted(p.stem for p in templates_dir().glob("*.yaml")))
     raise WorkflowError([Issue(None, None, (
         f"no workflow {workflow!r}: no such file (nor {workflow}.yaml, .yml or .json here), no saved workflow "
@@ -250,7 +273,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     if problem := device_problem(args.device):
         return _report_invalid([Issue(None, "--device", problem)], args.json)
     try:
-        plan = _load_plan(args.workflow, settings, overrides)
+        plan = _load_plan(args.workflow, settings, overrides, FileAccess(max_image_pixels=args.max_image_pixels))
     except WorkflowError as exc:
         return _report_invalid(exc.issues, args.json)
 

@@ -3,6 +3,7 @@
 Imports neither `diffgraph.nodes` nor `diffgraph.server`, and no torch.
 """
 
+from .access import DEFAULT_MAX_IMAGE_PIXELS, FileAccess, ModelRoot
 from .cache import Cache, DiskCache, MemoryCache
 from .document import dump_document, parse_document, read_document
 from .errors import Cancelled, Issue, NodeError, RunFailed, WorkflowError
@@ -13,9 +14,9 @@ from .registry import NodeRegistry, default_registry
 from .types import Boolean, Files, Float, Int, PortType, String
 
 __all__ = [
-    "Boolean", "Cache", "CancelToken", "Cancelled", "DiskCache", "Executor", "Files", "Float", "Input", "Int",
-    "Issue", "MemoryCache", "Node", "NodeError", "NodeRegistry", "NodeSpec", "Output", "Param", "Plan",
-    "PortType", "RunContext", "RunFailed", "RunResult", "String", "WorkflowError", "compile_workflow",
-    "default_registry", "dump_document", "load_plan", "node", "parse_document",
-    "parse_override", "read_document",
+    "DEFAULT_MAX_IMAGE_PIXELS", "Boolean", "Cache", "CancelToken", "Cancelled", "DiskCache", "Executor",
+    "FileAccess", "Files", "Float", "Input", "Int", "Issue", "MemoryCache", "ModelRoot", "Node", "NodeError",
+    "NodeRegistry", "NodeSpec", "Output", "Param", "Plan", "PortType", "RunContext", "RunFailed", "RunResult",
+    "String", "WorkflowError", "compile_workflow", "default_registry", "dump_document",
+    "load_plan", "node", "parse_document", "parse_override", "read_document",
 ]

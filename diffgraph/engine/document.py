@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from .errors import Issue, WorkflowError
+from .files import FileTooLarge, NotRegularFile, describe_os_error, read_regular
 
 MAX_DOCUMENT_BYTES = 128 * 1024 * 1024
 MAX_DEPTH = 64
@@ -301,19 +302,19 @@ def _path(where: str, key: Any, in_dict: bool) -> str:
 
 
 def read_document(path: str | Path) -> dict[str, Any]:
-    """Read a workflow file; every failure (missing, unreadable, malformed) is a WorkflowError."""
+    """Read a workflow file; every failure (missing, unreadable, malformed, not a regular file,
+    too large) is a WorkflowError. Only regular files are read, and at most MAX_DOCUMENT_BYTES."""
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_DOCUMENT_BYTES:
-            raise _fail(f"{path}: {size} bytes; the limit is {MAX_DOCUMENT_BYTES}")
-        data = path.read_bytes()
+        data = read_regular(path, MAX_DOCUMENT_BYTES)
     except FileNotFoundError:
         raise _fail(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise _fail(f"{path}: is a directory, not a workflow file") from None
+    except FileTooLarge:
+        raise _fail(f"{path}: larger than the limit of {MAX_DOCUMENT_BYTES} bytes") from None
+    except NotRegularFile as exc:
+        raise _fail(f"{path}: is {exc}; a workflow is a .yaml, .yml or .json file") from None
     except OSError as exc:
-        raise _fail(f"{path}: cannot be read ({exc.strerror})") from None
+        raise _fail(f"{path}: cannot be read ({describe_os_error(exc)})") from None
     return parse_document(data, guess_format(path), source=str(path))
 
 

@@ -129,7 +129,7 @@ class Executor:
                 else:
                     ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=output_dir,
                                      cancel=cancel, workflow=plan.document, template_params=plan.template_params,
-                                     services=self.services, on_progress=progress)
+                                     services=self.services, access=plan.access, on_progress=progress)
                     emit("node_started", node=node_id, node_type=node.type)
                     started = time.perf_counter()
                     outputs = self._execute(node, values, ctx)
@@ -233,10 +233,10 @@ class Executor:
         except (Cancelled, RunFailed):
             raise
         except NodeError as exc:
-            raise RunFailed(node.id, node.type, str(exc), exc.field) from None
+            raise RunFailed(node.id, node.type, ctx.access.redact(str(exc)), exc.field) from None
         except Exception as exc:  # noqa: BLE001 - a node's own bug still fails only this run
             log.debug("node %s failed", node.id, exc_info=True)
-            raise RunFailed(node.id, node.type, f"{type(exc).__name__}: {exc}") from None
+            raise RunFailed(node.id, node.type, ctx.access.redact(f"{type(exc).__name__}: {exc}")) from None
         if not isinstance(outputs, dict) or not spec.outputs.keys() <= outputs.keys():
             missing = [n for n in spec.outputs if not isinstance(outputs, dict) or n not in outputs]
             raise RunFailed(node.id, node.type, f"returned no value for outputs {missing}")

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 
+from .access import FileAccess
 from .errors import Cancelled
 from .types import PARAM_PORT_TYPES, PortType
 
@@ -190,6 +191,8 @@ class RunContext:
     template_params: dict[str, Any] = field(default_factory=dict)
     #: process-wide services the caller hands in (e.g. the model cache); never globals
     services: dict[str, Any] = field(default_factory=dict)
+    #: where file and model params may point (the CLI's permissive policy unless the caller chose)
+    access: FileAccess = field(default_factory=FileAccess)
     on_progress: Callable[[str, int, int, Any], None] | None = None
 
     def check_cancelled(self) -> None:
@@ -210,11 +213,13 @@ class Node:
         raise NotImplementedError
 
     @classmethod
-    def fingerprint(cls, params: dict[str, Any]) -> str | None:
+    def fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:
         """Content the cache key must follow beyond the params, read at planning time.
 
         A node that reads something its params only name (LoadImage: the file behind a path)
         returns a digest of it, so the key changes when the content does. None: params suffice.
+        Paths resolve through `access`; a NodeError it raises (a path the policy refuses) is a
+        validation error of the node.
         """
         return None
 

@@ -51,7 +51,35 @@ class PortType:
     @classmethod
     def nbytes(cls, value: Any) -> int:
         """Approximate memory held by `value`, for the memory cache's byte budget."""
-        return 64 + len(value) if isinstance(value, (str, bytes)) else 64
+        return value_nbytes(value)
+
+
+def value_nbytes(value: Any, _depth: int = 0) -> int:
+    """The memory a value holds, at its real size: a tensor's whole storage (a small view of a huge
+    tensor keeps all of it alive), a numpy array's buffer, a PIL picture's pixels, text and bytes,
+    and containers of those. Duck-typed, so the engine needs neither torch nor Pillow."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return 64 + len(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return 64
+    storage = getattr(value, "untyped_storage", None)  # torch.Tensor
+    if callable(storage):
+        try:
+            return 64 + int(storage().nbytes())
+        except Exception:  # noqa: BLE001 - a tensor subclass without storage (meta, sparse): its elements
+            return 64 + int(value.numel() * value.element_size())
+    if hasattr(value, "nbytes") and hasattr(value, "dtype"):  # numpy array (a view counts its base)
+        base = getattr(value, "base", None)
+        return 64 + int(getattr(base, "nbytes", 0) or value.nbytes)
+    if hasattr(value, "getbands") and hasattr(value, "size") and hasattr(value, "mode"):  # PIL picture
+        width, height = value.size
+        bytes_per_pixel = {"1": 1, "L": 1, "P": 1, "I;16": 2}.get(value.mode, 4)
+        return 64 + width * height * max(bytes_per_pixel, len(value.getbands()))
+    if _depth < 8 and isinstance(value, dict):
+        return 64 + sum(value_nbytes(item, _depth + 1) for item in value.values())
+    if _depth < 8 and isinstance(value, (list, tuple)):
+        return 64 + sum(value_nbytes(item, _depth + 1) for item in value)
+    return 64
 
 
 class Any_(PortType):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine import Node, NodeError, Output, Param, node
+from diffgraph.engine import FileAccess, Node, NodeError, Output, Param, node
 
 from . import models
 from .types import VAE, DepthModel, Scheduler, TextEncoder, UNet
@@ -20,33 +20,34 @@ CONFIG_DOC = "single-file checkpoints only: a diffusers folder or repo id provid
 PICKLE_DOC = "allow pickle weights (.ckpt/.bin/.pt), which can run code when loaded: only for files you trust"
 
 
-def _source(model: str, revision: str, allow_pickle: bool) -> tuple[Path, bool]:
+def _source(model: str, revision: str, allow_pickle: bool, access: FileAccess) -> tuple[Path, bool]:
     """(resolved path, is a single checkpoint file)."""
-    path = models.resolve_model(model, revision)
+    path = models.resolve_model(model, revision, access=access)
     if path.is_file():
         models.check_checkpoint_file(path, allow_pickle)
         return path, True
     return path, False
 
 
-def _config_folder(config: str, revision: str) -> Path:
+def _config_folder(config: str, revision: str, access: FileAccess) -> Path:
     if not config.strip():
         raise NodeError("a single-file checkpoint needs `config`: a diffusers folder (or repo id) with the "
                         "model's configs, such as the model it was trained from", "config")
-    folder = models.resolve_model(config, revision, field="config")
+    folder = models.resolve_model(config, revision, field="config", access=access)
     if not (folder / "model_index.json").is_file():
         raise NodeError(f"{folder} is not a diffusers folder (no model_index.json)", "config")
     return folder
 
 
-def _fingerprint(cls, params: dict[str, Any]) -> str | None:
+def _fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:
     """Loaders follow the content of local model files, not only their path (see Node.fingerprint)."""
-    parts = [models.local_fingerprint(str(params.get(name) or "")) for name in ("model", "config")]
+    revision = str(params.get("revision") or "")
+    parts = [models.local_fingerprint(str(params.get(name) or ""), access, name, revision) for name in ("model", "config")]
     return None if parts == [None, None] else "|".join(part or "" for part in parts)
 
 
 def _ref(ctx, kind: str, path: Path, subfolder: str, revision: str, allow_pickle: bool, config: str = ""):
-    fingerprint = models.local_fingerprint(str(path)) or ""
+    fingerprint = models.local_fingerprint(str(path)) or ""  # `path` is resolved already, under the policy
     ref = models.ModelRef(kind=kind, path=str(path), subfolder=subfolder, revision=revision, config=config,
                           allow_pickle=allow_pickle, fingerprint=fingerprint)
     models.model_cache(ctx).load(ref, ctx.device, ctx.dtype, field="model")
@@ -55,11 +56,11 @@ def _ref(ctx, kind: str, path: Path, subfolder: str, revision: str, allow_pickle
 
 def _component(ctx, model: str, revision: str, allow_pickle: bool, config: str, kind: str,
                names: tuple[str, ...], classes: tuple[str, ...]):
-    path, single = _source(model, revision, allow_pickle)
+    path, single = _source(model, revision, allow_pickle, ctx.access)
     if single:
         if kind not in ("unet", "vae", "text_encoder"):
             raise NodeError(f"a single-file checkpoint holds no {kind}", "model")
-        return _ref(ctx, kind, path, "", revision, allow_pickle, str(_config_folder(config, revision)))
+        return _ref(ctx, kind, path, "", revision, allow_pickle, str(_config_folder(config, revision, ctx.access)))
     subfolder = models.find_component(path, names, classes, "model")
     return _ref(ctx, kind, path, subfolder, revision, allow_pickle)
 
@@ -81,9 +82,9 @@ class LoadPipeline(Node):
     fingerprint = classmethod(_fingerprint)
 
     def run(self, ctx):
-        path, single = _source(self.model, self.revision, self.allow_pickle)
+        path, single = _source(self.model, self.revision, self.allow_pickle, ctx.access)
         if single:
-            config = _config_folder(self.config, self.revision)
+            config = _config_folder(self.config, self.revision, ctx.access)
             refs = {kind: _ref(ctx, kind, path, "", self.revision, self.allow_pickle, str(config))
                     for kind in ("unet", "vae", "text_encoder")}
             return {**refs, "scheduler": models.scheduler_ref(config)}
@@ -174,7 +175,7 @@ class LoadDepthModel(Node):
     fingerprint = classmethod(_fingerprint)
 
     def run(self, ctx):
-        path, single = _source(self.model, self.revision, self.allow_pickle)
+        path, single = _source(self.model, self.revision, self.allow_pickle, ctx.access)
         if single:
             raise NodeError("a depth model is a folder (config.json and preprocessor_config.json), not a file",
                             "model")

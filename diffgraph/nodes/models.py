@@ -31,7 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine import NodeError
+from diffgraph.engine import FileAccess, NodeError
+from diffgraph.engine.files import describe_os_error, open_regular, read_regular
 from diffgraph.settings import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -41,6 +42,10 @@ PICKLE_HELP = ("pickle files can run arbitrary code when loaded; convert the che
                "or set allow_pickle=true if you trust its source")
 #: libraries whose classes a model folder may name
 LIBRARIES = ("diffusers", "transformers")
+#: the largest model_index.json / config.json read (real ones are a few KB)
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: the CLI's policy: model params are any local path or repo id
+PERMISSIVE = FileAccess()
 
 
 @dataclass(frozen=True)
@@ -84,24 +89,36 @@ def ref_from_json(data: Any) -> ModelRef | None:
 
 
 def sniff_format(path: Path) -> str:
-    """'safetensors', 'pickle' or 'unknown', from the first bytes of the file."""
-    with open(path, "rb") as handle:
-        head = handle.read(16)
+    """'safetensors', 'pickle' or 'unknown', from the first bytes of the (regular) file."""
+    try:
+        with open_regular(path) as handle:
+            head = handle.read(16)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return "unknown"
     if len(head) >= 10 and head[8:9] == b"{":
         (header_length,) = struct.unpack("<Q", head[:8])
-        if 2 <= header_length <= path.stat().st_size - 8:
+        if 2 <= header_length <= size - 8:
             return "safetensors"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or a raw pickle stream
         return "pickle"
     return "unknown"
 
 
-def resolve_model(text: str, revision: str = "", field: str = "model") -> Path:
-    """A local path for `text`: a path (absolute, relative to the working folder or to the
-    diffgraph package) or a Hugging Face repo id found through huggingface_hub's cache."""
+def resolve_model(text: str, revision: str = "", field: str = "model", access: FileAccess = PERMISSIVE) -> Path:
+    """A local path for `text`. Permissive (the CLI): a path (absolute, relative to the working folder
+    or to the diffgraph package) or a Hugging Face repo id found through huggingface_hub's cache.
+    Contained (the server): a model under `access`'s model roots or a repo id in the hub cache."""
     text = text.strip()
     if not text:
         raise NodeError("no model given: name a diffusers folder, a .safetensors file or a repo id", field)
+    if not access.permissive:
+        found = access.model_path(text, field)
+        if found is not None:
+            return found
+        if not REPO_ID.match(text):
+            access.model_path("/", field)  # raises the policy's refusal, which says nothing about the path
+        return _from_hub(text, revision, field, access.allow_downloads)
     path = Path(text).expanduser()
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
     for candidate in candidates:
@@ -109,19 +126,29 @@ def resolve_model(text: str, revision: str = "", field: str = "model") -> Path:
             return candidate.resolve()
     if path.is_absolute() or text.startswith(".") or not REPO_ID.match(text):
         raise NodeError(f"{text!r} does not exist", field)
-    return _from_hub(text, revision, field)
+    return _from_hub(text, revision, field, access.allow_downloads)
 
 
-def local_fingerprint(text: str) -> str | None:
+def local_fingerprint(text: str, access: FileAccess = PERMISSIVE, field: str = "model", revision: str = "") -> str | None:
     """A digest of the names, sizes and modification times of a local model's files, so a model
-    re-trained in place gets new cache keys. None for hub repo ids (their revision pins them)."""
+    re-trained in place gets new cache keys. None for hub repo ids (their revision pins them).
+    A name the contained policy refuses raises its NodeError, and so does a repo id missing from the
+    hub cache when downloads are off: the server knows only the repos its cache holds."""
     import hashlib
 
     text = text.strip()
     if not text:
         return None
-    path = Path(text).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
+    if access.permissive:
+        path = Path(text).expanduser()
+        candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
+    else:
+        found = access.model_path(text, field)
+        if found is None and not REPO_ID.match(text):
+            access.model_path("/", field)  # the policy's refusal
+        if found is None and not access.allow_downloads:
+            _from_hub(text, revision, field, allow_downloads=False)  # a local lookup in the hub cache
+        candidates = [found] if found is not None else []
     for candidate in candidates:
         if candidate.is_file():
             files = [candidate]
@@ -138,7 +165,7 @@ def local_fingerprint(text: str) -> str | None:
     return None
 
 
-def _from_hub(repo_id: str, revision: str, field: str) -> Path:
+def _from_hub(repo_id: str, revision: str, field: str, allow_downloads: bool = True) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -146,12 +173,15 @@ def _from_hub(repo_id: str, revision: str, field: str) -> Path:
     try:
         # configs and the components' safetensors weights only: not the multi-GB single-file
         # checkpoints some repos also keep at their root, nor half-precision or EMA variants
-        folder = snapshot_download(repo_id, revision=revision or None, local_files_only=offline,
+        folder = snapshot_download(repo_id, revision=revision or None, local_files_only=offline or not allow_downloads,
                                    allow_patterns=["*.json", "*.txt", "*/*.safetensors", "*.model"],
                                    ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ema.safetensors"])
     except LocalEntryNotFoundError:
-        where = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
-        raise NodeError(f"{repo_id!r} is not a local path, and the Hugging Face repo is not in the cache "
+        if not allow_downloads:
+            where = "downloads are off on this server: start it with `diffgraph serve --allow-downloads`"
+        else:
+            where = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
+        raise NodeError(f"{repo_id!r} is not a local model, and the Hugging Face repo is not in the cache "
                         f"({where}); download it first or give a local folder", field) from None
     except RepositoryNotFoundError:
         raise NodeError(f"{repo_id!r} is neither a local path nor a Hugging Face repo", field) from None
@@ -170,9 +200,9 @@ def check_checkpoint_file(path: Path, allow_pickle: bool, field: str = "model") 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except (OSError, ValueError) as exc:
-        raise NodeError(f"cannot read {path}: {exc}") from None
+        raise NodeError(f"cannot read {path}: {describe_os_error(exc) if isinstance(exc, OSError) else exc}") from None
     if not isinstance(data, dict):
         raise NodeError(f"{path} is not a JSON object")
     return data

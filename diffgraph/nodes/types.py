@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from diffgraph.engine import PortType
+from diffgraph.engine.types import value_nbytes
 
 
 def _tensor_bytes(value: Any) -> int:
-    if isinstance(value, dict):
-        return sum(_tensor_bytes(v) for v in value.values())
-    numel = getattr(value, "numel", None)
-    return int(numel() * value.element_size()) if numel is not None else 64
+    """Tensors at their storage's size: a view keeps its whole base tensor alive."""
+    return value_nbytes(value)
 
 
 class TensorDictType(PortType):

@@ -28,11 +28,14 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from diffgraph.engine import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     Cache,
     DiskCache,
     Executor,
+    FileAccess,
     Issue,
     MemoryCache,
+    ModelRoot,
     NodeRegistry,
     WorkflowError,
     compile_workflow,
@@ -62,7 +65,6 @@ log = logging.getLogger("diffgraph.server")
 
 VERSION = "0.1.0"
 MAX_JSON_BYTES = 16 * 1024 * 1024
-MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_PAGE = 500
 WS_WRITE_BUFFER = 1024 * 1024
 UPLOAD_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "gif", "TIFF": "tiff"}
@@ -83,7 +85,8 @@ NOT_BUILT = """<!doctype html><html><head><meta charset="utf-8"><title>diffgraph
 
 class Config:
     def __init__(self, data_dir: Path, host: str, device: str, dtype: str, token: str | None,
-                 settings: Settings):
+                 settings: Settings, model_dirs: list[Path] | None = None, allow_downloads: bool = False,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         self.settings = settings
         self.max_upload_bytes = settings.max_upload_bytes
         self.data_dir = data_dir
@@ -94,8 +97,25 @@ class Config:
         self.uploads = data_dir / "uploads"
         self.outputs = data_dir / "outputs"
         self.cache = data_dir / "cache"
-        for folder in (self.uploads, self.outputs, self.cache):
+        self.models = data_dir / "models"
+        for folder in (self.uploads, self.outputs, self.cache, self.models):
             folder.mkdir(parents=True, exist_ok=True)
+        self.access = FileAccess.contained(self.uploads, server_model_roots(self.models, model_dirs or []),
+                                           allow_downloads=allow_downloads, max_image_pixels=max_image_pixels)
+
+
+def server_model_roots(data_models: Path, model_dirs: list[Path]) -> list[ModelRoot]:
+    """Where a request's model params may point: the bundled models (also as `models/<name>`, as the
+    templates name them), `<data dir>/models`, each `--model-dir`, and the Hugging Face hub cache."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    package = Path(__file__).resolve().parent.parent
+    bundled = package / "models"
+    roots = [ModelRoot(package, bundled, "<bundled models>"), ModelRoot(bundled, bundled, "<bundled models>"),
+             ModelRoot(data_models, data_models, "<data dir>/models")]
+    roots += [ModelRoot(folder, folder, f"<model dir {number}>") for number, folder in enumerate(model_dirs, 1)]
+    roots.append(ModelRoot(Path(HF_HUB_CACHE), Path(HF_HUB_CACHE), "<hub cache>"))
+    return roots
 
 
 STORE = web.AppKey("store", Store)
@@ -120,7 +140,8 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     if len(raw) > MAX_JSON_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
     try:
-        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        # parsing up to MAX_JSON_BYTES is blocking work: off the event loop
+        body = await off_loop(request.app, _parse_json, raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -138,6 +159,14 @@ def unreadable_body(request: web.Request) -> str:
         return (f"the request body could not be decoded as Content-Encoding {encoding[:40]!r}: send it "
                 "compressed that way, or without the header")
     return "the request body could not be read (its length or chunking is malformed)"
+def _parse_json(raw: bytes) -> Any:
+    return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+
+
+async def off_loop(app: web.Application, function: Any, *args: Any) -> Any:
+    """Run blocking work (parsing, validation with file fingerprints, planning, decoding) on the
+    validation thread, so the event loop keeps answering health, status and WebSocket clients."""
+    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], function, *args)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -223,7 +252,7 @@ def compile_checked(app: web.Application, document: dict[str, Any], params: dict
                     record: dict[str, Any] | None = None, snapshot: dict[str, Any] | None = None):
     try:
         return compile_workflow(document, app[REGISTRY], params,
-                                resolver=library_resolver(app[STORE], record, snapshot))
+                                resolver=library_resolver(app[STORE], record, snapshot), access=app[CONFIG].access)
     except WorkflowError:
         raise
     except (RecursionError, TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
@@ -235,8 +264,7 @@ def compile_checked(app: web.Application, document: dict[str, Any], params: dict
 async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any],
                            record: dict[str, Any] | None = None):
     """Validation is CPU work; a thread keeps the loop free to answer health and status meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], compile_checked, app, document, params,
-                                                            record)
+    return await off_loop(app, compile_checked, app, document, params, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +307,7 @@ async def models(request: web.Request) -> web.Response:
 async def validate(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     try:
-        document = workflow_from(body)
+        document = await off_loop(request.app, workflow_from, body)
         await compile_off_loop(request.app, document, params_from(body))
     except RequestError as exc:
         if "errors" not in exc.extra:
@@ -293,7 +321,7 @@ async def validate(request: web.Request) -> web.Response:
 @routes.post("/api/runs")
 async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
-    document, params = workflow_from(body), params_from(body)
+    document, params = await off_loop(request.app, workflow_from, body), params_from(body)
     subgraphs: dict[str, Any] = {}
     if (sweep := sweeps.sweep_from(body)) is not None:
         return await submit_sweep(request, document, params, *sweep)
@@ -447,17 +475,26 @@ async def upload(request: web.Request) -> web.Response:
         raise RequestError(400, f"malformed multipart body: {exc}") from None
     if data is None:
         raise RequestError(400, "no file part named 'image' in the form", field="image")
-    image_format, size = _sniff_image(data)
+    config = request.app[CONFIG]
+    # decoding and writing up to MAX_UPLOAD_BYTES is blocking work: off the event loop
+    name, image_format, size = await off_loop(request.app, _store_upload, data, config.uploads,
+                                              config.access.max_image_pixels)
+    # the name is what a workflow's LoadImage `image` takes on this server; no server path is shown
+    return web.json_response({"name": name, "format": image_format, "width": size[0], "height": size[1]},
+                             status=201)
+
+
+def _store_upload(data: bytes, uploads: Path, max_pixels: int) -> tuple[str, str, tuple[int, int]]:
+    image_format, size = _sniff_image(data, max_pixels)
     name = f"{uuid.uuid4().hex}.{UPLOAD_FORMATS[image_format]}"
-    target = request.app[CONFIG].uploads / name
+    target = uploads / name
     temporary = target.with_name(f".{name}.tmp")
     try:
         temporary.write_bytes(data)
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
-    return web.json_response({"name": name, "path": str(target.resolve()), "format": image_format,
-                              "width": size[0], "height": size[1]}, status=201)
+    return name, image_format, size
 
 
 async def _read_limited(part: Any, max_upload_bytes: int) -> bytes:
@@ -473,7 +510,7 @@ async def _read_limited(part: Any, max_upload_bytes: int) -> bytes:
         chunks.append(chunk)
 
 
-def _sniff_image(data: bytes) -> tuple[str, tuple[int, int]]:
+def _sniff_image(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
     """The content decides, not the name or the declared type: Pillow must recognise and verify it."""
     from PIL import Image
 
@@ -483,8 +520,9 @@ def _sniff_image(data: bytes) -> tuple[str, tuple[int, int]]:
             if image_format not in UPLOAD_FORMATS:
                 raise RequestError(415, f"unsupported image format {image_format}; "
                                         f"send one of {', '.join(UPLOAD_FORMATS)}", field="image")
-            if size[0] * size[1] > MAX_IMAGE_PIXELS:
-                raise RequestError(413, f"image is {size[0]}x{size[1]}; the limit is {MAX_IMAGE_PIXELS} pixels")
+            if size[0] * size[1] > max_pixels:
+                raise RequestError(413, f"image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels; the limit is "
+                                        f"{max_pixels} pixels (`diffgraph serve --max-image-pixels`)", field="image")
             image.verify()
     except RequestError:
         raise
@@ -531,7 +569,7 @@ async def get_workflow(request: web.Request) -> web.Response:
 async def put_workflow(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "workflow")
     body = await read_json_object(request)
-    document = workflow_from(body)
+    document = await off_loop(request.app, workflow_from, body)
     created = request.app[STORE].put_workflow(name, document)
     return web.json_response({"name": name, "created": created}, status=201 if created else 200)
 
@@ -651,9 +689,10 @@ async def storage_middleware(request: web.Request, handler: Any) -> web.StreamRe
 def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = None, device: str = "cpu",
              dtype: str = "fp32", extra_hosts: list[str] | None = None,
              keep_previews: int = PREVIEWS_KEEP_FILES, settings: Settings | None = None, backend: str = "local",
-             ray_address: str | None = None, cpus_per_worker: float = 1.0) -> web.Application:
+             ray_address: str | None = None, cpus_per_worker: float = 1.0, model_dirs: list[Path] | None = None,
+             allow_downloads: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> web.Application:
     settings = settings or Settings()  # the entry point parsed the environment; tests pass their own
-    config = Config(data_dir, host, device, dtype, token, settings)
+    config = Config(data_dir, host, device, dtype, token, settings, model_dirs, allow_downloads, max_image_pixels)
     store = Store(data_dir / "diffgraph.db")
     registry = default_registry()
     for problem in registry.load_errors:
@@ -692,8 +731,8 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
 
     async def stop_worker(app: web.Application) -> None:
         app[HUB].close_all()
-        stopped = await asyncio.get_running_loop().run_in_executor(None, worker.stop)
-        app[VALIDATOR].shutdown(wait=True)
+        stopped = await asyncio.get_running_loop().run_in_executor(None, worker.stop, 5.0)  # SIGTERM: seconds
+        app[VALIDATOR].shutdown(wait=False, cancel_futures=True)  # never wait on a request's work to stop
         if stopped:  # else the busy worker still needs the connection; process exit closes it
             store.close()
 
@@ -732,12 +771,21 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         if not ray_available():
             print("the ray backend needs Ray: pip install 'diffgraph[ray]' (or pip install 'ray>=2.9')", file=sys.stderr)
             return 2
+    model_dirs = []
+    for text in getattr(args, "model_dir", None) or []:
+        folder = Path(text).expanduser().resolve()
+        if not folder.is_dir():
+            print(f"invalid --model-dir {text!r}: not a directory", file=sys.stderr)
+            return 2
+        model_dirs.append(folder)
     try:
         app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
                        extra_hosts=getattr(args, "allow_host", None) or [],
                        keep_previews=getattr(args, "keep_previews", PREVIEWS_KEEP_FILES), settings=settings,
                        backend=backend, ray_address=getattr(args, "address", None),
-                       cpus_per_worker=getattr(args, "cpus_per_worker", 1.0))
+                       cpus_per_worker=getattr(args, "cpus_per_worker", 1.0), model_dirs=model_dirs,
+                       allow_downloads=bool(getattr(args, "allow_downloads", False)),
+                       max_image_pixels=getattr(args, "max_image_pixels", None) or DEFAULT_MAX_IMAGE_PIXELS)
     except DamagedDatabase as exc:
         print(f"diffgraph serve: {exc}", file=sys.stderr)
         return 1

@@ -46,6 +46,7 @@ from diffgraph.comfy_import import (
     translate_prompt,
 )
 from diffgraph.engine import WorkflowError
+from diffgraph.engine.files import read_regular
 
 from . import app as server
 from .security import RequestError, contained
@@ -665,8 +666,11 @@ def _target(comfy: Comfy, fields: dict[str, str], filename: str) -> tuple[Path, 
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
 
 
 @both("POST", "/upload/image")
@@ -674,7 +678,7 @@ async def upload_image(request: web.Request) -> web.Response:
     data, filename, fields = await _read_form(request)
     if data is None:
         raise RequestError(400, "no file part named 'image' in the form", field="image")
-    server._sniff_image(data)
+    server._sniff_image(data, request.app[server.CONFIG].access.max_image_pixels)
     path, name, subfolder, kind = _target(request.app[COMFY], fields, filename or "upload.png")
     _write(path, data)
     return web.json_response({"name": name, "subfolder": subfolder, "type": kind})
@@ -689,7 +693,8 @@ async def upload_mask(request: web.Request) -> web.Response:
     data, filename, fields = await _read_form(request)
     if data is None:
         raise RequestError(400, "no file part named 'image' in the form", field="image")
-    server._sniff_image(data)
+    config = request.app[server.CONFIG]
+    server._sniff_image(data, config.access.max_image_pixels)
     try:
         ref = json.loads(fields.get("original_ref", ""))
         assert isinstance(ref, dict) and isinstance(ref.get("filename"), str)
@@ -706,8 +711,11 @@ async def upload_mask(request: web.Request) -> web.Response:
         original = comfy.image_path(f"{sub}/{ref['filename']} [{kind}]" if sub else f"{ref['filename']} [{kind}]")
     if original is None:
         raise RequestError(404, f"no {kind} image {ref['filename']!r} to apply the mask to", field="original_ref")
-    with open(original, "rb") as handle:
-        server._sniff_image(handle.read(request.app[server.CONFIG].max_upload_bytes + 1))
+    try:
+        server._sniff_image(read_regular(original, config.max_upload_bytes), config.access.max_image_pixels)
+    except (OSError, ValueError) as exc:  # not a regular file, or larger than an upload may be
+        raise RequestError(400, f"the {kind} image {ref['filename']!r} cannot be used: {exc}",
+                           field="original_ref") from None
     with Image.open(original) as picture, Image.open(io.BytesIO(data)) as mask:
         result = picture.convert("RGBA")
         alpha = mask.convert("RGBA").getchannel("A").resize(result.size)

@@ -137,9 +137,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "Upload": {
         "type": "object",
-        "required": ["name", "path", "format", "width", "height"],
-        "properties": {"name": {"type": "string"},
-                       "path": {"type": "string", "description": "absolute path; use it as LoadImage's `image`"},
+        "required": ["name", "format", "width", "height"],
+        "properties": {"name": {"type": "string", "description": "use it as LoadImage's `image` on this server"},
                        "format": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"}},
     },
     "Template": {

@@ -309,7 +309,7 @@ async function library(page) {
   await node(page, "loadimage").locator('.upload-widget input[type="file"]').setInputFiles(options.image);
   await node(page, "loadimage").locator("img.thumbnail").waitFor();
   const path = await node(page, "loadimage").locator('.upload-widget input[type="text"]').inputValue();
-  check.ok(path.startsWith("/") && /\.png$/.test(path), `the upload sets LoadImage's image to the server's file (${path})`);
+  check.ok(/^[0-9a-f]{32}\.png$/.test(path), `the upload sets LoadImage's image to the uploaded file's name, no server path (${path})`);
   // paint a mask over the middle: the picture is uploaded again with that area transparent
   await node(page, "loadimage").getByRole("button", { name: "Paint mask…" }).click();
   const canvas = page.getByTestId("mask-canvas");
@@ -359,13 +359,14 @@ async function library(page) {
   await node(page, "saveimage").locator('[data-testid="node-images"] img').first().waitFor({ timeout: 120_000 });
   check.ok((await node(page, "saveimage").getAttribute("data-state")) === "done", "Ctrl+Enter runs it and SaveImage shows the picture");
 
-  // a failure while running lands on the node that failed, in words
+  // a file outside the server's uploads is refused before anything runs, on the node, in words
   await node(page, "loadimage").locator('.upload-widget input[type="text"]').fill("/nonexistent/picture.png");
   await page.getByTestId("run").click();
-  await page.locator('[data-testid="node-loadimage"][data-state="failed"]').waitFor({ timeout: 60_000 });
-  const failure = await node(page, "loadimage").getByTestId("node-errors").textContent();
-  check.ok(/picture\.png/.test(failure), `the failed node says why: ${failure}`);
-  await page.getByTestId("banner").filter({ hasText: "Run failed" }).waitFor();
+  const refusal = node(page, "loadimage").locator(".field-error").filter({ hasText: "POST /api/uploads" });
+  await refusal.waitFor({ timeout: 60_000 });
+  const failure = await refusal.textContent();
+  check.ok(/picture\.png/.test(failure) && /uploaded file/.test(failure), `the refused node says why: ${failure}`);
+  await page.getByTestId("banner").filter({ hasText: "400" }).waitFor();
   await screenshot(page, options.artifacts, "e2e-library-failed-run");
 }
 

@@ -188,7 +188,7 @@ function Editor() {
 
   const upload = useCallback(async (file: File) => {
     const saved = await api.uploadImage(file);
-    const value = saved.path ?? saved.name;
+    const value = saved.name;
     thumbnails.current.set(value, URL.createObjectURL(file));
     return value;
   }, []);

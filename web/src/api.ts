@@ -142,10 +142,11 @@ export async function fetchModels(): Promise<string[]> {
   }
 }
 
-export async function uploadImage(file: File): Promise<{ name: string; path: string }> {
+/** Upload a picture; its `name` is what LoadImage's `image` takes on this server. */
+export async function uploadImage(file: File): Promise<{ name: string }> {
   const form = new FormData();
   form.append("image", file, file.name);
-  return request<{ name: string; path: string }>("POST", "/api/uploads", form);
+  return request<{ name: string }>("POST", "/api/uploads", form);
 }
 
 /** URL of a run output (a name relative to the server's outputs folder). */
