@@ -21,6 +21,7 @@ from diffgraph.engine import (
     Executor,
     Issue,
     MemoryCache,
+    ThreadPolicy,
     WorkflowError,
     default_cache_dir,
     default_registry,
@@ -157,6 +158,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except WorkflowError as exc:
         return _report_invalid(exc.issues, args.json)
     try:
+        threads = ThreadPolicy.from_environment(os.environ)
+    except ValueError as exc:
+        return _report_invalid([Issue(None, "DIFFGRAPH_THREADS", str(exc))], args.json)
+    try:
         plan = load_plan(args.workflow, _registry(), overrides)
     except WorkflowError as exc:
         return _report_invalid(exc.issues, args.json)
@@ -174,7 +179,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if cache_dir.exists() and not cache_dir.is_dir():
             return _report_invalid([Issue(None, "--cache-dir", f"{cache_dir} is not a directory")], args.json)
         disk = DiskCache(cache_dir, max_bytes=int(max_gb * 1024**3))
-    executor = Executor(Cache(MemoryCache(), disk))
+    executor = Executor(Cache(MemoryCache(), disk), threads=threads)
     cancel = CancelToken()
     outcome: dict[str, Any] = {}
     finished = threading.Event()
@@ -227,6 +232,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        ThreadPolicy.from_environment(os.environ)  # the server's worker reads it the same way
+    except ValueError as exc:
+        print(f"diffgraph serve: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     try:
         from diffgraph.server.app import serve
     except ImportError as exc:

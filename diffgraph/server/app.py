@@ -31,6 +31,7 @@ from diffgraph.engine import (
     Issue,
     MemoryCache,
     NodeRegistry,
+    ThreadPolicy,
     WorkflowError,
     compile_workflow,
     default_registry,
@@ -517,7 +518,8 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     for problem in registry.load_errors:
         log.warning("%s", problem)
     max_gb = float(os.environ.get("DIFFGRAPH_CACHE_MAX_GB", "20"))
-    executor = Executor(Cache(MemoryCache(), DiskCache(config.cache, max_bytes=int(max_gb * 1024**3))))
+    executor = Executor(Cache(MemoryCache(), DiskCache(config.cache, max_bytes=int(max_gb * 1024**3))),
+                        threads=ThreadPolicy.from_environment(os.environ))
     app = web.Application(
         middlewares=[headers_middleware, error_middleware,
                      security_middleware(allowed_hosts(host, extra_hosts or []), token)],
