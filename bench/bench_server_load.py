@@ -1,11 +1,14 @@
 """Load on a real `diffgraph serve`: 200 run submissions from 20 concurrent clients while 50
-WebSocket listeners follow every run and a prober measures /api/health latency.
+WebSocket listeners follow every run and a prober measures /api/health latency. `--heavy` is the
+load of issue 10 (item 3.11): 500 WebSocket listeners and 200 submissions.
 
 Checks (exit 1 when one fails): no run lost (every listener hears every run queued and finished),
 all finish (succeeded), the order kept (runs start in submission order, each client's runs in the
 order it sent them). Prints the /api/health latency percentiles measured while the load runs.
 
     python bench/bench_server_load.py [--runs 200] [--clients 20] [--listeners 50]
+    python bench/bench_server_load.py --heavy                # 500 listeners
+    python bench/bench_server_load.py --heavy --server-code DIR   # the server from another checkout
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from pathlib import Path
 import aiohttp
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, code: str | None) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, PYTHONPATH=str(Path(code or Path(__file__).resolve().parents[1]).resolve()))
     process = subprocess.Popen([sys.executable, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir",
-                                str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     assert process.stdout is not None
     for raw in process.stdout:
         match = re.search(r"serving on (http://\S+)", raw.decode())
@@ -108,7 +112,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 async def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as data:
-        process, url = start_server(Path(data))
+        process, url = start_server(Path(data), args.server_code)
         try:
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -173,7 +177,8 @@ async def main(args: argparse.Namespace) -> int:
     if not latencies:  # the load was over before the first probe came back
         latencies = [seconds for _, seconds in samples[-1:]] or [float("nan")]
     p50, p99 = percentile(latencies, 0.50) * 1000, percentile(latencies, 0.99) * 1000
-    print(f"runs: {total} from {args.clients} clients, {args.listeners} WebSocket listeners")
+    print(f"runs: {total} from {args.clients} clients, {args.listeners} WebSocket listeners; server code: "
+          f"{args.server_code or 'this checkout'}")
     print(f"submitted in {submitted_at:.2f} s; all finished and heard in {elapsed:.2f} s "
           f"({total / elapsed:.1f} runs/s); {messages} JSON events delivered")
     print(f"CPU: server {server_cpu:.2f} s, this script {time.process_time():.2f} s, over {elapsed:.2f} s wall; "
@@ -194,4 +199,10 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--listeners", type=int, default=50)
     parser.add_argument("--baseline", type=float, default=2.0, help="seconds of idle health probes first")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument("--heavy", action="store_true", help="issue 10's load: 500 listeners (overrides --listeners)")
+    parser.add_argument("--server-code", default=None, metavar="DIR",
+                        help="run the server from this source tree (default: this checkout), to compare versions")
+    arguments = parser.parse_args()
+    if arguments.heavy:
+        arguments.listeners = 500
+    sys.exit(asyncio.run(main(arguments)))

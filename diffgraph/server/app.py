@@ -463,6 +463,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if transport is None:  # the client went away during the handshake
         hub.unsubscribe(subscriber)
         return ws
+    subscriber.attach(transport, WS_WRITE_BUFFER)  # events now go straight to the socket while it keeps up
 
     async def forward() -> None:
         while True:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import struct
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from .store import SERVER_STOPPED, Store
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 512
+#: seconds a thread holding the GIL runs before one waiting for it (the event loop) gets a turn
+SWITCH_INTERVAL = 0.0005
 TERMINAL_EVENTS = ("run_finished", "run_failed", "run_cancelled")
 
 
@@ -45,7 +48,9 @@ def websocket_frame(message: str | bytes) -> bytes:
 
 
 class Subscriber:
-    """One WebSocket client's pending frames. The sender takes everything that piled up at once."""
+    """One WebSocket client's pending frames. Once its connection is attached, frames go straight
+    to the socket while it keeps up; only a client that falls behind has frames queued for its
+    sender, which takes everything that piled up at once."""
 
     def __init__(self, run_id: str | None, max_pending: int):
         self.run_id = run_id
@@ -53,9 +58,20 @@ class Subscriber:
         self.frames: deque[bytes] = deque()
         self.closed = False
         self._wakeup = asyncio.Event()
+        self._transport: asyncio.WriteTransport | None = None
+        self._write_limit = 0
+
+    def attach(self, transport: asyncio.WriteTransport, write_limit: int) -> None:
+        """Write frames directly to `transport` while less than `write_limit` bytes wait in it."""
+        self._transport, self._write_limit = transport, write_limit
 
     def push(self, frame: bytes) -> bool:
         """False when the client is too far behind; it is then closed."""
+        transport = self._transport
+        if (transport is not None and not self.frames and not self.closed and not transport.is_closing()
+                and transport.get_write_buffer_size() <= self._write_limit):
+            transport.write(frame)  # no task switch per client and event: the fan-out's main cost
+            return True
         if len(self.frames) >= self.max_pending:
             self.close()
             return False
@@ -81,16 +97,19 @@ class Subscriber:
 
 
 class Hub:
-    """WebSocket subscribers on the event loop. A client that falls `max_pending` frames behind is
+    """WebSocket subscribers on the event loop. A client that falls `max_pending` writes behind is
     dropped rather than letting the server's memory grow.
 
-    A message is encoded as a WebSocket frame once, whatever the number of subscribers, and each
-    subscriber's sender writes what piled up in one socket write: with 50 listeners the fan-out,
-    not the runs, is what costs the server CPU."""
+    With hundreds of clients the fan-out is what keeps the event loop busy, so it is kept small:
+    the worker thread encodes its events (JSON and WebSocket framing) and hands them over in
+    batches, one loop callback per batch rather than per event; a batch goes to every client that
+    follows all runs as one bytes object and one socket write."""
 
     def __init__(self, max_pending: int = 20_000):
         self.max_pending = max_pending
         self._subscribers: set[Subscriber] = set()
+        self._batch: list[tuple[str, bytes]] = []  # (run id, frame) from other threads, not yet sent
+        self._batch_lock = threading.Lock()
 
     def subscribe(self, run_id: str | None) -> Subscriber:
         subscriber = Subscriber(run_id, self.max_pending)
@@ -104,22 +123,54 @@ class Hub:
         return len(self._subscribers)
 
     def publish(self, run_id: str, message: str | bytes) -> None:
-        """Called on the event loop only."""
-        frame = None
-        for subscriber in list(self._subscribers):
-            if subscriber.run_id is not None and subscriber.run_id != run_id:
-                continue
-            frame = frame or websocket_frame(message)
-            if not subscriber.push(frame):
-                self.unsubscribe(subscriber)
+        """Called on the event loop only: sent with the batch, after what was handed over before."""
+        self._enqueue(run_id, websocket_frame(message), asyncio.get_running_loop().call_soon)
 
     def publish_event(self, event: dict[str, Any]) -> None:
-        self.publish(event["run_id"], json.dumps(event, ensure_ascii=False, default=str))
+        """Called on the event loop only."""
+        self.publish(event["run_id"], encode_event(event))
+
+    def publish_threadsafe(self, loop: asyncio.AbstractEventLoop, run_id: str, message: str | bytes) -> None:
+        """From another thread: encode here, send from the loop with the rest of the batch."""
+        self._enqueue(run_id, websocket_frame(message), loop.call_soon_threadsafe)
+
+    def _enqueue(self, run_id: str, frame: bytes, schedule: Callable[[Callable[[], None]], Any]) -> None:
+        with self._batch_lock:
+            self._batch.append((run_id, frame))
+            first = len(self._batch) == 1
+        if first:  # one callback per batch: later events join this one until the loop runs it
+            schedule(self.flush)
+
+    def flush(self) -> None:
+        """Send what other threads handed over. Called on the event loop only."""
+        with self._batch_lock:
+            batch, self._batch = self._batch, []
+        if batch:
+            self._send(batch)
+
+    def _send(self, batch: list[tuple[str, bytes]]) -> None:
+        everything: bytes | None = None
+        per_run: dict[str, bytes] = {}
+        for subscriber in list(self._subscribers):
+            if subscriber.run_id is None:
+                if everything is None:
+                    everything = b"".join(frame for _, frame in batch)
+                data = everything
+            else:
+                if subscriber.run_id not in per_run:
+                    per_run[subscriber.run_id] = b"".join(f for r, f in batch if r == subscriber.run_id)
+                data = per_run[subscriber.run_id]
+            if data and not subscriber.push(data):
+                self.unsubscribe(subscriber)
 
     def close_all(self) -> None:
         for subscriber in list(self._subscribers):
             self.unsubscribe(subscriber)
             subscriber.close()
+
+
+def encode_event(event: dict[str, Any]) -> str:
+    return json.dumps(event, ensure_ascii=False, default=str)
 
 
 def preview_frame(run_id: str, node: str, step: int, total: int, image: Any) -> bytes | None:
@@ -160,6 +211,10 @@ class Worker:
 
     def start(self, loop: asyncio.AbstractEventLoop, hub: Hub) -> None:
         self.loop, self.hub = loop, hub
+        # This thread shares the GIL with the event loop, which gives it up at every socket write
+        # and then waits up to the switch interval (5 ms by default) to get it back: with hundreds
+        # of WebSocket clients that wait, not the work, is what held /api/health for 100s of ms.
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._thread = threading.Thread(target=self._main, name="diffgraph-worker", daemon=True)
         self._thread.start()
 
@@ -267,19 +322,14 @@ class Worker:
         return names
 
     def _publish(self, event: dict[str, Any]) -> None:
-        if self.loop is None or self.hub is None:
-            return
-        try:
-            self.loop.call_soon_threadsafe(self.hub.publish_event, event)
-        except RuntimeError:  # the loop closed during shutdown
-            pass
+        self._publish_bytes(event["run_id"], encode_event(event))
 
-    def _publish_bytes(self, run_id: str, frame: bytes) -> None:
+    def _publish_bytes(self, run_id: str, message: str | bytes) -> None:
         if self.loop is None or self.hub is None:
             return
         try:
-            self.loop.call_soon_threadsafe(self.hub.publish, run_id, frame)
-        except RuntimeError:
+            self.hub.publish_threadsafe(self.loop, run_id, message)
+        except RuntimeError:  # the loop closed during shutdown
             pass
 
 
