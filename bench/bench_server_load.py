@@ -25,14 +25,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 
-def start_server(data_dir: Path, code: str | None) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, code: str | None, loop_debug: bool) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, PYTHONPATH=str(Path(code or Path(__file__).resolve().parents[1]).resolve()))
+    stderr: Any = subprocess.DEVNULL
+    if loop_debug:  # asyncio's debug mode logs every callback that holds the loop over 100 ms
+        env["PYTHONASYNCIODEBUG"] = "1"
+        stderr = open(data_dir / "server.log", "w")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen([sys.executable, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir",
-                                str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+                                str(data_dir)], stdout=subprocess.PIPE, stderr=stderr, env=env)
     assert process.stdout is not None
     for raw in process.stdout:
         match = re.search(r"serving on (http://\S+)", raw.decode())
@@ -112,7 +117,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 async def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as data:
-        process, url = start_server(Path(data), args.server_code)
+        process, url = start_server(Path(data), args.server_code, args.loop_debug)
         try:
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -152,6 +157,10 @@ async def main(args: argparse.Namespace) -> int:
         finally:
             process.terminate()
             process.wait(30)
+            slow = []
+            if args.loop_debug:
+                log_text = (Path(data) / "server.log").read_text(errors="replace")
+                slow = [float(m) for m in re.findall(r"Executing .* took (\d+\.\d+) seconds", log_text)]
 
     ids = [run_id for batch in submissions for run_id, _ in batch]
     by_seq = [run_id for run_id, _ in sorted((pair for batch in submissions for pair in batch), key=lambda p: p[1])]
@@ -189,6 +198,9 @@ async def main(args: argparse.Namespace) -> int:
     if idle:
         print(f"/api/health idle (before the load): {len(idle)} probes, p50 {percentile(idle, 0.5) * 1000:.1f} ms, "
               f"p99 {percentile(idle, 0.99) * 1000:.1f} ms")
+    if args.loop_debug:
+        print(f"event loop (asyncio debug mode, which slows the server): {len(slow)} callbacks held it over 100 ms"
+              + (f", longest {max(slow) * 1000:.0f} ms, together {sum(slow):.2f} s" if slow else ""))
     print("none lost, all succeeded, order kept" if not problems else "PROBLEMS:\n  " + "\n  ".join(problems[:20]))
     return 1 if problems else 0
 
@@ -200,6 +212,8 @@ if __name__ == "__main__":
     parser.add_argument("--listeners", type=int, default=50)
     parser.add_argument("--baseline", type=float, default=2.0, help="seconds of idle health probes first")
     parser.add_argument("--heavy", action="store_true", help="issue 10's load: 500 listeners (overrides --listeners)")
+    parser.add_argument("--loop-debug", action="store_true",
+                        help="run the server in asyncio debug mode and count callbacks that block its loop")
     parser.add_argument("--server-code", default=None, metavar="DIR",
                         help="run the server from this source tree (default: this checkout), to compare versions")
     arguments = parser.parse_args()
