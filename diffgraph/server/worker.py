@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import struct
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -29,8 +28,6 @@ from .store import SERVER_STOPPED, Store
 log = logging.getLogger(__name__)
 
 PREVIEW_MAX_SIDE = 512
-#: seconds a thread holding the GIL runs before one waiting for it (the event loop) gets a turn
-SWITCH_INTERVAL = 0.0005
 TERMINAL_EVENTS = ("run_finished", "run_failed", "run_cancelled")
 
 
@@ -211,10 +208,6 @@ class Worker:
 
     def start(self, loop: asyncio.AbstractEventLoop, hub: Hub) -> None:
         self.loop, self.hub = loop, hub
-        # This thread shares the GIL with the event loop, which gives it up at every socket write
-        # and then waits up to the switch interval (5 ms by default) to get it back: with hundreds
-        # of WebSocket clients that wait, not the work, is what held /api/health for 100s of ms.
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._thread = threading.Thread(target=self._main, name="diffgraph-worker", daemon=True)
         self._thread.start()
 
