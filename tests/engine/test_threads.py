@@ -59,3 +59,11 @@ def test_a_bad_setting_is_a_clear_cli_error(tmp_path):
                           cwd=ROOT, timeout=120)
     assert done.returncode == 2
     assert "DIFFGRAPH_THREADS='lots' is not valid" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_bad_setting_stops_the_server_with_a_clear_line(tmp_path):
+    env = {**os.environ, "DIFFGRAPH_THREADS": "0"}
+    done = subprocess.run([sys.executable, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir", tmp_path],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert done.returncode == 2
+    assert "DIFFGRAPH_THREADS='0' is not valid" in done.stderr and "Traceback" not in done.stderr
