@@ -67,7 +67,7 @@ class Subscriber:
         transport = self._transport
         if (transport is not None and not self.frames and not self.closed and not transport.is_closing()
                 and transport.get_write_buffer_size() <= self._write_limit):
-            transport.write(frame)  # no task switch per client and event: the fan-out's main cost
+            transport.write(frame)  # no sender task to wake per client and batch
             return True
         if len(self.frames) >= self.max_pending:
             self.close()
@@ -97,10 +97,10 @@ class Hub:
     """WebSocket subscribers on the event loop. A client that falls `max_pending` writes behind is
     dropped rather than letting the server's memory grow.
 
-    With hundreds of clients the fan-out is what keeps the event loop busy, so it is kept small:
-    the worker thread encodes its events (JSON and WebSocket framing) and hands them over in
-    batches, one loop callback per batch rather than per event; a batch goes to every client that
-    follows all runs as one bytes object and one socket write."""
+    The loop's share of the fan-out is kept small: the worker thread encodes its events (JSON and
+    WebSocket framing) and hands them over in batches, one loop callback per batch rather than per
+    event; a batch goes to every client that follows all runs as one bytes object, in one socket
+    write for a client that keeps up."""
 
     def __init__(self, max_pending: int = 20_000):
         self.max_pending = max_pending
