@@ -104,9 +104,10 @@ class ThreadPolicy:
         threads = self.choose()
         if threads is None:
             return None
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         torch = sys.modules.get("torch")
-        if torch is not None and torch.get_num_threads() != threads:
+        if torch is None:  # OpenMP reads these once, when torch loads
+            os.environ["OMP_NUM_THREADS"] = str(threads)
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        elif torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
         return threads
