@@ -283,7 +283,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         if cache_dir.exists() and not cache_dir.is_dir():
             return _report_invalid([Issue(None, "--cache-dir", f"{cache_dir} is not a directory")], args.json)
         disk = DiskCache(cache_dir, max_bytes=settings.cache_max_bytes)
-    executor = Executor(Cache(MemoryCache(), disk), services={"settings": settings})
+    executor = Executor(Cache(MemoryCache(), disk), services={"settings": settings}, threads=settings.threads)
     if args.sweep:
         from diffgraph.sweep_command import run_sweep_command
 

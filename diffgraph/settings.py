@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from diffgraph.engine.threads import ThreadPolicy
 
 GIB, MIB = 1024**3, 1024**2
 
@@ -39,6 +41,8 @@ class Settings:
     cache_dir: Path = Path.home() / ".cache" / "diffgraph"
     #: $XDG_DATA_HOME/diffgraph: the server's default data folder (database, uploads, outputs)
     data_dir: Path = Path.home() / ".local" / "share" / "diffgraph"
+    #: DIFFGRAPH_THREADS (else an OMP_NUM_THREADS the user set): torch's CPU threads per run
+    threads: ThreadPolicy = field(default_factory=ThreadPolicy)
 
     @property
     def cache_max_bytes(self) -> int:
@@ -76,6 +80,12 @@ class Settings:
             base = env.get(name, "").strip()
             return (Path(base) if base else fallback) / "diffgraph"
 
+        try:
+            threads = ThreadPolicy.from_environment(env)
+        except ValueError as exc:
+            problems.append(("DIFFGRAPH_THREADS", str(exc)))
+            threads = ThreadPolicy()
+
         settings = cls(
             cache_max_gb=number("DIFFGRAPH_CACHE_MAX_GB", cls.cache_max_gb, "gigabytes", "20 or 0.5"),
             model_cache_gb=number("DIFFGRAPH_MODEL_CACHE_GB", cls.model_cache_gb, "gigabytes", "16 or 2.5"),
@@ -84,6 +94,7 @@ class Settings:
             token=env.get("DIFFGRAPH_TOKEN") or None,
             cache_dir=folder("XDG_CACHE_HOME", Path.home() / ".cache"),
             data_dir=folder("XDG_DATA_HOME", Path.home() / ".local" / "share"),
+            threads=threads,
         )
         if problems:
             raise SettingsError(problems)

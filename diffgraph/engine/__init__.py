@@ -11,12 +11,13 @@ from .executor import Executor, RunResult
 from .node import CancelToken, Input, Node, NodeSpec, Output, Param, RunContext, node
 from .plan import Plan, compile_workflow, load_plan, parse_override
 from .registry import NodeRegistry, default_registry
+from .threads import ThreadPolicy
 from .types import Boolean, Files, Float, Int, PortType, String
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_PIXELS", "Boolean", "Cache", "CancelToken", "Cancelled", "DiskCache", "Executor",
     "FileAccess", "Files", "Float", "Input", "Int", "Issue", "MemoryCache", "ModelRoot", "Node", "NodeError",
     "NodeRegistry", "NodeSpec", "Output", "Param", "Plan", "PortType", "RunContext", "RunFailed", "RunResult",
-    "String", "WorkflowError", "compile_workflow", "default_registry", "dump_document",
+    "String", "ThreadPolicy", "WorkflowError", "compile_workflow", "default_registry", "dump_document",
     "load_plan", "node", "parse_document", "parse_override", "read_document",
 ]

@@ -40,10 +40,15 @@ INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 @dataclass
 class Input:
-    """An input port. `optional` inputs may stay unlinked (the node sees None)."""
+    """An input port. `optional` inputs may stay unlinked (the node sees None).
+
+    `stored_form`: the node takes the value as the disk cache loads it (`PortType.load`, numpy
+    arrays for tensors) instead of `PortType.materialize`'s, so reading it needs no torch.
+    """
 
     optional: bool = False
     doc: str = ""
+    stored_form: bool = False
     type: type[PortType] = PortType  # filled from the annotation
 
 

@@ -49,6 +49,15 @@ class PortType:
         return json.loads((directory / files[0]).read_text(encoding="utf-8"))
 
     @classmethod
+    def materialize(cls, value: Any) -> Any:
+        """The value a node's `run()` receives, from what `load` returned. Default: as it is.
+
+        `load` may return a lighter form (numpy arrays where nodes compute on torch tensors), so
+        that a re-run whose nodes only write cached values out never imports the heavy library.
+        """
+        return value
+
+    @classmethod
     def nbytes(cls, value: Any) -> int:
         """Approximate memory held by `value`, for the memory cache's byte budget."""
         return value_nbytes(value)

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import re
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -134,15 +135,20 @@ def _check_prefix(prefix: str) -> str:
 
 
 def _to_pictures(images: Any) -> list:
-    """IMAGE tensor -> PIL pictures, rounding as diffusers' `numpy_to_pil` does."""
-    import torch
+    """IMAGE (a tensor, or the numpy array the disk cache restores) -> PIL pictures, rounding as
+    diffusers' `numpy_to_pil` does. Needs no torch for a restored array."""
+    import numpy as np
     from PIL import Image as PILImage
 
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().numpy()
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, np.ndarray) else type(images).__name__
         raise NodeError(f"expected an IMAGE tensor [B, 3, H, W], got {shape}", field="images")
-    pixels = (images.detach().float().cpu().nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8)
-    return [PILImage.fromarray(p.permute(1, 2, 0).contiguous().numpy(), "RGB") for p in pixels]
+    scaled = np.clip(np.nan_to_num(images.astype(np.float32, copy=False), nan=0.0), 0, 1) * np.float32(255)
+    pixels = np.round(scaled).astype(np.uint8)
+    return [PILImage.fromarray(np.ascontiguousarray(p.transpose(1, 2, 0)), "RGB") for p in pixels]
 
 
 def _next_number(folder: Path, prefix: str) -> int:
@@ -214,7 +220,7 @@ def _save_all(images: Any, folder: Path, prefix: str, pnginfo: Any = None) -> li
 class SaveImage(Node):
     """Save pictures as numbered PNG files in the output folder, with the workflow embedded."""
 
-    images: Image = Input()
+    images: Image = Input(stored_form=True)
     prefix: str = Param("diffgraph", doc="file names are <prefix>_00001.png, <prefix>_00002.png, ...")
     files: Files = Output(doc="absolute paths of the PNG files written")
 
@@ -233,7 +239,7 @@ class SaveImage(Node):
 class PreviewImage(Node):
     """Show pictures without keeping them: PNG files under the output folder's `previews/`."""
 
-    images: Image = Input()
+    images: Image = Input(stored_form=True)
     files: Files = Output(doc="absolute paths of the preview PNG files")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:

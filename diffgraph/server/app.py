@@ -611,6 +611,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if transport is None:  # the client went away during the handshake
         hub.unsubscribe(subscriber)
         return ws
+    subscriber.attach(transport, WS_WRITE_BUFFER)  # events now go straight to the socket while it keeps up
 
     async def forward() -> None:
         while True:
@@ -698,7 +699,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     for problem in registry.load_errors:
         log.warning("%s", problem)
     executor = Executor(Cache(MemoryCache(), DiskCache(config.cache, max_bytes=settings.cache_max_bytes)),
-                        services={"settings": settings})
+                        services={"settings": settings}, threads=settings.threads)
     app = web.Application(
         middlewares=[headers_middleware, error_middleware,
                      security_middleware(allowed_hosts(host, extra_hosts or []), token), storage_middleware],

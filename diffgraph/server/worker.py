@@ -50,7 +50,9 @@ def websocket_frame(message: str | bytes) -> bytes:
 
 
 class Subscriber:
-    """One WebSocket client's pending frames. The sender takes everything that piled up at once."""
+    """One WebSocket client's pending frames. Once its connection is attached, frames go straight
+    to the socket while it keeps up; only a client that falls behind has frames queued for its
+    sender, which takes everything that piled up at once."""
 
     def __init__(self, run_id: str | None, max_pending: int):
         self.run_id = run_id
@@ -58,9 +60,20 @@ class Subscriber:
         self.frames: deque[bytes] = deque()
         self.closed = False
         self._wakeup = asyncio.Event()
+        self._transport: asyncio.WriteTransport | None = None
+        self._write_limit = 0
+
+    def attach(self, transport: asyncio.WriteTransport, write_limit: int) -> None:
+        """Write frames directly to `transport` while less than `write_limit` bytes wait in it."""
+        self._transport, self._write_limit = transport, write_limit
 
     def push(self, frame: bytes) -> bool:
         """False when the client is too far behind; it is then closed."""
+        transport = self._transport
+        if (transport is not None and not self.frames and not self.closed and not transport.is_closing()
+                and transport.get_write_buffer_size() <= self._write_limit):
+            transport.write(frame)  # no sender task to wake per client and batch
+            return True
         if len(self.frames) >= self.max_pending:
             self.close()
             return False
@@ -86,12 +99,13 @@ class Subscriber:
 
 
 class Hub:
-    """WebSocket subscribers on the event loop. A client that falls `max_pending` frames behind is
+    """WebSocket subscribers on the event loop. A client that falls `max_pending` writes behind is
     dropped rather than letting the server's memory grow.
 
-    A message is encoded as a WebSocket frame once, whatever the number of subscribers, and each
-    subscriber's sender writes what piled up in one socket write: with 50 listeners the fan-out,
-    not the runs, is what costs the server CPU."""
+    The loop's share of the fan-out is kept small: the worker thread encodes its events (JSON and
+    WebSocket framing) and hands them over in batches, one loop callback per batch rather than per
+    event; a batch goes to every client that follows all runs as one bytes object, in one socket
+    write for a client that keeps up."""
 
     def __init__(self, max_pending: int = 20_000):
         self.max_pending = max_pending
@@ -99,6 +113,8 @@ class Hub:
         #: also told every event (dict) / binary frame, on the loop: the ComfyUI API's fan-out (comfy.py)
         self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.binary_listeners: list[Callable[[str, bytes], None]] = []
+        self._batch: list[tuple[str, bytes]] = []  # (run id, frame) from other threads, not yet sent
+        self._batch_lock = threading.Lock()
 
     def subscribe(self, run_id: str | None) -> Subscriber:
         subscriber = Subscriber(run_id, self.max_pending)
@@ -112,30 +128,79 @@ class Hub:
         return len(self._subscribers)
 
     def publish(self, run_id: str, message: str | bytes) -> None:
-        """Called on the event loop only."""
+        """Called on the event loop only: sent with the batch, after what was handed over before."""
         if isinstance(message, bytes):
-            for binary_listener in self.binary_listeners:
-                binary_listener(run_id, message)
-        frame = None
-        for subscriber in list(self._subscribers):
-            if subscriber.run_id is not None and subscriber.run_id != run_id:
-                continue
-            frame = frame or websocket_frame(message)
-            if not subscriber.push(frame):
-                self.unsubscribe(subscriber)
+            self._tell_binary_listeners(run_id, message)
+        self._enqueue(run_id, websocket_frame(message), asyncio.get_running_loop().call_soon)
 
     def publish_event(self, event: dict[str, Any]) -> None:
+        """Called on the event loop only."""
+        self._tell_listeners(event)
+        self.publish(event["run_id"], encode_event(event))
+
+    def publish_threadsafe(self, loop: asyncio.AbstractEventLoop, run_id: str, message: str | bytes) -> None:
+        """From another thread: encode here, send from the loop with the rest of the batch."""
+        if isinstance(message, bytes) and self.binary_listeners:
+            loop.call_soon_threadsafe(self._tell_binary_listeners, run_id, message)
+        self._enqueue(run_id, websocket_frame(message), loop.call_soon_threadsafe)
+
+    def publish_event_threadsafe(self, loop: asyncio.AbstractEventLoop, event: dict[str, Any]) -> None:
+        """From another thread: the listeners get the event on the loop; the frame joins the batch."""
+        if self.listeners:
+            loop.call_soon_threadsafe(self._tell_listeners, event)
+        self._enqueue(event["run_id"], websocket_frame(encode_event(event)), loop.call_soon_threadsafe)
+
+    def _tell_listeners(self, event: dict[str, Any]) -> None:
         for listener in self.listeners:
             try:
                 listener(event)
             except Exception:  # noqa: BLE001 - a listener's bug must not stop the run's own events
                 log.exception("event listener failed on %s", event.get("type"))
-        self.publish(event["run_id"], json.dumps(event, ensure_ascii=False, default=str))
+
+    def _tell_binary_listeners(self, run_id: str, message: bytes) -> None:
+        for listener in self.binary_listeners:
+            try:
+                listener(run_id, message)
+            except Exception:  # noqa: BLE001
+                log.exception("preview listener failed")
+
+    def _enqueue(self, run_id: str, frame: bytes, schedule: Callable[[Callable[[], None]], Any]) -> None:
+        with self._batch_lock:
+            self._batch.append((run_id, frame))
+            first = len(self._batch) == 1
+        if first:  # one callback per batch: later events join this one until the loop runs it
+            schedule(self.flush)
+
+    def flush(self) -> None:
+        """Send what other threads handed over. Called on the event loop only."""
+        with self._batch_lock:
+            batch, self._batch = self._batch, []
+        if batch:
+            self._send(batch)
+
+    def _send(self, batch: list[tuple[str, bytes]]) -> None:
+        everything: bytes | None = None
+        per_run: dict[str, bytes] = {}
+        for subscriber in list(self._subscribers):
+            if subscriber.run_id is None:
+                if everything is None:
+                    everything = b"".join(frame for _, frame in batch)
+                data = everything
+            else:
+                if subscriber.run_id not in per_run:
+                    per_run[subscriber.run_id] = b"".join(f for r, f in batch if r == subscriber.run_id)
+                data = per_run[subscriber.run_id]
+            if data and not subscriber.push(data):
+                self.unsubscribe(subscriber)
 
     def close_all(self) -> None:
         for subscriber in list(self._subscribers):
             self.unsubscribe(subscriber)
             subscriber.close()
+
+
+def encode_event(event: dict[str, Any]) -> str:
+    return json.dumps(event, ensure_ascii=False, default=str)
 
 
 def preview_frame(run_id: str, node: str, step: int, total: int, image: Any) -> bytes | None:
@@ -346,16 +411,16 @@ class Worker:
         if self.loop is None or self.hub is None:
             return
         try:
-            self.loop.call_soon_threadsafe(self.hub.publish_event, event)
+            self.hub.publish_event_threadsafe(self.loop, event)
         except RuntimeError:  # the loop closed during shutdown
             pass
 
-    def _publish_bytes(self, run_id: str, frame: bytes) -> None:
+    def _publish_bytes(self, run_id: str, message: str | bytes) -> None:
         if self.loop is None or self.hub is None:
             return
         try:
-            self.loop.call_soon_threadsafe(self.hub.publish, run_id, frame)
-        except RuntimeError:
+            self.hub.publish_threadsafe(self.loop, run_id, message)
+        except RuntimeError:  # the loop closed during shutdown
             pass
 
 
