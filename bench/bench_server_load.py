@@ -1,11 +1,14 @@
 """Load on a real `diffgraph serve`: 200 run submissions from 20 concurrent clients while 50
-WebSocket listeners follow every run and a prober measures /api/health latency.
+WebSocket listeners follow every run and a prober measures /api/health latency. `--heavy` is the
+load of issue 10 (item 3.11): 500 WebSocket listeners and 200 submissions.
 
 Checks (exit 1 when one fails): no run lost (every listener hears every run queued and finished),
 all finish (succeeded), the order kept (runs start in submission order, each client's runs in the
 order it sent them). Prints the /api/health latency percentiles measured while the load runs.
 
     python bench/bench_server_load.py [--runs 200] [--clients 20] [--listeners 50]
+    python bench/bench_server_load.py --heavy                # 500 listeners
+    python bench/bench_server_load.py --heavy --server-code DIR   # the server from another checkout
 """
 
 from __future__ import annotations
@@ -22,13 +25,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 
-def start_server(data_dir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, code: str | None, loop_debug: bool) -> tuple[subprocess.Popen, str]:
+    env = dict(os.environ, PYTHONPATH=str(Path(code or Path(__file__).resolve().parents[1]).resolve()))
+    stderr: Any = subprocess.DEVNULL
+    if loop_debug:  # asyncio's debug mode logs every callback that holds the loop over 100 ms
+        env["PYTHONASYNCIODEBUG"] = "1"
+        stderr = open(data_dir / "server.log", "w")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen([sys.executable, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir",
-                                str(data_dir)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                str(data_dir)], stdout=subprocess.PIPE, stderr=stderr, env=env)
     assert process.stdout is not None
     for raw in process.stdout:
         match = re.search(r"serving on (http://\S+)", raw.decode())
@@ -108,7 +117,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 async def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as data:
-        process, url = start_server(Path(data))
+        process, url = start_server(Path(data), args.server_code, args.loop_debug)
         try:
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -148,6 +157,10 @@ async def main(args: argparse.Namespace) -> int:
         finally:
             process.terminate()
             process.wait(30)
+            slow = []
+            if args.loop_debug:
+                log_text = (Path(data) / "server.log").read_text(errors="replace")
+                slow = [float(m) for m in re.findall(r"Executing .* took (\d+\.\d+) seconds", log_text)]
 
     ids = [run_id for batch in submissions for run_id, _ in batch]
     by_seq = [run_id for run_id, _ in sorted((pair for batch in submissions for pair in batch), key=lambda p: p[1])]
@@ -173,7 +186,8 @@ async def main(args: argparse.Namespace) -> int:
     if not latencies:  # the load was over before the first probe came back
         latencies = [seconds for _, seconds in samples[-1:]] or [float("nan")]
     p50, p99 = percentile(latencies, 0.50) * 1000, percentile(latencies, 0.99) * 1000
-    print(f"runs: {total} from {args.clients} clients, {args.listeners} WebSocket listeners")
+    print(f"runs: {total} from {args.clients} clients, {args.listeners} WebSocket listeners; server code: "
+          f"{args.server_code or 'this checkout'}")
     print(f"submitted in {submitted_at:.2f} s; all finished and heard in {elapsed:.2f} s "
           f"({total / elapsed:.1f} runs/s); {messages} JSON events delivered")
     print(f"CPU: server {server_cpu:.2f} s, this script {time.process_time():.2f} s, over {elapsed:.2f} s wall; "
@@ -184,6 +198,9 @@ async def main(args: argparse.Namespace) -> int:
     if idle:
         print(f"/api/health idle (before the load): {len(idle)} probes, p50 {percentile(idle, 0.5) * 1000:.1f} ms, "
               f"p99 {percentile(idle, 0.99) * 1000:.1f} ms")
+    if args.loop_debug:
+        print(f"event loop (asyncio debug mode, which slows the server): {len(slow)} callbacks held it over 100 ms"
+              + (f", longest {max(slow) * 1000:.0f} ms, together {sum(slow):.2f} s" if slow else ""))
     print("none lost, all succeeded, order kept" if not problems else "PROBLEMS:\n  " + "\n  ".join(problems[:20]))
     return 1 if problems else 0
 
@@ -194,4 +211,12 @@ if __name__ == "__main__":
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--listeners", type=int, default=50)
     parser.add_argument("--baseline", type=float, default=2.0, help="seconds of idle health probes first")
-    sys.exit(asyncio.run(main(parser.parse_args())))
+    parser.add_argument("--heavy", action="store_true", help="issue 10's load: 500 listeners (overrides --listeners)")
+    parser.add_argument("--loop-debug", action="store_true",
+                        help="run the server in asyncio debug mode and count callbacks that block its loop")
+    parser.add_argument("--server-code", default=None, metavar="DIR",
+                        help="run the server from this source tree (default: this checkout), to compare versions")
+    arguments = parser.parse_args()
+    if arguments.heavy:
+        arguments.listeners = 500
+    sys.exit(asyncio.run(main(arguments)))

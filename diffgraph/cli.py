@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 the run failed, 2 the workflow or the command line is i
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -14,42 +15,57 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from diffgraph import __version__
 from diffgraph.engine import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     Cache,
     CancelToken,
     DiskCache,
     Executor,
+    FileAccess,
     Issue,
     MemoryCache,
+    Plan,
     WorkflowError,
-    default_cache_dir,
+    compile_workflow,
     default_registry,
     load_plan,
     parse_override,
 )
 from diffgraph.engine.executor import DTYPES, check_device
+from diffgraph.engine.plan import templates_dir
+from diffgraph.nodes.devices import device_problem
+from diffgraph.settings import Settings, SettingsError
 
 EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 1, 2, 130
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="diffgraph", description="Node-graph workflows for diffusion models.")
+    parser.add_argument("--version", action="version", version=f"diffgraph {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a workflow file headless")
-    run.add_argument("workflow", help="a workflow file (.yaml, .yml or .json)")
+    run.add_argument("workflow", help="a workflow file (.yaml, .yml or .json), or the name of a saved "
+                                      "workflow or a shipped template (txt2img)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                      help="set a template param (typed by its declaration); repeatable")
     run.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     run.add_argument("--dtype", default="fp32", choices=DTYPES, help="default fp32")
     run.add_argument("--output-dir", default="outputs", help="where output nodes write files (default ./outputs)")
     cache = run.add_mutually_exclusive_group()
-    cache.add_argument("--cache-dir", help=f"disk cache folder (default {default_cache_dir()})")
+    cache.add_argument("--cache-dir", help="disk cache folder (default $XDG_CACHE_HOME/diffgraph, "
+                                           "i.e. ~/.cache/diffgraph)")
     cache.add_argument("--no-cache", action="store_true", help="use no disk cache")
     run.add_argument("--json", action="store_true", help="print one JSON summary instead of progress")
+    from diffgraph.sweep_command import add_sweep_options
+
+    add_sweep_options(run)
+    run.add_argument("--max-image-pixels", type=_pixels, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                     help=f"the largest picture LoadImage decodes (default {DEFAULT_MAX_IMAGE_PIXELS} = 4096x4096)")
 
     validate = commands.add_parser("validate", help="check a workflow without running it")
-    validate.add_argument("workflow")
+    validate.add_argument("workflow", help="a workflow file, or a saved workflow's or template's name")
     validate.add_argument("--json", action="store_true")
 
     nodes = commands.add_parser("nodes", help="list the node catalog")
@@ -66,7 +82,45 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                        help="another Host name the server answers to (besides the bound address and "
                             "localhost); repeatable")
+    serve.add_argument("--keep-previews", type=_non_negative_int, default=500, metavar="N",
+                       help="keep the newest N PreviewImage files in outputs/previews (and at most 512 MB); "
+                            "older ones are deleted (default 500)")
+    serve.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="ray: run the queue on the Ray cluster at --address instead of in this process")
+    serve.add_argument("--address", default=None, help="a Ray cluster's address (default: start a local one)")
+    serve.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs per Ray worker (default 1)")
+    serve.add_argument("--model-dir", action="append", default=[], metavar="DIR",
+                       help="a folder of models that workflows may name (besides the bundled models, "
+                            "<data dir>/models and the Hugging Face cache); repeatable")
+    serve.add_argument("--allow-downloads", action="store_true",
+                       help="let workflows download Hugging Face repos missing from the hub cache "
+                            "(off: only what is already in the cache)")
+    serve.add_argument("--max-image-pixels", type=_pixels, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
+                       help=f"the largest picture uploaded or loaded (default {DEFAULT_MAX_IMAGE_PIXELS} = 4096x4096)")
+    comfy = commands.add_parser("import", help="convert a ComfyUI workflow (API or UI format) into a workflow file")
+    comfy.add_argument("file", help="a ComfyUI workflow .json: the API format or the editor's saved format")
+    comfy.add_argument("-o", "--output", default=None, help="the workflow file to write (default: print YAML)")
     return parser
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative; give 0 or more")
+    return value
+
+
+def _pixels(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of pixels (such as 16777216 for 4096x4096)")
+    return value
 
 
 def _print_json(document: Any, indent: int | None = None) -> None:
@@ -92,9 +146,34 @@ def _registry():
     return registry
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _load_plan(workflow: str, settings: Settings, overrides: dict[str, Any] | None = None,
+               access: FileAccess | None = None) -> Plan:
+    """A workflow file, or by name (no suffix, no folder): NAME.yaml/.yml/.json here, else a workflow
+    saved in the server's library (the default data dir), else a shipped template."""
+    path = Path(workflow)
+    if path.exists() or path.suffix or "/" in workflow or os.sep in workflow:
+        return load_plan(path, _registry(), overrides, access)
+    for local in (path.with_suffix(suffix) for suffix in (".yaml", ".yml", ".json")):
+        if local.is_file():
+            return load_plan(local, _registry(), overrides, access)
+    from diffgraph.server.store import read_saved_workflow
+
+    library = settings.data_dir / "diffgraph.db"
+    saved = read_saved_workflow(library, workflow)
+    if saved is not None:
+        return compile_workflow(saved, _registry(), overrides, base=Path.cwd(), access=access)
+    template = templates_dir() / f"{workflow}.yaml"
+    if template.is_file():
+        return load_plan(template, _registry(), overrides, access)
+    names = ", ".join(sorted(p.stem for p in templates_dir().glob("*.yaml")))
+    raise WorkflowError([Issue(None, None, (
+        f"no workflow {workflow!r}: no such file (nor {workflow}.yaml, .yml or .json here), no saved workflow "
+        f"of that name in {library}, and no such template (the templates: {names})"))])
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        plan = load_plan(args.workflow, _registry())
+        plan = _load_plan(args.workflow, settings)
     except WorkflowError as exc:
         return _report_invalid(exc.issues, args.json)
     if args.json:
@@ -104,19 +183,54 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_nodes(args: argparse.Namespace) -> int:
+def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
     catalog = _registry().catalog()
     if args.json:
         _print_json(catalog, indent=2)
         return 0
-    for entry in catalog:
-        ports = ", ".join(f"{p['name']}: {p['type']}" for p in entry["inputs"])
-        params = ", ".join(f"{p['name']}={p['default']!r}" for p in entry["params"])
-        outs = ", ".join(f"{p['name']}: {p['type']}" for p in entry["outputs"])
-        print(f"{entry['type']} [{entry['category']}] ({ports}) [{params}] -> ({outs})")
-        if entry["doc"]:
-            print(f"    {entry['doc'].splitlines()[0]}")
+    for number, entry in enumerate(catalog):
+        if number:
+            print()
+        for line in _describe_node(entry):
+            print(line)
     return 0
+
+
+def _describe_node(entry: dict[str, Any]) -> list[str]:
+    """A node for `diffgraph nodes`: its signature (optional inputs marked `?`), its whole doc, and a line
+    per input, param and output with its type, default, bounds or choices and doc."""
+    ports = ", ".join(f"{p['name']}{'?' if p['optional'] else ''}: {p['type']}" for p in entry["inputs"])
+    params = ", ".join(f"{p['name']}={p['default']!r}" for p in entry["params"])
+    outs = ", ".join(f"{p['name']}: {p['type']}" for p in entry["outputs"])
+    lines = [f"{entry['type']} [{entry['category']}] ({ports}) [{params}] -> ({outs})"]
+    lines += [f"    {line}".rstrip() for line in inspect.cleandoc(entry["doc"] or "").splitlines()]
+
+    def described(head: str, doc: str) -> str:
+        return f"      {head}: {doc}" if doc else f"      {head}"
+
+    if entry["inputs"]:
+        lines.append("    inputs:")
+        for port in entry["inputs"]:
+            optional = " (optional)" if port["optional"] else ""
+            lines.append(described(f"{port['name']}: {port['type']}{optional}", port["doc"]))
+    if entry["params"]:
+        lines.append("    params:")
+        for param in entry["params"]:
+            facts = ["required" if param["required"] else f"default {param['default']!r}"]
+            if param["min"] is not None or param["max"] is not None:
+                low = "" if param["min"] is None else repr(param["min"])
+                high = "" if param["max"] is None else repr(param["max"])
+                facts.append(f"{low}..{high}")
+            if param["step"] is not None:
+                facts.append(f"step {param['step']!r}")
+            if param["choices"]:
+                facts.append("one of " + ", ".join(map(str, param["choices"])))
+            head = f"{param['name']}: {param['type']} ({', '.join(facts)})"
+            lines.append(described(head, param["doc"]))
+    lines.append("    outputs:")
+    for port in entry["outputs"]:
+        lines.append(described(f"{port['name']}: {port['type']}", port["doc"]))
+    return lines
 
 
 class _Progress:
@@ -148,7 +262,7 @@ class _Progress:
             self._bars.clear()
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         check_device(args.device, args.dtype)
         overrides = dict(parse_override(text) for text in args.overrides)
@@ -156,25 +270,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _report_invalid([Issue(None, "--device", str(exc))], args.json)
     except WorkflowError as exc:
         return _report_invalid(exc.issues, args.json)
+    if problem := device_problem(args.device):
+        return _report_invalid([Issue(None, "--device", problem)], args.json)
     try:
-        plan = load_plan(args.workflow, _registry(), overrides)
+        plan = _load_plan(args.workflow, settings, overrides, FileAccess(max_image_pixels=args.max_image_pixels))
     except WorkflowError as exc:
         return _report_invalid(exc.issues, args.json)
 
     disk = None
     if not args.no_cache:
-        try:
-            max_gb = float(os.environ.get("DIFFGRAPH_CACHE_MAX_GB", "20"))
-        except ValueError:
-            max_gb = -1.0
-        if not max_gb >= 0:
-            issue = Issue(None, "DIFFGRAPH_CACHE_MAX_GB", "must be a number of gigabytes, such as 20 or 0.5")
-            return _report_invalid([issue], args.json)
-        cache_dir = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+        cache_dir = Path(args.cache_dir) if args.cache_dir else settings.cache_dir
         if cache_dir.exists() and not cache_dir.is_dir():
             return _report_invalid([Issue(None, "--cache-dir", f"{cache_dir} is not a directory")], args.json)
-        disk = DiskCache(cache_dir, max_bytes=int(max_gb * 1024**3))
-    executor = Executor(Cache(MemoryCache(), disk))
+        disk = DiskCache(cache_dir, max_bytes=settings.cache_max_bytes)
+    executor = Executor(Cache(MemoryCache(), disk), services={"settings": settings}, threads=settings.threads)
+    if args.sweep:
+        from diffgraph.sweep_command import run_sweep_command
+
+        return run_sweep_command(args, executor, overrides)
     cancel = CancelToken()
     outcome: dict[str, Any] = {}
     finished = threading.Event()
@@ -226,13 +339,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if result.status == "succeeded" else EXIT_FAILED
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    """`diffgraph import FILE [-o OUT]`: exit 0 written, 2 when something cannot be converted (each named)."""
+    from diffgraph.comfy_import import MAX_FILE_BYTES, ComfyError, import_file
+    from diffgraph.engine.document import dump_document, guess_format
+    from diffgraph.nodes.sampling import scheduler_overrides
+
+    path = Path(args.file)
+    if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
+        print(f"{args.file}: not a regular file of at most {MAX_FILE_BYTES} bytes", file=sys.stderr)
+        return EXIT_INVALID
+    models = Path(__file__).resolve().parent / "models"
+    bundled = {p.name: f"models/{p.name}" for p in models.iterdir() if (p / "model_index.json").is_file()}
+
+    def check_sampler(name: str, sigmas: str, spacing: str) -> str | None:
+        try:
+            scheduler_overrides(name, sigmas, spacing)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    try:
+        document = import_file(path.read_text(encoding="utf-8", errors="replace"), bundled, check_sampler,
+                               name=path.stem)
+    except ComfyError as exc:
+        print(f"{args.file}: cannot convert:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_INVALID
+    fmt = guess_format(args.output) if args.output else "yaml"
+    text = dump_document(document, fmt)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if problem := device_problem(args.device):
+        print(f"invalid --device: {problem}", file=sys.stderr)
+        return EXIT_INVALID
     try:
         from diffgraph.server.app import serve
     except ImportError as exc:
         print(f"the server is not available: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return serve(args)
+    return serve(args, settings)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,9 +394,15 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = _parser().parse_args(argv)
-    handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "serve": cmd_serve}[args.command]
+    handler = {"run": cmd_run, "validate": cmd_validate, "nodes": cmd_nodes, "serve": cmd_serve,
+               "import": cmd_import}[args.command]
     try:
-        return handler(args)
+        settings = Settings.from_environ()  # the one place the environment is read
+    except SettingsError as exc:
+        issues = [Issue(None, name, message) for name, message in exc.problems]
+        return _report_invalid(issues, getattr(args, "json", False))
+    try:
+        return handler(args, settings)
     except KeyboardInterrupt:  # Ctrl+C outside a run (loading, validating): quietly, no traceback
         print("interrupted", file=sys.stderr)
         return EXIT_CANCELLED

@@ -29,11 +29,6 @@ Outputs = dict[str, Any]
 MANIFEST = "manifest.json"
 
 
-def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "diffgraph"
-
-
 class MemoryCache:
     """LRU of node outputs, bounded by the bytes the port types report."""
 

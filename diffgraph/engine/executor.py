@@ -22,6 +22,7 @@ from .cache import Cache
 from .errors import Cancelled, NodeError, RunFailed
 from .node import CancelToken, RunContext
 from .plan import Plan, PlannedNode
+from .threads import ThreadPolicy
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,15 @@ def check_device(device: str, dtype: str) -> None:
 class Executor:
     """Runs plans against a shared cache. Holds no global state; one instance per process is usual."""
 
-    def __init__(self, cache: Cache | None = None, services: dict[str, Any] | None = None):
+    def __init__(self, cache: Cache | None = None, services: dict[str, Any] | None = None, variant: str = "",
+                 threads: ThreadPolicy | None = None):
         self.cache = cache if cache is not None else Cache()
         self.services = services if services is not None else {}
+        #: appended to every cache key: an executor whose nodes compute differently (a sweep's
+        #: batch-invariant sampling) keeps its results apart from the others'
+        self.variant = variant
+        #: torch's CPU thread count, chosen before each run (None: leave it alone, as in tests)
+        self.threads = threads
 
     def run(
         self,
@@ -86,6 +93,8 @@ class Executor:
         run_id: str | None = None,
     ) -> RunResult:
         check_device(device, dtype)
+        if self.threads is not None:
+            self.threads.apply()
         cancel = cancel or CancelToken()
         result = RunResult(run_id=run_id or uuid.uuid4().hex, status="running")
         emit = _emitter(on_event, result.run_id)
@@ -97,7 +106,7 @@ class Executor:
 
         output_dir = Path(output_dir)
         # the same graph in another dtype or on another kind of device computes other numbers
-        variant = _variant(device, dtype)
+        variant = _variant(device, dtype) + self.variant
         values, to_execute = self._resolve(plan, wanted, result, emit, output_dir, variant)
         remaining = {nid: 0 for nid in to_execute}
         for nid in to_execute:
@@ -126,10 +135,10 @@ class Executor:
                 else:
                     ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=output_dir,
                                      cancel=cancel, workflow=plan.document, template_params=plan.template_params,
-                                     services=self.services, on_progress=progress)
+                                     services=self.services, access=plan.access, on_progress=progress)
                     emit("node_started", node=node_id, node_type=node.type)
                     started = time.perf_counter()
-                    outputs = self._execute(node, values, ctx)
+                    outputs = self._execute(plan, node, values, ctx)
                     result.seconds[node_id] = time.perf_counter() - started
                     if not node.spec.deterministic or (volatile and any(src in volatile for src, _ in
                                                                           node.links.values())):
@@ -165,7 +174,17 @@ class Executor:
     def cached_outputs(self, plan: Plan, node_id: str, *, device: str = "cpu", dtype: str = "fp32") -> dict | None:
         """The outputs a run on `device`/`dtype` stored for `node_id`, or None when not cached."""
         node = plan.nodes[node_id]
-        return self.cache.get(node.key + _variant(device, dtype), node.spec)
+        outputs = self.cache.get(node.key + _variant(device, dtype) + self.variant, node.spec)
+        if outputs is None:
+            return None
+        return {name: port.type.materialize(outputs[name]) for name, port in node.spec.outputs.items()}
+
+    def store_outputs(self, plan: Plan, node_id: str, outputs: dict[str, Any], *, device: str = "cpu",
+                      dtype: str = "fp32") -> None:
+        """Cache `outputs` as what `node_id` of `plan` computes on `device`/`dtype`, so that a run of
+        the plan takes them from there (a sweep computes one node for several plans at once)."""
+        node = plan.nodes[node_id]
+        self.cache.put(node.key + _variant(device, dtype) + self.variant, node.spec, outputs)
 
     def _resolve(
         self,
@@ -201,11 +220,15 @@ class Executor:
         return values, to_execute
 
     @staticmethod
-    def _execute(node: PlannedNode, values: dict[str, dict[str, Any]], ctx: RunContext) -> dict[str, Any]:
+    def _execute(plan: Plan, node: PlannedNode, values: dict[str, dict[str, Any]], ctx: RunContext) -> dict[str, Any]:
         spec = node.spec
         arguments = dict(node.params)
         for port, (source, output) in node.links.items():
-            arguments[port] = values[source][output]
+            value = values[source][output]
+            declared = spec.inputs.get(port)
+            if declared is None or not declared.stored_form:  # as the source's type computes on it
+                value = plan.nodes[source].spec.outputs[output].type.materialize(value)
+            arguments[port] = value
         for name in spec.inputs:
             arguments.setdefault(name, None)
         linked_params = [p for p in node.links if p in spec.params]
@@ -225,10 +248,10 @@ class Executor:
         except (Cancelled, RunFailed):
             raise
         except NodeError as exc:
-            raise RunFailed(node.id, node.type, str(exc), exc.field) from None
+            raise RunFailed(node.id, node.type, ctx.access.redact(str(exc)), exc.field) from None
         except Exception as exc:  # noqa: BLE001 - a node's own bug still fails only this run
             log.debug("node %s failed", node.id, exc_info=True)
-            raise RunFailed(node.id, node.type, f"{type(exc).__name__}: {exc}") from None
+            raise RunFailed(node.id, node.type, ctx.access.redact(f"{type(exc).__name__}: {exc}")) from None
         if not isinstance(outputs, dict) or not spec.outputs.keys() <= outputs.keys():
             missing = [n for n in spec.outputs if not isinstance(outputs, dict) or n not in outputs]
             raise RunFailed(node.id, node.type, f"returned no value for outputs {missing}")

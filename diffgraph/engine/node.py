@@ -25,10 +25,14 @@ from typing import Any, ClassVar, Literal
 
 import pydantic
 
+from .access import FileAccess
 from .errors import Cancelled
 from .types import PARAM_PORT_TYPES, PortType
 
 _REQUIRED: Any = object()
+
+#: the widget hints a param may give the editor (see `Param.widget`)
+WIDGETS = ("", "upload", "seed", "model")
 
 # Params without explicit bounds still stay inside 64 bits, so huge numbers are refused early.
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
@@ -36,10 +40,15 @@ INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 @dataclass
 class Input:
-    """An input port. `optional` inputs may stay unlinked (the node sees None)."""
+    """An input port. `optional` inputs may stay unlinked (the node sees None).
+
+    `stored_form`: the node takes the value as the disk cache loads it (`PortType.load`, numpy
+    arrays for tensors) instead of `PortType.materialize`'s, so reading it needs no torch.
+    """
 
     optional: bool = False
     doc: str = ""
+    stored_form: bool = False
     type: type[PortType] = PortType  # filled from the annotation
 
 
@@ -61,6 +70,9 @@ class Param:
     step: float | None = None
     choices: tuple[str, ...] | None = None
     multiline: bool = False
+    #: which editor widget the param wants beyond its type: "upload" (an image file), "seed"
+    #: (randomize / increment after each run) or "model" (a choice of the models the server knows)
+    widget: str = ""
     doc: str = ""
     python_type: type = object  # filled from the annotation
 
@@ -117,7 +129,7 @@ class NodeSpec:
             "output_node": self.output_node,
             "doc": self.doc,
             "inputs": [
-                {"name": n, "type": p.type.name, "optional": p.optional, "doc": p.doc}
+                {"name": n, "type": p.type.name, "optional": p.optional, "doc": p.doc, **_linkable(p.type)}
                 for n, p in self.inputs.items()
             ],
             "params": [
@@ -131,13 +143,25 @@ class NodeSpec:
                     "step": p.step,
                     "choices": list(p.choices) if p.choices else None,
                     "multiline": p.multiline,
+                    "widget": p.widget or None,
                     "doc": p.doc,
+                    **_linkable(p.port_type),
                 }
                 for n, p in self.params.items()
             ],
-            "outputs": [{"name": n, "type": p.type.name, "doc": p.doc} for n, p in self.outputs.items()],
+            "outputs": [
+                {"name": n, "type": p.type.name, "doc": p.doc, "colour": p.type.display_colour()}
+                for n, p in self.outputs.items()
+            ],
             "schema": self.params_model.model_json_schema(),
         }
+
+
+def _linkable(port_type: type[PortType]) -> dict[str, Any]:
+    """What the editor needs to check a link into this port and draw it: the engine's own rule."""
+    accepts = ["*"] if port_type.name == "ANY" else [port_type.name, *port_type.accepts]
+    return {"accepts": accepts,
+            "colour": port_type.display_colour()}
 
 
 class CancelToken:
@@ -172,6 +196,8 @@ class RunContext:
     template_params: dict[str, Any] = field(default_factory=dict)
     #: process-wide services the caller hands in (e.g. the model cache); never globals
     services: dict[str, Any] = field(default_factory=dict)
+    #: where file and model params may point (the CLI's permissive policy unless the caller chose)
+    access: FileAccess = field(default_factory=FileAccess)
     on_progress: Callable[[str, int, int, Any], None] | None = None
 
     def check_cancelled(self) -> None:
@@ -192,20 +218,23 @@ class Node:
         raise NotImplementedError
 
     @classmethod
-    def fingerprint(cls, params: dict[str, Any]) -> str | None:
+    def fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:
         """Content the cache key must follow beyond the params, read at planning time.
 
         A node that reads something its params only name (LoadImage: the file behind a path)
         returns a digest of it, so the key changes when the content does. None: params suffice.
+        Paths resolve through `access`; a NodeError it raises (a path the policy refuses) is a
+        validation error of the node.
         """
         return None
 
     @classmethod
-    def check_links(cls, params: dict[str, Any],
-                    linked: dict[str, tuple[str, dict[str, Any], str]]) -> list[tuple[str, str]]:
+    def check_links(cls, params: dict[str, Any], linked: dict[str, tuple[str, dict[str, Any], str]],
+                    access: FileAccess) -> list[tuple[str, str]]:
         """Validation-time checks of what feeds this node, beyond port types: `linked` maps each
-        linked port to (source node type, source params, source output). Returns (field, message)
-        problems; a check that cannot decide from params alone returns none (the run decides)."""
+        linked port to (source node type, source params, source output); paths resolve through
+        `access`. Returns (field, message) problems; a check that cannot decide from params alone
+        returns none (the run decides)."""
         return []
 
     @classmethod
@@ -264,6 +293,8 @@ def node(
             elif isinstance(marker, Param):
                 if annotation not in PARAM_PORT_TYPES:
                     raise TypeError(f"{cls.__name__}.{name}: a param is int, float, str or bool")
+                if marker.widget not in WIDGETS:
+                    raise TypeError(f"{cls.__name__}.{name}: widget {marker.widget!r} is not one of {WIDGETS[1:]}")
                 marker.python_type = annotation
                 params[name] = marker
         clash = set(inputs) & set(params)  # outputs are their own namespace (LoadImage: param and output `image`)

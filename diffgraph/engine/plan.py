@@ -8,15 +8,16 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import pydantic
 
+from .access import FileAccess
 from .document import gc_paused, read_document
-from .errors import Issue, WorkflowError
+from .errors import Issue, NodeError, WorkflowError
 from .node import INT_MAX, INT_MIN, Node, NodeSpec
 from .registry import NodeRegistry
 from .types import TEMPLATE_PARAM_TYPES
@@ -62,6 +63,8 @@ class Plan:
     order: list[str]
     #: workflow `outputs:` name -> (node id, output)
     outputs: dict[str, tuple[str, str]]
+    #: where its file and model params may point, checked when planning and again when running
+    access: FileAccess = field(default_factory=FileAccess)
 
     def default_targets(self) -> list[str]:
         """Nodes a run computes when no outputs are named: output nodes, `outputs:`, else every sink."""
@@ -378,13 +381,15 @@ def compile_workflow(
     base: Path | None = None,
     resolver: SubgraphResolver = default_resolver,
     source: Path | None = None,
+    access: FileAccess | None = None,
 ) -> Plan:
     """Validate `document` against `registry` and plan it, or raise WorkflowError with every issue.
 
     `source` is the file the document came from, so a subgraph that includes it is caught at once.
+    `access` is where file and model params may point (default: the CLI's permissive policy).
     """
     with gc_paused():
-        return _compile(document, registry, overrides, base, resolver, source)
+        return _compile(document, registry, overrides, base, resolver, source, access or FileAccess())
 
 
 def _compile(
@@ -393,7 +398,8 @@ def _compile(
     overrides: Mapping[str, Any] | None,
     base: Path | None,
     resolver: SubgraphResolver,
-    source_file: Path | None = None,
+    source_file: Path | None,
+    access: FileAccess,
 ) -> Plan:
     issues: list[Issue] = []
     for key in document:
@@ -426,7 +432,7 @@ def _compile(
             _check_node(node, target, flat, planned, flattener.aliases, flattener.subgraphs, issues)
 
     if not issues:
-        _check_links(planned, issues)
+        _check_links(planned, issues, access)
 
     outputs: dict[str, tuple[str, str]] = {}
     declared_outputs = document.get("outputs") or {}
@@ -455,8 +461,10 @@ def _compile(
     if issues:
         raise WorkflowError(issues)
 
-    _assign_keys(planned, order)
-    return Plan(dict(document), values, planned, order, outputs)
+    issues.extend(_assign_keys(planned, order, access))
+    if issues:
+        raise WorkflowError(issues)
+    return Plan(dict(document), values, planned, order, outputs, access)
 
 
 def _document_order_if_topological(planned: Mapping[str, PlannedNode]) -> list[str] | None:
@@ -520,7 +528,7 @@ def _resolve_link(link: str, aliases: Mapping[tuple[str, str], str]) -> tuple[st
     return source, output
 
 
-def _check_links(planned: Mapping[str, PlannedNode], issues: list[Issue]) -> None:
+def _check_links(planned: Mapping[str, PlannedNode], issues: list[Issue], access: FileAccess) -> None:
     """Each node type's own checks of what feeds it (`Node.check_links`), such as a task the linked
     model's family cannot do."""
     for node in planned.values():
@@ -530,7 +538,7 @@ def _check_links(planned: Mapping[str, PlannedNode], issues: list[Issue]) -> Non
         linked = {port: (planned[source].type, planned[source].params, output)
                   for port, (source, output) in node.links.items() if source in planned}
         try:
-            problems = check(node.params, linked)
+            problems = check(node.params, linked, access)
         except Exception:  # noqa: BLE001 - a check that cannot decide leaves it to the run
             continue
         issues.extend(Issue(node.id, field, message) for field, message in problems)
@@ -600,13 +608,18 @@ def _check_node(
             got = f", got {literal[name]!r}" if name in literal else ""
             issues.append(Issue(node.id, name or None, f"{error['msg']}{got}{origin}"))
             validated.pop(name, None)
-        target.params = validated
+        for name, declared in spec.params.items():  # a linked required param: the others keep their defaults
+            if name not in validated and name not in node.links and not declared.required:
+                validated[name] = declared.default
+        target.params = {name: validated[name] for name in spec.params if name in validated}  # the spec's order
     for name in node.links:
         target.params.pop(name, None)
 
 
-def _assign_keys(planned: dict[str, PlannedNode], order: list[str]) -> None:
-    """Merkle keys in topological order: each node's key hashes its own content and its inputs' keys."""
+def _assign_keys(planned: dict[str, PlannedNode], order: list[str], access: FileAccess) -> list[Issue]:
+    """Merkle keys in topological order: each node's key hashes its own content and its inputs' keys.
+    Returns the paths `access` refused, as issues."""
+    issues: list[Issue] = []
     for node_id in order:
         node = planned[node_id]
         # validated params come in the spec's field order and repr of primitives is canonical
@@ -619,7 +632,10 @@ def _assign_keys(planned: dict[str, PlannedNode], order: list[str]) -> None:
         text = "\x1f".join(parts)
         if node.spec.has_fingerprint:
             try:  # content the params only name (a file's bytes)
-                fingerprint = node.spec.cls.fingerprint(node.params)
+                fingerprint = node.spec.cls.fingerprint(node.params, access)
+            except NodeError as exc:
+                issues.append(Issue(node_id, exc.field, str(exc)))
+                fingerprint = None
             except Exception:  # noqa: BLE001 - a failing fingerprint must not stop planning: that node never hits
                 fingerprint = os.urandom(16).hex()
             if fingerprint is not None:
@@ -627,17 +643,19 @@ def _assign_keys(planned: dict[str, PlannedNode], order: list[str]) -> None:
         if not node.spec.deterministic:
             text += os.urandom(16).hex()  # never hits, nor does anything downstream
         node.key = hashlib.blake2b(text.encode("utf-8"), digest_size=20).hexdigest()
+    return issues
 
 
 def load_plan(
     path: str | Path,
     registry: NodeRegistry,
     overrides: Mapping[str, Any] | None = None,
+    access: FileAccess | None = None,
 ) -> Plan:
     """Read, validate and plan a workflow file."""
     path = Path(path)
     return compile_workflow(read_document(path), registry, overrides, base=path.resolve().parent,
-                            source=path.resolve())
+                            source=path.resolve(), access=access)
 
 
 __all__ = ["Plan", "PlannedNode", "compile_workflow", "load_plan", "parse_override"]

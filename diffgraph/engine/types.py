@@ -7,6 +7,7 @@ itself and the types that list it in `accepts`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,6 +19,8 @@ class PortType:
     name: ClassVar[str] = "ANY"
     #: names of other types whose values this type accepts (e.g. FLOAT accepts INT)
     accepts: ClassVar[tuple[str, ...]] = ()
+    #: the colour the editor draws this type's ports and links in (CSS); "" = derived from the name
+    colour: ClassVar[str] = ""
     #: False for values that only live in memory (models): they never go to the disk cache
     disk_cacheable: ClassVar[bool] = True
 
@@ -25,6 +28,14 @@ class PortType:
     def feeds(cls, target: type[PortType]) -> bool:
         """True when a value of this type may be linked into a port of type `target`."""
         return target.name == "ANY" or cls.name == target.name or cls.name in target.accepts
+
+    @classmethod
+    def display_colour(cls) -> str:
+        """`colour`, or a stable hue from the name so a node pack's new type gets one of its own."""
+        if cls.colour:
+            return cls.colour
+        hue = int(hashlib.sha256(cls.name.encode()).hexdigest()[:8], 16) % 360
+        return f"hsl({hue} 60% 65%)"
 
     @classmethod
     def save(cls, value: Any, directory: Path, stem: str) -> list[str]:
@@ -38,36 +49,79 @@ class PortType:
         return json.loads((directory / files[0]).read_text(encoding="utf-8"))
 
     @classmethod
+    def materialize(cls, value: Any) -> Any:
+        """The value a node's `run()` receives, from what `load` returned. Default: as it is.
+
+        `load` may return a lighter form (numpy arrays where nodes compute on torch tensors), so
+        that a re-run whose nodes only write cached values out never imports the heavy library.
+        """
+        return value
+
+    @classmethod
     def nbytes(cls, value: Any) -> int:
         """Approximate memory held by `value`, for the memory cache's byte budget."""
-        return 64 + len(value) if isinstance(value, (str, bytes)) else 64
+        return value_nbytes(value)
+
+
+def value_nbytes(value: Any, _depth: int = 0) -> int:
+    """The memory a value holds, at its real size: a tensor's whole storage (a small view of a huge
+    tensor keeps all of it alive), a numpy array's buffer, a PIL picture's pixels, text and bytes,
+    and containers of those. Duck-typed, so the engine needs neither torch nor Pillow."""
+    if isinstance(value, (str, bytes, bytearray)):
+        return 64 + len(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return 64
+    storage = getattr(value, "untyped_storage", None)  # torch.Tensor
+    if callable(storage):
+        try:
+            return 64 + int(storage().nbytes())
+        except Exception:  # noqa: BLE001 - a tensor subclass without storage (meta, sparse): its elements
+            return 64 + int(value.numel() * value.element_size())
+    if hasattr(value, "nbytes") and hasattr(value, "dtype"):  # numpy array (a view counts its base)
+        base = getattr(value, "base", None)
+        return 64 + int(getattr(base, "nbytes", 0) or value.nbytes)
+    if hasattr(value, "getbands") and hasattr(value, "size") and hasattr(value, "mode"):  # PIL picture
+        width, height = value.size
+        bytes_per_pixel = {"1": 1, "L": 1, "P": 1, "I;16": 2}.get(value.mode, 4)
+        return 64 + width * height * max(bytes_per_pixel, len(value.getbands()))
+    if _depth < 8 and isinstance(value, dict):
+        return 64 + sum(value_nbytes(item, _depth + 1) for item in value.values())
+    if _depth < 8 and isinstance(value, (list, tuple)):
+        return 64 + sum(value_nbytes(item, _depth + 1) for item in value)
+    return 64
 
 
 class Any_(PortType):
     name = "ANY"
+    colour = "#dddddd"
 
 
 class Int(PortType):
     name = "INT"
+    colour = "#52b788"
 
 
 class Float(PortType):
     name = "FLOAT"
+    colour = "#95d5b2"
     accepts = ("INT",)
 
 
 class String(PortType):
     name = "STRING"
+    colour = "#a0c4ff"
 
 
 class Boolean(PortType):
     name = "BOOLEAN"
+    colour = "#e5989b"
 
 
 class Files(PortType):
     """A list of file paths a node wrote (SaveImage); `run --json` reports them as outputs."""
 
     name = "FILES"
+    colour = "#adb5bd"
 
 
 #: python type of a param -> its port type, for params that are fed by links

@@ -10,10 +10,11 @@ from diffgraph.engine import NodeRegistry
 
 
 def register(registry: NodeRegistry) -> None:
-    from . import images, latents, loaders, primitives, sampling
+    from . import images, latents, loaders, primitives, resize, sampling
 
     registry.add(*primitives.NODES)
     registry.add(*images.NODES)
     registry.add(*loaders.NODES)
     registry.add(*sampling.NODES)
     registry.add(*latents.NODES)
+    registry.add(*resize.NODES)

@@ -108,6 +108,8 @@ _CHECKPOINT_MARKERS = (
     ("conditioner.embedders.1.model.", "sdxl"),
     ("model.diffusion_model.input_blocks.", "sd"),
 )
+#: the largest model_index.json read (real ones are well under 4 KB)
+MAX_INDEX_BYTES = 1024 * 1024
 #: a safetensors header larger than this is not a checkpoint we read (they are a few MB at most)
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -117,9 +119,12 @@ class UnknownFamily(ValueError):
 
 
 def family_of_folder(folder: Path) -> Family:
-    """The family of a diffusers pipeline folder, from its model_index.json."""
+    """The family of a diffusers pipeline folder, from its model_index.json (a bounded read of a
+    regular file)."""
+    from diffgraph.engine.files import read_regular
+
     try:
-        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+        index = json.loads(read_regular(folder / "model_index.json", MAX_INDEX_BYTES).decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise UnknownFamily(f"cannot read {folder / 'model_index.json'}: {exc}") from None
     class_name = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
@@ -132,7 +137,9 @@ def family_of_folder(folder: Path) -> Family:
 
 def family_of_checkpoint(path: Path) -> Family:
     """The family of a single-file .safetensors checkpoint, from its tensor names."""
-    with open(path, "rb") as handle:
+    from diffgraph.engine.files import open_regular
+
+    with open_regular(path) as handle:
         head = handle.read(8)
         if len(head) < 8:
             raise UnknownFamily(f"{path.name} is too short to be a safetensors checkpoint")

@@ -7,15 +7,17 @@ IMAGE values are float32 CPU tensors [B, 3, H, W] in [0, 1]; MASK values are [B,
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine import Files, Input, Node, NodeError, Output, Param, RunContext, node
+from diffgraph.engine import FileAccess, Files, Input, Node, NodeError, Output, Param, RunContext, node
+from diffgraph.engine.access import MAX_IMAGE_FILE_BYTES
+from diffgraph.engine.files import describe_os_error, digest_regular, open_regular
 
 from .types import Image, Mask
 
@@ -29,30 +31,24 @@ _FORBIDDEN_IN_PREFIX = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 _NO_HARD_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.blake2b(digest_size=20)
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @node("LoadImage", category="image")
 class LoadImage(Node):
     """Load a PNG, JPEG or WebP picture. Its alpha channel becomes the mask (transparent = repaint)."""
 
-    image: str = Param(doc="path to the picture, absolute or relative to the working directory")
+    image: str = Param(widget="upload", doc="the picture: a local path on the command line (absolute or relative to "
+                                              "the working directory); on the server, the name of an uploaded file")
     image_out: Image = Output(name="image", doc="the picture as RGB in [0, 1]")
     mask: Mask = Output(doc="1 - alpha: transparent pixels are 1 (repaint); all zeros without alpha")
 
     @classmethod
-    def fingerprint(cls, params: dict[str, Any]) -> str | None:
+    def fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:
         # the same path with new content must not hit the old cache entry (ComfyUI's IS_CHANGED)
-        path = params.get("image")
-        if not isinstance(path, str) or not path:
+        text = params.get("image")
+        if not isinstance(text, str) or not text.strip():
             return None
+        path = access.input_file(text, "image")  # a path the policy refuses is a validation error
         try:
-            return _file_digest(Path(path).expanduser())
+            return digest_regular(path, MAX_IMAGE_FILE_BYTES)
         except OSError:
             return "unreadable"  # the run reports why; a failed node is never cached
 
@@ -60,7 +56,7 @@ class LoadImage(Node):
         import numpy as np
         import torch
 
-        picture = _open_image(self.image)
+        picture = _open_image(self.image, ctx.access)
         if picture.mode.startswith("I"):  # 16-bit greyscale PNG: keep its precision
             grey = np.asarray(picture, dtype=np.float32) / 65535.0
             rgb = torch.from_numpy(np.clip(grey, 0.0, 1.0)).expand(3, *grey.shape).clone()
@@ -76,8 +72,12 @@ class LoadImage(Node):
         return {"image": rgb.unsqueeze(0).contiguous(), "mask": mask.reshape(1, 1, height, width).contiguous()}
 
 
-def _open_image(text: str):
-    """Open, fully decode and orient the picture at `text`, or raise a NodeError on `image`."""
+def _open_image(text: str, access: FileAccess):
+    """Open, fully decode and orient the picture `text` names, or raise a NodeError on `image`.
+
+    Only a regular file is read, and only a picture of at most `access.max_image_pixels` is decoded
+    (the size is read from the header first: a small PNG can hold an enormous picture).
+    """
     import warnings
 
     from PIL import Image as PILImage
@@ -85,25 +85,36 @@ def _open_image(text: str):
 
     if not text.strip():
         raise NodeError("no picture given: set `image` to the path of a PNG, JPEG or WebP file", field="image")
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise NodeError(f"no such file: {str(path)!r} (relative paths start at {os.getcwd()!r})", field="image")
-    if not path.is_file():
-        raise NodeError(f"{str(path)!r} is not a file", field="image")
+    path = access.input_file(text, "image")
+    shown = repr(text) if not access.permissive else repr(str(path))
     try:
-        with warnings.catch_warnings():
+        handle = open_regular(path, MAX_IMAGE_FILE_BYTES)
+    except FileNotFoundError:
+        where = f" (relative paths start at {os.getcwd()!r})" if access.permissive else ""
+        raise NodeError(f"no such file: {shown}{where}", field="image") from None
+    except OSError as exc:
+        raise NodeError(f"{shown} cannot be read: {describe_os_error(exc)}", field="image") from None
+    try:
+        with handle, warnings.catch_warnings():
             # Pillow only warns between MAX_IMAGE_PIXELS and twice that; refuse those too
             warnings.simplefilter("error", PILImage.DecompressionBombWarning)
-            with PILImage.open(path, formats=IMAGE_FORMATS) as picture:
+            with PILImage.open(handle, formats=IMAGE_FORMATS) as picture:
+                width, height = picture.size
+                if width * height > access.max_image_pixels:
+                    raise NodeError(f"{shown} is {width}x{height} = {width * height} pixels; the limit is "
+                                    f"{access.max_image_pixels} pixels (raise it with --max-image-pixels)",
+                                    field="image")
                 picture.load()
                 oriented = ImageOps.exif_transpose(picture)
                 oriented.load()
+    except NodeError:
+        raise
     except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
-        raise NodeError(f"{str(path)!r} is too large to load safely ({exc})", field="image") from None
+        raise NodeError(f"{shown} is too large to load safely ({exc})", field="image") from None
     except UnidentifiedImageError:
-        raise NodeError(f"{str(path)!r} is not a PNG, JPEG or WebP picture", field="image") from None
+        raise NodeError(f"{shown} is not a PNG, JPEG or WebP picture", field="image") from None
     except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ValueError, zlib errors...
-        raise NodeError(f"{str(path)!r} is damaged or truncated and cannot be decoded ({exc})", field="image") from None
+        raise NodeError(f"{shown} is damaged or truncated and cannot be decoded ({exc})", field="image") from None
     return oriented
 
 
@@ -124,15 +135,20 @@ def _check_prefix(prefix: str) -> str:
 
 
 def _to_pictures(images: Any) -> list:
-    """IMAGE tensor -> PIL pictures, rounding as diffusers' `numpy_to_pil` does."""
-    import torch
+    """IMAGE (a tensor, or the numpy array the disk cache restores) -> PIL pictures, rounding as
+    diffusers' `numpy_to_pil` does. Needs no torch for a restored array."""
+    import numpy as np
     from PIL import Image as PILImage
 
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().numpy()
+    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, np.ndarray) else type(images).__name__
         raise NodeError(f"expected an IMAGE tensor [B, 3, H, W], got {shape}", field="images")
-    pixels = (images.detach().float().cpu().nan_to_num(0.0).clamp(0, 1) * 255).round().to(torch.uint8)
-    return [PILImage.fromarray(p.permute(1, 2, 0).contiguous().numpy(), "RGB") for p in pixels]
+    scaled = np.clip(np.nan_to_num(images.astype(np.float32, copy=False), nan=0.0), 0, 1) * np.float32(255)
+    pixels = np.round(scaled).astype(np.uint8)
+    return [PILImage.fromarray(np.ascontiguousarray(p.transpose(1, 2, 0)), "RGB") for p in pixels]
 
 
 def _next_number(folder: Path, prefix: str) -> int:
@@ -204,7 +220,7 @@ def _save_all(images: Any, folder: Path, prefix: str, pnginfo: Any = None) -> li
 class SaveImage(Node):
     """Save pictures as numbered PNG files in the output folder, with the workflow embedded."""
 
-    images: Image = Input()
+    images: Image = Input(stored_form=True)
     prefix: str = Param("diffgraph", doc="file names are <prefix>_00001.png, <prefix>_00002.png, ...")
     files: Files = Output(doc="absolute paths of the PNG files written")
 
@@ -223,7 +239,7 @@ class SaveImage(Node):
 class PreviewImage(Node):
     """Show pictures without keeping them: PNG files under the output folder's `previews/`."""
 
-    images: Image = Input()
+    images: Image = Input(stored_form=True)
     files: Files = Output(doc="absolute paths of the preview PNG files")
 
     def run(self, ctx: RunContext) -> dict[str, Any]:

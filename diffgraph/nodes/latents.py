@@ -74,12 +74,16 @@ class VAEEncode(Node):
 
     vae: VAE = Input()
     image: Image = Input()
-    mask: Mask = Input(optional=True, doc="1 = repaint; the same size as the image")
+    mask: Mask = Input(optional=True, doc="1 = repaint; the same size as the image unless resized")
+    width: int = Param(0, ge=0, le=16384, step=8, doc="resize the image and the mask to this width first "
+                                                      "(Lanczos, as the diffusers pipelines do); 0 = keep it")
+    height: int = Param(0, ge=0, le=16384, step=8, doc="resize the image and the mask to this height first; "
+                                                       "0 = keep it")
     latent: Latent = Output()
 
     @classmethod
-    def check_links(cls, params, linked):
-        family = modular.family_of_loader(linked["vae"]) if "vae" in linked else None
+    def check_links(cls, params, linked, access):
+        family = modular.family_of_loader(linked["vae"], access) if "vae" in linked else None
         field = "mask" if "mask" in linked else "image"
         problem = modular.task_problem(family, "inpaint" if field == "mask" else "img2img") if family else None
         return [(field, problem)] if problem else []
@@ -95,17 +99,22 @@ class VAEEncode(Node):
         image = self.image
         if image.ndim != 4 or image.shape[1] != 3:
             raise NodeError(f"expected an RGB image [B, 3, H, W], got {tuple(image.shape)}", "image")
+        mask = self.mask
+        if self.width or self.height:
+            size = (self.height or image.shape[2], self.width or image.shape[3])
+            image = resized(image, size)
+            if mask is not None and mask.ndim == 4 and mask.shape[1] == 1:
+                mask = resized(mask, size)
         factor = vae_scale_factor(vae)
         height, width = image.shape[2:]
-        multiple = factor * modular.family_of(self.vae).size_multiple  # packed latents: 2x2 patches
-        _check_size(width, multiple, "image")
-        _check_size(height, multiple, "image")
+        multiple = factor * family.size_multiple  # packed latents: 2x2 patches
+        _check_size(width, multiple, "width" if self.width else "image")
+        _check_size(height, multiple, "height" if self.height else "image")
         device, dtype = ctx.device, models.torch_dtype(ctx)
         pixels = (image * 2.0 - 1.0).to(device=device, dtype=dtype)
         with torch.inference_mode():
             latent = _encode(vae, pixels, "", family)
-            if self.mask is not None:
-                mask = self.mask
+            if mask is not None:
                 if mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (height, width):
                     raise NodeError(f"the mask is {tuple(mask.shape[2:])} (H, W) but the image is "
                                     f"{(height, width)}; they must match", "mask")
@@ -116,6 +125,25 @@ class VAEEncode(Node):
                 latent["mask"] = torch.nn.functional.interpolate(
                     binary, size=(height // factor, width // factor)).float().cpu()
         return {"latent": latent}
+
+
+def resized(pictures: Any, size: tuple[int, int]) -> Any:
+    """Pictures [B, C, H, W] in [0, 1] resized to size (H, W) as diffusers' VaeImageProcessor does: 8-bit
+    PIL images resized with Lanczos, then back to [0, 1] (masks are binarized afterwards by the caller)."""
+    import numpy as np
+    import torch
+    from PIL import Image as PILImage
+
+    height, width = size
+    if tuple(pictures.shape[2:]) == (height, width):
+        return pictures
+    out = []
+    for picture in pictures.float().clamp(0, 1).cpu():
+        array = (picture.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        pil = PILImage.fromarray(array[..., 0] if array.shape[2] == 1 else array)
+        array = np.asarray(pil.resize((width, height), resample=PILImage.LANCZOS), dtype=np.float32) / 255.0
+        out.append(torch.from_numpy(array.reshape(height, width, -1)).permute(2, 0, 1))
+    return torch.stack(out)
 
 
 def _encode(vae: Any, pixels: Any, prefix: str, family: Any) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine import Node, NodeError, Output, Param, String, node
+from diffgraph.engine import FileAccess, Node, NodeError, Output, Param, String, node
 
 from . import families, models
 from .types import VAE, DepthModel, Scheduler, TextEncoder, UNet
@@ -20,34 +20,35 @@ CONFIG_DOC = "single-file checkpoints only: a diffusers folder or repo id provid
 PICKLE_DOC = "allow pickle weights (.ckpt/.bin/.pt), which can run code when loaded: only for files you trust"
 
 
-def _source(model: str, revision: str, allow_pickle: bool) -> tuple[Path, bool]:
+def _source(model: str, revision: str, allow_pickle: bool, access: FileAccess) -> tuple[Path, bool]:
     """(resolved path, is a single checkpoint file)."""
-    path = models.resolve_model(model, revision)
+    path = models.resolve_model(model, revision, access=access)
     if path.is_file():
         models.check_checkpoint_file(path, allow_pickle)
         return path, True
     return path, False
 
 
-def _config_folder(config: str, revision: str) -> Path:
+def _config_folder(config: str, revision: str, access: FileAccess) -> Path:
     if not config.strip():
         raise NodeError("a single-file checkpoint needs `config`: a diffusers folder (or repo id) with the "
                         "model's configs, such as the model it was trained from", "config")
-    folder = models.resolve_model(config, revision, field="config")
+    folder = models.resolve_model(config, revision, field="config", access=access)
     if not (folder / "model_index.json").is_file():
         raise NodeError(f"{folder} is not a diffusers folder (no model_index.json)", "config")
     return folder
 
 
-def _fingerprint(cls, params: dict[str, Any]) -> str | None:
+def _fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:
     """Loaders follow the content of local model files, not only their path (see Node.fingerprint)."""
-    parts = [models.local_fingerprint(str(params.get(name) or "")) for name in ("model", "config")]
+    revision = str(params.get("revision") or "")
+    parts = [models.local_fingerprint(str(params.get(name) or ""), access, name, revision) for name in ("model", "config")]
     return None if parts == [None, None] else "|".join(part or "" for part in parts)
 
 
 def _ref(ctx, kind: str, path: Path, subfolder: str, revision: str, allow_pickle: bool, config: str = "",
          family: str = ""):
-    fingerprint = models.local_fingerprint(str(path)) or ""
+    fingerprint = models.local_fingerprint(str(path)) or ""  # `path` is resolved already, under the policy
     ref = models.ModelRef(kind=kind, path=str(path), subfolder=subfolder, revision=revision, config=config,
                           allow_pickle=allow_pickle, fingerprint=fingerprint, family=family)
     models.model_cache(ctx).load(ref, ctx.device, ctx.dtype, field="model")
@@ -59,7 +60,7 @@ def _family(path: Path, single: bool) -> families.Family | None:
     an unknown pipeline: the caller explains). Single files of the modular families are refused."""
     try:
         family = families.family_of_checkpoint(path) if single else families.family_of_folder(path)
-    except families.UnknownFamily:
+    except (families.UnknownFamily, OSError):
         return None
     if single and family.modular:
         raise NodeError(f"{path.name} is a single-file {family.title} checkpoint; diffgraph loads "
@@ -84,14 +85,14 @@ def _family_refs(ctx, path: Path, family: families.Family, revision: str, allow_
 
 def _component(ctx, model: str, revision: str, allow_pickle: bool, config: str, kind: str,
                names: tuple[str, ...], classes: tuple[str, ...]):
-    path, single = _source(model, revision, allow_pickle)
+    path, single = _source(model, revision, allow_pickle, ctx.access)
     family = _family(path, single)
     if family is not None and family.modular:
         return _family_refs(ctx, path, family, revision, allow_pickle)[kind]
     if single:
         if kind not in ("unet", "vae", "text_encoder"):
             raise NodeError(f"a single-file checkpoint holds no {kind}", "model")
-        return _ref(ctx, kind, path, "", revision, allow_pickle, str(_config_folder(config, revision)))
+        return _ref(ctx, kind, path, "", revision, allow_pickle, str(_config_folder(config, revision, ctx.access)))
     subfolder = models.find_component(path, names, classes, "model")
     return _ref(ctx, kind, path, subfolder, revision, allow_pickle)
 
@@ -103,7 +104,7 @@ class LoadPipeline(Node):
     text encoders with their tokenizers. A model without a VAE or text encoder leaves those
     outputs empty. `family` says which family the model's own files declare."""
 
-    model: str = Param(doc=MODEL_DOC)
+    model: str = Param(widget="model", doc=MODEL_DOC)
     revision: str = Param("", doc="Hugging Face repo ids only: a branch, tag or commit")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
@@ -116,7 +117,7 @@ class LoadPipeline(Node):
     fingerprint = classmethod(_fingerprint)
 
     def run(self, ctx):
-        path, single = _source(self.model, self.revision, self.allow_pickle)
+        path, single = _source(self.model, self.revision, self.allow_pickle, ctx.access)
         family = _family(path, single)
         if family is not None and family.modular:
             return {**_family_refs(ctx, path, family, self.revision, self.allow_pickle), "family": family.name}
@@ -124,7 +125,7 @@ class LoadPipeline(Node):
 
     def _sd_outputs(self, ctx, path: Path, single: bool) -> dict:
         if single:
-            config = _config_folder(self.config, self.revision)
+            config = _config_folder(self.config, self.revision, ctx.access)
             refs = {kind: _ref(ctx, kind, path, "", self.revision, self.allow_pickle, str(config))
                     for kind in ("unet", "vae", "text_encoder")}
             return {**refs, "scheduler": models.scheduler_ref(config)}
@@ -155,7 +156,7 @@ class LoadPipeline(Node):
 class LoadUNet(Node):
     """Load only the UNet of a model (a pipeline folder, a `unet` folder, or a checkpoint)."""
 
-    model: str = Param(doc=MODEL_DOC)
+    model: str = Param(widget="model", doc=MODEL_DOC)
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
@@ -172,7 +173,7 @@ class LoadUNet(Node):
 class LoadVAE(Node):
     """Load only the VAE of a model (a pipeline folder, a `vae` folder, or a checkpoint)."""
 
-    model: str = Param(doc=MODEL_DOC)
+    model: str = Param(widget="model", doc=MODEL_DOC)
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
@@ -189,7 +190,7 @@ class LoadVAE(Node):
 class LoadTextEncoder(Node):
     """Load only the text encoder and tokenizer of a model (a pipeline folder or a checkpoint)."""
 
-    model: str = Param(doc=MODEL_DOC)
+    model: str = Param(widget="model", doc=MODEL_DOC)
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
@@ -207,7 +208,7 @@ class LoadDepthModel(Node):
     """Load a depth estimator (transformers AutoModelForDepthEstimation, such as DPT) and its image
     processor: a depth2img pipeline folder (depth_estimator/ + feature_extractor/) or a model folder."""
 
-    model: str = Param(doc="a folder or Hugging Face repo id")
+    model: str = Param(widget="model", doc="a folder or Hugging Face repo id")
     revision: str = Param("")
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
     depth_model: DepthModel = Output()
@@ -215,7 +216,7 @@ class LoadDepthModel(Node):
     fingerprint = classmethod(_fingerprint)
 
     def run(self, ctx):
-        path, single = _source(self.model, self.revision, self.allow_pickle)
+        path, single = _source(self.model, self.revision, self.allow_pickle, ctx.access)
         if single:
             raise NodeError("a depth model is a folder (config.json and preprocessor_config.json), not a file",
                             "model")

@@ -18,17 +18,22 @@ in with `allow_pickle`. The format is judged by the file's content, never by its
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
 import re
 import struct
+import warnings
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine import NodeError
+from diffgraph.engine import FileAccess, NodeError
+from diffgraph.engine.files import describe_os_error, open_regular, read_regular
+from diffgraph.settings import Settings
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -37,6 +42,10 @@ PICKLE_HELP = ("pickle files can run arbitrary code when loaded; convert the che
                "or set allow_pickle=true if you trust its source")
 #: libraries whose classes a model folder may name
 LIBRARIES = ("diffusers", "transformers")
+#: the largest model_index.json / config.json read (real ones are a few KB)
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
+#: the CLI's policy: model params are any local path or repo id
+PERMISSIVE = FileAccess()
 
 
 @dataclass(frozen=True)
@@ -82,24 +91,36 @@ def ref_from_json(data: Any) -> ModelRef | None:
 
 
 def sniff_format(path: Path) -> str:
-    """'safetensors', 'pickle' or 'unknown', from the first bytes of the file."""
-    with open(path, "rb") as handle:
-        head = handle.read(16)
+    """'safetensors', 'pickle' or 'unknown', from the first bytes of the (regular) file."""
+    try:
+        with open_regular(path) as handle:
+            head = handle.read(16)
+            size = os.fstat(handle.fileno()).st_size
+    except OSError:
+        return "unknown"
     if len(head) >= 10 and head[8:9] == b"{":
         (header_length,) = struct.unpack("<Q", head[:8])
-        if 2 <= header_length <= path.stat().st_size - 8:
+        if 2 <= header_length <= size - 8:
             return "safetensors"
     if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save zip, or a raw pickle stream
         return "pickle"
     return "unknown"
 
 
-def resolve_model(text: str, revision: str = "", field: str = "model") -> Path:
-    """A local path for `text`: a path (absolute, relative to the working folder or to the
-    diffgraph package) or a Hugging Face repo id found through huggingface_hub's cache."""
+def resolve_model(text: str, revision: str = "", field: str = "model", access: FileAccess = PERMISSIVE) -> Path:
+    """A local path for `text`. Permissive (the CLI): a path (absolute, relative to the working folder
+    or to the diffgraph package) or a Hugging Face repo id found through huggingface_hub's cache.
+    Contained (the server): a model under `access`'s model roots or a repo id in the hub cache."""
     text = text.strip()
     if not text:
         raise NodeError("no model given: name a diffusers folder, a .safetensors file or a repo id", field)
+    if not access.permissive:
+        found = access.model_path(text, field)
+        if found is not None:
+            return found
+        if not REPO_ID.match(text):
+            access.model_path("/", field)  # raises the policy's refusal, which says nothing about the path
+        return _from_hub(text, revision, field, access.allow_downloads)
     path = Path(text).expanduser()
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
     for candidate in candidates:
@@ -107,15 +128,20 @@ def resolve_model(text: str, revision: str = "", field: str = "model") -> Path:
             return candidate.resolve()
     if path.is_absolute() or text.startswith(".") or not REPO_ID.match(text):
         raise NodeError(f"{text!r} does not exist", field)
-    return _from_hub(text, revision, field)
+    return _from_hub(text, revision, field, access.allow_downloads)
 
 
-def local_path(text: str) -> Path | None:
+def local_path(text: str, access: FileAccess = PERMISSIVE) -> Path | None:
     """The local file or folder `text` names (as resolve_model finds local paths), or None: never
-    a Hugging Face lookup, so validation can call it."""
+    a Hugging Face lookup, and nothing the policy refuses, so validation can call it."""
     text = text.strip()
     if not text:
         return None
+    if not access.permissive:
+        try:
+            return access.model_path(text, "model")
+        except NodeError:
+            return None  # the loader's own checks report the refusal
     path = Path(text).expanduser()
     for candidate in [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]:
         if candidate.exists():
@@ -123,16 +149,26 @@ def local_path(text: str) -> Path | None:
     return None
 
 
-def local_fingerprint(text: str) -> str | None:
+def local_fingerprint(text: str, access: FileAccess = PERMISSIVE, field: str = "model", revision: str = "") -> str | None:
     """A digest of the names, sizes and modification times of a local model's files, so a model
-    re-trained in place gets new cache keys. None for hub repo ids (their revision pins them)."""
+    re-trained in place gets new cache keys. None for hub repo ids (their revision pins them).
+    A name the contained policy refuses raises its NodeError, and so does a repo id missing from the
+    hub cache when downloads are off: the server knows only the repos its cache holds."""
     import hashlib
 
     text = text.strip()
     if not text:
         return None
-    path = Path(text).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
+    if access.permissive:
+        path = Path(text).expanduser()
+        candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
+    else:
+        found = access.model_path(text, field)
+        if found is None and not REPO_ID.match(text):
+            access.model_path("/", field)  # the policy's refusal
+        if found is None and not access.allow_downloads:
+            _from_hub(text, revision, field, allow_downloads=False)  # a local lookup in the hub cache
+        candidates = [found] if found is not None else []
     for candidate in candidates:
         if candidate.is_file():
             files = [candidate]
@@ -149,7 +185,7 @@ def local_fingerprint(text: str) -> str | None:
     return None
 
 
-def _from_hub(repo_id: str, revision: str, field: str) -> Path:
+def _from_hub(repo_id: str, revision: str, field: str, allow_downloads: bool = True) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
@@ -157,12 +193,15 @@ def _from_hub(repo_id: str, revision: str, field: str) -> Path:
     try:
         # configs and the components' safetensors weights only: not the multi-GB single-file
         # checkpoints some repos also keep at their root, nor half-precision or EMA variants
-        folder = snapshot_download(repo_id, revision=revision or None, local_files_only=offline,
+        folder = snapshot_download(repo_id, revision=revision or None, local_files_only=offline or not allow_downloads,
                                    allow_patterns=["*.json", "*.txt", "*/*.safetensors", "*.model"],
                                    ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ema.safetensors"])
     except LocalEntryNotFoundError:
-        where = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
-        raise NodeError(f"{repo_id!r} is not a local path, and the Hugging Face repo is not in the cache "
+        if not allow_downloads:
+            where = "downloads are off on this server: start it with `diffgraph serve --allow-downloads`"
+        else:
+            where = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
+        raise NodeError(f"{repo_id!r} is not a local model, and the Hugging Face repo is not in the cache "
                         f"({where}); download it first or give a local folder", field) from None
     except RepositoryNotFoundError:
         raise NodeError(f"{repo_id!r} is neither a local path nor a Hugging Face repo", field) from None
@@ -181,9 +220,9 @@ def check_checkpoint_file(path: Path, allow_pickle: bool, field: str = "model") 
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(path, MAX_CONFIG_BYTES).decode("utf-8"))
     except (OSError, ValueError) as exc:
-        raise NodeError(f"cannot read {path}: {exc}") from None
+        raise NodeError(f"cannot read {path}: {describe_os_error(exc) if isinstance(exc, OSError) else exc}") from None
     if not isinstance(data, dict):
         raise NodeError(f"{path} is not a JSON object")
     return data
@@ -236,6 +275,29 @@ def scheduler_ref(folder: Path, subfolder: str = "scheduler") -> ModelRef:
                     scheduler_config=json.dumps(config, sort_keys=True))
 
 
+@contextlib.contextmanager
+def libraries_quiet() -> Iterator[None]:
+    """diffusers' and transformers' weight-loading bars, advice and warnings are not the user's business:
+    a run prints diffgraph's own progress and result only. Errors still raise; the settings come back after."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    saved = [(module, module.get_verbosity(), module.is_progress_bar_enabled())
+             for module in (diffusers_logging, transformers_logging)]
+    for module, _, _ in saved:
+        module.set_verbosity_error()
+        module.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for module, verbosity, bars in saved:
+            module.set_verbosity(verbosity)
+            if bars:
+                module.enable_progress_bar()
+
+
 def build_scheduler(ref: ModelRef) -> Any:
     """A fresh scheduler (schedulers keep per-run state, so every loop builds its own)."""
     import diffusers
@@ -243,7 +305,8 @@ def build_scheduler(ref: ModelRef) -> Any:
     cls = getattr(diffusers, ref.scheduler_class, None)
     if cls is None or not ref.scheduler_class.endswith("Scheduler"):
         raise NodeError(f"unknown scheduler class {ref.scheduler_class!r}", "scheduler")
-    return cls.from_config(json.loads(ref.scheduler_config))
+    with libraries_quiet():
+        return cls.from_config(json.loads(ref.scheduler_config))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -329,13 +392,11 @@ def _load_single_file(ref: ModelRef, torch_dtype: Any) -> dict[str, Any]:
 
 class ModelCache:
     """Live models keyed by (kind, path, subfolder, revision, files, device, dtype), LRU under a
-    byte budget (DIFFGRAPH_MODEL_CACHE_GB, default 16). A model bigger than the budget still loads
-    (the run needs it); it is then the only one kept."""
+    byte budget (Settings.model_cache_gb: DIFFGRAPH_MODEL_CACHE_GB, default 16). A model bigger than the
+    budget still loads (the run needs it); it is then the only one kept."""
 
     def __init__(self, max_bytes: int | None = None):
-        if max_bytes is None:
-            max_bytes = int(float(os.environ.get("DIFFGRAPH_MODEL_CACHE_GB", "16")) * 1024**3)
-        self.max_bytes = max_bytes
+        self.max_bytes = Settings().model_cache_bytes if max_bytes is None else max_bytes
         self.bytes = 0
         self._entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
         self.loads = 0  # how many times weights were read from disk (tests and stats read it)
@@ -356,10 +417,11 @@ class ModelCache:
 
         torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
         try:
-            if ref.single_file:
-                parts = _load_single_file(ref, torch_dtype)
-            else:
-                parts = {ref.kind: self._load_folder_part(ref, torch_dtype)}
+            with libraries_quiet():
+                if ref.single_file:
+                    parts = _load_single_file(ref, torch_dtype)
+                else:
+                    parts = {ref.kind: self._load_folder_part(ref, torch_dtype)}
         except NodeError as exc:
             raise NodeError(str(exc), exc.field or field) from None
         except Exception as exc:  # noqa: BLE001 - a broken model file is the user's input
@@ -383,7 +445,8 @@ class ModelCache:
 
         torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
         try:
-            pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
+            with libraries_quiet():
+                pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
         except NodeError as exc:
             raise NodeError(str(exc), exc.field or field) from None
         except Exception as exc:  # noqa: BLE001 - a broken model file is the user's input
@@ -433,8 +496,12 @@ def _placed(value: Any, device: str, torch_dtype: Any) -> Any:
 
 
 def model_cache(ctx: Any) -> ModelCache:
-    """The process-wide model cache the executor's owner handed in (created on first use)."""
-    return ctx.services.setdefault("models", ModelCache())
+    """The process-wide model cache the executor's owner handed in (created on first use, sized by the
+    `settings` service the entry point parsed)."""
+    if "models" not in ctx.services:
+        settings = ctx.services.get("settings") or Settings()
+        ctx.services["models"] = ModelCache(settings.model_cache_bytes)
+    return ctx.services["models"]
 
 
 def load(ctx: Any, ref: Any, field: str) -> Any:
@@ -450,3 +517,27 @@ def torch_dtype(ctx: Any) -> Any:
     import torch
 
     return getattr(torch, TORCH_DTYPES[ctx.dtype])
+
+
+def known_models() -> list[dict[str, str]]:
+    """The models this machine has without downloading anything, by the name a model param takes:
+    the bundled ones (`models/<name>`) and the model repos in huggingface_hub's cache."""
+    found: list[dict[str, str]] = []
+    bundled = PACKAGE_DIR / "models"
+    if bundled.is_dir():
+        for folder in sorted(bundled.iterdir()):
+            kind = "diffusers" if (folder / "model_index.json").is_file() else "transformers" if (folder / "config.json").is_file() else ""
+            if folder.is_dir() and kind:
+                found.append({"name": f"models/{folder.name}", "source": "bundled", "kind": kind})
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        repos = scan_cache_dir().repos
+    except Exception:  # noqa: BLE001 - no cache folder yet (or an unreadable one): nothing cached
+        repos = frozenset()
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        if repo.repo_type == "model":
+            files = {f.file_name for revision in repo.revisions for f in revision.files}
+            kind = "diffusers" if "model_index.json" in files else "transformers" if "config.json" in files else "file"
+            found.append({"name": repo.repo_id, "source": "huggingface cache", "kind": kind})
+    return found

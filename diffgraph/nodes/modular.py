@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,14 +94,14 @@ def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickl
     only unless `allow_pickle`), with the step block in its denoise loops."""
     from diffusers import ModularPipeline
 
-    from .models import _load_part, build_scheduler, scheduler_ref
+    from .models import _load_part, _read_json, build_scheduler, scheduler_ref
 
     family = families.get(family_name)
     if not family.modular:
         raise NodeError(f"{family.title} runs diffgraph's own loop, not modular blocks")
     with _quiet_diffusers():
         pipeline = ModularPipeline.from_pretrained(str(folder), local_files_only=True)
-    index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    index = _read_json(folder / "model_index.json")
     parts = {}
     for name, entry in index.items():
         if name in pipeline._component_specs and isinstance(entry, list) and len(entry) == 2 and entry[1]:
@@ -179,15 +178,15 @@ def require_task(family: Family, task: str, field: str) -> None:
 LOADERS = ("LoadPipeline", "LoadUNet", "LoadVAE", "LoadTextEncoder")
 
 
-def family_of_loader(source: tuple[str, dict[str, Any], str]) -> Family | None:
+def family_of_loader(source: tuple[str, dict[str, Any], str], access: Any) -> Family | None:
     """At validation time: the family of the local model a loader link comes from, if it can be
-    told from the files (hub ids and anything unreadable: None, the run decides)."""
+    told from the files `access` allows (hub ids and anything unreadable: None, the run decides)."""
     from .models import local_path
 
     node_type, params, _ = source
     if node_type not in LOADERS or not isinstance(params.get("model"), str):
         return None
-    path = local_path(params["model"])
+    path = local_path(params["model"], access)
     if path is None:
         return None
     try:

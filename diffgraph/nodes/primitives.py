@@ -42,7 +42,7 @@ class StringValue(Node):
 class SeedValue(Node):
     """A random seed: the same seed gives the same picture on every device."""
 
-    value: int = Param(0, ge=0, le=2**64 - 1)
+    value: int = Param(0, ge=0, le=2**64 - 1, widget="seed")
     seed: Int = Output()
 
     def run(self, ctx):

@@ -8,8 +8,11 @@ latent sample, then whatever the scheduler's steps draw), so a seed gives the pi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import warnings
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, node
@@ -31,6 +34,39 @@ SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
     "unipc": ("UniPCMultistepScheduler", {}),
     "lcm": ("LCMScheduler", {}),
 }
+
+#: samplers the node offers beyond the templates' list (ComfyUI's dpmpp_2m_sde)
+MORE_SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++"}),
+}
+
+#: the noise schedule's sigmas, as diffusers' config flags (ComfyUI's karras / exponential / beta)
+SIGMAS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "karras": {"use_karras_sigmas": True},
+    "exponential": {"use_exponential_sigmas": True},
+    "beta": {"use_beta_sigmas": True},
+}
+#: how the steps are spread over the trained timesteps (diffusers' `timestep_spacing`)
+SPACINGS = ("default", "leading", "linspace", "trailing")
+
+
+def scheduler_overrides(name: str, sigmas: str = "default", spacing: str = "default") -> tuple[str, dict[str, Any]]:
+    """(diffusers class, config overrides) for a sampler, sigma schedule and spacing; a ValueError
+    names what the class does not take (read from its own signature) and what it does."""
+    import diffusers
+
+    class_name, overrides = {**SCHEDULERS, **MORE_SCHEDULERS}[name]
+    overrides = {**overrides, **SIGMAS[sigmas]}
+    if spacing != "default":
+        overrides["timestep_spacing"] = spacing
+    accepted = inspect.signature(getattr(diffusers, class_name).__init__).parameters
+    missing = [flag for flag in overrides if flag not in accepted]
+    if missing:
+        takes = [s for s, flags in SIGMAS.items() if all(flag in accepted for flag in flags)]
+        raise ValueError(f"the {name} sampler ({class_name}) has no {sigmas} sigmas; it takes {', '.join(takes)}")
+    return class_name, overrides
+
 
 #: approximate latent -> RGB factors of the SD 1.x VAE, for cheap step previews
 LATENT_RGB = ((0.298, 0.207, 0.208), (0.187, 0.286, 0.173), (-0.158, 0.189, 0.264), (-0.184, -0.271, -0.473))
@@ -76,7 +112,9 @@ class SchedulerNode(Node):
     none is linked)."""
 
     scheduler: Scheduler = Input(optional=True, doc="the model's scheduler (LoadPipeline)")
-    name: str = Param("euler", choices=tuple(SCHEDULERS))
+    name: str = Param("euler", choices=(*SCHEDULERS, *MORE_SCHEDULERS))
+    sigmas: str = Param("default", choices=tuple(SIGMAS), doc="the sigma schedule (not every sampler takes one)")
+    spacing: str = Param("default", choices=SPACINGS, doc="how steps spread over the timesteps (default: the model's)")
     scheduler_out: Scheduler = Output(name="scheduler")
 
     def run(self, ctx):
@@ -87,14 +125,20 @@ class SchedulerNode(Node):
             source = models.ModelRef(kind="scheduler", path="", scheduler_class="PNDMScheduler",
                                      scheduler_config=json.dumps(SD1_SCHEDULER_CONFIG, sort_keys=True))
         base = models.build_scheduler(_ref(source, "scheduler"))
-        class_name, overrides = SCHEDULERS[self.name]
-        if source.scheduler_class.startswith("FlowMatch"):  # SD3, Flux: their flow-matching euler only
-            if self.name != "euler":
-                raise NodeError(f"this model samples by flow matching ({source.scheduler_class}); of the samplers "
-                                "only euler (its own flow-matching euler) applies", "name")
+        try:
+            class_name, overrides = scheduler_overrides(self.name, self.sigmas, self.spacing)
+        except ValueError as exc:
+            raise NodeError(str(exc), "sigmas") from None
+        if source.scheduler_class.startswith("FlowMatch"):  # SD3, Flux, ...: their flow-matching euler only
+            for field, value in (("name", self.name), ("sigmas", self.sigmas), ("spacing", self.spacing)):
+                if value not in ("euler", "default"):
+                    raise NodeError(f"this model samples by flow matching ({source.scheduler_class}); only "
+                                    "name euler (its own flow-matching euler) with the default sigmas and "
+                                    "spacing applies", field)
             class_name, overrides = source.scheduler_class, {}
         try:
-            built = getattr(diffusers, class_name).from_config(base.config, **overrides)
+            with models.libraries_quiet():
+                built = getattr(diffusers, class_name).from_config(base.config, **overrides)
         except ImportError as exc:  # a sampler whose extra library is missing (lms needs scipy)
             raise NodeError(f"the {self.name} sampler cannot be built here: {' '.join(str(exc).split())}",
                             "name") from None
@@ -139,7 +183,7 @@ class SchedulerStep(Node):
     sample: Latent = Input()
     steps: int = Param(25, ge=1, le=1000)
     index: int = Param(0, ge=0, le=999, doc="which step of the schedule, from 0")
-    seed: int = Param(0, ge=0, le=2**64 - 1, doc="for samplers that add noise")
+    seed: int = Param(0, ge=0, le=2**64 - 1, widget="seed", doc="for samplers that add noise")
     previous: Latent = Output(doc="the sample one step less noisy")
     timestep: Float = Output()
 
@@ -181,7 +225,7 @@ class SampleLoop(Node):
     positive: Conditioning = Input(optional=True, doc="required by text-conditioned UNets")
     negative: Conditioning = Input(optional=True, doc="required when cfg > 1 (encode an empty prompt)")
     depth: Depth = Input(optional=True, doc="required by depth-conditioned UNets")
-    seed: int = Param(0, ge=0, le=2**64 - 1)
+    seed: int = Param(0, ge=0, le=2**64 - 1, widget="seed")
     steps: int = Param(25, ge=1, le=1000)
     cfg: float = Param(7.5, ge=0.0, le=100.0, step=0.5, doc="guidance scale; 1 or less turns guidance off")
     strength: float = Param(1.0, ge=0.0, le=1.0, step=0.01, doc="how much to change the input latent")
@@ -199,18 +243,34 @@ class SampleLoop(Node):
                 samples = modular.sample(ctx, self.unet, self.latent, self.positive, self.negative, settings, preview)
             return {"latent": {"samples": samples.float().cpu()}}
         with torch.inference_mode():
-            return {"latent": {"samples": self._sample(ctx).float().cpu()}}
+            return {"latent": {"samples": self.sample(ctx).float().cpu()}}
 
-    def _sample(self, ctx):  # one loop, read top to bottom like a pipeline's __call__
+    def sample(self, ctx, seeds: Sequence[int] | None = None):
+        """The denoised latents. With `seeds`, one batch of len(seeds) pictures of a batch-1 latent,
+        item i drawing all its noise from seed i's own generator. Sweeps run with the service
+        BATCH_INVARIANT set: then, on the CPU, each item is bit for bit the picture of a run with
+        that seed alone (see batch_invariant), batched or not."""
+        import torch
+
+        unet = models.load(ctx, self.unet, "unet")
+        if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
+            return self._sample(ctx, unet, seeds)
+        with batch_invariant(unet):
+            return self._sample(ctx, unet, seeds)
+
+    def _sample(self, ctx, unet, seeds):  # one loop, read top to bottom like a pipeline's __call__
         import torch
         from diffusers.utils.torch_utils import randn_tensor
 
-        unet = models.load(ctx, self.unet, "unet")
         scheduler = models.build_scheduler(_ref(self.scheduler, "scheduler"))
         device, dtype = torch.device(ctx.device), models.torch_dtype(ctx)
         latent = self.latent
         if not isinstance(latent, dict) or "samples" not in latent:
-            raise NodeError("not a latent", "latent")
+            raise NodeError("a latent (EmptyLatent, VAEEncode) is linked here, not this value", "latent")
+        if seeds is not None:  # every per-picture tensor repeated once per seed
+            if latent["samples"].shape[0] != 1:
+                raise NodeError("only a batch-1 latent can be batched over seeds", "latent")
+            latent = {k: _batched(v, len(seeds)) if k in _PER_PICTURE else v for k, v in latent.items()}
         shape = tuple(latent["samples"].shape)
         batch, channels = shape[0], shape[1]
         unet_channels = unet.config.in_channels
@@ -266,7 +326,9 @@ class SampleLoop(Node):
                                 "raise strength or steps", "strength")
 
         # initial latents; every draw comes from one CPU generator, in the pipelines' order
-        generator = torch.Generator("cpu").manual_seed(self.seed)
+        generator: Any = torch.Generator("cpu").manual_seed(self.seed)
+        if seeds is not None:  # randn_tensor draws item i of a batch from generator i
+            generator = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         pure_noise = not from_image or (inpaint and self.strength == 1.0)
         image_latents = latent["samples"].to(device=device, dtype=dtype)
         if "std" in latent and (not inpaint or not native_inpaint or not pure_noise):
@@ -320,6 +382,49 @@ class SampleLoop(Node):
                 latents = (1 - blend_mask) * original + blend_mask * latents
             ctx.progress(i + 1, total, preview(latents) if ctx.on_progress is not None else None)
         return latents
+
+
+#: the service (RunContext.services) that asks SampleLoop for batch-invariant sampling on the CPU
+BATCH_INVARIANT = "batch_invariant"
+
+#: the parts of a latent that hold one tensor per picture
+_PER_PICTURE = ("samples", "std", "mask", "masked_samples", "masked_std")
+
+
+@contextlib.contextmanager
+def batch_invariant(model: Any) -> Iterator[None]:
+    """Make each item of a batch come out bit for bit as it does in a batch of one, on the CPU.
+
+    oneDNN and NNPACK pick convolution algorithms by batch size, and a GEMM of a few rows (the
+    timestep embedding, one row per item) takes another kernel than one row: so convolutions run
+    on ATen's per-sample path and 2-D linear layers one row at a time, while the model is in here.
+    That costs time (measured: bench/bench_sweep.py), so only sweeps ask for it; their pictures
+    differ from a plain run's by float rounding (they are cached apart: Executor.variant).
+    """
+    import torch
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+
+    def one_row_at_a_time(plain: Any) -> Any:
+        def forward(x: Any) -> Any:
+            if x.dim() == 2 and x.shape[0] > 1:
+                return torch.cat([plain(x[i:i + 1]) for i in range(x.shape[0])])
+            return plain(x)
+        return forward
+
+    for module in linears:
+        module.forward = one_row_at_a_time(module.forward)
+    try:
+        with warnings.catch_warnings():  # setting the oneDNN flags warns about Intel GPUs
+            warnings.simplefilter("ignore", UserWarning)
+            flags = contextlib.ExitStack()
+            flags.enter_context(torch.backends.mkldnn.flags(enabled=False))
+            flags.enter_context(torch.backends.nnpack.flags(enabled=False))
+        with flags:
+            yield
+    finally:
+        for module in linears:
+            del module.forward  # back to the class's forward
 
 
 def _batched(tensor: Any, batch: int) -> Any:

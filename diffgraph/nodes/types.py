@@ -14,21 +14,51 @@ Value conventions shared by all nodes:
 
 from __future__ import annotations
 
+import json
+import struct
+import sys
 from pathlib import Path
 from typing import Any
 
 from diffgraph.engine import PortType
+from diffgraph.engine.types import value_nbytes
+
+#: safetensors dtypes numpy can hold; others (BF16, F8) load as torch tensors
+_NUMPY_DTYPES = {"F64", "F32", "F16", "I64", "I32", "I16", "I8", "U8", "BOOL"}
 
 
 def _tensor_bytes(value: Any) -> int:
-    if isinstance(value, dict):
-        return sum(_tensor_bytes(v) for v in value.values())
-    numel = getattr(value, "numel", None)
-    return int(numel() * value.element_size()) if numel is not None else 64
+    """Tensors at their storage's size: a view keeps its whole base tensor alive (numpy arrays
+    restored from the disk cache too)."""
+    return value_nbytes(value)
+
+
+def _numpy_readable(path: Path) -> bool:
+    """True when every tensor in the safetensors file has a dtype numpy knows."""
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        if length > 100_000_000:
+            raise ValueError("safetensors header too large")
+        header = json.loads(handle.read(length))
+    return all(v.get("dtype") in _NUMPY_DTYPES for k, v in header.items() if k != "__metadata__")
+
+
+def _as_tensor(value: Any) -> Any:
+    """A numpy array restored from the disk cache as the torch tensor nodes compute on."""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None and isinstance(value, numpy.ndarray):
+        import torch
+
+        return torch.from_numpy(value)
+    return value
 
 
 class TensorDictType(PortType):
-    """A dict of CPU tensors, stored as one safetensors file."""
+    """A dict of CPU tensors, stored as one safetensors file.
+
+    The disk cache loads it as numpy arrays (no torch import: a cached re-run that only saves
+    pictures stays light); `materialize` hands nodes torch tensors sharing that memory.
+    """
 
     @classmethod
     def save(cls, value: Any, directory: Path, stem: str) -> list[str]:
@@ -40,9 +70,16 @@ class TensorDictType(PortType):
 
     @classmethod
     def load(cls, directory: Path, files: list[str]) -> Any:
-        from safetensors.torch import load_file
+        path = directory / files[0]
+        if _numpy_readable(path):
+            from safetensors.numpy import load_file
+        else:
+            from safetensors.torch import load_file  # type: ignore[assignment]
+        return dict(load_file(str(path)))
 
-        return dict(load_file(str(directory / files[0])))
+    @classmethod
+    def materialize(cls, value: Any) -> Any:
+        return {k: _as_tensor(v) for k, v in value.items()} if isinstance(value, dict) else value
 
     @classmethod
     def nbytes(cls, value: Any) -> int:
@@ -61,30 +98,39 @@ class TensorType(PortType):
         return TensorDictType.load(directory, files)["tensor"]
 
     @classmethod
+    def materialize(cls, value: Any) -> Any:
+        return _as_tensor(value)
+
+    @classmethod
     def nbytes(cls, value: Any) -> int:
         return _tensor_bytes(value)
 
 
 class Latent(TensorDictType):
     name = "LATENT"
+    colour = "#ff8fab"
 
 
 class Conditioning(TensorDictType):
     name = "CONDITIONING"
+    colour = "#f4a261"
 
 
 class Image(TensorType):
     name = "IMAGE"
+    colour = "#64dfdf"
 
 
 class Mask(TensorType):
     name = "MASK"
+    colour = "#80ed99"
 
 
 class Depth(TensorType):
     """A depth map [B, 1, h, w] in [0, 1] (1 = near), at the depth estimator's resolution."""
 
     name = "DEPTH"
+    colour = "#c9a0dc"
 
 
 class ModelType(PortType):
@@ -109,21 +155,26 @@ class ModelType(PortType):
 
 class UNet(ModelType):
     name = "UNET"
+    colour = "#b07cff"
 
 
 class VAE(ModelType):
     name = "VAE"
+    colour = "#ff6b9a"
 
 
 class TextEncoder(ModelType):
     """A text encoder together with its tokenizer."""
 
     name = "TEXT_ENCODER"
+    colour = "#ffd166"
 
 
 class Scheduler(ModelType):
     name = "SCHEDULER"
+    colour = "#8ecae6"
 
 
 class DepthModel(ModelType):
     name = "DEPTH_MODEL"
+    colour = "#c9a227"

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import importlib
 import io
 import json
 import logging
 import mimetypes
 import os
 import signal
+import sqlite3
 import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -25,11 +28,14 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from diffgraph.engine import (
+    DEFAULT_MAX_IMAGE_PIXELS,
     Cache,
     DiskCache,
     Executor,
+    FileAccess,
     Issue,
     MemoryCache,
+    ModelRoot,
     NodeRegistry,
     WorkflowError,
     compile_workflow,
@@ -39,8 +45,9 @@ from diffgraph.engine import (
 )
 from diffgraph.engine.executor import check_device
 from diffgraph.engine.plan import templates_dir
+from diffgraph.settings import Settings
 
-from . import openapi
+from . import openapi, sweeps
 from .security import (
     RequestError,
     allowed_hosts,
@@ -51,15 +58,13 @@ from .security import (
     is_loopback,
     security_middleware,
 )
-from .store import STATUSES, Store
-from .worker import Hub, Worker, default_data_dir
+from .store import STATUSES, DamagedDatabase, Store
+from .worker import PREVIEWS_KEEP_FILES, Hub, Worker
 
 log = logging.getLogger("diffgraph.server")
 
 VERSION = "0.1.0"
 MAX_JSON_BYTES = 16 * 1024 * 1024
-MAX_UPLOAD_BYTES = int(os.environ.get("DIFFGRAPH_MAX_UPLOAD_MB", "32")) * 1024 * 1024
-MAX_IMAGE_PIXELS = 8192 * 8192
 MAX_PAGE = 500
 WS_WRITE_BUFFER = 1024 * 1024
 UPLOAD_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "BMP": "bmp", "GIF": "gif", "TIFF": "tiff"}
@@ -79,7 +84,11 @@ NOT_BUILT = """<!doctype html><html><head><meta charset="utf-8"><title>diffgraph
 
 
 class Config:
-    def __init__(self, data_dir: Path, host: str, device: str, dtype: str, token: str | None):
+    def __init__(self, data_dir: Path, host: str, device: str, dtype: str, token: str | None,
+                 settings: Settings, model_dirs: list[Path] | None = None, allow_downloads: bool = False,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+        self.settings = settings
+        self.max_upload_bytes = settings.max_upload_bytes
         self.data_dir = data_dir
         self.host = host
         self.device = device
@@ -88,8 +97,25 @@ class Config:
         self.uploads = data_dir / "uploads"
         self.outputs = data_dir / "outputs"
         self.cache = data_dir / "cache"
-        for folder in (self.uploads, self.outputs, self.cache):
+        self.models = data_dir / "models"
+        for folder in (self.uploads, self.outputs, self.cache, self.models):
             folder.mkdir(parents=True, exist_ok=True)
+        self.access = FileAccess.contained(self.uploads, server_model_roots(self.models, model_dirs or []),
+                                           allow_downloads=allow_downloads, max_image_pixels=max_image_pixels)
+
+
+def server_model_roots(data_models: Path, model_dirs: list[Path]) -> list[ModelRoot]:
+    """Where a request's model params may point: the bundled models (also as `models/<name>`, as the
+    templates name them), `<data dir>/models`, each `--model-dir`, and the Hugging Face hub cache."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    package = Path(__file__).resolve().parent.parent
+    bundled = package / "models"
+    roots = [ModelRoot(package, bundled, "<bundled models>"), ModelRoot(bundled, bundled, "<bundled models>"),
+             ModelRoot(data_models, data_models, "<data dir>/models")]
+    roots += [ModelRoot(folder, folder, f"<model dir {number}>") for number, folder in enumerate(model_dirs, 1)]
+    roots.append(ModelRoot(Path(HF_HUB_CACHE), Path(HF_HUB_CACHE), "<hub cache>"))
+    return roots
 
 
 STORE = web.AppKey("store", Store)
@@ -107,16 +133,40 @@ VALIDATOR = web.AppKey("validator", ThreadPoolExecutor)
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_JSON_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
-    raw = await request.read()
+    try:
+        raw = await request.read()
+    except (web.RequestPayloadError, HttpProcessingError):
+        raise RequestError(400, unreadable_body(request)) from None
     if len(raw) > MAX_JSON_BYTES:
         raise RequestError(413, f"request body too large (limit {MAX_JSON_BYTES} bytes)")
     try:
-        body = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+        # parsing up to MAX_JSON_BYTES is blocking work: off the event loop
+        body = await off_loop(request.app, _parse_json, raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError(400, "request body must be a JSON object")
     return body
+
+
+def unreadable_body(request: web.Request) -> str:
+    """The message for a body that cannot be read. The rest of that body cannot be read either: the
+    connection closes after the answer, and aiohttp is told not to drain it (it would log a traceback)."""
+    request.protocol.close()
+    request.content.feed_eof()
+    encoding = request.headers.get("Content-Encoding")
+    if encoding:
+        return (f"the request body could not be decoded as Content-Encoding {encoding[:40]!r}: send it "
+                "compressed that way, or without the header")
+    return "the request body could not be read (its length or chunking is malformed)"
+def _parse_json(raw: bytes) -> Any:
+    return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique_keys)
+
+
+async def off_loop(app: web.Application, function: Any, *args: Any) -> Any:
+    """Run blocking work (parsing, validation with file fingerprints, planning, decoding) on the
+    validation thread, so the event loop keeps answering health, status and WebSocket clients."""
+    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], function, *args)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -159,30 +209,50 @@ def params_from(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def library_resolver(store: Store):
+def library_resolver(store: Store, record: dict[str, Any] | None = None,
+                     snapshot: dict[str, Any] | None = None):
     """`workflow:<name>` inside a submitted workflow: a saved workflow, else a shipped template.
-    Never a file path: a request may not make the server read arbitrary files."""
+    Never a file path: a request may not make the server read arbitrary files.
+
+    At submit, `record` collects what each name resolved to (the run stores it); the worker then
+    resolves from that `snapshot` only, so a library entry replaced after submit does not change
+    what runs: the run executes the document that was validated."""
 
     def resolve(ref: str, base: Path | None) -> tuple[dict[str, Any], Path]:
+        if snapshot is not None:
+            entry = snapshot.get(ref)
+            if entry is None:
+                raise WorkflowError([Issue(None, None, f"subgraph {ref!r} was not resolved when the run was submitted")])
+            return entry["document"], Path(entry["path"])
+        if record is not None and ref in record:  # one name, one document, even if the library changes meanwhile
+            return record[ref]["document"], Path(record[ref]["path"])
         try:
             check_name(ref, "subgraph workflow")
         except RequestError as exc:
             raise WorkflowError([Issue(None, None, exc.message)]) from None
         saved = store.get_workflow(ref)
         if saved is not None:
-            return saved, Path(f"/library/{ref}")
-        for suffix in (".yaml", ".yml", ".json"):
-            path = templates_dir() / f"{ref}{suffix}"
-            if path.is_file():
-                return read_document(path), path.resolve()
-        raise WorkflowError([Issue(None, None, f"no saved workflow or template named {ref!r}")])
+            document, path = saved, Path(f"/library/{ref}")
+        else:
+            for suffix in (".yaml", ".yml", ".json"):
+                candidate = templates_dir() / f"{ref}{suffix}"
+                if candidate.is_file():
+                    document, path = read_document(candidate), candidate.resolve()
+                    break
+            else:
+                raise WorkflowError([Issue(None, None, f"no saved workflow or template named {ref!r}")])
+        if record is not None:
+            record[ref] = {"document": document, "path": str(path)}
+        return document, path
 
     return resolve
 
 
-def compile_checked(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
+def compile_checked(app: web.Application, document: dict[str, Any], params: dict[str, Any],
+                    record: dict[str, Any] | None = None, snapshot: dict[str, Any] | None = None):
     try:
-        return compile_workflow(document, app[REGISTRY], params, resolver=library_resolver(app[STORE]))
+        return compile_workflow(document, app[REGISTRY], params,
+                                resolver=library_resolver(app[STORE], record, snapshot), access=app[CONFIG].access)
     except WorkflowError:
         raise
     except (RecursionError, TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
@@ -191,9 +261,10 @@ def compile_checked(app: web.Application, document: dict[str, Any], params: dict
         raise WorkflowError([Issue(None, None, f"workflow could not be validated: {exc}")]) from None
 
 
-async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any]):
+async def compile_off_loop(app: web.Application, document: dict[str, Any], params: dict[str, Any],
+                           record: dict[str, Any] | None = None):
     """Validation is CPU work; a thread keeps the loop free to answer health and status meanwhile."""
-    return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], compile_checked, app, document, params)
+    return await off_loop(app, compile_checked, app, document, params, record)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -204,8 +275,14 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/health")
 async def health(request: web.Request) -> web.Response:
+    """200 while the worker can run runs; 503 (`degraded`) while it retries a failure (a full disk, say)
+    or is not running, with the reason."""
     worker: Worker = request.app[WORKER]
-    return web.json_response({"status": "ok", "version": VERSION, "running": worker.current_run})
+    state, problem = worker.state
+    healthy = state in ("idle", "running")
+    return web.json_response({"status": "ok" if healthy else "degraded", "version": VERSION,
+                              "running": worker.current_run, "worker": state, "problem": problem},
+                             status=200 if healthy else 503)
 
 
 @routes.get("/api/openapi.json")
@@ -218,11 +295,19 @@ async def nodes(request: web.Request) -> web.Response:
     return web.json_response(request.app[REGISTRY].catalog())
 
 
+@routes.get("/api/models")
+async def models(request: web.Request) -> web.Response:
+    """The models this server has without downloading: what the editor offers for model params."""
+    # the node pack knows where models live; imported by name like every node pack (no static tie)
+    known_models = importlib.import_module("diffgraph.nodes.models").known_models
+    return web.json_response({"models": await asyncio.to_thread(known_models)})
+
+
 @routes.post("/api/validate")
 async def validate(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     try:
-        document = workflow_from(body)
+        document = await off_loop(request.app, workflow_from, body)
         await compile_off_loop(request.app, document, params_from(body))
     except RequestError as exc:
         if "errors" not in exc.extra:
@@ -236,16 +321,43 @@ async def validate(request: web.Request) -> web.Response:
 @routes.post("/api/runs")
 async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
-    document, params = workflow_from(body), params_from(body)
+    document, params = await off_loop(request.app, workflow_from, body), params_from(body)
+    subgraphs: dict[str, Any] = {}
+    if (sweep := sweeps.sweep_from(body)) is not None:
+        return await submit_sweep(request, document, params, *sweep)
     try:
-        await compile_off_loop(request.app, document, params)
+        await compile_off_loop(request.app, document, params, subgraphs)
     except WorkflowError as exc:
         raise RequestError(400, "invalid workflow", errors=[i.to_dict() for i in exc.issues]) from None
-    run = request.app[STORE].add_run(document, params)
+    run = request.app[STORE].add_run(document, params, subgraphs)
     request.app[WORKER].wake()
     request.app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
                                     "name": run["name"]})
     return web.json_response({"id": run["id"], "seq": run["seq"], "status": "queued"}, status=202)
+
+
+async def submit_sweep(request: web.Request, document: dict[str, Any], params: dict[str, Any],
+                       arguments: list[str], zipped: bool) -> web.Response:
+    app = request.app
+
+    subgraphs: dict[str, Any] = {}  # what the runs will execute: the subgraphs as validated now
+
+    def plan_all() -> list[dict[str, Any]]:
+        return sweeps.sweep_params(app[REGISTRY], lambda values: compile_checked(app, document, values, subgraphs),
+                                   document, params, arguments, zipped)
+
+    try:
+        combinations = await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], plan_all)
+    except WorkflowError as exc:
+        raise sweeps.invalid_sweep(exc) from None
+    sweep_id, runs = app[STORE].add_sweep(document, combinations, subgraphs)
+    app[WORKER].wake()
+    for run in runs:
+        app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"], "name": run["name"],
+                                "sweep": sweep_id})
+    return web.json_response({"sweep": sweep_id, "status": "queued",
+                              "runs": [{"id": run["id"], "seq": run["seq"], "params": run["params"]} for run in runs]},
+                             status=202)
 
 
 def _int_query(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -268,7 +380,8 @@ async def list_runs(request: web.Request) -> web.Response:
         raise RequestError(400, f"status must be one of {', '.join(STATUSES)}", field="status")
     limit = _int_query(request, "limit", 50, 1, MAX_PAGE) or 50
     before = _int_query(request, "before", None, 1, 2**62)
-    runs, next_cursor = request.app[STORE].list_runs(status, limit, before)
+    sweep = request.query.get("sweep") or None
+    runs, next_cursor = request.app[STORE].list_runs(status, limit, before, sweep)
     return web.json_response({"runs": runs, "next": next_cursor})
 
 
@@ -303,8 +416,8 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     path = contained(request.app[CONFIG].outputs, name)
     if any(part.startswith(".") for part in name.split("/")):  # hidden: a file still being written
         raise RequestError(404, f"no output named {name!r}")
-    if not path.is_file():
-        raise RequestError(404, f"no output named {request.match_info['name']!r}")
+    if not regular_file(path):
+        raise RequestError(404, f"no output named {_shown(name)}")
     content_type = IMAGE_TYPES.get(path.suffix.lower())
     headers = {"Content-Security-Policy": USER_CONTENT_CSP, "X-Content-Type-Options": "nosniff"}
     if content_type is None:
@@ -317,6 +430,20 @@ async def get_output(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def regular_file(path: Path) -> bool:
+    """True for a regular file; False for anything else, including names the file system refuses
+    (longer than its limit: "File name too long"), which no stored file can have."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _shown(name: str, limit: int = 200) -> str:
+    """A name for an error message, cut to `limit` characters."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}... ({len(name)} characters)"
+
+
 def _ascii_name(name: str) -> str:
     return "".join(ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_" for ch in name)
 
@@ -325,8 +452,9 @@ def _ascii_name(name: str) -> str:
 async def upload(request: web.Request) -> web.Response:
     if not request.content_type.startswith("multipart/"):
         raise RequestError(415, "send the image as multipart/form-data (field 'image')")
-    if request.content_length is not None and request.content_length > MAX_UPLOAD_BYTES + 64 * 1024:
-        raise RequestError(413, f"upload too large (limit {MAX_UPLOAD_BYTES} bytes)")
+    max_upload_bytes = request.app[CONFIG].max_upload_bytes
+    if request.content_length is not None and request.content_length > max_upload_bytes + 64 * 1024:
+        raise RequestError(413, f"upload too large (limit {max_upload_bytes} bytes)")
     try:
         reader = await request.multipart()
         data = None
@@ -335,25 +463,41 @@ async def upload(request: web.Request) -> web.Response:
             if part is None:
                 break
             if getattr(part, "name", None) in ("image", "file") and isinstance(part, BodyPartReader):
-                data = await _read_limited(part)
+                data = await _read_limited(part, max_upload_bytes)
                 break
             if isinstance(part, BodyPartReader):
                 await part.release()
-    except (ValueError, AssertionError, LookupError, HttpProcessingError, asyncio.IncompleteReadError) as exc:
+    except web.RequestPayloadError:
+        raise RequestError(400, unreadable_body(request)) from None
+    except HttpProcessingError as exc:
+        raise RequestError(400, f"malformed multipart body: {exc}") from None
+    except (ValueError, AssertionError, LookupError, asyncio.IncompleteReadError) as exc:
         raise RequestError(400, f"malformed multipart body: {exc}") from None
     if data is None:
         raise RequestError(400, "no file part named 'image' in the form", field="image")
-    image_format, size = _sniff_image(data)
+    config = request.app[CONFIG]
+    # decoding and writing up to MAX_UPLOAD_BYTES is blocking work: off the event loop
+    name, image_format, size = await off_loop(request.app, _store_upload, data, config.uploads,
+                                              config.access.max_image_pixels)
+    # the name is what a workflow's LoadImage `image` takes on this server; no server path is shown
+    return web.json_response({"name": name, "format": image_format, "width": size[0], "height": size[1]},
+                             status=201)
+
+
+def _store_upload(data: bytes, uploads: Path, max_pixels: int) -> tuple[str, str, tuple[int, int]]:
+    image_format, size = _sniff_image(data, max_pixels)
     name = f"{uuid.uuid4().hex}.{UPLOAD_FORMATS[image_format]}"
-    target = request.app[CONFIG].uploads / name
+    target = uploads / name
     temporary = target.with_name(f".{name}.tmp")
-    temporary.write_bytes(data)
-    os.replace(temporary, target)
-    return web.json_response({"name": name, "path": str(target.resolve()), "format": image_format,
-                              "width": size[0], "height": size[1]}, status=201)
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+    return name, image_format, size
 
 
-async def _read_limited(part: Any) -> bytes:
+async def _read_limited(part: Any, max_upload_bytes: int) -> bytes:
     chunks: list[bytes] = []
     total = 0
     while True:
@@ -361,12 +505,12 @@ async def _read_limited(part: Any) -> bytes:
         if not chunk:
             return b"".join(chunks)
         total += len(chunk)
-        if total > MAX_UPLOAD_BYTES:
-            raise RequestError(413, f"upload too large (limit {MAX_UPLOAD_BYTES} bytes)")
+        if total > max_upload_bytes:
+            raise RequestError(413, f"upload too large (limit {max_upload_bytes} bytes)")
         chunks.append(chunk)
 
 
-def _sniff_image(data: bytes) -> tuple[str, tuple[int, int]]:
+def _sniff_image(data: bytes, max_pixels: int) -> tuple[str, tuple[int, int]]:
     """The content decides, not the name or the declared type: Pillow must recognise and verify it."""
     from PIL import Image
 
@@ -376,8 +520,9 @@ def _sniff_image(data: bytes) -> tuple[str, tuple[int, int]]:
             if image_format not in UPLOAD_FORMATS:
                 raise RequestError(415, f"unsupported image format {image_format}; "
                                         f"send one of {', '.join(UPLOAD_FORMATS)}", field="image")
-            if size[0] * size[1] > MAX_IMAGE_PIXELS:
-                raise RequestError(413, f"image is {size[0]}x{size[1]}; the limit is {MAX_IMAGE_PIXELS} pixels")
+            if size[0] * size[1] > max_pixels:
+                raise RequestError(413, f"image is {size[0]}x{size[1]} = {size[0] * size[1]} pixels; the limit is "
+                                        f"{max_pixels} pixels (`diffgraph serve --max-image-pixels`)", field="image")
             image.verify()
     except RequestError:
         raise
@@ -424,7 +569,7 @@ async def get_workflow(request: web.Request) -> web.Response:
 async def put_workflow(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "workflow")
     body = await read_json_object(request)
-    document = workflow_from(body)
+    document = await off_loop(request.app, workflow_from, body)
     created = request.app[STORE].put_workflow(name, document)
     return web.json_response({"name": name, "created": created}, status=201 if created else 200)
 
@@ -439,6 +584,10 @@ async def delete_workflow(request: web.Request) -> web.Response:
 
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
+    if "clientId" in request.query:  # a ComfyUI client: ComfyUI's messages (comfy.py)
+        from . import comfy
+
+        return await comfy.websocket(request)
     run_id = request.query.get("run") or None
     if run_id is not None and request.app[STORE].get_run(run_id) is None:
         raise RequestError(404, f"no run with id {run_id!r}")
@@ -462,6 +611,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if transport is None:  # the client went away during the handshake
         hub.unsubscribe(subscriber)
         return ws
+    subscriber.attach(transport, WS_WRITE_BUFFER)  # events now go straight to the socket while it keeps up
 
     async def forward() -> None:
         while True:
@@ -493,11 +643,19 @@ async def index(request: web.Request) -> web.StreamResponse:
     return web.Response(text=NOT_BUILT, content_type="text/html", headers=headers)
 
 
+@routes.get("/favicon.ico")
+async def favicon(request: web.Request) -> web.StreamResponse:
+    icon = STATIC_DIR / "favicon.svg"
+    if not icon.is_file():
+        raise RequestError(404, "the editor is not built (no favicon.svg)")
+    return web.FileResponse(icon, headers={"Content-Type": "image/svg+xml", "Cache-Control": "public, max-age=86400"})
+
+
 @routes.get("/assets/{path:.+}")
 async def assets(request: web.Request) -> web.StreamResponse:
     path = contained(STATIC_DIR / "assets", request.match_info["path"])
-    if not path.is_file():
-        raise RequestError(404, f"no asset {request.match_info['path']!r}")
+    if not regular_file(path):
+        raise RequestError(404, f"no asset {_shown(request.match_info['path'])}")
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if path.suffix == ".js":
         content_type = "text/javascript"
@@ -509,29 +667,63 @@ async def assets(request: web.Request) -> web.StreamResponse:
 # the application
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, sqlite3.OperationalError) and "full" in str(exc)  # SQLITE_FULL
+
+
+@web.middleware
+async def storage_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A full disk is the server's condition, not the client's mistake: 507 with the reason (nothing
+    stored is lost; the request may be retried once there is room)."""
+    try:
+        return await handler(request)
+    except (OSError, sqlite3.OperationalError) as exc:
+        if not is_disk_full(exc):
+            raise
+        log.error("%s %s: the disk is full (%s)", request.method, request.path, exc)
+        raise RequestError(507, f"the server's disk is full ({exc}); nothing was stored: free space in its data "
+                                "directory and try again") from None
+
+
 def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = None, device: str = "cpu",
-             dtype: str = "fp32", extra_hosts: list[str] | None = None) -> web.Application:
-    config = Config(data_dir, host, device, dtype, token)
+             dtype: str = "fp32", extra_hosts: list[str] | None = None,
+             keep_previews: int = PREVIEWS_KEEP_FILES, settings: Settings | None = None, backend: str = "local",
+             ray_address: str | None = None, cpus_per_worker: float = 1.0, model_dirs: list[Path] | None = None,
+             allow_downloads: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> web.Application:
+    settings = settings or Settings()  # the entry point parsed the environment; tests pass their own
+    config = Config(data_dir, host, device, dtype, token, settings, model_dirs, allow_downloads, max_image_pixels)
     store = Store(data_dir / "diffgraph.db")
     registry = default_registry()
     for problem in registry.load_errors:
         log.warning("%s", problem)
-    max_gb = float(os.environ.get("DIFFGRAPH_CACHE_MAX_GB", "20"))
-    executor = Executor(Cache(MemoryCache(), DiskCache(config.cache, max_bytes=int(max_gb * 1024**3))))
+    executor = Executor(Cache(MemoryCache(), DiskCache(config.cache, max_bytes=settings.cache_max_bytes)),
+                        services={"settings": settings}, threads=settings.threads)
     app = web.Application(
         middlewares=[headers_middleware, error_middleware,
-                     security_middleware(allowed_hosts(host, extra_hosts or []), token)],
-        client_max_size=max(MAX_JSON_BYTES, MAX_UPLOAD_BYTES) + 1024 * 1024,
+                     security_middleware(allowed_hosts(host, extra_hosts or []), token), storage_middleware],
+        client_max_size=max(MAX_JSON_BYTES, settings.max_upload_bytes) + 1024 * 1024,
     )
 
     def compile_run(record: dict[str, Any]):
-        return compile_checked(app, record["workflow"], record["params"])
+        return compile_checked(app, record["workflow"], record["params"], snapshot=record.get("subgraphs"))
 
-    worker = Worker(store, executor, compile_run, config.outputs, device, dtype)
+    if backend == "ray":  # the queue's runs go to a Ray cluster (diffgraph/server/ray_worker.py)
+        from .ray_worker import RayWorker
+
+        worker: Worker = RayWorker(store, executor, compile_run, config.outputs, device, dtype, address=ray_address,
+                                   cpus_per_worker=cpus_per_worker)
+    else:
+        worker = Worker(store, executor, compile_run, config.outputs, device, dtype,
+                        previews_keep_files=keep_previews)
     app[CONFIG], app[STORE], app[REGISTRY], app[WORKER], app[HUB] = config, store, registry, worker, Hub()
     # one validation thread: more would only fight the event loop for the GIL
     app[VALIDATOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-validate")
     app.add_routes(routes)
+    from . import comfy  # ComfyUI's API (imports this module, hence here)
+
+    comfy.setup(app)
 
     async def start_worker(app: web.Application) -> None:
         for run_id in store.recover():
@@ -540,8 +732,8 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
 
     async def stop_worker(app: web.Application) -> None:
         app[HUB].close_all()
-        stopped = await asyncio.get_running_loop().run_in_executor(None, worker.stop)
-        app[VALIDATOR].shutdown(wait=True)
+        stopped = await asyncio.get_running_loop().run_in_executor(None, worker.stop, 5.0)  # SIGTERM: seconds
+        app[VALIDATOR].shutdown(wait=False, cancel_futures=True)  # never wait on a request's work to stop
         if stopped:  # else the busy worker still needs the connection; process exit closes it
             store.close()
 
@@ -550,11 +742,12 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     return app
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Entry point of `diffgraph serve`; returns an exit code."""
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Entry point of `diffgraph serve` (settings: the environment, parsed by the CLI); returns an exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    token = args.token or os.environ.get("DIFFGRAPH_TOKEN") or None
+    logging.getLogger("aiohttp.server").addFilter(BadRequestsInOneLine())
+    token = args.token or settings.token
     if not is_loopback(args.host) and token is None:
         print(f"refusing to bind {args.host}: beyond loopback a token is required "
               "(--token or DIFFGRAPH_TOKEN)", file=sys.stderr)
@@ -566,15 +759,52 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     # the worker thread and the validation thread hand the GIL back to the event loop sooner (default 5 ms)
     sys.setswitchinterval(0.001)
-    data_dir = (Path(args.data_dir).expanduser() if args.data_dir else default_data_dir()).resolve()
+    data_dir = (Path(args.data_dir).expanduser() if args.data_dir else settings.data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = _lock_data_dir(data_dir)
     if lock is None:
         print(f"another diffgraph server is using {data_dir}; stop it or pass another --data-dir", file=sys.stderr)
         return 1
-    app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
-                   extra_hosts=getattr(args, "allow_host", None) or [])
+    backend = getattr(args, "backend", "local")
+    if backend == "ray":
+        from diffgraph.ray_backend import ray_available
+
+        if not ray_available():
+            print("the ray backend needs Ray: pip install 'diffgraph[ray]' (or pip install 'ray>=2.9')", file=sys.stderr)
+            return 2
+    model_dirs = []
+    for text in getattr(args, "model_dir", None) or []:
+        folder = Path(text).expanduser().resolve()
+        if not folder.is_dir():
+            print(f"invalid --model-dir {text!r}: not a directory", file=sys.stderr)
+            return 2
+        model_dirs.append(folder)
+    try:
+        app = make_app(data_dir, host=args.host, token=token, device=args.device, dtype=args.dtype,
+                       extra_hosts=getattr(args, "allow_host", None) or [],
+                       keep_previews=getattr(args, "keep_previews", PREVIEWS_KEEP_FILES), settings=settings,
+                       backend=backend, ray_address=getattr(args, "address", None),
+                       cpus_per_worker=getattr(args, "cpus_per_worker", 1.0), model_dirs=model_dirs,
+                       allow_downloads=bool(getattr(args, "allow_downloads", False)),
+                       max_image_pixels=getattr(args, "max_image_pixels", None) or DEFAULT_MAX_IMAGE_PIXELS)
+    except DamagedDatabase as exc:
+        print(f"diffgraph serve: {exc}", file=sys.stderr)
+        return 1
     return asyncio.run(_run(app, args.host, args.port))
+
+
+class BadRequestsInOneLine(logging.Filter):
+    """aiohttp answers a malformed HTTP request (a NUL in a header, say) with a 400 itself, and logs it
+    as an error with a traceback. Hostile input is normal input: one warning line says enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            first_line = str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else ""
+            record.msg, record.args = f"{record.getMessage()}: {exc.code} {first_line}", None
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
 
 
 def _lock_data_dir(data_dir: Path):

@@ -36,9 +36,12 @@ SCHEMAS: dict[str, Any] = {
     },
     "Health": {
         "type": "object",
-        "required": ["status", "version", "running"],
-        "properties": {"status": {"type": "string", "enum": ["ok"]}, "version": {"type": "string"},
-                       "running": {**NULLABLE_STRING, "description": "id of the run executing now"}},
+        "required": ["status", "version", "running", "worker", "problem"],
+        "properties": {"status": {"type": "string", "enum": ["ok", "degraded"]}, "version": {"type": "string"},
+                       "running": {**NULLABLE_STRING, "description": "id of the run executing now"},
+                       "worker": {"type": "string", "enum": ["idle", "running", "retrying", "stopped"],
+                                  "description": "retrying: the worker failed (a full disk, say) and retries"},
+                       "problem": {**NULLABLE_STRING, "description": "why the worker is retrying or stopped"}},
     },
     "NodeEntry": {
         "type": "object",
@@ -46,9 +49,12 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "type": {"type": "string"}, "category": {"type": "string"}, "version": {"type": "integer"},
             "deterministic": {"type": "boolean"}, "output_node": {"type": "boolean"}, "doc": {"type": "string"},
-            "inputs": {"type": "array", "items": {"type": "object"}},
-            "params": {"type": "array", "items": {"type": "object"}},
-            "outputs": {"type": "array", "items": {"type": "object"}},
+            "inputs": {"type": "array", "items": {"type": "object", "description": "name, type, optional, doc, "
+                                                   "accepts (source types a link may carry; * = any), colour"}},
+            "params": {"type": "array", "items": {"type": "object", "description": "name, type, default, bounds, "
+                                                   "choices, multiline, widget (upload | seed | model), accepts, "
+                                                   "colour"}},
+            "outputs": {"type": "array", "items": {"type": "object", "description": "name, type, doc, colour"}},
             "schema": {"type": "object", "description": "JSON schema of the node's params"},
         },
     },
@@ -60,6 +66,10 @@ SCHEMAS: dict[str, Any] = {
                                         "YAML/JSON text",
                          "oneOf": [{"type": "object"}, {"type": "string"}]},
             "params": {"type": "object", "description": "template param name -> value (like `--set`)"},
+            "sweep": {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 16,
+                      "description": "POST /api/runs only: `NAME=VALUES` items (0..9 or a,b,c), as `run --sweep`; "
+                                     "each combination is queued as its own run (at most 1000)"},
+            "zip": {"type": "boolean", "description": "pair the sweep's values instead of their product"},
         },
     },
     "Validation": {
@@ -72,6 +82,15 @@ SCHEMAS: dict[str, Any] = {
         "required": ["id", "seq", "status"],
         "properties": {"id": {"type": "string"}, "seq": {"type": "integer"},
                        "status": {"type": "string", "enum": ["queued"]}},
+    },
+    "SweepQueued": {
+        "type": "object",
+        "required": ["sweep", "status", "runs"],
+        "properties": {"sweep": {"type": "string"}, "status": {"type": "string", "enum": ["queued"]},
+                       "runs": {"type": "array", "items": {
+                           "type": "object", "required": ["id", "seq", "params"],
+                           "properties": {"id": {"type": "string"}, "seq": {"type": "integer"},
+                                          "params": {"type": "object"}}}}},
     },
     "RunSummary": {
         "type": "object",
@@ -93,6 +112,7 @@ SCHEMAS: dict[str, Any] = {
                         "description": "node id -> seconds it took"},
             "error": NULLABLE_STRING,
             "failed_node": NULLABLE_STRING,
+            "sweep": {**NULLABLE_STRING, "description": "the sweep this run is one combination of"},
         },
     },
     "Run": {
@@ -117,9 +137,8 @@ SCHEMAS: dict[str, Any] = {
     },
     "Upload": {
         "type": "object",
-        "required": ["name", "path", "format", "width", "height"],
-        "properties": {"name": {"type": "string"},
-                       "path": {"type": "string", "description": "absolute path; use it as LoadImage's `image`"},
+        "required": ["name", "format", "width", "height"],
+        "properties": {"name": {"type": "string", "description": "use it as LoadImage's `image` on this server"},
                        "format": {"type": "string"}, "width": {"type": "integer"}, "height": {"type": "integer"}},
     },
     "Template": {
@@ -175,12 +194,22 @@ def document(version: str) -> dict[str, Any]:
         "paths": {
             "/api/health": {"get": {"operationId": "health", "summary": "Liveness (never needs the token)",
                                     "security": [],
-                                    "responses": {"200": _json(_ref("Health"), "The server is up"), **ERROR}}},
+                                    "responses": {"200": _json(_ref("Health"), "The server is up"),
+                                                  "503": _json(_ref("Health"), "Up, but the worker cannot run runs now"),
+                                                  **ERROR}}},
             "/api/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                                           "responses": {"200": _json({"type": "object"}, "OpenAPI 3"), **ERROR}}},
             "/api/nodes": {"get": {"operationId": "nodes", "summary": "The node catalog with a JSON schema per node",
                                    "responses": {"200": _json({"type": "array", "items": _ref("NodeEntry")},
                                                               "Every registered node type"), **ERROR}}},
+            "/api/models": {"get": {"operationId": "models",
+                                    "summary": "Models this server has without downloading (bundled, Hugging Face cache)",
+                                    "responses": {"200": _json({"type": "object", "required": ["models"], "properties": {
+                                        "models": {"type": "array", "items": {
+                                            "type": "object", "required": ["name", "source", "kind"],
+                                            "properties": {"name": {"type": "string"}, "source": {"type": "string"},
+                                                           "kind": {"type": "string"}}}}}},
+                                        "The models, by the name a model param takes"), **ERROR}}},
             "/api/validate": {"post": {"operationId": "validate", "summary": "Check a workflow without running it",
                                        "requestBody": WORKFLOW_BODY,
                                        "responses": {"200": _json(_ref("Validation"), "valid, or every problem"),
@@ -188,13 +217,16 @@ def document(version: str) -> dict[str, Any]:
             "/api/runs": {
                 "post": {"operationId": "submitRun", "summary": "Validate and queue a run",
                          "requestBody": WORKFLOW_BODY,
-                         "responses": {"202": _json(_ref("Queued"), "Queued"), **ERROR}},
+                         "responses": {"202": _json({"oneOf": [_ref("Queued"), _ref("SweepQueued")]},
+                                                    "Queued (a sweep: every combination)"), **ERROR}},
                 "get": {"operationId": "listRuns", "summary": "Run history, newest first",
                         "parameters": [
                             {"name": "status", "in": "query", "required": False,
                              "schema": {"type": "string", "enum": RUN_STATUSES}},
                             {"name": "limit", "in": "query", "required": False,
                              "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
+                            {"name": "sweep", "in": "query", "required": False,
+                             "description": "only the runs of this sweep", "schema": {"type": "string"}},
                             {"name": "before", "in": "query", "required": False,
                              "description": "cursor: only runs with a smaller seq (the previous page's `next`)",
                              "schema": {"type": "integer", "minimum": 1}},

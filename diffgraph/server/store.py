@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS runs (
     cached      TEXT NOT NULL DEFAULT '[]',
     seconds     TEXT NOT NULL DEFAULT '{}',
     error       TEXT,
-    failed_node TEXT
+    failed_node TEXT,
+    subgraphs   TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, seq);
 CREATE TABLE IF NOT EXISTS workflows (
@@ -50,7 +51,7 @@ CREATE TABLE IF NOT EXISTS workflows (
 """
 
 _SUMMARY_COLUMNS = ("seq, id, status, name, params, created_at, started_at, finished_at, outputs, executed, "
-                    "cached, seconds, error, failed_node")
+                    "cached, seconds, error, failed_node, sweep")
 _ALL_COLUMNS = _SUMMARY_COLUMNS + ", workflow, output_values"
 
 
@@ -64,17 +65,87 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+class DamagedDatabase(Exception):
+    """The database file exists but is not a sound SQLite database; the message is one line for the user."""
+
+
+def check_database(path: Path) -> None:
+    """Refuse a damaged database before anything writes to it; a missing file is a fresh start.
+
+    Only a missing file means "new": SQLite writes its 100-byte header when it creates a database
+    (and WAL mode writes the first page at once), so an existing file that is empty, short, has
+    another header or fails `PRAGMA quick_check` was a database that got damaged. It is left
+    exactly as it is: the history and library in it may still be recoverable."""
+    if not path.exists() and not path.is_symlink():
+        return
+    what = f"; it was left as it is. Move it aside (mv {path} {path}.damaged) to start with an empty history and " \
+           f"library, or restore it from a backup (sqlite3 {path} .recover can often save its rows)"
+    if not path.is_file():
+        raise DamagedDatabase(f"the database {path} is not a regular file{what}")
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise DamagedDatabase(f"the database {path} cannot be read ({exc.strerror}){what}") from None
+    if not header:
+        raise DamagedDatabase(f"the database {path} is damaged: it is empty (0 bytes){what}")
+    if header != SQLITE_HEADER:
+        raise DamagedDatabase(f"the database {path} is damaged: it does not start with SQLite's header{what}")
+    try:
+        db = sqlite3.connect(path)  # reads only (a WAL left by a crash is replayed, as any open would)
+        try:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise DamagedDatabase(f"the database {path} is damaged: {exc}{what}") from None
+    if problems != ["ok"]:
+        raise DamagedDatabase(f"the database {path} is damaged: {'; '.join(problems)}{what}")
+def read_saved_workflow(path: str | Path, name: str) -> dict[str, Any] | None:
+    """A saved workflow from the library file at `path`, read-only (the CLI's `diffgraph run NAME`);
+    None when the file or the name is not there. Never creates or changes the file."""
+    if not Path(path).is_file():
+        return None
+    try:
+        db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            row = db.execute("SELECT document FROM workflows WHERE name = ?", (name,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+    return None if row is None else json.loads(row[0])
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_database(self.path)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._open()
+        except sqlite3.DatabaseError as exc:  # damage quick_check did not see (a wrong schema, say)
+            raise DamagedDatabase(f"the database {self.path} cannot be used: {exc}; it was left as it is. "
+                                  "Move it aside to start with an empty history, or restore it from a backup"
+                                  ) from None
+
+    def _open(self) -> None:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(runs)")}
+        if "subgraphs" not in columns:  # a database from before runs kept their resolved subgraphs
+            self._db.execute("ALTER TABLE runs ADD COLUMN subgraphs TEXT")
+        if "sweep" not in columns:  # a database from before sweeps: the runs it holds belong to none
+            self._db.execute("ALTER TABLE runs ADD COLUMN sweep TEXT")
+        self._db.execute("CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep, seq)")
 
     def close(self) -> None:
         with self._lock:
@@ -90,29 +161,66 @@ class Store:
                              (SERVER_STOPPED, time.time()))
         return [row["id"] for row in rows]
 
-    def add_run(self, workflow: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    def add_run(self, workflow: dict[str, Any], params: dict[str, Any],
+                subgraphs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Queue a run. `subgraphs` maps each `workflow:<name>` it uses to the document that name had
+        when the run was validated (see app.library_resolver)."""
         run_id = uuid.uuid4().hex
         name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
         with self._lock:
             self._db.execute(
-                "INSERT INTO runs (id, status, name, workflow, params, created_at) VALUES (?, 'queued', ?, ?, ?, ?)",
-                (run_id, name, _dumps(workflow), _dumps(params), time.time()),
+                "INSERT INTO runs (id, status, name, workflow, params, created_at, subgraphs) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
+                (run_id, name, _dumps(workflow), _dumps(params), time.time(), _dumps(subgraphs or {})),
             )
             row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return _summary(row)
 
+    def add_sweep(self, workflow: dict[str, Any], params: list[dict[str, Any]],
+                  subgraphs: dict[str, Any] | None = None) -> tuple[str, list[dict[str, Any]]]:
+        """Queue one run per params, all at once and grouped under one sweep id; returns (id, summaries).
+        `subgraphs` as for add_run, shared by every run of the sweep."""
+        sweep_id = uuid.uuid4().hex
+        name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
+        document, now, snapshot = _dumps(workflow), time.time(), _dumps(subgraphs or {})
+        ids = [uuid.uuid4().hex for _ in params]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO runs (id, status, name, workflow, params, created_at, sweep, subgraphs) "
+                    "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                    [(run_id, name, document, _dumps(p), now, sweep_id, snapshot)
+                     for run_id, p in zip(ids, params, strict=True)])
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            rows = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE sweep = ? ORDER BY seq",
+                                    (sweep_id,)).fetchall()
+        return sweep_id, [_summary(row) for row in rows]
+
     def claim_next(self) -> dict[str, Any] | None:
         """Mark the oldest queued run running and return it (with its workflow), or None."""
         with self._lock:
-            row = self._db.execute(f"SELECT {_ALL_COLUMNS} FROM runs WHERE status = 'queued' ORDER BY seq LIMIT 1"
-                                   ).fetchone()
+            row = self._db.execute(f"SELECT {_ALL_COLUMNS}, subgraphs FROM runs WHERE status = 'queued' "
+                                   "ORDER BY seq LIMIT 1").fetchone()
             if row is None:
                 return None
             now = time.time()
             self._db.execute("UPDATE runs SET status = 'running', started_at = ? WHERE seq = ?", (now, row["seq"]))
         record = _full(row)
         record["status"], record["started_at"] = "running", iso(now)
+        # None for a run queued by a server that did not keep them: its subgraphs resolve as they are now
+        record["subgraphs"] = None if row["subgraphs"] is None else json.loads(row["subgraphs"])
         return record
+
+    def requeue(self, run_id: str) -> bool:
+        """A running run whose executor was lost (a Ray worker) goes back to the queue, in its place."""
+        with self._lock:
+            cursor = self._db.execute("UPDATE runs SET status = 'queued', started_at = NULL "
+                                      "WHERE id = ? AND status = 'running'", (run_id,))
+        return cursor.rowcount == 1
 
     def finish_run(self, run_id: str, status: str, *, outputs: dict[str, list[str]] | None = None,
                    values: dict[str, Any] | None = None, executed: list[str] | None = None,
@@ -139,10 +247,14 @@ class Store:
             row = self._db.execute(f"SELECT {_ALL_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
         return None if row is None else _full(row)
 
-    def list_runs(self, status: str | None, limit: int, before: int | None) -> tuple[list[dict[str, Any]], int | None]:
+    def list_runs(self, status: str | None, limit: int, before: int | None, sweep: str | None = None
+                  ) -> tuple[list[dict[str, Any]], int | None]:
         """Newest first. `before` is the cursor (a run's `seq`) from the previous page's `next`."""
         clauses: list[str] = []
         args: list[str | int] = []
+        if sweep is not None:
+            clauses.append("sweep = ?")
+            args.append(sweep)
         if status is not None:
             clauses.append("status = ?")
             args.append(status)
@@ -213,6 +325,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "seconds": json.loads(row["seconds"]),
         "error": row["error"],
         "failed_node": row["failed_node"],
+        "sweep": row["sweep"],
     }
 
 

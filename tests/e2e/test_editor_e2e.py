@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ class EditorServer:
     """`diffgraph serve --port 0` in a fresh data directory; `url` once it says it is serving."""
 
     def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
         self.log_path = data_dir / "server.log"
         data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "DIFFGRAPH_CACHE_MAX_GB": "1"}
@@ -119,22 +119,22 @@ def test_broken_workflow_shows_errors_on_its_nodes(server: EditorServer, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_sd(server: EditorServer) -> str:
+    """A tiny model in the server's `<data dir>/models`, where a workflow may name it ("e2e-sd")."""
     from support.tiny_models import build_sd
 
-    return build_sd(tmp_path_factory.mktemp("tiny") / "sd")
+    build_sd(server.data_dir / "models" / "e2e-sd")
+    return "e2e-sd"
 
 
 @pytest.mark.skipif(not (ROOT / "diffgraph" / "workflows" / "txt2img.yaml").exists(), reason="txt2img template missing")
-def test_txt2img_runs_shows_image_and_reruns_from_cache(server: EditorServer, tiny_sd: Path) -> None:
-    started = time.monotonic()
-    output = run_scenario(
+def test_txt2img_runs_shows_image_and_reruns_from_cache(server: EditorServer, tiny_sd: str) -> None:
+    output = run_scenario(  # past its timeout the scenario fails by itself
         server, "txt2img",
         "--set", f"model={tiny_sd}", "--set", "steps=2", "--set", "width=64", "--set", "height=64",
         timeout=600,
     )
     assert "ok: every other node is cached" in output, output
-    assert time.monotonic() - started < 600
 
 
 def test_upload_library_and_download_give_a_workflow_diffgraph_runs(server: EditorServer, tmp_path: Path) -> None:
@@ -144,12 +144,31 @@ def test_upload_library_and_download_give_a_workflow_diffgraph_runs(server: Edit
     Image.new("RGB", (64, 48), (200, 30, 30)).save(picture)
     saved = tmp_path / "saved.yaml"
     run_scenario(server, "library", "--image", str(picture), "--out", str(saved))
-    # what the editor downloads is the workflow format `diffgraph run` takes unchanged
+    # what the editor downloads is the workflow format `diffgraph run` takes unchanged; its LoadImage
+    # names the upload as the server knows it, so the command line runs it from the uploads folder
     result = subprocess.run(
         [sys.executable, "-m", "diffgraph.cli", "run", str(saved), "--json", "--no-cache", "--output-dir", str(tmp_path / "out")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        capture_output=True, text=True, timeout=120, cwd=server.data_dir / "uploads",
     )
     assert result.returncode == 0, result.stderr
     written = list((tmp_path / "out").rglob("*.png"))
     assert len(written) == 1
     assert Image.open(written[0]).size == (64, 48)
+
+
+def test_new_user_landing_palette_notifications_reload_images_and_history(server: EditorServer, tmp_path: Path) -> None:
+    """Issue 16's new-user fixes, one browser session: txt2img on landing, favicon, palette in view,
+    overlay notifications, the working graph across reloads and the unsaved warning, the inpaint
+    template's upload/preview/paint widgets feeding its mask, a dropped plain picture, per-node
+    time and local times in the history."""
+    from PIL import Image
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(picture)
+    output = run_scenario(server, "newuser", "--image", str(picture))
+    assert "ok: the painter sets the template's mask param" in output
+
+
+def test_comfyui_habits_search_link_drop_collapse_queue_models_shortcuts(server: EditorServer) -> None:
+    output = run_scenario(server, "comfy")
+    assert "ok: the three runs used seeds 5, 6, 7" in output

@@ -68,3 +68,15 @@ def test_a_directory_or_a_missing_path_exits_2(cli, tmp_path):
         done = cli.run(command, tmp_path / "nowhere.yaml", "--json")
         assert done.returncode == 2 and "Traceback" not in done.stderr
         assert "nowhere.yaml: no such file" in done.stdout
+
+
+def test_a_small_yaml_file_whose_aliases_expand_to_megabytes_is_refused(cli, tmp_path):
+    lines = [f"s: &s {'x' * 1000}", "l0: &l0 [" + ", ".join(["*s"] * 10) + "]"]
+    lines += [f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 5)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\nformat: diffgraph/v1\nnodes: {}\n")
+    for command in ("validate", "run"):
+        done = cli.run(command, bomb)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "too large once its YAML aliases are expanded" in done.stdout + done.stderr
+        assert "Traceback" not in done.stderr

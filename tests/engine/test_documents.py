@@ -149,6 +149,36 @@ def test_malformed_bytes_give_one_clear_workflow_error(case):
     assert len(caught.value.issues) == 1
 
 
+def _nested(levels: int, style: str) -> str:
+    if style == "flow":
+        return "nodes: " + "[" * (levels - 1) + "]" * (levels - 1) + "\n"
+    return "".join(" " * i + "k:\n" for i in range(levels)) + " " * levels + "v\n"
+
+
+@pytest.mark.parametrize("style", ["flow", "block"])
+def test_nesting_limit_is_exact_and_our_own_whatever_the_parser_allows(style):
+    """64 levels load; 65 get our message, and so do 1,500 (past libyaml's own nesting limit of 1,000)."""
+    assert parse_document(_nested(64, style))
+    for levels in (65, 1_500):
+        with pytest.raises(WorkflowError, match=r"nested too deeply \(the limit is 64 levels\)"):
+            parse_document(_nested(levels, style))
+
+
+def test_brackets_inside_strings_are_no_nesting():
+    text = 'format: diffgraph/v1\nname: "' + "[" * 5000 + '"\ndescription: a ' + "{[" * 300 + "\nnodes: {}\n"
+    document = parse_document(text)
+    assert document["name"] == "[" * 5000 and document["description"].startswith("a {[{[")
+
+
+def test_a_yaml_error_names_the_file_it_is_in(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("format: diffgraph/v1\nnodes: {a: [1, 2\n")
+    with pytest.raises(WorkflowError) as caught:
+        read_document(path)
+    message = str(caught.value)
+    assert str(path) in message and "<unicode string>" not in message and "line 3" in message
+
+
 # ---------------------------------------------------------------------------------------------
 # property-based: whatever comes in, only WorkflowError comes out
 
@@ -235,3 +265,23 @@ def test_random_bytes_and_text_only_ever_raise_workflow_error(data):
         parse_document(data)
     except WorkflowError as exc:
         assert exc.issues
+
+
+def test_yaml_aliases_are_bounded_in_bytes_not_only_in_values():
+    """1.3 KB whose aliases name a 1,000-character string 100,000 times: 100 MB once stored or sent."""
+    lines = [f"s: &s {'x' * 1000}", "l0: &l0 [" + ", ".join(["*s"] * 10) + "]"]
+    lines += [f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]" for n in range(1, 5)]
+    text = "\n".join(lines) + "\n"
+    assert len(text) < 1400
+    with pytest.raises(WorkflowError, match="too large once its YAML aliases are expanded"):
+        parse_document(text)
+    digits = "n: &n " + "9" * 4000 + "\nl0: &l0 [" + ", ".join(["*n"] * 10) + "]\n"
+    digits += "".join(f"l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 10) + "]\n" for n in range(1, 4))
+    with pytest.raises(WorkflowError, match="aliases"):
+        parse_document(digits)
+
+
+def test_yaml_aliases_that_expand_modestly_are_fine():
+    text = "defaults: &d {steps: 20, cfg: 7.5, prompt: " + "y" * 5000 + "}\n"
+    text += "nodes:\n" + "".join(f"  n{i}: {{type: Int, params: *d}}\n" for i in range(150))
+    assert len(parse_document(text)["nodes"]) == 150  # 750 KB expanded from 9 KB: within the 1 MiB floor

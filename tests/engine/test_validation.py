@@ -201,3 +201,13 @@ def test_int_feeds_float_but_float_does_not_feed_int(registry):
         "slow": {"type": "TestSlow", "inputs": {"steps": "half.number"}},
     }), registry)
     assert "half.number is FLOAT, 'steps' takes INT" in issue_at(issues, "slow", "steps").message
+
+
+def test_a_linked_required_param_leaves_the_other_params_their_defaults():
+    from diffgraph.engine import default_registry
+
+    document = {"format": "diffgraph/v1", "nodes": {
+        "name": {"type": "String", "params": {"value": "someone/some-model"}},
+        "load": {"type": "LoadPipeline", "inputs": {"model": "name.text"}}}}
+    plan = compile_workflow(document, default_registry())
+    assert plan.nodes["load"].params == {"revision": "", "config": "", "allow_pickle": False}

@@ -15,7 +15,15 @@ import pytest
 import torch
 from PIL import Image
 
-from diffgraph.engine import NodeError, RunContext
+from diffgraph.engine import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    Cache,
+    FileAccess,
+    MemoryCache,
+    NodeError,
+    PortType,
+    RunContext,
+)
 from diffgraph.nodes.images import LoadImage, MaskNode, PasteBack, PreviewImage, SaveImage
 
 
@@ -148,7 +156,7 @@ def test_missing_file_names_the_field_and_path(tmp_path):
 
 def test_a_folder_is_not_a_picture(tmp_path):
     error = error_of(LoadImage, image=str(tmp_path))
-    assert error.field == "image" and "not a file" in str(error)
+    assert error.field == "image" and "a directory, not a regular file" in str(error)
 
 
 def test_empty_path_is_refused():
@@ -196,16 +204,49 @@ def test_decompression_bombs_are_refused_cleanly(tmp_path, side):
     assert error.field == "image" and "too large to load safely" in str(error)
 
 
+def test_pictures_past_the_default_pixel_limit_are_refused_before_decoding(tmp_path):
+    # a 4097x4097 PNG is a few KB on disk (issue 10: a 187 KB 8000x8000 PNG cost 3.4 GB)
+    Image.new("L", (4097, 4097)).save(tmp_path / "wide.png")
+    assert (tmp_path / "wide.png").stat().st_size < 100_000
+    error = error_of(LoadImage, image=str(tmp_path / "wide.png"))
+    assert error.field == "image" and "4097x4097" in str(error)
+    assert f"the limit is {DEFAULT_MAX_IMAGE_PIXELS} pixels" in str(error) and DEFAULT_MAX_IMAGE_PIXELS == 4096 * 4096
+
+
+def test_the_pixel_limit_is_the_policy_s_to_choose(tmp_path):
+    Image.new("RGB", (11, 10)).save(tmp_path / "small.png")
+    strict = RunContext(node_id="n", access=FileAccess(max_image_pixels=109))
+    with pytest.raises(NodeError, match="the limit is 109 pixels"):
+        run_node(LoadImage, ctx=strict, image=str(tmp_path / "small.png"))
+    loose = RunContext(node_id="n", access=FileAccess(max_image_pixels=110))
+    assert run_node(LoadImage, ctx=loose, image=str(tmp_path / "small.png"))["image"].shape == (1, 3, 10, 11)
+
+
+def test_the_memory_cache_counts_images_at_their_real_size():
+    big = torch.zeros(1, 3, 1024, 1024)  # 12 MB
+    cache = Cache(MemoryCache(max_bytes=8 * 1024**2))
+    # a 1x1 view keeps the whole 12 MB tensor alive: too big for an 8 MB cache
+    cache.put("view", LoadImage.__node_spec__, {"image": big[:, :, :1, :1], "mask": torch.zeros(1, 1, 1, 1)})
+    assert len(cache.memory) == 0 and cache.memory.bytes == 0
+    cache.put("small", LoadImage.__node_spec__, {"image": torch.zeros(1, 3, 8, 8), "mask": torch.zeros(1, 1, 8, 8)})
+    assert len(cache.memory) == 1 and 4 * 4 * 64 <= cache.memory.bytes < 64 * 1024
+    # values on ANY ports: a PIL picture, numpy arrays (a view counts its base), in containers
+    picture = Image.new("RGB", (1024, 1024))
+    assert PortType.nbytes(picture) >= 3 * 1024 * 1024
+    array = np.zeros((1024, 1024), np.float32)
+    assert PortType.nbytes({"a": [picture, array[:1]]}) >= 7 * 1024 * 1024
+
+
 def test_fingerprint_follows_file_content_not_path_or_time(tmp_path):
     path = tmp_path / "f.png"
     Image.new("RGB", (2, 2), (1, 2, 3)).save(path)
-    first = LoadImage.fingerprint({"image": str(path)})
+    first = LoadImage.fingerprint({"image": str(path)}, FileAccess())
     Image.new("RGB", (2, 2), (1, 2, 3)).save(path)  # rewritten, same bytes
-    assert LoadImage.fingerprint({"image": str(path)}) == first
+    assert LoadImage.fingerprint({"image": str(path)}, FileAccess()) == first
     Image.new("RGB", (2, 2), (9, 9, 9)).save(path)
-    assert LoadImage.fingerprint({"image": str(path)}) != first
-    assert LoadImage.fingerprint({"image": str(tmp_path / "missing.png")}) == "unreadable"
-    assert LoadImage.fingerprint({}) is None  # the path arrives through a link: nothing to read at plan time
+    assert LoadImage.fingerprint({"image": str(path)}, FileAccess()) != first
+    assert LoadImage.fingerprint({"image": str(tmp_path / "missing.png")}, FileAccess()) == "unreadable"
+    assert LoadImage.fingerprint({}, FileAccess()) is None  # the path arrives through a link: nothing to read at plan time
 
 
 # ---------------------------------------------------------------------------------------------

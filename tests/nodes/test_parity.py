@@ -93,6 +93,23 @@ def test_inpaint_matches_inpaint_pipeline(tiny, pictures, run_template, model):
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
 
+@pytest.mark.parametrize("model", ["sd", "inpaint"], ids=["4-channel-blending", "9-channel-native"])
+def test_inpaint_strength_and_size_match_the_inpaint_pipeline(tiny, pictures, run_template, model):
+    """strength < 1 starts from the noised picture; width and height resize the picture and the mask."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    run = run_template("inpaint", model=str(tiny[model]), image=str(pictures["image"]),
+                       mask=str(pictures["mask"]), prompt="a red circle", seed=SEED, steps=STEPS, scheduler="euler",
+                       strength=0.6, width=48, height=32)
+    pipe = pipeline(StableDiffusionInpaintPipeline, tiny[model])
+    use_scheduler(pipe, "euler")
+    expected = pipe("a red circle", image=Image.open(pictures["image"]), mask_image=Image.open(pictures["mask"]),
+                    strength=0.6, height=32, width=48, num_inference_steps=STEPS, guidance_scale=7.5,
+                    generator=generator(), output_type="pt").images
+    assert expected.shape[2:] == (32, 48)
+    assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
+
+
 def test_depth2img_matches_depth2img_pipeline(tiny, pictures, run_template):
     from diffusers import StableDiffusionDepth2ImgPipeline
 

@@ -115,7 +115,7 @@ def test_templates_validate_and_declare_the_design_params(name):
         "unconditional": {"batch_size"},
         "txt2img": {"prompt", "negative_prompt", "cfg", "width", "height"},
         "img2img": {"prompt", "negative_prompt", "cfg", "image", "strength"},
-        "inpaint": {"prompt", "negative_prompt", "cfg", "image", "mask"},
+        "inpaint": {"prompt", "negative_prompt", "cfg", "image", "mask", "strength", "width", "height"},
         "depth2img": {"prompt", "negative_prompt", "cfg", "image", "strength", "depth_model"},
     }[name]
     assert set(document["params"]) == common | extra

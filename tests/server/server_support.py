@@ -1,6 +1,6 @@
 """Helpers for the server tests: a real `diffgraph serve` subprocess on a loopback port with a real
 SQLite file, and small aiohttp client helpers. The server sees the test node pack in
-tests/server/pack (TestSleep, TestWriteFile, TestFail)."""
+tests/server/pack (TestSleep, TestWriteFile, TestFail, TestExit)."""
 
 from __future__ import annotations
 

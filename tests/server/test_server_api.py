@@ -269,7 +269,7 @@ async def test_templates_lists_the_shipped_workflows_folder(server):
         assert template["params"] == (template["document"].get("params") or {})
 
 
-async def test_upload_returns_a_server_chosen_name_and_a_path_loadimage_can_read(server):
+async def test_upload_returns_a_server_chosen_name_for_loadimage_and_no_server_path(server):
     buffer = io.BytesIO()
     Image.new("RGB", (5, 7), (1, 2, 3)).save(buffer, format="PNG")
     form = aiohttp.FormData()
@@ -280,4 +280,5 @@ async def test_upload_returns_a_server_chosen_name_and_a_path_loadimage_can_read
     assert body["name"].endswith(".png") and "evil" not in body["name"]
     assert (body["format"], body["width"], body["height"]) == ("PNG", 5, 7)
     stored = server.data_dir.resolve() / "uploads" / body["name"]
-    assert body["path"] == str(stored) and stored.read_bytes() == buffer.getvalue()
+    assert "path" not in body and str(server.data_dir.resolve()) not in json.dumps(body)
+    assert stored.read_bytes() == buffer.getvalue()

@@ -2,7 +2,7 @@
 //
 //   node web/e2e/editor.mjs URL SCENARIO [--artifacts DIR] [--file WORKFLOW] [--set name=value]...
 //
-// Scenarios: palette, incompatible, broken, txt2img, library (--image PNG --out YAML). Prints one "ok:"/"FAIL:" line per check,
+// Scenarios: palette, incompatible, broken, txt2img, library (--image PNG --out YAML), newuser (--image PNG), comfy. Prints one "ok:"/"FAIL:" line per check,
 // saves a screenshot of the end state under --artifacts, and exits 1 when any check failed.
 
 import { readFileSync, writeFileSync } from "node:fs";
@@ -27,6 +27,8 @@ const node = (page, id) => page.locator(`[data-testid="node-${id}"]`);
 
 async function openFile(page, path) {
   await page.locator('[data-testid="open-file"]').setInputFiles(path);
+  // the landing graph may share node ids with the file: wait until the file is the one shown
+  await page.getByTestId("banner").filter({ hasText: `Opened ${path.split("/").pop()}` }).waitFor();
 }
 
 /** Drops a file from disk onto the canvas, as dragging it from a file manager does. */
@@ -47,7 +49,13 @@ async function dropFile(page, path, type) {
   );
 }
 
+async function newWorkflow(page) {
+  await page.getByRole("button", { name: "New" }).click();
+  await page.waitForFunction(() => document.querySelectorAll(".react-flow__node").length === 0);
+}
+
 async function palette(page) {
+  await newWorkflow(page);
   const entry = '[data-testid^="palette-"]:not([data-testid="palette-search"])';
   const all = await page.locator(entry).count();
   await page.getByTestId("palette-search").fill("seed");
@@ -119,8 +127,12 @@ async function palette(page) {
   // the palette documents each node
   await page.getByRole("button", { name: "about SaveImage" }).click();
   check.ok((await page.locator(".palette-doc").textContent()).includes("images (IMAGE)"), "palette shows a node's docs and ports");
+  const before = await page.locator(".react-flow__node").evaluateAll((els) => els.map((el) => el.style.transform).join("|"));
   await page.getByRole("button", { name: "Auto-layout" }).click();
-  await page.waitForTimeout(300);
+  await page.waitForFunction(
+    (old) => [...document.querySelectorAll(".react-flow__node")].map((el) => el.style.transform).join("|") !== old,
+    before,
+  );
   const boxes = await page.locator(".react-flow__node").evaluateAll((els) => els.map((el) => el.getBoundingClientRect().toJSON()));
   const overlap = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
   check.ok(!overlap(boxes[0], boxes[1]), "auto-layout leaves no two nodes overlapping");
@@ -133,7 +145,8 @@ async function incompatible(page) {
   const edges = () => page.locator(".react-flow__edge").count();
   const before = await edges();
   await dragBetween(page, handle(page, "seed", "seed", "source"), handle(page, "save", "images", "target"));
-  await page.waitForTimeout(300);
+  // the refusal's message is the sign the drop was handled; only then is "no new edge" meaningful
+  await page.getByTestId("banner").filter({ hasText: "Link refused" }).waitFor({ timeout: 5000 });
   check.ok((await edges()) === before, "INT seed -> IMAGE images is refused while dragging");
   const banner = (await page.getByTestId("banner").textContent()) ?? "";
   check.ok(/refused/i.test(banner) && banner.includes("INT") && banner.includes("IMAGE"), `the refusal is explained: "${banner}"`);
@@ -146,11 +159,16 @@ async function incompatible(page) {
   await page.getByRole("textbox", { name: "node id" }).fill("renamed");
   await page.getByRole("textbox", { name: "node id" }).press("Enter");
   await node(page, "renamed").waitFor();
-  await page.waitForTimeout(200);
-  check.ok(
-    (await edges()) === before + 1 && (await node(page, "scale").locator(".linked").count()) === 1,
-    "links follow a renamed node",
-  );
+  const followed = await page
+    .waitForFunction(
+      (count) =>
+        document.querySelectorAll(".react-flow__edge").length === count &&
+        document.querySelectorAll('[data-testid="node-scale"] .linked').length === 1,
+      before + 1,
+      { timeout: 5000 },
+    )
+    .then(() => true, () => false);
+  check.ok(followed, "links follow a renamed node");
 }
 
 async function broken(page) {
@@ -166,8 +184,13 @@ async function broken(page) {
   const mysteryText = await node(page, "mystery").textContent();
   check.ok(/unknown node type/i.test(mysteryText), `unknown type reported on node mystery: ${mysteryText}`);
   await page.getByTestId("run").click();
-  await page.getByTestId("banner").filter({ hasText: "invalid workflow" }).waitFor();
-  check.ok(true, "Run of a broken workflow is refused with the server's words");
+  const refused = page.getByTestId("banner").filter({ hasText: "invalid workflow" });
+  await refused.waitFor();
+  const words = (await refused.textContent()) ?? "";
+  check.ok(
+    /seed\.value/.test(words) && !/POST|\/api\/|\(400\)/.test(words),
+    `Run of a broken workflow is refused with the server's words, without HTTP detail: "${words}"`,
+  );
   check.ok((await node(page, "seed").getAttribute("data-state")) === "idle", "nothing ran");
 }
 
@@ -261,24 +284,32 @@ async function txt2img(page) {
   await setTemplateParam(page, "prompt", `a long run ${stamp}`);
   await page.getByTestId("run").click();
   const sampler = page.locator('[data-node-type="SampleLoop"]').first();
-  await sampler.locator('[data-testid="node-state"]', { hasText: /running \d+\/1000/ }).waitFor({ timeout: 120_000 });
-  check.ok(true, "the sampler shows running i/1000");
+  const progress = await sampler
+    .locator('[data-testid="node-state"]', { hasText: /running \d+\/1000/ })
+    .waitFor({ timeout: 120_000 })
+    .then(() => true, () => false);
+  check.ok(progress, "the sampler shows running i/1000");
   const previewed = await sampler.locator("img.preview").waitFor({ timeout: 30_000 }).then(() => true, () => false);
   check.ok(previewed, "the sampler shows a live preview");
   await screenshot(page, options.artifacts, "e2e-txt2img-running");
   await page.getByTestId("cancel").click();
   await page.getByTestId("banner").filter({ hasText: "Run cancelled" }).waitFor({ timeout: 60_000 });
-  check.ok((await sampler.getAttribute("data-state")) !== "done", "Cancel stops the run before the sampler is done");
+  check.ok((await sampler.getAttribute("data-state")) === "cancelled", "Cancel stops the run before the sampler is done, and says so on it");
+  check.ok((await sampler.locator("img.preview").count()) === 1, "the interrupted sampler keeps its last preview");
+  const kept = await page.locator('[data-node-type="LoadPipeline"]').first().getAttribute("data-state");
+  check.ok(kept === "cached" || kept === "done", `nodes that finished keep their badge after Cancel (${kept})`);
+  await screenshot(page, options.artifacts, "e2e-txt2img-cancelled");
 }
 
 async function library(page) {
+  await newWorkflow(page);
   // LoadImage with an uploaded picture feeding SaveImage
   await page.getByTestId("palette-LoadImage").click();
   await node(page, "loadimage").waitFor();
   await node(page, "loadimage").locator('.upload-widget input[type="file"]').setInputFiles(options.image);
   await node(page, "loadimage").locator("img.thumbnail").waitFor();
   const path = await node(page, "loadimage").locator('.upload-widget input[type="text"]').inputValue();
-  check.ok(path.startsWith("/") && /\.png$/.test(path), `the upload sets LoadImage's image to the server's file (${path})`);
+  check.ok(/^[0-9a-f]{32}\.png$/.test(path), `the upload sets LoadImage's image to the uploaded file's name, no server path (${path})`);
   // paint a mask over the middle: the picture is uploaded again with that area transparent
   await node(page, "loadimage").getByRole("button", { name: "Paint mask…" }).click();
   const canvas = page.getByTestId("mask-canvas");
@@ -328,18 +359,301 @@ async function library(page) {
   await node(page, "saveimage").locator('[data-testid="node-images"] img').first().waitFor({ timeout: 120_000 });
   check.ok((await node(page, "saveimage").getAttribute("data-state")) === "done", "Ctrl+Enter runs it and SaveImage shows the picture");
 
-  // a failure while running lands on the node that failed, in words
+  // a file outside the server's uploads is refused before anything runs, on the node, in words
   await node(page, "loadimage").locator('.upload-widget input[type="text"]').fill("/nonexistent/picture.png");
-  await page.waitForTimeout(600);
   await page.getByTestId("run").click();
-  await page.locator('[data-testid="node-loadimage"][data-state="failed"]').waitFor({ timeout: 60_000 });
-  const failure = await node(page, "loadimage").getByTestId("node-errors").textContent();
-  check.ok(/picture\.png/.test(failure), `the failed node says why: ${failure}`);
-  await page.getByTestId("banner").filter({ hasText: "Run failed" }).waitFor();
+  const refusal = node(page, "loadimage").locator(".field-error").filter({ hasText: "POST /api/uploads" });
+  await refusal.waitFor({ timeout: 60_000 });
+  const failure = await refusal.textContent();
+  check.ok(/picture\.png/.test(failure) && /uploaded file/.test(failure), `the refused node says why: ${failure}`);
+  await page.getByTestId("banner").filter({ hasText: "400" }).waitFor();
   await screenshot(page, options.artifacts, "e2e-library-failed-run");
 }
 
-const scenarios = { palette, incompatible, broken, txt2img, library };
+
+const box = (locator) => locator.evaluate((el) => el.getBoundingClientRect().toJSON());
+const inside = (a, b) => a.left >= b.left && a.right <= b.right && a.top >= b.top && a.bottom <= b.bottom;
+const overlaps = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+
+/** What a new user meets first: the landing graph, the palette, messages, reloads, pictures. */
+async function newuser(page) {
+  // the landing page opens the txt2img template, as ComfyUI opens its default graph
+  await page.locator('[data-node-type="SaveImage"]').first().waitFor();
+  const landing = await page.locator('[data-node-type]').evaluateAll((els) => els.map((el) => el.getAttribute("data-node-type")));
+  check.ok(landing.includes("LoadPipeline") && landing.includes("SampleLoop"), `the landing page shows txt2img (${landing.join(", ")})`);
+  const icon = await page.evaluate(async () => {
+    const r = await fetch("/favicon.ico");
+    return [r.status, r.headers.get("content-type")];
+  });
+  check.ok(icon[0] === 200 && icon[1].startsWith("image/"), `the favicon is served (${icon.join(" ")})`);
+  await screenshot(page, options.artifacts, "e2e-newuser-landing");
+
+  // a palette click puts the node in view, on no other node
+  await page.getByTestId("palette-PreviewImage").click();
+  const added = node(page, "previewimage");
+  await added.waitFor();
+  const canvas = await box(page.locator(".canvas"));
+  const placed = await box(page.locator('.react-flow__node[data-id="previewimage"]'));
+  check.ok(inside(placed, canvas), `a palette click places the node inside the visible canvas (${JSON.stringify(placed)})`);
+  const others = await page.locator('.react-flow__node:not([data-id="previewimage"])').evaluateAll((els) => els.map((el) => el.getBoundingClientRect().toJSON()));
+  check.ok(others.every((o) => !overlaps(o, placed)), "the new node covers no other node");
+  await screenshot(page, options.artifacts, "e2e-newuser-palette-in-view");
+
+  // notifications lie over the canvas: showing one moves nothing
+  const tabBefore = await box(page.getByTestId("tab-nodes"));
+  const canvasBefore = await box(page.locator(".react-flow__pane"));
+  await page.locator('.react-flow__node[data-id="previewimage"] .dg-node-header').click();
+  await page.keyboard.press("Control+c");
+  await page.getByTestId("banner").filter({ hasText: "Copied" }).waitFor();
+  const tabAfter = await box(page.getByTestId("tab-nodes"));
+  const canvasAfter = await box(page.locator(".react-flow__pane"));
+  check.ok(tabBefore.top === tabAfter.top && canvasBefore.top === canvasAfter.top, "a notification does not push the page down");
+  await screenshot(page, options.artifacts, "e2e-newuser-notification-overlay");
+
+  // the working graph survives a reload, and the page warns before leaving unsaved work
+  await page.getByRole("textbox", { name: "workflow name" }).fill("kept-across-reloads");
+  await page.waitForFunction(() => JSON.parse(localStorage.getItem("diffgraph:working-graph") ?? "{}").document?.name === "kept-across-reloads");
+  check.ok((await page.evaluate(() => document.body.dataset.unsaved)) === "true", "an edited template counts as unsaved work");
+  const count = await page.locator(".react-flow__node").count();
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  await node(page, "previewimage").waitFor();
+  check.ok(
+    (await page.getByRole("textbox", { name: "workflow name" }).inputValue()) === "kept-across-reloads" &&
+      (await page.locator(".react-flow__node").count()) === count,
+    "after a reload the working graph is back, name and nodes",
+  );
+
+  // the inpaint template: image params get upload, preview and the painter that sets the mask
+  await page.getByTestId("tab-templates").click();
+  await page.getByTestId("template-inpaint").click();
+  await page.locator('[data-node-type="Mask"]').first().waitFor();
+  await page.getByTestId("tab-params").click();
+  await page.getByTestId("upload-input-image").setInputFiles(options.image);
+  await page.getByTestId("preview-image").waitFor();
+  const imageValue = await page.getByRole("textbox", { name: "image", exact: true }).inputValue();
+  check.ok(/\.png$/.test(imageValue), `uploading sets the template's image param (${imageValue})`);
+  await page.getByTestId("paint-mask").click();
+  const maskCanvas = page.getByTestId("mask-canvas");
+  const m = await maskCanvas.boundingBox();
+  await page.mouse.move(m.x + m.width * 0.4, m.y + m.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(m.x + m.width * 0.6, m.y + m.height / 2, { steps: 5 });
+  await page.mouse.up();
+  await page.getByRole("button", { name: "Save mask" }).click();
+  await page.getByTestId("preview-mask").waitFor();
+  const maskValue = await page.getByRole("textbox", { name: "mask", exact: true }).inputValue();
+  check.ok(/\.png$/.test(maskValue) && maskValue !== imageValue, `the painter sets the template's mask param (${maskValue})`);
+  const pixels = await page.getByTestId("preview-mask").evaluate(async (img) => {
+    await img.decode();
+    const c = document.createElement("canvas");
+    [c.width, c.height] = [img.naturalWidth, img.naturalHeight];
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0);
+    return [g.getImageData(c.width / 2, c.height / 2, 1, 1).data[0], g.getImageData(1, 1, 1, 1).data[0]];
+  });
+  check.ok(pixels[0] === 255 && pixels[1] === 0, `the mask is white where painted, black elsewhere (${pixels})`);
+  await screenshot(page, options.artifacts, "e2e-newuser-inpaint-params");
+
+  // a plain picture dropped on the canvas becomes a LoadImage node holding the upload
+  await newWorkflow(page);
+  await dropFile(page, options.image, "image/png");
+  await node(page, "loadimage").waitFor();
+  const dropped = await node(page, "loadimage").locator('input[data-param="image"]').inputValue();
+  check.ok(/\.png$/.test(dropped), `dropping a plain PNG gives LoadImage with it uploaded (${dropped})`);
+  check.ok((await page.getByTestId("banner").textContent()).includes("LoadImage"), "the drop says what it did");
+  check.ok((await node(page, "loadimage").locator("img.thumbnail").count()) === 1, "the LoadImage node previews the picture");
+  await screenshot(page, options.artifacts, "e2e-newuser-dropped-image");
+
+  // a run's history entry shows the user's local time, not a raw UTC string
+  await page.getByTestId("tab-nodes").click();
+  await page.getByTestId("palette-PreviewImage").click();
+  await node(page, "previewimage").waitFor();
+  await dragBetween(page, handle(page, "loadimage", "image", "source"), handle(page, "previewimage", "images", "target"));
+  await page.locator(".react-flow__edge").first().waitFor();
+  await page.getByTestId("run").click();
+  await page.getByTestId("banner").filter({ hasText: "Run finished" }).waitFor({ timeout: 60_000 });
+  const time = await node(page, "previewimage").getByTestId("node-time").textContent();
+  check.ok(/^\d+\.\d+ s$/.test(time), `each node shows the time it took (${time})`);
+  await page.getByTestId("tab-history").click();
+  const shown = page.getByTestId("run-time").first();
+  await shown.waitFor();
+  const [text, iso] = [await shown.textContent(), await shown.getAttribute("title")];
+  const expected = await page.evaluate((t) => new Date(t).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" }), iso);
+  check.ok(text === expected && !/T\d\d:/.test(text), `history shows local time "${text}" for ${iso}`);
+  await screenshot(page, options.artifacts, "e2e-newuser-history-local-time");
+
+  // the gallery shows the run's images; a click opens the full-size viewer
+  await page.getByTestId("tab-gallery").click();
+  await page.locator('[data-testid="gallery"] img').first().waitFor();
+  await page.locator('[data-testid="gallery"] img').first().click();
+  const full = page.getByTestId("viewer-image");
+  await full.waitFor();
+  const size = await full.evaluate(async (img) => {
+    await img.decode();
+    return [img.naturalWidth, img.naturalHeight];
+  });
+  check.ok(size[0] === 64 && size[1] === 48, `the viewer shows the run's picture at full size (${size})`);
+  await screenshot(page, options.artifacts, "e2e-newuser-gallery-viewer");
+  await page.keyboard.press("Escape");
+  await page.getByTestId("viewer").waitFor({ state: "detached" });
+
+  // leaving with unsaved work asks first (the page cancels beforeunload); after saving it does not
+  const leaving = () =>
+    page.evaluate(() => {
+      const event = new Event("beforeunload", { cancelable: true });
+      window.dispatchEvent(event);
+      return event.defaultPrevented;
+    });
+  check.ok(await leaving(), "leaving with unsaved work asks first");
+  await Promise.all([page.waitForEvent("download"), page.getByRole("button", { name: "Save YAML" }).click()]);
+  await page.waitForFunction(() => document.body.dataset.unsaved === "false");
+  check.ok(!(await leaving()), "after Save YAML, leaving does not ask");
+}
+
+/** What a ComfyUI user reaches for next: search, link drop, collapse, queue x N, models, help. */
+async function comfy(page) {
+  await newWorkflow(page);
+  // double-click the canvas: a search box adds the chosen node there
+  const pane = await box(page.locator(".react-flow__pane"));
+  await page.mouse.dblclick(pane.left + 300, pane.top + 200);
+  await page.getByTestId("node-search").waitFor();
+  await page.keyboard.type("seed");
+  await page.keyboard.press("Enter");
+  await node(page, "seed").waitFor();
+  const seedBox = await box(page.locator('.react-flow__node[data-id="seed"]'));
+  check.ok(Math.abs(seedBox.left - (pane.left + 300)) < 5 && Math.abs(seedBox.top - (pane.top + 200)) < 5, `double-click search adds the node where clicked (${seedBox.left - pane.left},${seedBox.top - pane.top})`);
+
+  // a link dropped on empty canvas offers only nodes that take it, and wires the chosen one
+  const from = await handle(page, "seed", "seed", "source").boundingBox();
+  await page.mouse.move(from.x + from.width / 2, from.y + from.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(from.x + 350, from.y + 40, { steps: 10 });
+  await page.mouse.up();
+  await page.getByTestId("node-search").waitFor();
+  const offered = await page.locator('[data-testid^="search-"]').allTextContents();
+  check.ok(offered.some((o) => o.startsWith("Float")) && !offered.some((o) => o.startsWith("SaveImage")), `only nodes taking INT are offered (${offered.join(", ")})`);
+  await page.keyboard.type("Float");
+  await page.keyboard.press("Enter");
+  await node(page, "float").waitFor();
+  await page.locator(".react-flow__edge").first().waitFor();
+  check.ok((await node(page, "float").locator(".linked").count()) === 1, "the new node is wired to the dropped link");
+  await screenshot(page, options.artifacts, "e2e-comfy-link-drop-search");
+
+  // collapse hides a node's widgets and is saved with the workflow
+  await node(page, "seed").getByTestId("collapse").click();
+  await page.locator('[data-testid="node-seed"].is-collapsed').waitFor();
+  check.ok((await node(page, "seed").locator('input[data-param="value"]').count()) === 0, "a collapsed node hides its widgets");
+  await node(page, "seed").getByTestId("collapse").click();
+  await node(page, "seed").locator('input[data-param="value"]').waitFor();
+
+  // queue x 3 with the seed incremented after each run
+  await node(page, "seed").locator('input[data-param="value"]').fill("5");
+  await page.getByTestId("tab-history").click();
+  await page.locator('[data-testid="history"], .tab-body p.muted:text("No runs yet.")').first().waitFor();
+  const before = await page.locator(".history-entry.status-succeeded").count();
+  await page.getByTestId("seed-control").selectOption("increment");
+  await page.getByTestId("queue-count").fill("3");
+  await page.getByTestId("run").click();
+  const ranThree = await page
+    .waitForFunction((n) => document.querySelectorAll(".history-entry.status-succeeded").length >= n, before + 3, { timeout: 60_000 })
+    .then(() => true, () => false);
+  check.ok(ranThree, "Run with x3 queues three runs");
+  await page.getByTestId("run").filter({ hasText: /^Run$/ }).waitFor();
+  const seedAfter = await node(page, "seed").locator('input[data-param="value"]').inputValue();
+  check.ok(seedAfter === "8", `the seed went up by one after each of the three runs (5 -> ${seedAfter})`);
+  const seeds = await page.evaluate(async () => {
+    const runs = (await (await fetch("/api/runs?limit=3")).json());
+    const list = Array.isArray(runs) ? runs : runs.runs;
+    return Promise.all(list.map(async (r) => (await (await fetch(`/api/runs/${r.id}`)).json()).workflow.nodes.seed.params.value));
+  });
+  check.ok(JSON.stringify([...seeds].sort()) === JSON.stringify([5, 6, 7]), `the three runs used seeds 5, 6, 7 (${seeds})`);
+  await screenshot(page, options.artifacts, "e2e-comfy-queue-x3");
+
+  // mute (Ctrl+M) leaves a node and what depends on it out of the run; bypass leaves the node out
+  const lastRun = () =>
+    page.evaluate(async () => {
+      const runs = await (await fetch("/api/runs?limit=1")).json();
+      const id = (Array.isArray(runs) ? runs : runs.runs)[0].id;
+      const record = await (await fetch(`/api/runs/${id}`)).json();
+      return { id, nodes: Object.keys(record.workflow.nodes), ran: [...record.executed, ...record.cached], status: record.status };
+    });
+  await page.getByTestId("seed-control").selectOption("fixed");
+  await page.getByTestId("queue-count").fill("1");
+  await node(page, "seed").locator(".dg-node-header").click();
+  await page.keyboard.press("Control+m");
+  await page.locator('[data-testid="node-seed"].is-muted').waitFor();
+  const previous = (await lastRun()).id;
+  await page.getByTestId("run").click();
+  await page.waitForFunction(async (old) => {
+    const runs = await (await fetch("/api/runs?limit=1")).json();
+    const run = (Array.isArray(runs) ? runs : runs.runs)[0];
+    return run.id !== old && run.status === "succeeded";
+  }, previous);
+  const muted = await lastRun();
+  check.ok(muted.nodes.length === 0, `a muted seed and the Float it feeds stay out of the run (sent: ${muted.nodes})`);
+  await screenshot(page, options.artifacts, "e2e-comfy-muted");
+  await page.keyboard.press("Control+m");
+  await page.locator('[data-testid="node-seed"]:not(.is-muted)').waitFor();
+  await node(page, "float").getByTestId("bypass").click();
+  await page.locator('[data-testid="node-float"].is-bypassed').waitFor();
+  await page.getByTestId("run").click();
+  await page.waitForFunction(async (old) => {
+    const runs = await (await fetch("/api/runs?limit=1")).json();
+    const run = (Array.isArray(runs) ? runs : runs.runs)[0];
+    return run.id !== old && run.status === "succeeded";
+  }, muted.id);
+  const bypassed = await lastRun();
+  check.ok(
+    JSON.stringify(bypassed.nodes) === '["seed"]' && JSON.stringify(bypassed.ran) === '["seed"]',
+    `a bypassed Float is left out, the seed still runs or comes from the cache (sent ${bypassed.nodes}, ran ${bypassed.ran})`,
+  );
+  await screenshot(page, options.artifacts, "e2e-comfy-bypassed");
+
+  // Ctrl+G frames the selected nodes in a titled group; dragging its title moves them with it
+  await node(page, "float").getByTestId("bypass").click();
+  await node(page, "seed").locator(".dg-node-header").click();
+  await node(page, "float").locator(".dg-node-header").click({ modifiers: ["Control"] });
+  await page.keyboard.press("Control+g");
+  const frame = page.getByTestId("group-g1");
+  await frame.waitFor();
+  const seedStart = await box(page.locator('.react-flow__node[data-id="seed"]'));
+  const floatStart = await box(page.locator('.react-flow__node[data-id="float"]'));
+  const frameBox = await box(frame);
+  check.ok(inside(seedStart, frameBox) && inside(floatStart, frameBox), "the group's frame surrounds its nodes");
+  const title = await frame.locator(".frame-title").boundingBox();
+  await page.mouse.move(title.x + 20, title.y + title.height / 2);
+  await page.mouse.down();
+  await page.mouse.move(title.x + 170, title.y + title.height / 2 + 60, { steps: 8 });
+  await page.mouse.up();
+  const seedEnd = await box(page.locator('.react-flow__node[data-id="seed"]'));
+  const floatEnd = await box(page.locator('.react-flow__node[data-id="float"]'));
+  const frameEnd = await box(frame);
+  const [dx, dy] = [frameEnd.left - frameBox.left, frameEnd.top - frameBox.top];
+  check.ok(
+    dx > 100 && dy > 40 && Math.abs(seedEnd.left - seedStart.left - dx) < 2 && Math.abs(floatEnd.top - floatStart.top - dy) < 2,
+    `dragging the group moves its nodes with it (frame by ${dx},${dy}; seed by ${seedEnd.left - seedStart.left}, float by ${floatEnd.top - floatStart.top})`,
+  );
+  await screenshot(page, options.artifacts, "e2e-comfy-group");
+
+  // model params offer the models the server knows
+  await page.getByTestId("tab-nodes").click();
+  await page.getByTestId("palette-LoadPipeline").click();
+  await node(page, "loadpipeline").waitFor();
+  const choices = await node(page, "loadpipeline").locator("datalist option").evaluateAll((els) => els.map((el) => el.value));
+  check.ok(choices.includes("models/tiny-sd"), `LoadPipeline's model offers the models the server knows (${choices.join(", ")})`);
+
+  // the shortcuts are listed in a help panel
+  await page.locator(".react-flow__pane").click({ position: { x: 5, y: 5 } });
+  await page.keyboard.press("?");
+  await page.getByTestId("shortcuts").waitFor();
+  check.ok((await page.getByTestId("shortcuts").textContent()).includes("Ctrl+Enter"), "? opens the keyboard shortcuts");
+  await screenshot(page, options.artifacts, "e2e-comfy-shortcuts");
+  await page.keyboard.press("Escape");
+  await page.getByTestId("shortcuts").waitFor({ state: "detached" });
+}
+
+const scenarios = { palette, incompatible, broken, txt2img, library, newuser, comfy };
 if (!scenarios[scenario]) {
   console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(", ")}`);
   process.exit(2);

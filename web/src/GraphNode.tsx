@@ -1,58 +1,47 @@
 // One node on the canvas: typed handles, param widgets, live run state, issues and images.
 
 import { BaseEdge, getBezierPath, Handle, Position, useStore, type EdgeProps, type NodeProps } from "@xyflow/react";
-import { createContext, memo, useContext, useEffect, useRef, useState } from "react";
+import { createContext, memo, useContext, useEffect, useId, useRef, useState } from "react";
 import { createPortal } from "react-dom";
 import { MaskPainter } from "./MaskPainter";
 import type { DgNode } from "./convert";
 import { useNodeLinks, useNodeStatus } from "./nodeStatus";
+import { UNKNOWN_COLOUR } from "./graphRules";
 import type { Catalog, ParamSpec, PortSpec } from "./types";
 
 export interface EditorActions {
   catalog: Catalog;
+  /** each type's colour, from the catalog */
+  colours: Map<string, string>;
   setParam(nodeId: string, name: string, value: unknown): void;
   /** renames a node (links and workflow outputs follow); returns why not, or null */
   renameNode(from: string, to: string): string | null;
+  toggleFlag(nodeId: string, flag: "collapsed" | "muted" | "bypassed"): void;
+  renameGroup(groupId: string, title: string): void;
+  removeGroup(groupId: string): void;
   upload(file: File): Promise<string>;
   thumbnail(value: string): string | undefined;
 }
 
 export const EditorContext = createContext<EditorActions>({
   catalog: {},
+  colours: new Map(),
   setParam: () => {},
   renameNode: () => null,
+  toggleFlag: () => {},
+  renameGroup: () => {},
+  removeGroup: () => {},
   upload: async () => "",
   thumbnail: () => undefined,
 });
 
-const TYPE_COLOURS: Record<string, string> = {
-  UNET: "#b07cff",
-  VAE: "#ff6b9a",
-  TEXT_ENCODER: "#ffd166",
-  SCHEDULER: "#8ecae6",
-  DEPTH_MODEL: "#c9a227",
-  LATENT: "#ff8fab",
-  CONDITIONING: "#f4a261",
-  IMAGE: "#64dfdf",
-  MASK: "#80ed99",
-  INT: "#52b788",
-  FLOAT: "#95d5b2",
-  STRING: "#a0c4ff",
-  BOOLEAN: "#e5989b",
-  FILES: "#adb5bd",
-  ANY: "#dddddd",
-};
+/** The models the server knows (choices of params whose widget is "model"). A context of its own:
+ * they arrive after the graph, and only model inputs need to re-render then, not every node. */
+export const ModelsContext = createContext<string[]>([]);
 
-export function typeColour(type: string | undefined): string {
-  if (!type) return TYPE_COLOURS.ANY;
-  if (TYPE_COLOURS[type]) return TYPE_COLOURS[type];
-  let hash = 0;
-  for (const c of type) hash = (hash * 31 + c.charCodeAt(0)) >>> 0;
-  return `hsl(${hash % 360} 60% 65%)`;
+export function colourOf(colours: Map<string, string>, type: string | undefined): string {
+  return (type && colours.get(type)) || UNKNOWN_COLOUR;
 }
-
-const UPLOAD_NODES = /image|mask/i;
-const UPLOAD_PARAMS = /^(image|mask|path|file|filename)$/i;
 
 function isTemplateRef(value: unknown): value is string {
   return typeof value === "string" && value.startsWith("$") && !value.startsWith("$$");
@@ -73,7 +62,7 @@ function NumberWidget({ spec, value, onChange }: { spec: ParamSpec; value: unkno
     if (Number.isFinite(parsed) && (!integer || Number.isInteger(parsed))) onChange(parsed);
   };
   const hasRange = spec.min != null && spec.max != null && spec.max - spec.min <= 100_000;
-  const isSeed = integer && /seed/i.test(spec.name);
+  const isSeed = spec.widget === "seed";
   return (
     <div className="number-widget">
       {hasRange && typeof value === "number" && (
@@ -112,7 +101,7 @@ function NumberWidget({ spec, value, onChange }: { spec: ParamSpec; value: unkno
   );
 }
 
-function UploadWidget({ value, onChange }: { value: unknown; onChange: (v: unknown) => void }) {
+export function UploadWidget({ value, onChange, name }: { value: unknown; onChange: (v: unknown) => void; name?: string }) {
   const actions = useContext(EditorContext);
   const input = useRef<HTMLInputElement>(null);
   const [error, setError] = useState<string | null>(null);
@@ -122,7 +111,7 @@ function UploadWidget({ value, onChange }: { value: unknown; onChange: (v: unkno
   return (
     <div className="upload-widget">
       <div className="row">
-        <input className="nodrag" type="text" value={text} onChange={(e) => onChange(e.target.value)} />
+        <input className="nodrag" type="text" data-param={name} value={text} onChange={(e) => onChange(e.target.value)} />
         <button className="nodrag" onClick={() => input.current?.click()}>
           Upload…
         </button>
@@ -164,8 +153,7 @@ function UploadWidget({ value, onChange }: { value: unknown; onChange: (v: unkno
   );
 }
 
-function ParamWidget({ nodeType, spec, value, onChange }: {
-  nodeType: string;
+function ParamWidget({ spec, value, onChange }: {
   spec: ParamSpec;
   value: unknown;
   onChange: (v: unknown) => void;
@@ -187,11 +175,13 @@ function ParamWidget({ nodeType, spec, value, onChange }: {
       />
     );
   }
-  if (spec.choices && spec.choices.length > 0) {
+  const choices = spec.choices && spec.choices.length > 0 ? spec.choices : null;
+  if (spec.widget === "model") return <ModelInput name={spec.name} value={value} onChange={onChange} className="nodrag" />;
+  if (choices) {
     return (
       <select className="nodrag" data-param={spec.name} value={String(value ?? "")} onChange={(e) => onChange(e.target.value)}>
-        {!spec.choices.includes(String(value)) && <option value={String(value ?? "")}>{String(value ?? "")}</option>}
-        {spec.choices.map((choice) => (
+        {!choices.includes(String(value)) && <option value={String(value ?? "")}>{String(value ?? "")}</option>}
+        {choices.map((choice) => (
           <option key={choice} value={choice}>
             {choice}
           </option>
@@ -203,9 +193,7 @@ function ParamWidget({ nodeType, spec, value, onChange }: {
     return <input className="nodrag" type="checkbox" data-param={spec.name} checked={value === true} onChange={(e) => onChange(e.target.checked)} />;
   }
   if (spec.type === "INT" || spec.type === "FLOAT") return <NumberWidget spec={spec} value={value} onChange={onChange} />;
-  if (spec.type === "STRING" && UPLOAD_NODES.test(nodeType) && UPLOAD_PARAMS.test(spec.name)) {
-    return <UploadWidget value={value} onChange={onChange} />;
-  }
+  if (spec.widget === "upload") return <UploadWidget value={value} onChange={onChange} name={spec.name} />;
   if (spec.multiline) {
     return (
       <textarea
@@ -220,14 +208,40 @@ function ParamWidget({ nodeType, spec, value, onChange }: {
   return <input className="nodrag" type="text" data-param={spec.name} value={String(value ?? "")} onChange={(e) => onChange(e.target.value)} />;
 }
 
+/** A model param: the models the server knows as choices, and any other name typed freely. */
+export function ModelInput({ name, value, onChange, className }: { name: string; value: unknown; onChange(v: unknown): void; className?: string }) {
+  const models = useContext(ModelsContext);
+  const list = useId();
+  return (
+    <>
+      <input
+        className={className}
+        type="text"
+        list={list}
+        data-param={name}
+        aria-label={name}
+        value={String(value ?? "")}
+        placeholder="pick a known model or type a name"
+        onChange={(e) => onChange(e.target.value)}
+      />
+      <datalist id={list} data-testid={`models-${name}`}>
+        {models.map((m) => (
+          <option key={m} value={m} />
+        ))}
+      </datalist>
+    </>
+  );
+}
+
 function PortHandle({ port, kind }: { port: PortSpec; kind: "source" | "target" }) {
+  const { colours } = useContext(EditorContext);
   return (
     <Handle
       type={kind}
       id={port.name}
       position={kind === "source" ? Position.Right : Position.Left}
       className={`port port-${port.type}`}
-      style={{ background: typeColour(port.type) }}
+      style={{ background: port.colour ?? colourOf(colours, port.type) }}
       data-port-type={port.type}
       title={`${port.name}: ${port.type}${port.doc ? ` — ${port.doc}` : ""}`}
     />
@@ -273,6 +287,10 @@ export const DETAIL_ZOOM = 0.45;
 /** below this zoom labels are a few pixels high: they are laid out but not painted */
 export const FAR_ZOOM = 0.25;
 
+function formatSeconds(seconds: number): string {
+  return seconds < 10 ? `${seconds.toFixed(2)} s` : `${seconds.toFixed(1)} s`;
+}
+
 function summarize(value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value) ?? "";
   return text.length > 24 ? `${text.slice(0, 23)}…` : text;
@@ -310,26 +328,63 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
     }
   }
   const state = status.state;
+  const collapsed = data.metadata?.collapsed === true;
+  const muted = data.metadata?.muted === true;
+  const bypassed = data.metadata?.bypassed === true;
   const badge =
     state === "running"
       ? status.total
         ? `running ${status.step ?? 0}/${status.total}`
         : "running"
       : state;
-  const classes = ["dg-node", state ? `state-${state}` : "", status.issues.length ? "has-issues" : "", selected ? "selected" : "", far ? "far" : ""];
+  const classes = ["dg-node", collapsed ? "is-collapsed" : "", muted ? "is-muted" : "", bypassed ? "is-bypassed" : "", state ? `state-${state}` : "", status.issues.length ? "has-issues" : "", selected ? "selected" : "", far ? "far" : ""];
   return (
     <div className={classes.join(" ")} data-testid={`node-${id}`} data-state={state ?? "idle"} data-node-type={data.type}>
       <div className="dg-node-header" title={spec?.doc ?? (spec ? "" : `unknown node type ${data.type}`)}>
         <NodeId id={id} />
         {!far && <span className="dg-node-type">{data.type}</span>}
         {badge && <span className={`badge badge-${state}`} data-testid="node-state">{badge}</span>}
+        {status.seconds !== undefined && state === "done" && (
+          <span className="badge badge-time" data-testid="node-time" title="time this node took in the last run">
+            {formatSeconds(status.seconds)}
+          </span>
+        )}
+        {/* zoomed out the buttons are unreadable; 3 x 500 of them would slow panning */}
+        {detailed && (
+          <>
+        <button
+          className={`nodrag icon flag ${muted ? "on" : ""}`}
+          data-testid="mute"
+          title="Mute (Ctrl+M): leave this node and what depends on it out of runs"
+          onClick={() => actions.toggleFlag(id, "muted")}
+        >
+          M
+        </button>
+        <button
+          className={`nodrag icon flag ${bypassed ? "on" : ""}`}
+          data-testid="bypass"
+          title="Bypass (Ctrl+B): runs pass this node's input of the same type straight through"
+          onClick={() => actions.toggleFlag(id, "bypassed")}
+        >
+          B
+        </button>
+        <button
+          className="nodrag icon collapse"
+          data-testid="collapse"
+          title={collapsed ? "Expand the node" : "Collapse the node"}
+          onClick={() => actions.toggleFlag(id, "collapsed")}
+        >
+          {collapsed ? "▸" : "▾"}
+        </button>
+          </>
+        )}
       </div>
       {state === "running" && status.total ? (
         <div className="progress">
           <div style={{ width: `${(100 * (status.step ?? 0)) / status.total}%` }} />
         </div>
       ) : null}
-      <div className="dg-node-body">
+      <div className={`dg-node-body ${collapsed ? "collapsed" : ""}`}>
         {outputs.map((port) => (
           <div className="port-row output" key={`out-${port.name}`}>
             {!far && <span className="port-name">{port.name}</span>}
@@ -355,7 +410,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
         {params.map((param) => {
           const isLinked = linked.has(param.name);
           // far out only linked params keep a row: their handle anchors an edge
-          if (!detailed && !isLinked && !issuesByField.has(param.name)) return null;
+          if ((!detailed || collapsed) && !isLinked && !issuesByField.has(param.name)) return null;
           const value = param.name in data.params ? data.params[param.name] : param.default;
           return (
             <div className={`param-row ${issuesByField.has(param.name) ? "invalid" : ""}`} key={`param-${param.name}`} title={param.doc}>
@@ -364,7 +419,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
                 id={param.name}
                 position={Position.Left}
                 className={`port param-port port-${param.type}`}
-                style={{ background: typeColour(param.type) }}
+                style={{ background: param.colour ?? colourOf(actions.colours, param.type) }}
                 data-port-type={param.type}
               />
               {!far && <label>{param.name}</label>}
@@ -374,7 +429,6 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
                 <span className="summary">{summarize(value)}</span>
               ) : (
                 <ParamWidget
-                  nodeType={data.type}
                   spec={param}
                   value={value}
                   onChange={(v) => actions.setParam(id, param.name, v)}
@@ -395,7 +449,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
           {status.error && <div className="node-error">{status.error}</div>}
         </div>
       )}
-      {status.preview && state === "running" && <img className="preview" src={status.preview} alt="preview" />}
+      {status.preview && (state === "running" || state === "cancelled") && <img className="preview" src={status.preview} alt="preview" />}
       {status.images.length > 0 && (
         <div className="images" data-testid="node-images">
           {status.images.map((src) => (
@@ -413,13 +467,14 @@ export const GraphNode = memo(GraphNodeView);
 
 /** A link drawn in the colour of the type it carries. */
 export const TypedEdge = memo(function TypedEdge(props: EdgeProps) {
+  const { colours } = useContext(EditorContext);
   const [path] = getBezierPath(props);
   const type = (props.data as { type?: string } | undefined)?.type;
   return (
     <BaseEdge
       id={props.id}
       path={path}
-      style={{ stroke: props.selected ? "#5b9dff" : typeColour(type), strokeWidth: props.selected ? 3 : 2, opacity: 0.85 }}
+      style={{ stroke: props.selected ? "#5b9dff" : colourOf(colours, type), strokeWidth: props.selected ? 3 : 2, opacity: 0.85 }}
     />
   );
 });

@@ -5,8 +5,11 @@ import { useEffect, useRef, useState } from "react";
 
 const DISPLAY_MAX = 512;
 
-export function MaskPainter({ src, onSave, onClose }: {
+export function MaskPainter({ src, onSave, onClose, output = "alpha" }: {
   src: string;
+  /** "alpha": the picture with the painted area transparent (LoadImage's mask output);
+   * "luminance": a black picture, white where painted (a Mask node's image: white = repaint) */
+  output?: "alpha" | "luminance";
   onSave(file: File): Promise<void>;
   onClose(): void;
 }) {
@@ -51,7 +54,14 @@ export function MaskPainter({ src, onSave, onClose }: {
     context.drawImage(picture.current, 0, 0);
     const pixels = context.getImageData(0, 0, size.width, size.height);
     const painted = mask.current.getContext("2d")!.getImageData(0, 0, size.width, size.height).data;
-    for (let i = 3; i < pixels.data.length; i += 4) if (painted[i] > 0) pixels.data[i] = 0;
+    for (let i = 0; i < pixels.data.length; i += 4) {
+      if (output === "alpha") {
+        if (painted[i + 3] > 0) pixels.data[i + 3] = 0;
+      } else {
+        const value = painted[i + 3] > 0 ? 255 : 0;
+        pixels.data.set([value, value, value, 255], i);
+      }
+    }
     context.putImageData(pixels, 0, 0);
     const blob = await new Promise<Blob | null>((resolve) => out.toBlob(resolve, "image/png"));
     if (!blob) return setError("the browser could not encode the PNG");
@@ -68,7 +78,11 @@ export function MaskPainter({ src, onSave, onClose }: {
   return (
     <div className="modal nowheel nodrag" role="dialog" aria-label="paint mask">
       <div className="modal-body">
-        <p>Paint the area to repaint. Saving uploads the picture with that area transparent (LoadImage's mask).</p>
+        <p>
+          {output === "alpha"
+            ? "Paint the area to repaint. Saving uploads the picture with that area transparent (LoadImage's mask)."
+            : "Paint the area to repaint. Saving uploads a mask picture (white = repaint) and sets the workflow's mask to it."}
+        </p>
         <div className="mask-stack" style={style}>
           {size && <canvas ref={picture} width={size.width} height={size.height} style={style} />}
           {size && (

@@ -1,27 +1,34 @@
 // The side panel: node palette, workflow (template) params, template gallery, library, history.
 
-import { useEffect, useMemo, useState } from "react";
+import { useContext, useEffect, useMemo, useRef, useState } from "react";
+import { createPortal } from "react-dom";
 import * as api from "./api";
 import { outputUrl } from "./api";
-import { typeColour } from "./GraphNode";
+import { colourOf, EditorContext, ModelInput } from "./GraphNode";
+import { MaskPainter } from "./MaskPainter";
+import type { TemplateParamHint } from "./templateParams";
 import type { Catalog, TemplateParam, WorkflowDocument } from "./types";
 
-type Tab = "nodes" | "params" | "templates" | "library" | "history";
+type Tab = "nodes" | "params" | "templates" | "library" | "history" | "gallery";
 
 interface Props {
   catalog: Catalog;
   base: WorkflowDocument;
+  /** what each template param is for (from the nodes that use it) */
+  hints: Record<string, TemplateParamHint>;
   addNode(type: string): void;
   setTemplateParam(name: string, patch: Partial<TemplateParam>): void;
   loadDocument(doc: WorkflowDocument, source: string): void;
   currentDocument(): WorkflowDocument;
   historyRevision: number;
   onRunRecord(record: api.RunRecord): void;
+  onSavedToLibrary(): void;
   say(text: string, error?: boolean): void;
   fail(error: unknown): void;
 }
 
 function Palette({ catalog, addNode }: Pick<Props, "catalog" | "addNode">) {
+  const { colours } = useContext(EditorContext);
   const [query, setQuery] = useState("");
   const [open, setOpen] = useState<string | null>(null);
   const groups = useMemo(() => {
@@ -59,7 +66,7 @@ function Palette({ catalog, addNode }: Pick<Props, "catalog" | "addNode">) {
                   onClick={() => addNode(type)}
                   title="Click or drag onto the canvas to add"
                 >
-                  <span className="swatch" style={{ background: typeColour(spec.outputs[0]?.type) }} />
+                  <span className="swatch" style={{ background: spec.outputs[0]?.colour ?? colourOf(colours, spec.outputs[0]?.type) }} />
                   {type}
                 </button>
                 <button className="icon" aria-label={`about ${type}`} onClick={() => setOpen(open === type ? null : type)}>
@@ -82,8 +89,71 @@ function Palette({ catalog, addNode }: Pick<Props, "catalog" | "addNode">) {
   );
 }
 
-function TemplateParams({ base, setTemplateParam }: Pick<Props, "base" | "setTemplateParam">) {
+/** An image template param: upload, preview, and (for the picture a mask goes with) the painter. */
+function TemplateImage({ name, value, set, maskParam, setTemplateParam }: {
+  name: string;
+  value: unknown;
+  set(v: unknown): void;
+  /** the template param the painted mask goes to, if this workflow has one */
+  maskParam?: string;
+  setTemplateParam: Props["setTemplateParam"];
+}) {
+  const actions = useContext(EditorContext);
+  const input = useRef<HTMLInputElement>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [painting, setPainting] = useState(false);
+  const text = typeof value === "string" ? value : "";
+  const thumb = actions.thumbnail(text);
+  return (
+    <span className="template-image">
+      <span className="row">
+        <input value={text} aria-label={name} onChange={(e) => set(e.target.value)} />
+        <button data-testid={`upload-${name}`} onClick={() => input.current?.click()}>
+          Upload…
+        </button>
+      </span>
+      <input
+        ref={input}
+        type="file"
+        accept="image/*"
+        hidden
+        data-testid={`upload-input-${name}`}
+        onChange={async (e) => {
+          const file = e.target.files?.[0];
+          e.target.value = "";
+          if (!file) return;
+          try {
+            setError(null);
+            set(await actions.upload(file));
+          } catch (err) {
+            setError(api.errorText(err));
+          }
+        }}
+      />
+      {thumb ? <img className="thumbnail" data-testid={`preview-${name}`} src={thumb} alt={`${name} preview`} /> : null}
+      {thumb && maskParam && (
+        <button data-testid={`paint-${maskParam}`} onClick={() => setPainting(true)}>
+          Paint {maskParam}…
+        </button>
+      )}
+      {painting && thumb && maskParam &&
+        createPortal(
+          <MaskPainter
+            src={thumb}
+            output="luminance"
+            onClose={() => setPainting(false)}
+            onSave={async (file) => setTemplateParam(maskParam, { default: await actions.upload(file) })}
+          />,
+          document.body,
+        )}
+      {error && <span className="node-error">{error}</span>}
+    </span>
+  );
+}
+
+function TemplateParams({ base, hints, setTemplateParam }: Pick<Props, "base" | "hints" | "setTemplateParam">) {
   const params = Object.entries(base.params ?? {});
+  const maskParam = Object.keys(hints).find((name) => hints[name].mask);
   if (params.length === 0) return <p className="muted">This workflow declares no template params.</p>;
   return (
     <div className="template-params">
@@ -92,17 +162,30 @@ function TemplateParams({ base, setTemplateParam }: Pick<Props, "base" | "setTem
         const value = decl?.default;
         const set = (v: unknown) => setTemplateParam(name, { default: v });
         const number = decl?.type === "INT" || decl?.type === "FLOAT";
+        const hint = hints[name] ?? {};
+        const choices = decl?.choices ?? null;
         return (
           <label key={name} className="template-param" data-testid={`template-param-${name}`}>
             <span>
               {name} <small>{decl?.type}</small>
             </span>
-            {decl?.choices ? (
+            {hint.widget === "model" && !choices ? (
+              <ModelInput name={name} value={value} onChange={set} />
+            ) : choices ? (
               <select value={String(value ?? "")} onChange={(e) => set(e.target.value)}>
-                {decl.choices.map((c) => (
+                {!choices.includes(String(value ?? "")) && <option value={String(value ?? "")}>{String(value ?? "")}</option>}
+                {choices.map((c) => (
                   <option key={c}>{c}</option>
                 ))}
               </select>
+            ) : hint.widget === "upload" ? (
+              <TemplateImage
+                name={name}
+                value={value}
+                set={set}
+                maskParam={hint.mask ? undefined : maskParam}
+                setTemplateParam={setTemplateParam}
+              />
             ) : decl?.type === "BOOLEAN" ? (
               <input type="checkbox" checked={value === true} onChange={(e) => set(e.target.checked)} />
             ) : number ? (
@@ -118,14 +201,14 @@ function TemplateParams({ base, setTemplateParam }: Pick<Props, "base" | "setTem
                     if (e.target.value !== "" && Number.isFinite(parsed)) set(decl.type === "INT" ? Math.trunc(parsed) : parsed);
                   }}
                 />
-                {/seed/i.test(name) && decl.type === "INT" && (
+                {hint.widget === "seed" && decl.type === "INT" && (
                   <button className="icon" title="Randomize the seed" onClick={() => set(Math.floor(Math.random() * 2 ** 32))}>
                     rnd
                   </button>
                 )}
               </span>
             ) : (
-              <textarea rows={/prompt/i.test(name) ? 3 : 1} value={String(value ?? "")} onChange={(e) => set(e.target.value)} />
+              <textarea rows={hint.multiline ? 3 : 1} value={String(value ?? "")} onChange={(e) => set(e.target.value)} />
             )}
             {decl?.description && <small className="muted">{decl.description}</small>}
           </label>
@@ -170,7 +253,7 @@ function Templates({ loadDocument, fail }: Pick<Props, "loadDocument" | "fail">)
   );
 }
 
-function Library({ base, loadDocument, currentDocument, say, fail }: Pick<Props, "base" | "loadDocument" | "currentDocument" | "say" | "fail">) {
+function Library({ base, loadDocument, currentDocument, onSavedToLibrary, say, fail }: Pick<Props, "base" | "loadDocument" | "currentDocument" | "onSavedToLibrary" | "say" | "fail">) {
   const [entries, setEntries] = useState<api.LibraryEntry[] | null>(null);
   const [name, setName] = useState(String(base.name ?? "untitled"));
   const refresh = () => api.fetchLibrary().then(setEntries).catch((e) => { setEntries([]); fail(e); });
@@ -188,6 +271,7 @@ function Library({ base, loadDocument, currentDocument, say, fail }: Pick<Props,
             try {
               await api.saveToLibrary(name, currentDocument());
               say(`Saved “${name}” to the server's library.`);
+              onSavedToLibrary();
               refresh();
             } catch (e) {
               fail(e);
@@ -234,6 +318,13 @@ function Library({ base, loadDocument, currentDocument, say, fail }: Pick<Props,
   );
 }
 
+/** A server time (UTC ISO) in the user's own time zone and words. */
+export function localTime(iso: string | null | undefined): string {
+  if (!iso) return "";
+  const when = new Date(iso);
+  return Number.isNaN(when.getTime()) ? iso : when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "medium" });
+}
+
 function History({ historyRevision, onRunRecord, fail }: Pick<Props, "historyRevision" | "onRunRecord" | "fail">) {
   const [runs, setRuns] = useState<api.RunRecord[] | null>(null);
   useEffect(() => {
@@ -261,12 +352,97 @@ function History({ historyRevision, onRunRecord, fail }: Pick<Props, "historyRev
             <span>
               <strong>{r.name ?? r.id}</strong> <em>{r.status}</em>
               <br />
-              <small>{r.created_at ?? ""}</small>
+              <small data-testid="run-time" title={r.created_at ?? ""}>{localTime(r.created_at)}</small>
               {r.error && <small className="error-text"> {r.error}</small>}
             </span>
           </button>
         );
       })}
+    </div>
+  );
+}
+
+const IMAGE = /\.(png|jpe?g|webp|gif)$/i;
+
+/** Every image of the recent runs, newest first; a click opens the full-size viewer. */
+function Gallery({ historyRevision, fail }: Pick<Props, "historyRevision" | "fail">) {
+  const [images, setImages] = useState<{ url: string; run: string; when: string }[] | null>(null);
+  const [open, setOpen] = useState<number | null>(null);
+  useEffect(() => {
+    api
+      .fetchRuns()
+      .then((runs) =>
+        setImages(
+          runs.flatMap((r) =>
+            Object.values(r.outputs ?? {})
+              .flat()
+              .filter((name) => IMAGE.test(name))
+              .map((name) => ({ url: outputUrl(name), run: r.name ?? r.id, when: localTime(r.created_at) })),
+          ),
+        ),
+      )
+      .catch((e) => {
+        setImages([]);
+        fail(e);
+      });
+  }, [historyRevision, fail]);
+  if (images === null) return <p className="muted">Loading…</p>;
+  if (images.length === 0) return <p className="muted">No pictures yet: the images your runs make show here.</p>;
+  return (
+    <div className="gallery-grid" data-testid="gallery">
+      {images.map((image, i) => (
+        <button key={image.url} className="gallery-thumb" title={`${image.run}, ${image.when}`} onClick={() => setOpen(i)}>
+          <img src={image.url} alt={`output of ${image.run}`} loading="lazy" />
+        </button>
+      ))}
+      {open !== null &&
+        createPortal(
+          <ImageViewer images={images} index={open} setIndex={setOpen} close={() => setOpen(null)} />,
+          document.body,
+        )}
+    </div>
+  );
+}
+
+function ImageViewer({ images, index, setIndex, close }: {
+  images: { url: string; run: string; when: string }[];
+  index: number;
+  setIndex(i: number): void;
+  close(): void;
+}) {
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      if (e.key === "Escape") close();
+      else if (e.key === "ArrowRight") setIndex(Math.min(index + 1, images.length - 1));
+      else if (e.key === "ArrowLeft") setIndex(Math.max(index - 1, 0));
+      else return;
+      e.preventDefault();
+      e.stopPropagation();
+    };
+    window.addEventListener("keydown", onKey, true);
+    return () => window.removeEventListener("keydown", onKey, true);
+  }, [close, images.length, index, setIndex]);
+  const image = images[index];
+  return (
+    <div className="modal viewer" role="dialog" aria-label="image viewer" data-testid="viewer" onClick={close}>
+      <div className="modal-body" onClick={(e) => e.stopPropagation()}>
+        <img className="full" src={image.url} alt={`output of ${image.run}`} data-testid="viewer-image" />
+        <div className="row">
+          <button onClick={() => setIndex(Math.max(index - 1, 0))} disabled={index === 0} aria-label="previous">
+            ‹
+          </button>
+          <span className="grow">
+            {image.run} · {image.when} · {index + 1}/{images.length}
+          </span>
+          <a href={image.url} download>
+            Download
+          </a>
+          <button onClick={() => setIndex(Math.min(index + 1, images.length - 1))} disabled={index === images.length - 1} aria-label="next">
+            ›
+          </button>
+          <button onClick={close}>Close</button>
+        </div>
+      </div>
     </div>
   );
 }
@@ -279,6 +455,7 @@ export function Sidebar(props: Props) {
     ["templates", "Templates"],
     ["library", "Library"],
     ["history", "History"],
+    ["gallery", "Gallery"],
   ];
   return (
     <aside className="sidebar">
@@ -291,10 +468,11 @@ export function Sidebar(props: Props) {
       </nav>
       <div className="tab-body">
         {tab === "nodes" && <Palette catalog={props.catalog} addNode={props.addNode} />}
-        {tab === "params" && <TemplateParams base={props.base} setTemplateParam={props.setTemplateParam} />}
+        {tab === "params" && <TemplateParams base={props.base} hints={props.hints} setTemplateParam={props.setTemplateParam} />}
         {tab === "templates" && <Templates loadDocument={props.loadDocument} fail={props.fail} />}
         {tab === "library" && <Library {...props} />}
         {tab === "history" && <History {...props} />}
+        {tab === "gallery" && <Gallery historyRevision={props.historyRevision} fail={props.fail} />}
       </div>
     </aside>
   );

@@ -8,9 +8,17 @@ export class ApiError extends Error {
     message: string,
     readonly status: number,
     readonly issues: Issue[] = [],
+    /** the request that failed and its HTTP status, for the console rather than the user */
+    readonly detail: string = "",
   ) {
     super(message);
   }
+}
+
+/** Words for the user: the server's own message, without HTTP method, path or status. */
+export function errorText(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
 }
 
 async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
@@ -22,7 +30,7 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
       body: body === undefined ? undefined : body instanceof FormData ? body : JSON.stringify(body),
     });
   } catch (error) {
-    throw new ApiError(`cannot reach the diffgraph server (${(error as Error).message})`, 0);
+    throw new ApiError("Cannot reach the diffgraph server; is `diffgraph serve` still running?", 0, [], `${method} ${path}: ${(error as Error).message}`);
   }
   const text = await response.text();
   let payload: unknown = null;
@@ -40,7 +48,8 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
       const listed = issues.slice(0, 3).map((i) => (where(i) ? `${where(i)}: ${i.message}` : i.message));
       message += ` — ${listed.join("; ")}${issues.length > 3 ? `; and ${issues.length - 3} more` : ""}`;
     }
-    throw new ApiError(`${method} ${path} failed (${response.status}): ${message}`, response.status, issues);
+    const sentence = message.charAt(0).toUpperCase() + message.slice(1);
+    throw new ApiError(sentence, response.status, issues, `${method} ${path} failed (${response.status})`);
   }
   return payload as T;
 }
@@ -123,10 +132,21 @@ export const saveToLibrary = (name: string, workflow: WorkflowDocument) =>
 export const deleteFromLibrary = (name: string) =>
   request<unknown>("DELETE", `/api/workflows/${encodeURIComponent(name)}`);
 
-export async function uploadImage(file: File): Promise<{ name: string; path: string }> {
+export async function fetchModels(): Promise<string[]> {
+  try {
+    return listOf<{ name: string } | string>(await request<unknown>("GET", "/api/models"), "models").map((m) =>
+      typeof m === "string" ? m : m.name,
+    );
+  } catch {
+    return []; // a server without the route: model params stay free text
+  }
+}
+
+/** Upload a picture; its `name` is what LoadImage's `image` takes on this server. */
+export async function uploadImage(file: File): Promise<{ name: string }> {
   const form = new FormData();
   form.append("image", file, file.name);
-  return request<{ name: string; path: string }>("POST", "/api/uploads", form);
+  return request<{ name: string }>("POST", "/api/uploads", form);
 }
 
 /** URL of a run output (a name relative to the server's outputs folder). */

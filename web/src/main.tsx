@@ -2,7 +2,8 @@ import { StrictMode } from "react";
 import { createRoot } from "react-dom/client";
 import "@xyflow/react/dist/style.css";
 import "./styles.css";
-import { App, prefetch } from "./App";
+import { App } from "./App";
+import { prefetch } from "./startup";
 
 prefetch();
 

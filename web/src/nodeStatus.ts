@@ -1,10 +1,10 @@
 // Live per-node status (run state, validation issues, images) kept outside React Flow's node data,
 // so a progress event re-renders only the node it is about, not all 500.
 
-import { useSyncExternalStore } from "react";
+import { createContext, useContext, useSyncExternalStore } from "react";
 import type { Issue } from "./types";
 
-export type RunState = "queued" | "running" | "cached" | "done" | "failed";
+export type RunState = "queued" | "running" | "cached" | "done" | "failed" | "cancelled";
 
 export interface NodeStatus {
   state?: RunState;
@@ -17,6 +17,8 @@ export interface NodeStatus {
   images: string[];
   /** the latest sampling preview (an object URL) */
   preview?: string;
+  /** seconds the node took in the last run (from node_finished) */
+  seconds?: number;
 }
 
 const EMPTY: NodeStatus = { issues: [], images: [] };
@@ -63,12 +65,11 @@ export class StatusStore {
   }
 }
 
-export const statusStore = new StatusStore();
-
 export function useNodeStatus(id: string): NodeStatus {
+  const { status } = useContext(StoresContext);
   return useSyncExternalStore(
-    (listener) => statusStore.subscribe(id, listener),
-    () => statusStore.get(id),
+    (listener) => status.subscribe(id, listener),
+    () => status.get(id),
   );
 }
 
@@ -125,11 +126,22 @@ export class LinkStore {
   }
 }
 
-export const linkStore = new LinkStore();
-
 export function useNodeLinks(id: string): NodeLinks {
+  const { links } = useContext(StoresContext);
   return useSyncExternalStore(
-    (listener) => linkStore.subscribe(id, listener),
-    () => linkStore.get(id),
+    (listener) => links.subscribe(id, listener),
+    () => links.get(id),
   );
 }
+
+/** The live stores of one editor (two editors on a page never share node states). */
+export interface EditorStores {
+  status: StatusStore;
+  links: LinkStore;
+}
+
+export function createStores(): EditorStores {
+  return { status: new StatusStore(), links: new LinkStore() };
+}
+
+export const StoresContext = createContext<EditorStores>(createStores());

@@ -1,7 +1,7 @@
 // Applies the server's run events (GET /ws) to the per-node status store.
 
 import { outputUrl, type RunRecord } from "./api";
-import { canvasNodeId, statusStore } from "./nodeStatus";
+import { canvasNodeId, type StatusStore } from "./nodeStatus";
 
 export interface RunEvent {
   type: string;
@@ -18,7 +18,7 @@ export interface RunEvent {
 const IMAGE_FILE = /\.(png|jpe?g|webp|gif|bmp)$/i;
 
 /** Output images of each canvas node, from a run's `outputs` (node id -> file names). */
-export function showOutputs(outputs: Record<string, string[]> | undefined): void {
+export function showOutputs(statusStore: StatusStore, outputs: Record<string, string[]> | undefined): void {
   const byNode = new Map<string, string[]>();
   for (const [node, names] of Object.entries(outputs ?? {})) {
     const id = canvasNodeId(node);
@@ -29,7 +29,7 @@ export function showOutputs(outputs: Record<string, string[]> | undefined): void
 }
 
 /** Node states of a finished run from its record (history panel). */
-export function showRunRecord(run: RunRecord, edges: { source: string; target: string }[]): void {
+export function showRunRecord(statusStore: StatusStore, run: RunRecord, edges: { source: string; target: string }[]): void {
   statusStore.clear("run");
   for (const id of statusStore.ids()) statusStore.update(id, { images: [] });
   for (const id of run.executed ?? []) statusStore.update(canvasNodeId(id), { state: "done" });
@@ -37,17 +37,17 @@ export function showRunRecord(run: RunRecord, edges: { source: string; target: s
   for (const id of statusStore.ids()) if (!ran.has(id)) statusStore.update(id, { state: "queued" });
   for (const id of run.cached ?? []) {
     statusStore.update(canvasNodeId(id), { state: "cached" });
-    markUpstreamCached(canvasNodeId(id), edges);
+    markUpstreamCached(statusStore, canvasNodeId(id), edges);
   }
   for (const id of statusStore.ids()) if (statusStore.get(id).state === "queued") statusStore.update(id, { state: undefined });
   if (run.failed_node) {
     statusStore.update(canvasNodeId(run.failed_node), { state: "failed", error: run.error ?? "failed" });
   }
-  showOutputs(run.outputs);
+  showOutputs(statusStore, run.outputs);
 }
 
 /** Returns a message for the user when the event ends the run, else null. */
-export function applyRunEvent(event: RunEvent): { done: boolean; message?: string; error?: boolean } {
+export function applyRunEvent(statusStore: StatusStore, event: RunEvent): { done: boolean; message?: string; error?: boolean } {
   const id = event.node ? canvasNodeId(event.node) : null;
   switch (event.type) {
     case "node_cached":
@@ -60,7 +60,9 @@ export function applyRunEvent(event: RunEvent): { done: boolean; message?: strin
       if (id) statusStore.update(id, { state: "running", step: event.step, total: event.total });
       break;
     case "node_finished":
-      if (id && event.node === id) statusStore.update(id, { state: "done" });
+      if (id && event.node === id) {
+        statusStore.update(id, { state: "done", seconds: typeof event.seconds === "number" ? event.seconds : undefined });
+      }
       break;
     case "node_failed":
       if (id) {
@@ -69,25 +71,29 @@ export function applyRunEvent(event: RunEvent): { done: boolean; message?: strin
       }
       break;
     case "run_finished":
-      finishPending();
-      showOutputs(event.outputs);
+      finishPending(statusStore);
+      showOutputs(statusStore, event.outputs);
       return { done: true, message: "Run finished." };
     case "run_failed":
-      finishPending();
+      finishPending(statusStore);
       if (id && statusStore.get(id).state !== "failed") {
         statusStore.update(id, { state: "failed", error: event.error ?? "failed" });
       }
-      showOutputs(event.outputs);
+      showOutputs(statusStore, event.outputs);
       return { done: true, message: `Run failed: ${event.error ?? "unknown error"}`, error: true };
     case "run_cancelled":
-      finishPending();
+      // what ran keeps its badge; the node that was interrupted says so and keeps its preview
+      for (const node of statusStore.ids()) {
+        if (statusStore.get(node).state === "running") statusStore.update(node, { state: "cancelled" });
+      }
+      finishPending(statusStore);
       return { done: true, message: "Run cancelled." };
   }
   return { done: false };
 }
 
 /** Marks the nodes still queued upstream of a cached node as cached: the run reuses their results. */
-export function markUpstreamCached(id: string, edges: { source: string; target: string }[]): void {
+export function markUpstreamCached(statusStore: StatusStore, id: string, edges: { source: string; target: string }[]): void {
   const feeding = new Map<string, string[]>();
   for (const e of edges) feeding.set(e.target, [...(feeding.get(e.target) ?? []), e.source]);
   const stack = [...(feeding.get(id) ?? [])];
@@ -103,7 +109,7 @@ export function markUpstreamCached(id: string, edges: { source: string; target: 
 }
 
 /** Nodes still waiting when a run ends were not needed (or never reached): clear their badge. */
-function finishPending(): void {
+function finishPending(statusStore: StatusStore): void {
   for (const id of statusStore.ids()) {
     const state = statusStore.get(id).state;
     if (state === "queued" || state === "running") statusStore.update(id, { state: undefined });

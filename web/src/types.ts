@@ -5,7 +5,14 @@ export interface PortSpec {
   type: string;
   optional?: boolean;
   doc?: string;
+  /** the source types a link into this port may carry ("*": any); from the engine's own rule */
+  accepts?: string[] | null;
+  /** the colour of the port's type (CSS) */
+  colour?: string;
 }
+
+/** Which widget a param wants beyond its type (the catalog says so; the editor does not guess). */
+export type WidgetHint = "upload" | "seed" | "model";
 
 export interface ParamSpec {
   name: string;
@@ -17,7 +24,10 @@ export interface ParamSpec {
   step?: number | null;
   choices?: string[] | null;
   multiline?: boolean;
+  widget?: WidgetHint | null;
   doc?: string;
+  accepts?: string[] | null;
+  colour?: string;
 }
 
 export interface NodeSpec {
@@ -68,10 +78,4 @@ export interface Issue {
   node: string | null;
   field: string | null;
   message: string;
-}
-
-/** Types a value of `source` may be linked into, mirroring the engine's `PortType.feeds`. */
-export function typeFeeds(source: string, target: string): boolean {
-  if (target === "ANY" || source === target) return true;
-  return source === "INT" && target === "FLOAT";
 }

@@ -1,7 +1,7 @@
 // How run events from the server's WebSocket become per-node states on the canvas.
 
 import { beforeEach, describe, expect, it } from "vitest";
-import { statusStore } from "../src/nodeStatus";
+import { StatusStore } from "../src/nodeStatus";
 import { applyRunEvent, decodePreview, markUpstreamCached, showRunRecord } from "../src/runEvents";
 
 const EDGES = [
@@ -17,18 +17,20 @@ function states(): Record<string, string | undefined> {
   return Object.fromEntries(IDS.map((id) => [id, statusStore.get(id).state]));
 }
 
+let statusStore = new StatusStore();
+
 describe("run events", () => {
   beforeEach(() => {
-    statusStore.clear("all");
+    statusStore = new StatusStore();
     for (const id of IDS) statusStore.update(id, { state: "queued" });
   });
 
   it("shows running with step i/n, then done, and images from run_finished outputs", () => {
-    applyRunEvent({ type: "node_started", run_id: "r", node: "sample" });
-    applyRunEvent({ type: "progress", run_id: "r", node: "sample", step: 3, total: 10 });
+    applyRunEvent(statusStore, { type: "node_started", run_id: "r", node: "sample" });
+    applyRunEvent(statusStore, { type: "progress", run_id: "r", node: "sample", step: 3, total: 10 });
     expect(statusStore.get("sample")).toMatchObject({ state: "running", step: 3, total: 10 });
-    applyRunEvent({ type: "node_finished", run_id: "r", node: "sample" });
-    const end = applyRunEvent({ type: "run_finished", run_id: "r", outputs: { save: ["run/a b.png", "run/c.json"] } });
+    applyRunEvent(statusStore, { type: "node_finished", run_id: "r", node: "sample" });
+    const end = applyRunEvent(statusStore, { type: "run_finished", run_id: "r", outputs: { save: ["run/a b.png", "run/c.json"] } });
     expect(end).toMatchObject({ done: true, message: "Run finished." });
     expect(statusStore.get("sample").state).toBe("done");
     expect(statusStore.get("save").images).toEqual(["/api/outputs/run/a%20b.png"]);
@@ -37,27 +39,44 @@ describe("run events", () => {
   });
 
   it("marks what feeds a cached node as cached, but not a node that ran", () => {
-    applyRunEvent({ type: "node_cached", run_id: "r", node: "decode" });
-    markUpstreamCached("decode", EDGES);
-    applyRunEvent({ type: "node_started", run_id: "r", node: "save" });
+    applyRunEvent(statusStore, { type: "node_cached", run_id: "r", node: "decode" });
+    markUpstreamCached(statusStore, "decode", EDGES);
+    applyRunEvent(statusStore, { type: "node_started", run_id: "r", node: "save" });
     expect(states()).toEqual({ load: "cached", encode: "cached", sample: "cached", decode: "cached", save: "running" });
   });
 
   it("puts a node's failure, with its field, on that node", () => {
-    applyRunEvent({ type: "node_failed", run_id: "r", node: "encode", field: "text", error: "too long" });
-    const end = applyRunEvent({ type: "run_failed", run_id: "r", node: "encode", error: "encode: too long" });
+    applyRunEvent(statusStore, { type: "node_failed", run_id: "r", node: "encode", field: "text", error: "too long" });
+    const end = applyRunEvent(statusStore, { type: "run_failed", run_id: "r", node: "encode", error: "encode: too long" });
     expect(statusStore.get("encode")).toMatchObject({ state: "failed", error: "text: too long" });
     expect(end).toMatchObject({ done: true, error: true });
     expect(end.message).toContain("too long");
   });
 
+  it("after Cancel, finished nodes keep their badge and the interrupted one keeps its preview", () => {
+    applyRunEvent(statusStore, { type: "node_finished", run_id: "r", node: "load", seconds: 1.25 });
+    applyRunEvent(statusStore, { type: "node_started", run_id: "r", node: "sample" });
+    statusStore.update("sample", { preview: "blob:preview" });
+    const end = applyRunEvent(statusStore, { type: "run_cancelled", run_id: "r" });
+    expect(end).toMatchObject({ done: true, message: "Run cancelled." });
+    expect(statusStore.get("load")).toMatchObject({ state: "done", seconds: 1.25 });
+    expect(statusStore.get("sample")).toMatchObject({ state: "cancelled", preview: "blob:preview" });
+    expect(statusStore.get("save").state).toBeUndefined();
+  });
+
+  it("two editors' stores are separate", () => {
+    const other = new StatusStore();
+    applyRunEvent(statusStore, { type: "node_started", run_id: "r", node: "sample" });
+    expect(other.get("sample").state).toBeUndefined();
+  });
+
   it("shows subgraph inner nodes on their outer node", () => {
-    applyRunEvent({ type: "node_started", run_id: "r", node: "sample/inner" });
+    applyRunEvent(statusStore, { type: "node_started", run_id: "r", node: "sample/inner" });
     expect(statusStore.get("sample").state).toBe("running");
   });
 
   it("rebuilds states of a past run from its record", () => {
-    showRunRecord(
+    showRunRecord(statusStore, 
       { id: "r", status: "succeeded", executed: ["save"], cached: ["decode"], outputs: { save: ["x.png"] } },
       EDGES,
     );

@@ -6,6 +6,7 @@ The tests put this folder on PYTHONPATH of the server subprocess; nothing here n
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 
@@ -75,5 +76,17 @@ class Fail(Node):
         raise NodeError(self.reason, field="reason")
 
 
+@node("TestExit", category="test")
+class Exit(Node):
+    """Calls sys.exit: a node's bug that no `except Exception` catches."""
+
+    value: Int = Input(optional=True)
+    code: int = Param(3)
+    out: Int = Output()
+
+    def run(self, ctx):
+        sys.exit(self.code)
+
+
 def register(registry):
-    registry.add(Sleep, WriteFile, Fail)
+    registry.add(Sleep, WriteFile, Fail, Exit)
