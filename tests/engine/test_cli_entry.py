@@ -85,7 +85,7 @@ def test_nodes_lists_whole_docs_optional_ports_bounds_and_choices(cli):
     assert "steps: INT (default 25, 1..1000)" in sample_loop
     assert "cfg: FLOAT (default 7.5, 0.0..100.0, step 0.5): guidance scale" in sample_loop
     assert "name: STRING (default 'euler', one of ddim, ddpm, pndm," in text
-    assert "image: STRING (required): path to the picture" in text
+    assert "image: STRING (required): the picture: a local path on the command line" in text
 
 
 BAD_SETTINGS = {
