@@ -99,9 +99,9 @@ def _component(ctx, model: str, revision: str, allow_pickle: bool, config: str, 
 
 @node("LoadPipeline", category="loaders")
 class LoadPipeline(Node):
-    """Load a diffusion model: Stable Diffusion 1.x/2.x (or a pixel-space DDPM model), SDXL, SD3 or
-    Flux.1. `unet` is the model's denoiser (a UNet or a transformer) and `text_encoder` all of its
-    text encoders with their tokenizers. A model without a VAE or text encoder leaves those
+    """Load a diffusion model: Stable Diffusion 1.x/2.x (or a pixel-space DDPM model), SDXL, SD3,
+    Flux.1, Flux.2 [klein], Z-Image or Qwen-Image. `unet` is the model's denoiser (a UNet or a
+    transformer) and `text_encoder` all of its text encoders with their tokenizers. A model without a VAE or text encoder leaves those
     outputs empty. `family` says which family the model's own files declare."""
 
     model: str = Param(widget="model", doc=MODEL_DOC)
