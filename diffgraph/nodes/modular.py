@@ -100,7 +100,8 @@ def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickl
     if not family.modular:
         raise NodeError(f"{family.title} runs diffgraph's own loop, not modular blocks")
     with _quiet_diffusers():
-        pipeline = ModularPipeline.from_pretrained(str(folder), local_files_only=True)
+        # never code from the folder (custom blocks), only the blocks diffusers itself ships
+        pipeline = ModularPipeline.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     index = _read_json(folder / "model_index.json")
     parts = {}
     for name, entry in index.items():

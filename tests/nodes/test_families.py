@@ -263,3 +263,28 @@ def test_single_component_loaders_point_into_the_family_pipeline(family_models, 
     assert (unet.family, unet.subfolder, vae.subfolder, text.family) == ("flux", "transformer", "vae", "flux")
     pipeline = services["models"].pipeline(unet)
     assert services["models"].load(vae) is pipeline.vae and services["models"].load(unet) is pipeline.transformer
+
+
+def test_custom_block_code_in_a_model_folder_never_runs(family_models, tmp_path):
+    """A folder may ship Modular Diffusers custom blocks (modular_config.json + Python): diffgraph
+    only ever uses the blocks diffusers itself ships, so that code is not imported."""
+    import json
+    import shutil
+
+    from test_loading import run_node
+
+    from diffgraph.engine import NodeError, RunContext
+    from diffgraph.nodes.loaders import LoadPipeline
+
+    folder = shutil.copytree(family_models["flux"], tmp_path / "flux-with-code")
+    marker = tmp_path / "ran"
+    (folder / "evil_blocks.py").write_text(f"open({str(marker)!r}, 'w').close()\n", encoding="utf-8")
+    (folder / "modular_config.json").write_text(json.dumps(
+        {"_class_name": "EvilBlocks", "auto_map": {"ModularPipelineBlocks": "evil_blocks.EvilBlocks"}}),
+        encoding="utf-8")
+    try:
+        outputs = run_node(LoadPipeline, RunContext(node_id="load", services={}), model=str(folder))
+        assert outputs["family"] == "flux"
+    except NodeError as exc:  # refusing the folder is as good, if it says so
+        assert exc.field == "model"
+    assert not marker.exists()
