@@ -218,6 +218,7 @@ def encode_text(ctx: Any, ref: Any, text: str) -> dict[str, Any]:
         else:
             conditioning[name] = _stored(value)
     conditioning["empty_prompt"] = torch.tensor([1.0 if text == "" else 0.0])
+    conditioning[f"family_{family.name}"] = torch.ones(1)  # which text encoder made it, for clear errors
     return conditioning
 
 
@@ -367,6 +368,10 @@ def _pipeline(ctx: Any, ref: Any, field: str) -> Any:
 
 def _conditioning(value: Any, family: Family, field: str) -> dict[str, Any]:
     """The block inputs a TextEncode's conditioning holds (lists rebuilt from `name.0`, `name.1`...)."""
+    made_by = [key[len("family_"):] for key in value if key.startswith("family_")] if isinstance(value, dict) else []
+    if made_by and made_by[0] != family.name:
+        raise NodeError(f"this conditioning was encoded by a {families.get(made_by[0]).title} text encoder, but the "
+                        f"model sampling is {family.title}: link a TextEncode fed by the same model", field)
     found: dict[str, Any] = {}
     if isinstance(value, dict):
         for name in family.conditioning:

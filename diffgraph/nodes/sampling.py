@@ -242,6 +242,12 @@ class SampleLoop(Node):
             with torch.inference_mode():
                 samples = modular.sample(ctx, self.unet, self.latent, self.positive, self.negative, settings, preview)
             return {"latent": {"samples": samples.float().cpu()}}
+        for field in ("positive", "negative"):  # conditioning of another family's text encoder
+            value = getattr(self, field)
+            if isinstance(value, dict) and "embeds" not in value:
+                raise NodeError("this conditioning was encoded by another model family's text encoder (SDXL, SD3, "
+                                "Flux...), but the model sampling is Stable Diffusion 1.x/2.x: link a TextEncode "
+                                "fed by the same model", field)
         with torch.inference_mode():
             return {"latent": {"samples": self.sample(ctx).float().cpu()}}
 
@@ -250,6 +256,8 @@ class SampleLoop(Node):
         item i drawing all its noise from seed i's own generator. Sweeps run with the service
         BATCH_INVARIANT set: then, on the CPU, each item is bit for bit the picture of a run with
         that seed alone (see batch_invariant), batched or not."""
+        if modular.is_modular(self.unet):  # sweeps then run each seed on its own
+            raise NodeError("seed batching runs diffgraph's own loop (SD 1.x/2.x) only", "unet")
         import torch
 
         unet = models.load(ctx, self.unet, "unet")

@@ -6,6 +6,7 @@ task a family lacks is an error naming node, field and family."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -288,3 +289,45 @@ def test_custom_block_code_in_a_model_folder_never_runs(family_models, tmp_path)
     except NodeError as exc:  # refusing the folder is as good, if it says so
         assert exc.field == "model"
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(("sampled", "encoded"), [("sdxl", "flux"), ("sd", "sdxl"), ("flux", "sd")])
+def test_conditioning_of_another_family_is_named(family_models, tiny, services, tmp_path, sampled, encoded):
+    from support.templates import TEMPLATES, run_plan
+
+    from diffgraph.engine import compile_workflow, default_registry, read_document
+
+    models = {**family_models, "sd": tiny["sd"]}
+    document = read_document(TEMPLATES / "txt2img.yaml")
+    document["nodes"]["other"] = {"type": "LoadPipeline", "params": {"model": str(models[encoded])}}
+    document["nodes"]["positive"]["inputs"] = {"text_encoder": "other.text_encoder"}
+    plan = compile_workflow(document, default_registry(), {"model": str(models[sampled]), "steps": 2, "width": 32,
+                                                           "height": 32}, base=TEMPLATES)
+    run = run_plan(plan, services=services, output_dir=tmp_path, expect="failed")
+    assert run.result.failed_node == "sample" and "field 'positive'" in run.result.error
+    assert "link a TextEncode fed by the same model" in run.result.error
+
+
+def test_a_seed_sweep_over_a_family_model_runs_each_seed_on_its_own(family_models, services, tmp_path):
+    """Seed batching is diffgraph's own loop (SD 1.x/2.x); with another family the sweep runs every
+    seed as an ordinary run, each the picture of that seed alone."""
+    import numpy as np
+    from support.sweeps import fresh_executor, pixels, txt2img_sweep
+
+    from diffgraph.sweep import MANIFEST, run_local
+
+    sweep = txt2img_sweep(["seed=1..2"], model=str(family_models["flux"]), steps=2, width=32, height=32)
+    run_local(sweep, fresh_executor(services), output_dir=tmp_path / "swept", batch=2)
+    lines = [json.loads(line) for line in (tmp_path / "swept" / MANIFEST).read_text().splitlines()]
+    assert sorted(line["params"]["seed"] for line in lines) == [1, 2]
+    swept = {line["params"]["seed"]: pixels(tmp_path / "swept" / line["files"][0]) for line in lines}
+    alone = run_template_plan(family_models["flux"], services, tmp_path / "alone", seed=2)
+    assert np.array_equal(swept[2], pixels(alone)) and not np.array_equal(swept[1], swept[2])
+
+
+def run_template_plan(model, services, output_dir, **overrides):
+    from support.templates import run_shipped_template
+
+    run = run_shipped_template("txt2img", {"model": str(model), "steps": 2, "width": 32, "height": 32, **overrides},
+                               services=services, output_dir=output_dir)
+    return run.result.outputs["save"][0]
