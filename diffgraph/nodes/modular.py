@@ -209,6 +209,9 @@ def encode_text(ctx: Any, ref: Any, text: str) -> dict[str, Any]:
 
     family = family_of(ref)
     pipeline = _pipeline(ctx, ref, "text_encoder")
+    if "guider" in pipeline._component_specs:  # guidance off: the blocks then skip the negative prompt
+        with _quiet_diffusers():
+            pipeline.update_components(guider=_guider(family, None))
     state = run_block(pipeline, "text_encoder", prompt=text)
     conditioning = {}
     for name in family.conditioning:
@@ -296,8 +299,6 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
                             "leave it empty or unlinked", "negative")
         inputs["guidance_scale"] = settings.cfg
     else:
-        from diffusers import ClassifierFreeGuidance
-
         if settings.cfg > 1.0:
             if negative is None:
                 raise NodeError("cfg > 1 needs a negative conditioning (a TextEncode, empty prompt or not)",
@@ -308,8 +309,7 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
                 negative_embeds = {name: torch.zeros_like(value) for name, value in negative_embeds.items()}
             inputs.update({f"negative_{name}": value for name, value in negative_embeds.items()})
         with _quiet_diffusers():
-            pipeline.update_components(guider=ClassifierFreeGuidance(guidance_scale=settings.cfg,
-                                                                     **dict(family.guider_options)))
+            pipeline.update_components(guider=_guider(family, settings.cfg if settings.cfg > 1.0 else None))
     with _quiet_diffusers():
         pipeline.update_components(scheduler=settings.scheduler)
     for name, value in list(inputs.items()):
@@ -358,6 +358,17 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
 
 def _placed(tensor: Any, device: Any, dtype: Any) -> Any:
     return tensor.to(device=device, dtype=dtype) if tensor.is_floating_point() else tensor.to(device)
+
+
+def _guider(family: Family, cfg: float | None) -> Any:
+    """The family's classifier-free guider at `cfg`; None: guidance off (cfg <= 1, as for SD 1.x/2.x).
+    Off is said with the scale (1, or 0 in the original formulation): denoise loops re-enable a
+    guider whose `enabled` flag is off."""
+    from diffusers import ClassifierFreeGuidance
+
+    options = dict(family.guider_options)
+    off = 0.0 if options.get("use_original_formulation") else 1.0
+    return ClassifierFreeGuidance(guidance_scale=off if cfg is None else cfg, **options)
 
 
 def _pipeline(ctx: Any, ref: Any, field: str) -> Any:

@@ -331,3 +331,13 @@ def run_template_plan(model, services, output_dir, **overrides):
     run = run_shipped_template("txt2img", {"model": str(model), "steps": 2, "width": 32, "height": 32, **overrides},
                                services=services, output_dir=output_dir)
     return run.result.outputs["save"][0]
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "zimage"])
+def test_cfg_of_one_or_less_turns_guidance_off(family_models, run_template, family):
+    """As for SD 1.x/2.x: no unconditional pass, so the negative prompt makes no difference."""
+    pictures = [run_template("txt2img", model=str(family_models[family]), negative_prompt=negative, cfg=cfg, steps=2,
+                             width=32, height=32).value("decode", "image")
+                for negative, cfg in (("", 1.0), ("blurry", 1.0), ("blurry", 0.5), ("blurry", 3.0))]
+    assert torch.equal(pictures[0], pictures[1]) and torch.equal(pictures[0], pictures[2])
+    assert not torch.equal(pictures[0], pictures[3])
