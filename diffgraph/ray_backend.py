@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from diffgraph.engine import CancelToken, Plan
-from diffgraph.sweep import Manifest, RunRecord, Sweep, SweepOutcome, group_by_seed, pending_runs
+from diffgraph.sweep import RunRecord, Sweep, SweepOutcome, start_sweep
 
 
 def ray_available() -> bool:
@@ -126,14 +126,9 @@ def run_ray(sweep: Sweep, *, output_dir: Path, device: str = "cpu", dtype: str =
     cancel = cancel or CancelToken()
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    manifest = Manifest(output_dir)
-    pending, skipped = pending_runs(sweep, manifest)
-    if on_start is not None:
-        on_start(skipped)
-    outcome = SweepOutcome(total=len(sweep.runs), skipped=skipped)
+    manifest, outcome, groups = start_sweep(sweep, output_dir, batch, on_start)
     plans = [plan for _, plan in sweep.runs]
-    queue = deque(group_by_seed(pending, plans, batch))
+    queue = deque(groups)
     if not queue:
         return outcome
 

@@ -383,6 +383,19 @@ def pending_runs(sweep: Sweep, manifest: Manifest) -> tuple[list[int], int]:
     return pending, len(sweep.runs) - len(pending)
 
 
+def start_sweep(sweep: Sweep, output_dir: Path, batch: int,
+                on_start: Callable[[int], None] | None) -> tuple[Manifest, SweepOutcome, list[list[int]]]:
+    """What every backend does first: read the manifest, count what is done (told to `on_start`) and
+    group the missing combinations into seed batches."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(output_dir)
+    pending, skipped = pending_runs(sweep, manifest)
+    if on_start is not None:
+        on_start(skipped)
+    groups = group_by_seed(pending, [plan for _, plan in sweep.runs], batch)
+    return manifest, SweepOutcome(total=len(sweep.runs), skipped=skipped), groups
+
+
 def run_local(sweep: Sweep, executor: Executor, *, output_dir: Path, device: str = "cpu", dtype: str = "fp32",
               batch: int = DEFAULT_BATCH, cancel: CancelToken | None = None,
               on_record: Callable[[RunRecord], None] | None = None,
@@ -390,13 +403,8 @@ def run_local(sweep: Sweep, executor: Executor, *, output_dir: Path, device: str
               on_start: Callable[[int], None] | None = None) -> SweepOutcome:
     """Run the sweep's missing combinations in this process, recording each in the manifest."""
     cancel = cancel or CancelToken()
-    manifest = Manifest(output_dir)
-    pending, skipped = pending_runs(sweep, manifest)
-    if on_start is not None:
-        on_start(skipped)
-    outcome = SweepOutcome(total=len(sweep.runs), skipped=skipped)
-    plans = [plan for _, plan in sweep.runs]
-    for group in group_by_seed(pending, plans, batch):
+    manifest, outcome, groups = start_sweep(sweep, output_dir, batch, on_start)
+    for group in groups:
         try:
             records = run_group(executor, [sweep.runs[i] for i in group], device=device, dtype=dtype,
                                 output_dir=output_dir, cancel=cancel, on_event=on_event)

@@ -20,6 +20,7 @@ import signal
 import sqlite3
 import sys
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from .security import (
     security_middleware,
 )
 from .store import STATUSES, DamagedDatabase, Store
-from .worker import PREVIEWS_KEEP_FILES, Hub, Worker
+from .worker import PREVIEWS_KEEP_FILES, Hub, Subscriber, Worker
 
 log = logging.getLogger("diffgraph.server")
 
@@ -612,6 +613,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         hub.unsubscribe(subscriber)
         return ws
     subscriber.attach(transport, WS_WRITE_BUFFER)  # events now go straight to the socket while it keeps up
+    return await stream_frames(ws, transport, subscriber, lambda: hub.unsubscribe(subscriber))
+
+
+async def stream_frames(ws: web.WebSocketResponse, transport: asyncio.Transport, subscriber: Subscriber,
+                        leave: Callable[[], None]) -> web.WebSocketResponse:
+    """Send the subscriber's frames to the socket until either side closes, then `leave` (also the
+    ComfyUI API's socket)."""
 
     async def forward() -> None:
         while True:
@@ -626,10 +634,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
     sender = asyncio.create_task(forward())
     try:
-        async for _ in ws:  # clients have nothing to say yet; reading keeps ping/close working
+        async for _ in ws:  # clients have nothing to say; reading keeps ping/close working
             pass
     finally:
-        hub.unsubscribe(subscriber)
+        leave()
         sender.cancel()
     return ws
 

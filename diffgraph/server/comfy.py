@@ -849,25 +849,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         leave()
         return ws
 
-    async def forward() -> None:
-        while True:
-            frames = await subscriber.take()
-            if frames is None:
-                await ws.close(message=b"too slow or server stopping")
-                return
-            if not transport.is_closing():
-                transport.write(b"".join(frames))
-            while transport.get_write_buffer_size() > server.WS_WRITE_BUFFER and not transport.is_closing():
-                await asyncio.sleep(0.05)
-
-    sender = asyncio.create_task(forward())
-    try:
-        async for _ in ws:  # ComfyUI clients send nothing we act on; reading keeps ping/close working
-            pass
-    finally:
-        leave()
-        sender.cancel()
-    return ws
+    return await server.stream_frames(ws, transport, subscriber, leave)
 
 
 def setup(app: web.Application) -> None:
