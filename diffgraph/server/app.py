@@ -319,6 +319,18 @@ async def validate(request: web.Request) -> web.Response:
     return web.json_response({"valid": True, "errors": []})
 
 
+def announcer(app: web.Application) -> Callable[[dict[str, Any]], None]:
+    """What the store calls as it queues a run (before a worker can take it): the run_queued event."""
+
+    def announce(run: dict[str, Any]) -> None:
+        event = {"type": "run_queued", "run_id": run["id"], "seq": run["seq"], "name": run["name"]}
+        if run.get("sweep"):
+            event["sweep"] = run["sweep"]
+        app[HUB].publish_event(event)
+
+    return announce
+
+
 @routes.post("/api/runs")
 async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
@@ -330,10 +342,8 @@ async def submit_run(request: web.Request) -> web.Response:
         await compile_off_loop(request.app, document, params, subgraphs)
     except WorkflowError as exc:
         raise RequestError(400, "invalid workflow", errors=[i.to_dict() for i in exc.issues]) from None
-    run = request.app[STORE].add_run(document, params, subgraphs)
+    run = request.app[STORE].add_run(document, params, subgraphs, announce=announcer(request.app))
     request.app[WORKER].wake()
-    request.app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
-                                    "name": run["name"]})
     return web.json_response({"id": run["id"], "seq": run["seq"], "status": "queued"}, status=202)
 
 
@@ -351,11 +361,8 @@ async def submit_sweep(request: web.Request, document: dict[str, Any], params: d
         combinations = await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], plan_all)
     except WorkflowError as exc:
         raise sweeps.invalid_sweep(exc) from None
-    sweep_id, runs = app[STORE].add_sweep(document, combinations, subgraphs)
+    sweep_id, runs = app[STORE].add_sweep(document, combinations, subgraphs, announce=announcer(app))
     app[WORKER].wake()
-    for run in runs:
-        app[HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"], "name": run["name"],
-                                "sweep": sweep_id})
     return web.json_response({"sweep": sweep_id, "status": "queued",
                               "runs": [{"id": run["id"], "seq": run["seq"], "params": run["params"]} for run in runs]},
                              status=202)

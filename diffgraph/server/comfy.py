@@ -499,13 +499,15 @@ async def post_prompt(request: web.Request) -> web.Response:
         return prompt_error(kind, message, "; ".join(str(p) for p in exc.problems), errors)
     if comfy.store.by_prompt(prompt_id) is not None:  # again: another request may have taken it meanwhile
         return prompt_error("invalid_prompt", f"prompt_id {prompt_id!r} is already used; send another or none")
-    run = app[server.STORE].add_run(translation.document, {})
-    record = Prompt(prompt_id, run["id"], client_id, prompt, extra_data, translation.outputs, translation.node_ids,
-                    run["seq"])
-    comfy.store.add(record)
-    comfy.prompts[run["id"]] = record
+    def announce(run: dict[str, Any]) -> None:  # before a worker can take the run: the prompt is known first
+        record = Prompt(prompt_id, run["id"], client_id, prompt, extra_data, translation.outputs,
+                        translation.node_ids, run["seq"])
+        comfy.store.add(record)
+        comfy.prompts[run["id"]] = record
+        server.announcer(app)(run)
+
+    run = app[server.STORE].add_run(translation.document, {}, announce=announce)
     app[server.WORKER].wake()
-    app[server.HUB].publish_event({"type": "run_queued", "run_id": run["id"], "seq": run["seq"], "name": run["name"]})
     return web.json_response({"prompt_id": prompt_id, "number": run["seq"], "node_errors": {}})
 
 

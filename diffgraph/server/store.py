@@ -13,6 +13,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -162,9 +163,11 @@ class Store:
         return [row["id"] for row in rows]
 
     def add_run(self, workflow: dict[str, Any], params: dict[str, Any],
-                subgraphs: dict[str, Any] | None = None) -> dict[str, Any]:
+                subgraphs: dict[str, Any] | None = None,
+                announce: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Queue a run. `subgraphs` maps each `workflow:<name>` it uses to the document that name had
-        when the run was validated (see app.library_resolver)."""
+        when the run was validated (see app.library_resolver). `announce` is told the new run before
+        any worker can claim it, so "queued" is always heard before "started"."""
         run_id = uuid.uuid4().hex
         name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
         with self._lock:
@@ -174,12 +177,16 @@ class Store:
                 (run_id, name, _dumps(workflow), _dumps(params), time.time(), _dumps(subgraphs or {})),
             )
             row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
-        return _summary(row)
+            summary = _summary(row)
+            if announce is not None:
+                announce(summary)
+        return summary
 
     def add_sweep(self, workflow: dict[str, Any], params: list[dict[str, Any]],
-                  subgraphs: dict[str, Any] | None = None) -> tuple[str, list[dict[str, Any]]]:
+                  subgraphs: dict[str, Any] | None = None,
+                  announce: Callable[[dict[str, Any]], None] | None = None) -> tuple[str, list[dict[str, Any]]]:
         """Queue one run per params, all at once and grouped under one sweep id; returns (id, summaries).
-        `subgraphs` as for add_run, shared by every run of the sweep."""
+        `subgraphs` and `announce` as for add_run, for every run of the sweep."""
         sweep_id = uuid.uuid4().hex
         name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
         document, now, snapshot = _dumps(workflow), time.time(), _dumps(subgraphs or {})
@@ -198,7 +205,11 @@ class Store:
             self._db.execute("COMMIT")
             rows = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE sweep = ? ORDER BY seq",
                                     (sweep_id,)).fetchall()
-        return sweep_id, [_summary(row) for row in rows]
+            summaries = [_summary(row) for row in rows]
+            if announce is not None:
+                for summary in summaries:
+                    announce(summary)
+        return sweep_id, summaries
 
     def claim_next(self) -> dict[str, Any] | None:
         """Mark the oldest queued run running and return it (with its workflow), or None."""

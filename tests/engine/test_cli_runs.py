@@ -232,14 +232,21 @@ def test_nodes_json_describes_ports_params_and_docs_of_every_pack(cli):
     assert add["doc"].startswith("Add two numbers")
     assert add["category"] == "test" and add["version"] == 1 and add["deterministic"] is True
     assert add["inputs"] == []
-    assert add["outputs"] == [{"name": "total", "type": "FLOAT", "doc": "a + b"}]
+    [total] = add["outputs"]
+    assert {k: total[k] for k in ("name", "type", "doc")} == {"name": "total", "type": "FLOAT", "doc": "a + b"}
+    assert total["colour"].startswith("#")  # the editor draws the port in its type's colour
     [a, b] = add["params"]
-    assert a == {"name": "a", "type": "FLOAT", "required": False, "default": 0.0, "min": -1e6, "max": 1e6,
-                 "step": None, "choices": None, "multiline": False, "doc": "first term"}
+    assert {k: v for k, v in a.items() if k not in ("widget", "accepts", "colour")} == {
+        "name": "a", "type": "FLOAT", "required": False, "default": 0.0, "min": -1e6, "max": 1e6,
+        "step": None, "choices": None, "multiline": False, "doc": "first term"}
+    assert a.get("widget") is None and a["accepts"] == ["FLOAT", "INT"]  # a link may feed it: INT feeds FLOAT
     assert b["name"] == "b" and b["min"] is None and b["max"] is None
     assert add["schema"]["properties"]["a"]["maximum"] == 1e6
     concat = catalog["TestConcat"]
-    assert concat["inputs"] == [{"name": "left", "type": "STRING", "optional": False, "doc": ""}]
+    [left] = concat["inputs"]
+    assert {k: left[k] for k in ("name", "type", "optional", "doc")} == {
+        "name": "left", "type": "STRING", "optional": False, "doc": ""}
+    assert "STRING" in left["accepts"]  # the engine's own link rule, for the editor
     assert catalog["TestRandom"]["deterministic"] is False
     assert catalog["Seed"]["params"][0]["max"] == 2**64 - 1
     assert catalog["String"]["params"][0]["multiline"] is True

@@ -366,7 +366,7 @@ async function library(page) {
   await refusal.waitFor({ timeout: 60_000 });
   const failure = await refusal.textContent();
   check.ok(/picture\.png/.test(failure) && /uploaded file/.test(failure), `the refused node says why: ${failure}`);
-  await page.getByTestId("banner").filter({ hasText: "400" }).waitFor();
+  await page.getByTestId("banner").filter({ hasText: "invalid workflow" }).waitFor();
   await screenshot(page, options.artifacts, "e2e-library-failed-run");
 }
 
