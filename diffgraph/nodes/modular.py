@@ -322,18 +322,34 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
     if "std" in latent:  # img2img: the image sample first, then the noise, as the pipelines draw them
         require_task(family, "inpaint" if "mask" in latent else "img2img", "latent")
         dtype = pipeline.dtype
-        eps = randn_tensor(tuple(samples.shape), generator=generator, device=ctx.device, dtype=dtype)
-        image_latents = samples.to(ctx.device, dtype) + latent["std"].to(ctx.device, dtype) * eps
-        inputs["image_latents"] = image_latents.unsqueeze(2) if family.latent_frames else image_latents
+        shape = tuple(samples.shape)
+        mask_channels = "mask" in latent and getattr(pipeline, "num_channels_unet", channels) == 2 * channels + 1
+        if mask_channels:
+            # an inpainting UNet (mask and masked image as extra channels), as the classic pipeline at
+            # strength 1: no image sample, the noise, then the masked image's sample; the noise is
+            # handed to the blocks so that the masked image's draw can follow it
+            if settings.strength < 1.0:
+                raise NodeError(f"{family.title} inpainting UNets run at strength 1 only in diffgraph (for now)",
+                                "strength")
+            inputs["image_latents"] = samples.to(ctx.device, dtype)
+            inputs["latents"] = randn_tensor(shape, generator=generator, device=ctx.device, dtype=dtype)
+            eps = randn_tensor(tuple(latent["masked_samples"].shape), generator=generator, device=ctx.device,
+                               dtype=dtype)
+            inputs[family.masked_image_input] = (latent["masked_samples"].to(ctx.device, dtype)
+                                                 + latent["masked_std"].to(ctx.device, dtype) * eps)
+        else:
+            eps = randn_tensor(shape, generator=generator, device=ctx.device, dtype=dtype)
+            image_latents = samples.to(ctx.device, dtype) + latent["std"].to(ctx.device, dtype) * eps
+            inputs["image_latents"] = image_latents.unsqueeze(2) if family.latent_frames else image_latents
         inputs["strength"] = settings.strength
         if "mask" in latent:
-            # a 4-channel UNet repaints by blending, never reading the masked image; inpainting UNets
-            # (9 channels) read it, drawn after the noise in the classic pipeline, which the blocks draw
-            if getattr(pipeline, "num_channels_unet", channels) != channels:
-                raise NodeError(f"{family.title} inpainting UNets (with mask channels) are not supported yet; "
-                                "a base model inpaints by blending", "unet")
+            if not mask_channels and getattr(pipeline, "num_channels_unet", channels) != channels:
+                raise NodeError(f"this {family.title} UNet takes {pipeline.num_channels_unet} channels; a "
+                                f"{channels}-channel latent fits {channels} (blending) or {2 * channels + 1} "
+                                "(an inpainting UNet)", "unet")
+            # a 4-channel UNet repaints by blending and never reads the masked image (not drawn then)
             inputs[family.mask_input] = latent["mask"].to(ctx.device, dtype)
-            if family.masked_image_input:
+            if family.masked_image_input and not mask_channels:
                 inputs[family.masked_image_input] = latent["masked_samples"].to(ctx.device, dtype)
     elif settings.strength < 1.0:
         raise NodeError("strength < 1 needs a picture to start from: link a VAEEncode latent", "strength")

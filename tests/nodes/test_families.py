@@ -21,6 +21,7 @@ CLASSIC = {
     ("sdxl", "txt2img"): "StableDiffusionXLPipeline",
     ("sdxl", "img2img"): "StableDiffusionXLImg2ImgPipeline",
     ("sdxl", "inpaint"): "StableDiffusionXLInpaintPipeline",
+    ("sdxl-inpaint", "inpaint"): "StableDiffusionXLInpaintPipeline",
     ("sd3", "txt2img"): "StableDiffusion3Pipeline",
     ("sd3", "img2img"): "StableDiffusion3Img2ImgPipeline",
     ("flux", "txt2img"): "FluxPipeline",
@@ -38,7 +39,7 @@ GUIDANCE = {"qwenimage": "true_cfg_scale"}
 
 @pytest.fixture(scope="session")
 def family_models(tmp_path_factory: pytest.TempPathFactory):
-    """Tiny sdxl/, sd3/, flux/, zimage/, qwenimage/ and flux2/ diffusers folders (diffusers' own dummy configs, random weights)."""
+    """Tiny sdxl/, sdxl-inpaint/ (9-channel UNet), sd3/, flux/, zimage/, qwenimage/ and flux2/ diffusers folders (diffusers' own dummy configs, random weights)."""
     return tiny_families.build_all(tmp_path_factory.mktemp("tiny-families"))
 
 
@@ -82,7 +83,7 @@ def test_img2img_template_matches_the_family_pipeline(family_models, run_templat
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
 
-@pytest.mark.parametrize("family", ["sdxl", "qwenimage"])
+@pytest.mark.parametrize("family", ["sdxl", "sdxl-inpaint", "qwenimage"])
 def test_inpaint_template_matches_the_family_inpaint_pipeline(family_models, run_template, pictures, tmp_path,
                                                               family):
     small, mask = tmp_path / "small.png", tmp_path / "mask.png"
@@ -197,7 +198,7 @@ def test_family_is_detected_from_the_model_files(family_models, tiny):
     from diffgraph.nodes import families
 
     for name, folder in family_models.items():
-        assert families.family_of_folder(folder).name == name
+        assert families.family_of_folder(folder).name == name.removesuffix("-inpaint")
     assert families.family_of_folder(tiny["sd"]).name == "sd"
     assert torch.is_tensor(torch.zeros(1))
 
@@ -213,13 +214,13 @@ def test_rerun_across_processes_keeps_loaders_and_text_encodings(family_models, 
                 "nodes": {family: {"type": "workflow:txt2img",
                                    "params": {"model": str(folder), "seed": "$seed", "prompt": "$prompt", "steps": 2,
                                               "width": 32, "height": 32}}
-                          for family, folder in family_models.items()}}
+                          for family, folder in family_models.items() if family != "sdxl-inpaint"}}
     workflow = tmp_path / "families.yaml"
     workflow.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
     cache = tmp_path / "cache"
 
     def nodes(*names: str) -> set[str]:
-        return {f"{family}/{name}" for family in family_models for name in names}
+        return {f"{family}/{name}" for family in document["nodes"] for name in names}
 
     first = run_json(workflow, cwd=tmp_path, cache=cache)
     assert first["status"] == "succeeded" and first["cached"] == []
@@ -341,3 +342,18 @@ def test_cfg_of_one_or_less_turns_guidance_off(family_models, run_template, fami
                 for negative, cfg in (("", 1.0), ("blurry", 1.0), ("blurry", 0.5), ("blurry", 3.0))]
     assert torch.equal(pictures[0], pictures[1]) and torch.equal(pictures[0], pictures[2])
     assert not torch.equal(pictures[0], pictures[3])
+
+
+def test_sdxl_inpainting_unet_below_strength_1_is_refused_with_the_reason(family_models, pictures, services, tmp_path):
+    from support.templates import TEMPLATES, run_plan
+
+    from diffgraph.engine import compile_workflow, default_registry, read_document
+
+    document = read_document(TEMPLATES / "inpaint.yaml")
+    document["nodes"]["sample"]["params"]["strength"] = 0.5
+    plan = compile_workflow(document, default_registry(), {"model": str(family_models["sdxl-inpaint"]),
+                                                           "image": str(pictures["image"]), "mask": str(pictures["mask"]),
+                                                           "steps": 2}, base=TEMPLATES)
+    run = run_plan(plan, services=services, output_dir=tmp_path, expect="failed")
+    assert run.result.failed_node == "sample" and "field 'strength'" in run.result.error
+    assert "strength 1 only" in run.result.error

@@ -60,12 +60,14 @@ def t5_encoder():
     return T5EncoderModel(config).eval()
 
 
-def build_sdxl(directory: Path) -> Path:
-    """An SDXL base model: two CLIP text encoders (the second with projection), a text-time UNet."""
+def build_sdxl(directory: Path, in_channels: int = 4) -> Path:
+    """An SDXL base model: two CLIP text encoders (the second with projection), a text-time UNet;
+    with in_channels=9 an SDXL inpainting model (mask and masked image as extra UNet channels)."""
     import torch
     from diffusers import (
         AutoencoderKL,
         EulerDiscreteScheduler,
+        StableDiffusionXLInpaintPipeline,
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
@@ -74,7 +76,7 @@ def build_sdxl(directory: Path) -> Path:
     directory = Path(directory)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=in_channels, out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
         addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
@@ -91,9 +93,9 @@ def build_sdxl(directory: Path) -> Path:
     scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
                                        beta_schedule="scaled_linear", timestep_spacing="leading")
     tokenizer = clip_tokenizer(directory / "_clip")
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
-                                     image_encoder=None, feature_extractor=None)
+    cls = StableDiffusionXLPipeline if in_channels == 4 else StableDiffusionXLInpaintPipeline
+    pipe = cls(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+               tokenizer_2=tokenizer, unet=unet, scheduler=scheduler, image_encoder=None, feature_extractor=None)
     pipe.save_pretrained(str(directory), safe_serialization=True)
     shutil.rmtree(directory / "_clip")
     return directory
@@ -291,8 +293,9 @@ def build_flux2(directory: Path) -> Path:
     return directory
 
 
-BUILDERS = {"sdxl": build_sdxl, "sd3": build_sd3, "flux": build_flux, "zimage": build_zimage, "qwenimage": build_qwenimage,
-            "flux2": build_flux2}
+BUILDERS = {"sdxl": build_sdxl, "sd3": build_sd3, "flux": build_flux, "zimage": build_zimage,
+            "qwenimage": build_qwenimage, "flux2": build_flux2,
+            "sdxl-inpaint": lambda directory: build_sdxl(directory, in_channels=9)}
 
 
 def build_all(root: Path) -> dict[str, Path]:
