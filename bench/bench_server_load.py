@@ -39,8 +39,10 @@ def start_server(data_dir: Path, code: str | None, loop_debug: bool, loop_stalls
         stderr = open(data_dir / "server.log", "w")  # noqa: SIM115 - closed with the process
     # --loop-stalls: a sampler thread in the server records what its loop thread does when busy
     sampler = [str(Path(__file__).with_name("loop_stalls.py")), str(data_dir / "stalls.txt")] if loop_stalls else []
+    # cwd: `python -m` puts the working directory first on sys.path, which would shadow PYTHONPATH
+    # (a --server-code run would serve this checkout instead)
     process = subprocess.Popen([sys.executable, *sampler, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir",
-                                str(data_dir)], stdout=subprocess.PIPE, stderr=stderr, env=env)
+                                str(data_dir)], stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=data_dir)
     assert process.stdout is not None
     for raw in process.stdout:
         match = re.search(r"serving on (http://\S+)", raw.decode())
