@@ -30,14 +30,19 @@ from typing import Any
 import aiohttp
 
 
-def start_server(data_dir: Path, code: str | None, loop_debug: bool) -> tuple[subprocess.Popen, str]:
+def start_server(data_dir: Path, code: str | None, loop_debug: bool, loop_stalls: bool = False
+                 ) -> tuple[subprocess.Popen, str]:
     env = dict(os.environ, PYTHONPATH=str(Path(code or Path(__file__).resolve().parents[1]).resolve()))
     stderr: Any = subprocess.DEVNULL
     if loop_debug:  # asyncio's debug mode logs every callback that holds the loop over 100 ms
         env["PYTHONASYNCIODEBUG"] = "1"
         stderr = open(data_dir / "server.log", "w")  # noqa: SIM115 - closed with the process
-    process = subprocess.Popen([sys.executable, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir",
-                                str(data_dir)], stdout=subprocess.PIPE, stderr=stderr, env=env)
+    # --loop-stalls: a sampler thread in the server records what its loop thread does when busy
+    sampler = [str(Path(__file__).with_name("loop_stalls.py")), str(data_dir / "stalls.txt")] if loop_stalls else []
+    # cwd: `python -m` puts the working directory first on sys.path, which would shadow PYTHONPATH
+    # (a --server-code run would serve this checkout instead)
+    process = subprocess.Popen([sys.executable, *sampler, "-m", "diffgraph.cli", "serve", "--port", "0", "--data-dir",
+                                str(data_dir)], stdout=subprocess.PIPE, stderr=stderr, env=env, cwd=data_dir)
     assert process.stdout is not None
     for raw in process.stdout:
         match = re.search(r"serving on (http://\S+)", raw.decode())
@@ -117,7 +122,7 @@ def percentile(values: list[float], fraction: float) -> float:
 
 async def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as data:
-        process, url = start_server(Path(data), args.server_code, args.loop_debug)
+        process, url = start_server(Path(data), args.server_code, args.loop_debug, args.loop_stalls)
         try:
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as session:
@@ -157,10 +162,15 @@ async def main(args: argparse.Namespace) -> int:
         finally:
             process.terminate()
             process.wait(30)
-            slow = []
+            stalls = ""
+            if args.loop_stalls and (Path(data) / "stalls.txt").exists():
+                stalls = (Path(data) / "stalls.txt").read_text(errors="replace")
+            slow: list[float] = []
+            slow_lines: list[tuple[str, str]] = []
             if args.loop_debug:
                 log_text = (Path(data) / "server.log").read_text(errors="replace")
-                slow = [float(m) for m in re.findall(r"Executing .* took (\d+\.\d+) seconds", log_text)]
+                slow_lines = re.findall(r"Executing (.*) took (\d+\.\d+) seconds", log_text)
+                slow = [float(seconds) for _, seconds in slow_lines]
 
     ids = [run_id for batch in submissions for run_id, _ in batch]
     by_seq = [run_id for run_id, _ in sorted((pair for batch in submissions for pair in batch), key=lambda p: p[1])]
@@ -201,6 +211,14 @@ async def main(args: argparse.Namespace) -> int:
     if args.loop_debug:
         print(f"event loop (asyncio debug mode, which slows the server): {len(slow)} callbacks held it over 100 ms"
               + (f", longest {max(slow) * 1000:.0f} ms, together {sum(slow):.2f} s" if slow else ""))
+        for callback, seconds in sorted(slow_lines, key=lambda line: -float(line[1]))[:10]:
+            print(f"  {float(seconds) * 1000:.0f} ms: {callback[:300]}")
+    if args.loop_stalls:
+        blocks = re.split(r"\n(?=stall )", stalls.strip()) if stalls.strip() else []
+        blocks.sort(key=lambda block: -float(block.split()[1]))
+        print(f"event loop busy over 50 ms at a stretch (sampled): {len(blocks)} times; the longest:")
+        for block in blocks[:args.show_stalls]:
+            print("  " + block.replace("\n", "\n  "))
     print("none lost, all succeeded, order kept" if not problems else "PROBLEMS:\n  " + "\n  ".join(problems[:20]))
     return 1 if problems else 0
 
@@ -214,6 +232,9 @@ if __name__ == "__main__":
     parser.add_argument("--heavy", action="store_true", help="issue 10's load: 500 listeners (overrides --listeners)")
     parser.add_argument("--loop-debug", action="store_true",
                         help="run the server in asyncio debug mode and count callbacks that block its loop")
+    parser.add_argument("--loop-stalls", action="store_true",
+                        help="sample the server's loop thread; list the stretches it was busy over 50 ms, with stacks")
+    parser.add_argument("--show-stalls", type=int, default=8, help="how many of the longest stalls to print")
     parser.add_argument("--server-code", default=None, metavar="DIR",
                         help="run the server from this source tree (default: this checkout), to compare versions")
     arguments = parser.parse_args()

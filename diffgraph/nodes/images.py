@@ -10,7 +10,6 @@ import errno
 import json
 import os
 import re
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from diffgraph.engine import FileAccess, Files, Input, Node, NodeError, Output, 
 from diffgraph.engine.access import MAX_IMAGE_FILE_BYTES
 from diffgraph.engine.files import describe_os_error, digest_regular, open_regular
 
-from .types import Image, Mask
+from .types import Image, Mask, StoredImage, is_picture_batch, picture_pixels
 
 #: formats LoadImage reads; Pillow's other (rarer, less audited) decoders are never tried
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
@@ -135,20 +134,17 @@ def _check_prefix(prefix: str) -> str:
 
 
 def _to_pictures(images: Any) -> list:
-    """IMAGE (a tensor, or the numpy array the disk cache restores) -> PIL pictures, rounding as
-    diffusers' `numpy_to_pil` does. Needs no torch for a restored array."""
-    import numpy as np
+    """IMAGE (a tensor, the numpy array or the StoredImage the disk cache restores) -> PIL
+    pictures, rounding as diffusers' `numpy_to_pil` does. A StoredImage needs neither numpy nor
+    torch: its pixels were rounded the same way when it was stored."""
+    if not is_picture_batch(images):
+        shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+        raise NodeError(f"expected an IMAGE tensor [B, 3, H, W], got {shape}", field="images")
+    if isinstance(images, StoredImage):
+        return images.pictures()
     from PIL import Image as PILImage
 
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(images, torch.Tensor):
-        images = images.detach().float().cpu().numpy()
-    if not isinstance(images, np.ndarray) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, np.ndarray) else type(images).__name__
-        raise NodeError(f"expected an IMAGE tensor [B, 3, H, W], got {shape}", field="images")
-    scaled = np.clip(np.nan_to_num(images.astype(np.float32, copy=False), nan=0.0), 0, 1) * np.float32(255)
-    pixels = np.round(scaled).astype(np.uint8)
-    return [PILImage.fromarray(np.ascontiguousarray(p.transpose(1, 2, 0)), "RGB") for p in pixels]
+    return [PILImage.fromarray(pixels, "RGB") for pixels in picture_pixels(images)]
 
 
 def _next_number(folder: Path, prefix: str) -> int:

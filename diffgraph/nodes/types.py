@@ -116,9 +116,90 @@ class Conditioning(TensorDictType):
     colour = "#f4a261"
 
 
+def picture_pixels(images: Any) -> Any:
+    """IMAGE [B, 3, H, W] (a tensor or a numpy array) -> uint8 numpy pixels [B, H, W, 3], rounded as
+    diffusers' `numpy_to_pil` does (NaN counts as 0). What SaveImage writes, fresh or cached."""
+    import numpy as np
+
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(images, torch.Tensor):
+        images = images.detach().float().cpu().numpy()
+    scaled = np.clip(np.nan_to_num(images.astype(np.float32, copy=False), nan=0.0), 0, 1) * np.float32(255)
+    return np.ascontiguousarray(np.round(scaled).astype(np.uint8).transpose(0, 2, 3, 1))
+
+
+def is_picture_batch(value: Any) -> bool:
+    shape = getattr(value, "shape", None)
+    return shape is not None and len(shape) == 4 and shape[1] == 3
+
+
+#: safetensors dtype -> torch dtype name, for a StoredImage's tensor
+_TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+class StoredImage:
+    """An IMAGE as the disk cache restores it, needing neither numpy nor torch: the tensor's bytes
+    and the 8-bit pixels of its pictures (computed when it was stored, by `picture_pixels`). A
+    fully cached re-run saves the pictures from the pixels; a node computing on the image gets
+    the tensor (`Image.materialize`)."""
+
+    def __init__(self, dtype: str, shape: list[int], data: bytes, pixels: bytes):
+        self.dtype, self.shape, self.data, self.pixels = dtype, tuple(shape), bytes(data), bytes(pixels)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data) + len(self.pixels)
+
+    def pictures(self) -> list:
+        from PIL import Image as PILImage
+
+        batch, _, height, width = self.shape
+        size = height * width * 3
+        return [PILImage.frombytes("RGB", (width, height), self.pixels[i * size:(i + 1) * size]) for i in range(batch)]
+
+    def tensor(self) -> Any:
+        import torch
+
+        flat = torch.frombuffer(bytearray(self.data), dtype=getattr(torch, _TORCH_DTYPES[self.dtype]))
+        return flat.reshape(self.shape)
+
+
 class Image(TensorType):
+    """Stored as the tensor plus its pictures' 8-bit pixels, so that saving a cached picture
+    again needs no numpy (see StoredImage)."""
+
     name = "IMAGE"
     colour = "#64dfdf"
+
+    @classmethod
+    def save(cls, value: Any, directory: Path, stem: str) -> list[str]:
+        value = cls.materialize(value)
+        files = TensorType.save(value, directory, stem)
+        if is_picture_batch(value) and str(value.dtype).removeprefix("torch.") in _TORCH_DTYPES.values():
+            from safetensors.numpy import save_file
+
+            name = f"{stem}.pixels.safetensors"
+            save_file({"pixels": picture_pixels(value)}, str(directory / name))
+            files.append(name)
+        return files
+
+    @classmethod
+    def load(cls, directory: Path, files: list[str]) -> Any:
+        if len(files) != 2:  # an entry stored without pixels: the tensor alone, as numpy reads it
+            return TensorType.load(directory, files)
+        from safetensors import deserialize
+
+        ((_, tensor),) = deserialize((directory / files[0]).read_bytes())
+        ((_, pixels),) = deserialize((directory / files[1]).read_bytes())
+        batch, channels, height, width = tensor["shape"]
+        if (tensor["dtype"] not in _TORCH_DTYPES or channels != 3 or pixels["dtype"] != "U8"
+                or pixels["shape"] != [batch, height, width, 3]):
+            raise ValueError(f"the stored picture's pixels {pixels['shape']} do not match its tensor {tensor['shape']}")
+        return StoredImage(tensor["dtype"], tensor["shape"], tensor["data"], pixels["data"])
+
+    @classmethod
+    def materialize(cls, value: Any) -> Any:
+        return value.tensor() if isinstance(value, StoredImage) else _as_tensor(value)
 
 
 class Mask(TensorType):

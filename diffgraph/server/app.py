@@ -125,6 +125,7 @@ HUB = web.AppKey("hub", Hub)
 REGISTRY = web.AppKey("registry", NodeRegistry)
 CONFIG = web.AppKey("config", Config)
 VALIDATOR = web.AppKey("validator", ThreadPoolExecutor)
+STORE_THREAD = web.AppKey("store_thread", ThreadPoolExecutor)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,6 +169,13 @@ async def off_loop(app: web.Application, function: Any, *args: Any) -> Any:
     """Run blocking work (parsing, validation with file fingerprints, planning, decoding) on the
     validation thread, so the event loop keeps answering health, status and WebSocket clients."""
     return await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], function, *args)
+
+
+async def in_store(app: web.Application, function: Any, *args: Any) -> Any:
+    """Run a Store call on the store thread: it may wait for the worker's hold on the database or
+    for the disk (a commit that checkpoints the WAL), and the event loop must not. One thread keeps
+    the calls in the order the handlers made them (runs are queued in the order they were sent)."""
+    return await asyncio.get_running_loop().run_in_executor(app[STORE_THREAD], function, *args)
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -319,18 +327,6 @@ async def validate(request: web.Request) -> web.Response:
     return web.json_response({"valid": True, "errors": []})
 
 
-def announcer(app: web.Application) -> Callable[[dict[str, Any]], None]:
-    """What the store calls as it queues a run (before a worker can take it): the run_queued event."""
-
-    def announce(run: dict[str, Any]) -> None:
-        event = {"type": "run_queued", "run_id": run["id"], "seq": run["seq"], "name": run["name"]}
-        if run.get("sweep"):
-            event["sweep"] = run["sweep"]
-        app[HUB].publish_event(event)
-
-    return announce
-
-
 @routes.post("/api/runs")
 async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
@@ -342,8 +338,14 @@ async def submit_run(request: web.Request) -> web.Response:
         await compile_off_loop(request.app, document, params, subgraphs)
     except WorkflowError as exc:
         raise RequestError(400, "invalid workflow", errors=[i.to_dict() for i in exc.issues]) from None
-    run = request.app[STORE].add_run(document, params, subgraphs, announce=announcer(request.app))
-    request.app[WORKER].wake()
+    app, loop = request.app, asyncio.get_running_loop()
+
+    def announce(run: dict[str, Any]) -> None:  # on the store thread, before the worker can claim the run
+        app[HUB].publish_event_threadsafe(loop, {"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
+                                                 "name": run["name"]})
+
+    run = await in_store(app, app[STORE].add_run, document, params, subgraphs, announce)
+    app[WORKER].wake()
     return web.json_response({"id": run["id"], "seq": run["seq"], "status": "queued"}, status=202)
 
 
@@ -361,7 +363,14 @@ async def submit_sweep(request: web.Request, document: dict[str, Any], params: d
         combinations = await asyncio.get_running_loop().run_in_executor(app[VALIDATOR], plan_all)
     except WorkflowError as exc:
         raise sweeps.invalid_sweep(exc) from None
-    sweep_id, runs = app[STORE].add_sweep(document, combinations, subgraphs, announce=announcer(app))
+    loop = asyncio.get_running_loop()
+
+    def announce(sweep_id: str, runs: list[dict[str, Any]]) -> None:  # as in submit_run
+        for run in runs:
+            app[HUB].publish_event_threadsafe(loop, {"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
+                                                     "name": run["name"], "sweep": sweep_id})
+
+    sweep_id, runs = await in_store(app, app[STORE].add_sweep, document, combinations, subgraphs, announce)
     app[WORKER].wake()
     return web.json_response({"sweep": sweep_id, "status": "queued",
                               "runs": [{"id": run["id"], "seq": run["seq"], "params": run["params"]} for run in runs]},
@@ -389,12 +398,17 @@ async def list_runs(request: web.Request) -> web.Response:
     limit = _int_query(request, "limit", 50, 1, MAX_PAGE) or 50
     before = _int_query(request, "before", None, 1, 2**62)
     sweep = request.query.get("sweep") or None
-    runs, next_cursor = request.app[STORE].list_runs(status, limit, before, sweep)
-    return web.json_response({"runs": runs, "next": next_cursor})
+    store = request.app[STORE]
+
+    def page() -> str:  # a page of up to 500 runs: encoded on the store thread too
+        runs, next_cursor = store.list_runs(status, limit, before, sweep)
+        return json.dumps({"runs": runs, "next": next_cursor})
+
+    return web.json_response(text=await in_store(request.app, page))
 
 
-def _run_or_404(request: web.Request) -> dict[str, Any]:
-    run = request.app[STORE].get_run(request.match_info["id"])
+async def _run_or_404(request: web.Request) -> dict[str, Any]:
+    run = await in_store(request.app, request.app[STORE].get_run, request.match_info["id"])
     if run is None:
         raise RequestError(404, f"no run with id {request.match_info['id']!r}")
     return run
@@ -402,19 +416,19 @@ def _run_or_404(request: web.Request) -> dict[str, Any]:
 
 @routes.get("/api/runs/{id}")
 async def get_run(request: web.Request) -> web.Response:
-    return web.json_response(_run_or_404(request))
+    return web.json_response(await _run_or_404(request))
 
 
 @routes.post("/api/runs/{id}/cancel")
 async def cancel_run(request: web.Request) -> web.Response:
-    run = _run_or_404(request)
-    outcome = request.app[WORKER].cancel(run["id"])
+    run = await _run_or_404(request)
+    outcome = await in_store(request.app, request.app[WORKER].cancel, run["id"])
     if outcome == "cancelled":
         request.app[HUB].publish_event({"type": "run_cancelled", "run_id": run["id"], "status": "cancelled"})
         return web.json_response({"id": run["id"], "status": "cancelled"})
     if outcome == "cancelling":
         return web.json_response({"id": run["id"], "status": "cancelling"}, status=202)
-    current = request.app[STORE].get_run(run["id"]) or run
+    current = await in_store(request.app, request.app[STORE].get_run, run["id"]) or run
     raise RequestError(409, f"run {run['id']} is already {current['status']}", run_status=current["status"])
 
 
@@ -561,13 +575,13 @@ async def templates(request: web.Request) -> web.Response:
 
 @routes.get("/api/workflows")
 async def list_workflows(request: web.Request) -> web.Response:
-    return web.json_response(request.app[STORE].list_workflows())
+    return web.json_response(await in_store(request.app, request.app[STORE].list_workflows))
 
 
 @routes.get("/api/workflows/{name}")
 async def get_workflow(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "workflow")
-    document = request.app[STORE].get_workflow(name)
+    document = await in_store(request.app, request.app[STORE].get_workflow, name)
     if document is None:
         raise RequestError(404, f"no saved workflow named {name!r}")
     return web.json_response({"name": name, "document": document})
@@ -578,14 +592,14 @@ async def put_workflow(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "workflow")
     body = await read_json_object(request)
     document = await off_loop(request.app, workflow_from, body)
-    created = request.app[STORE].put_workflow(name, document)
+    created = await in_store(request.app, request.app[STORE].put_workflow, name, document)
     return web.json_response({"name": name, "created": created}, status=201 if created else 200)
 
 
 @routes.delete("/api/workflows/{name}")
 async def delete_workflow(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"], "workflow")
-    if not request.app[STORE].delete_workflow(name):
+    if not await in_store(request.app, request.app[STORE].delete_workflow, name):
         raise RequestError(404, f"no saved workflow named {name!r}")
     return web.json_response({"name": name, "deleted": True})
 
@@ -735,6 +749,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
     app[CONFIG], app[STORE], app[REGISTRY], app[WORKER], app[HUB] = config, store, registry, worker, Hub()
     # one validation thread: more would only fight the event loop for the GIL
     app[VALIDATOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-validate")
+    app[STORE_THREAD] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-store")
     app.add_routes(routes)
     from . import comfy  # ComfyUI's API (imports this module, hence here)
 
@@ -749,6 +764,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
         app[HUB].close_all()
         stopped = await asyncio.get_running_loop().run_in_executor(None, worker.stop, 5.0)  # SIGTERM: seconds
         app[VALIDATOR].shutdown(wait=False, cancel_futures=True)  # never wait on a request's work to stop
+        app[STORE_THREAD].shutdown(wait=False, cancel_futures=True)
         if stopped:  # else the busy worker still needs the connection; process exit closes it
             store.close()
 

@@ -153,7 +153,10 @@ class Comfy:
         self.app = app
         self.store = ComfyStore(app[server.CONFIG].data_dir / "diffgraph.db")
         self.clients: dict[str, set[Subscriber]] = {}
-        self.prompts: dict[str, Prompt] = {}  # run id -> prompt, for runs that may still send events
+        # run id -> prompt, for runs that may still send events: every prompt this server queues is put
+        # here before its first event, and those still queued from before a restart are loaded now, so
+        # the event listeners (on the loop, for every run's events) never need to ask the database
+        self.prompts: dict[str, Prompt] = {p.run_id: p for p, _ in self.store.with_status(("queued",))}
 
     # -- what the server knows ------------------------------------------------------------------
 
@@ -234,6 +237,8 @@ class Comfy:
                     subscribers.discard(subscriber)
 
     def status(self, client_id: str | None = None, sid: str | None = None) -> None:
+        if not any(self.clients.values()):  # nobody to tell: spare the loop the database query
+            return
         data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": self.store.remaining()}}}
         if sid is not None:
             data["sid"] = sid
@@ -255,7 +260,7 @@ class Comfy:
             return
         if not isinstance(run_id, str):
             return
-        prompt = self.prompt_of(run_id)
+        prompt = self.prompts.get(run_id)
         if prompt is None:
             if kind in ("run_started", "run_finished", "run_failed", "run_cancelled"):
                 self.status()
@@ -328,7 +333,7 @@ class Comfy:
     def on_preview(self, run_id: str, frame: bytes) -> None:
         """A Hub listener for binary frames: diffgraph's preview frame, re-framed the ComfyUI way
         (4-byte event type 1, 4-byte format 1 = JPEG, the JPEG bytes)."""
-        prompt = self.prompt_of(run_id)
+        prompt = self.prompts.get(run_id)
         if prompt is None or str(prompt.extra_data.get("preview_method", "none")) not in PREVIEW_ON:
             return
         if len(frame) < 4:
@@ -499,14 +504,17 @@ async def post_prompt(request: web.Request) -> web.Response:
         return prompt_error(kind, message, "; ".join(str(p) for p in exc.problems), errors)
     if comfy.store.by_prompt(prompt_id) is not None:  # again: another request may have taken it meanwhile
         return prompt_error("invalid_prompt", f"prompt_id {prompt_id!r} is already used; send another or none")
-    def announce(run: dict[str, Any]) -> None:  # before a worker can take the run: the prompt is known first
+    loop = asyncio.get_running_loop()
+
+    def announce(run: dict[str, Any]) -> None:  # on the store thread, before a worker can take the run
         record = Prompt(prompt_id, run["id"], client_id, prompt, extra_data, translation.outputs,
                         translation.node_ids, run["seq"])
         comfy.store.add(record)
-        comfy.prompts[run["id"]] = record
-        server.announcer(app)(run)
+        comfy.prompts[run["id"]] = record  # the prompt is known before any of its run's events
+        app[server.HUB].publish_event_threadsafe(loop, {"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
+                                                        "name": run["name"]})
 
-    run = app[server.STORE].add_run(translation.document, {}, announce=announce)
+    run = await server.in_store(app, app[server.STORE].add_run, translation.document, {}, None, announce)
     app[server.WORKER].wake()
     return web.json_response({"prompt_id": prompt_id, "number": run["seq"], "node_errors": {}})
 

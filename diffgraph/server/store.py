@@ -1,7 +1,9 @@
 """The server's SQLite file: the run queue and history, and the saved-workflow library.
 
-One connection shared by the event loop and the worker thread, guarded by a lock; every
-statement is short, so nobody waits long. WAL mode keeps readers and the writer apart on disk.
+One connection shared by the server's store thread (where the request handlers' calls run, off
+the event loop) and the worker thread, guarded by a lock. Every statement is short, but a call can
+wait for the lock or for the disk (a commit that runs a WAL checkpoint), which the event loop must
+never do: app.in_store runs the handlers' calls on that thread. WAL mode keeps readers and the writer apart on disk.
 A run's row is its whole story: it is inserted `queued`, the worker claims it (`running`) and
 writes the result (`succeeded`, `failed`, `cancelled`) in one statement.
 """
@@ -164,10 +166,11 @@ class Store:
 
     def add_run(self, workflow: dict[str, Any], params: dict[str, Any],
                 subgraphs: dict[str, Any] | None = None,
-                announce: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                on_added: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
         """Queue a run. `subgraphs` maps each `workflow:<name>` it uses to the document that name had
-        when the run was validated (see app.library_resolver). `announce` is told the new run before
-        any worker can claim it, so "queued" is always heard before "started"."""
+        when the run was validated (see app.library_resolver). `on_added(summary)` is called before
+        the worker can claim the run (the server announces `run_queued` there, so that it always
+        comes before the run's `run_started`, whichever thread queued it)."""
         run_id = uuid.uuid4().hex
         name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
         with self._lock:
@@ -178,15 +181,16 @@ class Store:
             )
             row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
             summary = _summary(row)
-            if announce is not None:
-                announce(summary)
+            if on_added is not None:
+                on_added(summary)
         return summary
 
     def add_sweep(self, workflow: dict[str, Any], params: list[dict[str, Any]],
                   subgraphs: dict[str, Any] | None = None,
-                  announce: Callable[[dict[str, Any]], None] | None = None) -> tuple[str, list[dict[str, Any]]]:
+                  on_added: Callable[[str, list[dict[str, Any]]], None] | None = None
+                  ) -> tuple[str, list[dict[str, Any]]]:
         """Queue one run per params, all at once and grouped under one sweep id; returns (id, summaries).
-        `subgraphs` and `announce` as for add_run, for every run of the sweep."""
+        `subgraphs` and `on_added(sweep id, summaries)` as for add_run, shared by every run of the sweep."""
         sweep_id = uuid.uuid4().hex
         name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
         document, now, snapshot = _dumps(workflow), time.time(), _dumps(subgraphs or {})
@@ -206,9 +210,8 @@ class Store:
             rows = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE sweep = ? ORDER BY seq",
                                     (sweep_id,)).fetchall()
             summaries = [_summary(row) for row in rows]
-            if announce is not None:
-                for summary in summaries:
-                    announce(summary)
+            if on_added is not None:
+                on_added(sweep_id, summaries)
         return sweep_id, summaries
 
     def claim_next(self) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import torch
 from diffgraph.nodes.types import Image, Latent
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "diffgraph" / "workflows" / "txt2img.yaml"
-HEAVY = ("torch", "diffusers", "transformers")
+HEAVY = ("torch", "diffusers", "transformers", "numpy")
 
 # runs the CLI in-process, then reports which heavy modules it imported
 PROBE = """
@@ -52,7 +52,7 @@ def test_a_fully_cached_rerun_imports_no_torch_and_saves_the_same_picture(tmp_pa
     first = probe(tmp_path, *args)
     assert first["code"] == 0 and "torch" in first["imported"]
     again = probe(tmp_path, *args)
-    assert again["code"] == 0 and again["imported"] == []
+    assert again["code"] == 0 and again["imported"] == []  # numpy neither: the pixels were stored
     result = json.loads(again["stdout"])
     assert result["executed"] == ["save"] and result["cached"] == ["decode"]
     from PIL import Image as PILImage
@@ -64,8 +64,7 @@ def test_restored_tensors_reach_nodes_as_torch_tensors(tmp_path):
     latent = {"samples": torch.randn(1, 4, 8, 8), "noise": torch.randn(1, 4, 8, 8)}
     stored = Latent.load(tmp_path, Latent.save(latent, tmp_path, "f32"))
     assert all(isinstance(v, np.ndarray) for v in stored.values())  # the light form: no torch needed
-    # both arrays are views of the one buffer read from the file: counted once, header included
-    assert 2 * 4 * 4 * 8 * 8 <= Latent.nbytes(stored) < 2 * 4 * 4 * 8 * 8 + 1024
+    assert 2 * 4 * 4 * 8 * 8 <= Latent.nbytes(stored) <= 2 * 4 * 4 * 8 * 8 + 256  # the arrays, plus bookkeeping
     restored = Latent.materialize(stored)
     assert all(isinstance(v, torch.Tensor) and torch.equal(v, latent[k]) for k, v in restored.items())
 
@@ -75,3 +74,28 @@ def test_restored_tensors_reach_nodes_as_torch_tensors(tmp_path):
 
     picture = torch.rand(1, 3, 4, 4)
     assert torch.equal(Image.materialize(Image.load(tmp_path, Image.save(picture, tmp_path, "image"))), picture)
+
+
+def test_a_restored_image_saves_the_very_pictures_the_fresh_one_does(tmp_path):
+    from diffgraph.nodes.images import _to_pictures
+    from diffgraph.nodes.types import StoredImage
+
+    # rounding ties (k + 0.5) / 255, values outside [0, 1] and NaN: the stored pixels round as a fresh save does
+    ties = ((torch.arange(256, dtype=torch.float64) + 0.5) / 255).to(torch.float32)
+    values = torch.cat([ties, torch.tensor([float("nan"), -0.5, 1.5, float("inf"), 0.0, 1.0]), torch.rand(3 * 2 * 8 * 8)])
+    picture = values[: 2 * 3 * 8 * 8].reshape(2, 3, 8, 8)
+    files = Image.save(picture, tmp_path, "image")
+    stored = Image.load(tmp_path, files)
+    assert isinstance(stored, StoredImage) and stored.shape == (2, 3, 8, 8)
+    assert [p.tobytes() for p in _to_pictures(stored)] == [p.tobytes() for p in _to_pictures(picture)]
+    torch.testing.assert_close(Image.materialize(stored), picture, equal_nan=True, rtol=0, atol=0)
+    assert Image.nbytes(stored) >= 2 * 3 * 8 * 8 * 5  # the float tensor and the pixels
+
+    older = Image.load(tmp_path, files[:1])  # an entry stored before the pixels were: numpy reads the tensor
+    assert isinstance(older, np.ndarray)
+    assert [p.tobytes() for p in _to_pictures(older)] == [p.tobytes() for p in _to_pictures(picture)]
+
+    half = torch.rand(1, 3, 4, 4).to(torch.bfloat16)
+    stored_half = Image.load(tmp_path, Image.save(half, tmp_path, "bf16"))
+    assert torch.equal(Image.materialize(stored_half), half)
+    assert [p.tobytes() for p in _to_pictures(stored_half)] == [p.tobytes() for p in _to_pictures(half)]
