@@ -390,6 +390,19 @@ def _load_single_file(ref: ModelRef, torch_dtype: Any) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _loading(what: str, field: str | None) -> Iterator[None]:
+    """Load quietly; any failure is the user's input (a broken or foreign model file): a NodeError
+    naming `field` and what was being loaded."""
+    try:
+        with libraries_quiet():
+            yield
+    except NodeError as exc:
+        raise NodeError(str(exc), exc.field or field) from None
+    except Exception as exc:  # noqa: BLE001 - a broken model file is the user's input
+        raise NodeError(f"cannot load {what}: {type(exc).__name__}: {exc}", field) from None
+
+
 class ModelCache:
     """Live models keyed by (kind, path, subfolder, revision, files, device, dtype), LRU under a
     byte budget (Settings.model_cache_gb: DIFFGRAPH_MODEL_CACHE_GB, default 16). A model bigger than the
@@ -416,16 +429,11 @@ class ModelCache:
         import torch
 
         torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
-        try:
-            with libraries_quiet():
-                if ref.single_file:
-                    parts = _load_single_file(ref, torch_dtype)
-                else:
-                    parts = {ref.kind: self._load_folder_part(ref, torch_dtype)}
-        except NodeError as exc:
-            raise NodeError(str(exc), exc.field or field) from None
-        except Exception as exc:  # noqa: BLE001 - a broken model file is the user's input
-            raise NodeError(f"cannot load {ref.describe()}: {type(exc).__name__}: {exc}", field) from None
+        with _loading(ref.describe(), field):
+            if ref.single_file:
+                parts = _load_single_file(ref, torch_dtype)
+            else:
+                parts = {ref.kind: self._load_folder_part(ref, torch_dtype)}
         self.loads += 1
         for kind, value in parts.items():
             self._put((kind, *key[1:]), _placed(value, device, torch_dtype))
@@ -444,14 +452,8 @@ class ModelCache:
         from . import modular
 
         torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
-        try:
-            with libraries_quiet():
-                pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
-        except NodeError as exc:
-            raise NodeError(str(exc), exc.field or field) from None
-        except Exception as exc:  # noqa: BLE001 - a broken model file is the user's input
-            raise NodeError(f"cannot load {ref.path} as a {ref.family} model: {type(exc).__name__}: {exc}",
-                            field) from None
+        with _loading(f"{ref.path} as a {ref.family} model", field):
+            pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
         self.loads += 1
         for component in pipeline.components.values():
             _placed(component, device, torch_dtype)
