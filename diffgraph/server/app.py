@@ -509,14 +509,19 @@ async def upload(request: web.Request) -> web.Response:
 def _store_upload(data: bytes, uploads: Path, max_pixels: int) -> tuple[str, str, tuple[int, int]]:
     image_format, size = _sniff_image(data, max_pixels)
     name = f"{uuid.uuid4().hex}.{UPLOAD_FORMATS[image_format]}"
-    target = uploads / name
-    temporary = target.with_name(f".{name}.tmp")
+    write_atomically(uploads / name, data)
+    return name, image_format, size
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write through a hidden temporary file and a rename: readers never see half a file, and a full
+    disk leaves no partial file behind."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
         temporary.write_bytes(data)
-        os.replace(temporary, target)
+        os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
-    return name, image_format, size
+        temporary.unlink(missing_ok=True)
 
 
 async def _read_limited(part: Any, max_upload_bytes: int) -> bytes:

@@ -675,12 +675,7 @@ def _target(comfy: Comfy, fields: dict[str, str], filename: str) -> tuple[Path, 
 
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)  # a full disk leaves no partial file behind
+    server.write_atomically(path, data)
 
 
 @both("POST", "/upload/image")
