@@ -66,13 +66,17 @@ class ModelRef:
     scheduler_config: str = ""  # JSON text, so the ref stays hashable
     #: the model family (`families.FAMILIES`); "" = Stable Diffusion 1.x/2.x, diffgraph's own loop
     family: str = ""
+    #: LoRAs applied while a node computes with this model (LoadLoRA; the loaded model itself never
+    #: changes): (file, content digest, strength) each, in the order they stack
+    loras: tuple[tuple[str, str, float], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelRef:
-        return cls(**data)
+        loras = tuple((str(path), str(digest), float(strength)) for path, digest, strength in data.get("loras", ()))
+        return cls(**{**data, "loras": loras})
 
     @property
     def single_file(self) -> bool:

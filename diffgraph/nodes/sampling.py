@@ -17,7 +17,7 @@ from typing import Any
 
 from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, node
 
-from . import models, modular
+from . import lora, models, modular
 from .types import Conditioning, Depth, Latent, Scheduler, TextEncoder, UNet
 
 #: name -> (diffusers class, config overrides); all built with `from_config` from the model's config
@@ -85,7 +85,8 @@ class TextEncode(Node):
         import torch
 
         if modular.is_modular(self.text_encoder):
-            return {"conditioning": modular.encode_text(ctx, self.text_encoder, self.text)}
+            with lora.applied(ctx, self.text_encoder):  # LoadLoRA's LoRAs, for this node only
+                return {"conditioning": modular.encode_text(ctx, self.text_encoder, self.text)}
         pair = models.load(ctx, self.text_encoder, "text_encoder")
         tokenizer, encoder = pair.tokenizer, pair.model
         tokens = tokenizer(self.text, padding="max_length", max_length=tokenizer.model_max_length,
@@ -93,7 +94,7 @@ class TextEncode(Node):
         mask = None
         if getattr(encoder.config, "use_attention_mask", False):
             mask = tokens.attention_mask.to(ctx.device)
-        with torch.inference_mode():
+        with lora.applied(ctx, self.text_encoder, pair), torch.inference_mode():  # LoRAs, for this node only
             embeds = encoder(tokens.input_ids.to(ctx.device), attention_mask=mask)[0]
         return {"conditioning": {"embeds": embeds.float().cpu()}}
 
@@ -239,7 +240,7 @@ class SampleLoop(Node):
                                         models.build_scheduler(_ref(self.scheduler, "scheduler")))
             if not isinstance(self.latent, dict) or "samples" not in self.latent:
                 raise NodeError("not a latent", "latent")
-            with torch.inference_mode():
+            with lora.applied(ctx, self.unet), torch.inference_mode():  # LoadLoRA's LoRAs, for this node only
                 samples = modular.sample(ctx, self.unet, self.latent, self.positive, self.negative, settings, preview)
             return {"latent": {"samples": samples.float().cpu()}}
         for field in ("positive", "negative"):  # conditioning of another family's text encoder
@@ -261,10 +262,11 @@ class SampleLoop(Node):
         import torch
 
         unet = models.load(ctx, self.unet, "unet")
-        if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
-            return self._sample(ctx, unet, seeds)
-        with batch_invariant(unet):
-            return self._sample(ctx, unet, seeds)
+        with lora.applied(ctx, self.unet, unet):  # LoadLoRA's LoRAs, for this node only
+            if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
+                return self._sample(ctx, unet, seeds)
+            with batch_invariant(unet):
+                return self._sample(ctx, unet, seeds)
 
     def _sample(self, ctx, unet, seeds):  # one loop, read top to bottom like a pipeline's __call__
         import torch
