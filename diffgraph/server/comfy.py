@@ -180,6 +180,19 @@ class Comfy:
                 found[entry.name] = entry.resolve()
         return found
 
+    def loras(self) -> dict[str, Path]:
+        """lora_name -> file: the .safetensors files in <data dir>/models/loras (and its subfolders), as
+        ComfyUI keeps them in models/loras."""
+        root = self.app[server.CONFIG].data_dir / "models" / "loras"
+        found: dict[str, Path] = {}
+        for path in sorted(root.rglob("*.safetensors")) if root.is_dir() else []:
+            if len(found) >= MAX_LISTED_FILES:
+                break
+            relative = path.relative_to(root).as_posix()
+            if path.is_file() and not path.is_symlink() and not any(p.startswith(".") for p in relative.split("/")):
+                found[relative] = path.resolve()
+        return found
+
     def input_files(self) -> list[str]:
         root = self.roots()["input"]
         names: list[str] = []
@@ -220,7 +233,9 @@ class Comfy:
                 return str(exc)
             return None
 
-        return Resolvers(checkpoint, lambda: list(models), self.image_path, check_sampler)
+        loras = self.loras()
+        return Resolvers(checkpoint, lambda: list(models), self.image_path, check_sampler,
+                         lora=lambda name: str(loras[name]) if name in loras else None, lora_choices=lambda: list(loras))
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -739,6 +754,8 @@ def _class_info(comfy: Comfy, class_type: str) -> dict[str, Any]:
         entry = [list(x) if isinstance(x, list) else x for x in input_spec]
         if class_type == "CheckpointLoaderSimple" and name == "ckpt_name":
             entry[0] = list(comfy.models())
+        elif name == "lora_name":
+            entry[0] = list(comfy.loras())
         elif class_type in ("LoadImage", "LoadImageMask") and name == "image":
             entry[0] = comfy.input_files()
         required[name] = entry
