@@ -246,3 +246,24 @@ def test_an_empty_lora_leaves_the_template_as_txt2img(lora_models, services, tmp
     plain = run("txt2img", settings, services, tmp_path / "plain").value("decode", "image")
     empty = run("txt2img_lora", {**settings, "lora": ""}, services, tmp_path / "lora").value("decode", "image")
     assert torch.equal(plain, empty)
+
+
+def test_the_template_declares_txt2img_params_plus_lora_and_lora_scale():
+    lora_params = set(read_document(TEMPLATES / "txt2img_lora.yaml")["params"])
+    assert lora_params == set(read_document(TEMPLATES / "txt2img.yaml")["params"]) | {"lora", "lora_scale"}
+    compile_workflow(read_document(TEMPLATES / "txt2img_lora.yaml"), default_registry(), base=TEMPLATES)  # as shipped
+
+
+def test_validating_with_a_lora_imports_no_torch(lora_models, loras, tmp_path):
+    from test_lazy_imports import probe
+
+    from diffgraph.engine import dump_document
+
+    for name, lora in (("fits", loras["sd_a"]), ("refused", loras["sdxl_a"])):
+        document = copy.deepcopy(read_document(TEMPLATES / "txt2img_lora.yaml"))
+        document["params"]["model"]["default"], document["params"]["lora"]["default"] = str(lora_models["sd"]), str(lora)
+        (tmp_path / f"{name}.yaml").write_text(dump_document(document))
+    fits = probe(tmp_path, "validate", tmp_path / "fits.yaml")
+    assert fits["code"] == 0 and fits["imported"] == []
+    refused = probe(tmp_path, "validate", tmp_path / "refused.yaml", "--json")
+    assert refused["code"] == 2 and refused["imported"] == [] and "two text encoders" in refused["stdout"]
