@@ -267,3 +267,28 @@ def test_validating_with_a_lora_imports_no_torch(lora_models, loras, tmp_path):
     assert fits["code"] == 0 and fits["imported"] == []
     refused = probe(tmp_path, "validate", tmp_path / "refused.yaml", "--json")
     assert refused["code"] == 2 and refused["imported"] == [] and "two text encoders" in refused["stdout"]
+
+
+def test_on_the_server_a_lora_is_a_file_under_the_model_roots(lora_models, loras, tmp_path, services):
+    """A LoRA outside the model roots is refused at validation without saying whether it exists; one
+    inside (named relative to a root) validates and runs."""
+    import shutil
+
+    from diffgraph.engine import FileAccess, ModelRoot
+
+    roots = tmp_path / "models"
+    (roots / "loras").mkdir(parents=True)
+    shutil.copyfile(loras["sd_a"], roots / "loras" / "mine.safetensors")
+    shutil.copytree(lora_models["sd"], roots / "tiny-sd")
+    access = FileAccess.contained(tmp_path / "uploads", [ModelRoot(roots, roots)])
+    document = read_document(TEMPLATES / "txt2img_lora.yaml")
+    for outside in (str(loras["sd_a"]), "../loras0/sd_a.safetensors", "/etc/hostname"):
+        with pytest.raises(WorkflowError) as raised:
+            compile_workflow(document, default_registry(), overrides("sd", "tiny-sd", lora=outside), base=TEMPLATES,
+                             access=access)
+        (issue,) = raised.value.issues
+        assert (issue.node, issue.field) == ("lora", "lora") and "not a model this server knows" in issue.message
+        assert "sd_a" not in issue.message.replace(outside, "") and str(tmp_path) not in issue.message.replace(outside, "")
+    plan = compile_workflow(document, default_registry(), overrides("sd", "tiny-sd", lora="loras/mine.safetensors",
+                                                                   lora_scale=SCALE), base=TEMPLATES, access=access)
+    assert run_plan(plan, services=services, output_dir=tmp_path / "out").result.status == "succeeded"
