@@ -48,6 +48,8 @@ _TRANSFORMER_MARKERS = ("transformer.", "lora_transformer_", "lora_unet_double_b
                         "lora_unet_joint_blocks", "diffusion_model.double_blocks", "diffusion_model.joint_blocks")
 _TWO_TEXT_ENCODER_MARKERS = ("text_encoder_2.", "lora_te1_", "lora_te2_")
 ADAPTER_PREFIX = "diffgraph_lora_"
+#: the names of a LoRA layer's first (down) matrix, in the layouts diffusers' converters produce
+_DOWN_WEIGHTS = (".lora_A.weight", ".lora.down.weight", ".lora_down.weight")
 
 LORA_DOC = ("a LoRA .safetensors file (diffusers/peft, kohya-ss and the other trainer formats diffusers reads); "
             "on the server, a file under its model folders")
@@ -260,9 +262,10 @@ def applied(ctx: Any, ref: Any, live: Any = None) -> Iterator[None]:
     if not entries:
         yield
         return
-    modules = lora_modules(ref, models.load(ctx, ref, ref.kind) if live is None else live)
+    live = models.load(ctx, ref, ref.kind) if live is None else live
+    modules = lora_modules(ref, live)
     try:
-        _activate(ref, modules, entries, ref.kind)
+        _activate(ref, modules, entries, ref.kind, _unet_config(ref, live))
         yield
     finally:
         for module in modules.values():
@@ -272,15 +275,24 @@ def applied(ctx: Any, ref: Any, live: Any = None) -> Iterator[None]:
 def try_on(ctx: Any, ref: Any, field: str) -> list[str]:
     """Load the last LoRA `ref` carries into the live model and take it out again: the components it
     reached (none: its weights fit nothing there). A LoRA that does not fit is a NodeError naming `field`."""
-    modules = lora_modules(ref, models.load(ctx, ref, field))
+    live = models.load(ctx, ref, field)
+    modules = lora_modules(ref, live)
     try:
-        return _activate(ref, modules, [ref.loras[-1]], field)
+        return _activate(ref, modules, [ref.loras[-1]], field, _unet_config(ref, live))
     finally:
         for module in modules.values():
             _unload(module)
 
 
-def _activate(ref: Any, modules: dict[str, Any], entries: list, field: str) -> list[str]:
+def _unet_config(ref: Any, live: Any) -> Any:
+    """SDXL's loader maps original (SGM) UNet block names with the UNet's config, which its
+    `load_lora_weights` passes; the family's pipeline holds the UNet also for a text-encoder node."""
+    if modular.family_of(ref).name != "sdxl":
+        return None
+    return getattr(live if ref.kind == "unet" else getattr(live, "unet", None), "config", None)
+
+
+def _activate(ref: Any, modules: dict[str, Any], entries: list, field: str, unet_config: Any = None) -> list[str]:
     import torch
 
     mixin = _mixin(modular.family_of(ref), field)
@@ -289,7 +301,7 @@ def _activate(ref: Any, modules: dict[str, Any], entries: list, field: str) -> l
         for index, (path, digest, strength) in enumerate(entries):
             tensors, metadata = _read(path, digest, field)
             name = f"{ADAPTER_PREFIX}{index}"
-            for component in _load(mixin, modules, tensors, metadata, name, Path(path).name, field):
+            for component in _load(mixin, modules, tensors, metadata, name, Path(path).name, field, unet_config):
                 active.setdefault(component, []).append((name, strength))
         for component, pairs in active.items():
             _set_strengths(modules[component], [n for n, _ in pairs], [s for _, s in pairs])
@@ -297,9 +309,11 @@ def _activate(ref: Any, modules: dict[str, Any], entries: list, field: str) -> l
 
 
 def _load(mixin: Any, modules: dict[str, Any], tensors: dict[str, Any], metadata: Any, name: str,
-          file_name: str, field: str) -> list[str]:
+          file_name: str, field: str, unet_config: Any = None) -> list[str]:
     """Load one LoRA into `modules` as adapter `name`; the components it reached."""
-    keyword = {"return_alphas": True} if "return_alphas" in inspect.signature(mixin.lora_state_dict).parameters else {}
+    keyword: dict[str, Any] = {"unet_config": unet_config} if unet_config is not None else {}
+    if "return_alphas" in inspect.signature(mixin.lora_state_dict).parameters:
+        keyword["return_alphas"] = True
     try:
         result = mixin.lora_state_dict(dict(tensors), return_lora_metadata=True, **keyword)
     except Exception as exc:  # noqa: BLE001 - diffusers' converters explain what they could not read
@@ -317,8 +331,8 @@ def _load(mixin: Any, modules: dict[str, Any], tensors: dict[str, Any], metadata
                 _load_denoiser(mixin, component, module, state_dict, alphas, metadata, name)
             else:
                 _load_text_encoder(module, component, state_dict, alphas, metadata, name)
-        except NodeError:
-            raise
+        except NodeError as exc:
+            raise NodeError(f"the LoRA {file_name} does not fit this model's {component}: {exc}", field) from None
         except Exception as exc:  # noqa: BLE001 - shapes or names that do not fit this model
             raise NodeError(f"the LoRA {file_name} does not fit this model's {component}: {_reason(exc)}; "
                             "it was probably trained for another model or base size", field) from None
@@ -331,10 +345,18 @@ def _load_denoiser(mixin: Any, component: str, module: Any, state_dict: dict, al
                    name: str) -> None:
     if component == "unet":
         mixin.load_lora_into_unet(state_dict, alphas, unet=module, adapter_name=name, metadata=metadata)
-        return
-    keywords = {"network_alphas": alphas} if "network_alphas" in inspect.signature(
-        mixin.load_lora_into_transformer).parameters else {}
-    mixin.load_lora_into_transformer(state_dict, transformer=module, adapter_name=name, metadata=metadata, **keywords)
+    else:
+        keywords = {"network_alphas": alphas} if "network_alphas" in inspect.signature(
+            mixin.load_lora_into_transformer).parameters else {}
+        mixin.load_lora_into_transformer(state_dict, transformer=module, adapter_name=name, metadata=metadata,
+                                         **keywords)
+    # diffusers only warns about LoRA layers that found no place in the model: a LoRA applied in part
+    # would be a silently different picture
+    wanted = {key.rsplit(".", 2)[0] for key in state_dict
+              if key.startswith(f"{component}.") and key.endswith(_DOWN_WEIGHTS)}
+    placed = sum(1 for layer in module.modules() if name in (getattr(layer, "lora_A", None) or {}))
+    if wanted and placed < len(wanted):
+        raise NodeError(f"only {placed} of its {len(wanted)} {component} layers have a place in this model")
 
 
 def _load_text_encoder(text_encoder: Any, prefix: str, state_dict: dict, alphas: Any, metadata: Any,
@@ -387,11 +409,10 @@ def _unload(module: Any) -> None:
     from diffusers import ModelMixin
     from diffusers.utils import recurse_remove_peft_layers
 
-    if isinstance(module, ModelMixin):
-        if getattr(module, "peft_config", None):
-            module.unload_lora()
+    if isinstance(module, ModelMixin) and getattr(module, "peft_config", None):
+        module.unload_lora()
         return
-    recurse_remove_peft_layers(module)
+    recurse_remove_peft_layers(module)  # also the layers of a LoRA whose loading failed half-way
     if getattr(module, "peft_config", None) is not None:
         del module.peft_config
     if hasattr(module, "_hf_peft_config_loaded"):

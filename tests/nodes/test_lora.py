@@ -161,11 +161,7 @@ def test_the_shared_model_is_never_changed_by_a_lora(lora_models, loras, tmp_pat
     assert not torch.equal(pictures[0], pictures[1]) and not torch.equal(pictures[1], pictures[2])
     assert torch.equal(pictures[0], pictures[3])
     assert loads[0] == loads[-1]  # the LoRA runs used the loaded model, never a reloaded copy
-    for live in [value for value, _ in shared["models"]._entries.values()]:  # no LoRA layer or adapter config left behind
-        for module in [live, getattr(live, "model", None)]:
-            if isinstance(module, torch.nn.Module):
-                assert not getattr(module, "peft_config", None)
-                assert not any("lora" in name for name, _ in module.named_parameters())
+    assert lora_layers_left(shared) == []
 
 
 def test_cache_keys_follow_the_lora_file_content_and_the_strengths(lora_models, loras, services, tmp_path):
@@ -292,3 +288,34 @@ def test_on_the_server_a_lora_is_a_file_under_the_model_roots(lora_models, loras
     plan = compile_workflow(document, default_registry(), overrides("sd", "tiny-sd", lora="loras/mine.safetensors",
                                                                    lora_scale=SCALE), base=TEMPLATES, access=access)
     assert run_plan(plan, services=services, output_dir=tmp_path / "out").result.status == "succeeded"
+
+
+def lora_layers_left(services: dict[str, Any]) -> list[str]:
+    """Names of LoRA parameters or adapter configs left in any live model of the model cache."""
+    left = []
+    for live, _ in services["models"]._entries.values():
+        parts = [live, getattr(live, "model", None), *getattr(live, "components", {}).values()]
+        for module in parts:
+            if isinstance(module, torch.nn.Module):
+                left += [name for name, _ in module.named_parameters() if "lora" in name]
+                left += ["peft_config"] if getattr(module, "peft_config", None) else []
+    return left
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_a_run_cancelled_mid_sampling_leaves_no_lora_behind(lora_models, loras, tmp_path, family):
+    from diffgraph.engine import CancelToken
+
+    services: dict[str, Any] = {}
+    token = CancelToken()
+
+    def on_event(event):
+        if event["type"] == "progress" and event["step"] == 1:
+            token.cancel()
+
+    plan = template_plan("txt2img_lora", overrides(family, lora_models[family], lora=str(loras[f"{family}_a"])))
+    run_plan(plan, services=services, output_dir=tmp_path, expect="cancelled", on_event=on_event, cancel=token)
+    assert lora_layers_left(services) == []
+    plain = overrides(family, lora_models[family])
+    after = run("txt2img", plain, services, tmp_path / "after").value("decode", "image")
+    assert torch.equal(after, run("txt2img", plain, {}, tmp_path / "fresh").value("decode", "image"))
