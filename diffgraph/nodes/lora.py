@@ -395,10 +395,10 @@ def _load_text_encoder(text_encoder: Any, prefix: str, state_dict: dict, alphas:
 
 def _set_strengths(module: Any, names: list[str], strengths: list[float]) -> None:
     """Activate the adapters at their strengths, as a pipeline's `set_adapters` does per component."""
-    from diffusers import ModelMixin
     from diffusers.loaders.lora_base import set_adapters_for_text_encoder
+    from diffusers.loaders.peft import PeftAdapterMixin
 
-    if isinstance(module, ModelMixin):
+    if isinstance(module, PeftAdapterMixin):  # diffusers' models; transformers' text encoders are not
         module.set_adapters(names, strengths)
     else:
         set_adapters_for_text_encoder(names, module, strengths)
@@ -406,10 +406,10 @@ def _set_strengths(module: Any, names: list[str], strengths: list[float]) -> Non
 
 def _unload(module: Any) -> None:
     """Every LoRA layer out: the module holds its original layers (and weights) again."""
-    from diffusers import ModelMixin
+    from diffusers.loaders.peft import PeftAdapterMixin
     from diffusers.utils import recurse_remove_peft_layers
 
-    if isinstance(module, ModelMixin) and getattr(module, "peft_config", None):
+    if isinstance(module, PeftAdapterMixin) and getattr(module, "peft_config", None):
         module.unload_lora()
         return
     recurse_remove_peft_layers(module)  # also the layers of a LoRA whose loading failed half-way

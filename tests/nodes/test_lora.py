@@ -37,8 +37,8 @@ def lora_models(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
 
 @pytest.fixture(scope="session")
 def loras(lora_models, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two random LoRAs per family as diffusers saves them (`<family>_a`, `<family>_b`), and a
-    kohya-named one for SD 1.x (`sd_kohya`)."""
+    """Two random LoRAs per family as diffusers saves them (`<family>_a`, `<family>_b`), and
+    kohya-named ones for SD 1.x and SDXL (`sd_kohya`, `sdxl_kohya`: original block names)."""
     root = tmp_path_factory.mktemp("loras")
     made = {}
     for family, model in lora_models.items():
@@ -46,6 +46,7 @@ def loras(lora_models, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
             made[f"{family}_{name}"] = tiny_loras.diffusers_lora(model, family, root / f"{family}_{name}.safetensors",
                                                                  seed=seed)
     made["sd_kohya"] = tiny_loras.kohya_lora(lora_models["sd"], root / "sd_kohya.safetensors", seed=3)
+    made["sdxl_kohya"] = tiny_loras.kohya_sdxl_lora(lora_models["sdxl"], root / "sdxl_kohya.safetensors", seed=4)
     return made
 
 
@@ -122,11 +123,14 @@ def test_separate_strengths_match_set_adapters_with_per_component_weights(lora_m
     assert_same_picture(result.value("decode", "image"), expected, result.result.outputs["save"][0])
 
 
-def test_kohya_lora_matches_the_pipeline(lora_models, loras, services, tmp_path, transformers_loads_text_encoder_loras):
-    lora = loras["sd_kohya"]
-    result = run("txt2img_lora", overrides("sd", lora_models["sd"], lora=str(lora), lora_scale=SCALE), services, tmp_path)
-    expected = reference("sd", lora_models["sd"], [(lora, SCALE)])
-    assert (expected - reference("sd", lora_models["sd"], [])).abs().max() > 4 / 255
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_kohya_lora_matches_the_pipeline(lora_models, loras, services, tmp_path, family,
+                                         transformers_loads_text_encoder_loras):
+    lora = loras[f"{family}_kohya"]
+    result = run("txt2img_lora", overrides(family, lora_models[family], lora=str(lora), lora_scale=SCALE), services,
+                 tmp_path)
+    expected = reference(family, lora_models[family], [(lora, SCALE)])
+    assert (expected - reference(family, lora_models[family], [])).abs().max() > 4 / 255
     assert_same_picture(result.value("decode", "image"), expected, result.result.outputs["save"][0])
 
 

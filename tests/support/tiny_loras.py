@@ -4,11 +4,13 @@
 weights, so the LoRA changes the picture) and saves them with the family's own
 `save_lora_weights`, as diffusers' training scripts do. `kohya_lora` writes the same kind of
 low-rank weights under kohya-ss names (`lora_unet_...`, `lora_te_...`, `.lora_down` / `.lora_up`
-/ `.alpha`), the format most shared SD 1.x LoRAs have, which diffusers' `lora_state_dict` converts.
+/ `.alpha`), the format most shared SD 1.x LoRAs have, which diffusers' `lora_state_dict` converts (for SDXL with the
+original block names, `kohya_sdxl_lora`).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 #: the family's classic pipeline and its LoRA mixin (which saves the file)
@@ -84,6 +86,40 @@ def kohya_lora(model: Path, target: Path, seed: int = 0, rank: int = 4, alpha: f
         for name, layer in module.named_modules():
             if isinstance(layer, torch.nn.Linear) and any(name.endswith(t) for t in targets):
                 key = prefix + inner + name.replace(".", "_")
+                tensors[f"{key}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=generator) * scale
+                tensors[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=generator) * scale
+                tensors[f"{key}.alpha"] = torch.tensor(alpha)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(target))
+    return target
+
+
+def _sgm_name(name: str) -> str:
+    """A tiny SDXL UNet's attention module under its original (SGM) name, as kohya-ss names SDXL LoRAs:
+    input_blocks.N.1 for down_blocks.1's attentions (after conv_in, two resnets, a downsampler),
+    middle_block.1, output_blocks.N.1 for up_blocks.0's attentions (the tiny config's layout only)."""
+    name = re.sub(r"^down_blocks\.1\.attentions\.(\d)", lambda m: f"input_blocks.{4 + int(m.group(1))}.1", name)
+    name = re.sub(r"^mid_block\.attentions\.0", "middle_block.1", name)
+    return re.sub(r"^up_blocks\.0\.attentions\.(\d)", lambda m: f"output_blocks.{m.group(1)}.1", name)
+
+
+def kohya_sdxl_lora(model: Path, target: Path, seed: int = 0, rank: int = 4, alpha: float = 2.0,
+                    scale: float = 0.3) -> Path:
+    """A kohya-ss LoRA for the tiny SDXL model: `lora_unet_input_blocks_...` (original block names,
+    which diffusers maps with the UNet's config), `lora_te1_...` and `lora_te2_...`."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from safetensors.torch import save_file
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(str(model))
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for prefix, module in (("lora_unet_", pipe.unet), ("lora_te1_text_model_", pipe.text_encoder),
+                           ("lora_te2_text_model_", pipe.text_encoder_2)):
+        for name, layer in module.named_modules():
+            if isinstance(layer, torch.nn.Linear) and any(name.endswith(t) for t in (*DENOISER_TARGETS, *TEXT_TARGETS)):
+                path = _sgm_name(name) if prefix == "lora_unet_" else name.removeprefix("text_model.")
+                key = prefix + path.replace(".", "_")
                 tensors[f"{key}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=generator) * scale
                 tensors[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=generator) * scale
                 tensors[f"{key}.alpha"] = torch.tensor(alpha)
