@@ -38,9 +38,10 @@ MAX_HEADER_BYTES = 64 * 1024 * 1024
 #: strengths beyond ComfyUI's everyday range give noise; -10..10 still allows inverted and boosted LoRAs
 STRENGTH_LIMIT = 10.0
 #: the family -> diffusers' LoRA loader mixin (its classmethods read, convert and inject LoRAs);
-#: families missing here are refused with a clear error (their loaders are untested in diffgraph)
+#: a family missing here is refused with a clear error (a new family's loader, untested in diffgraph)
 LOADERS = {"sd": "StableDiffusionLoraLoaderMixin", "sdxl": "StableDiffusionXLLoraLoaderMixin",
-           "sd3": "SD3LoraLoaderMixin", "flux": "FluxLoraLoaderMixin"}
+           "sd3": "SD3LoraLoaderMixin", "flux": "FluxLoraLoaderMixin", "zimage": "ZImageLoraLoaderMixin",
+           "qwenimage": "QwenImageLoraLoaderMixin", "flux2": "Flux2LoraLoaderMixin"}
 #: what a LoRA's tensor names say about the model it was trained for (original and diffusers layouts)
 _UNET_MARKERS = ("unet.", "lora_unet_down_blocks", "lora_unet_up_blocks", "lora_unet_mid_block",
                  "lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block")
@@ -58,9 +59,9 @@ LORA_DOC = ("a LoRA .safetensors file (diffusers/peft, kohya-ss and the other tr
 @node("LoadLoRA", category="loaders")
 class LoadLoRA(Node):
     """Apply a LoRA to a model: `unet` (the denoiser) at `strength_model` and `text_encoder` at
-    `strength_text`, for SD 1.x/2.x, SDXL, SD3 and Flux.1. Chain several to stack them. The loaded
-    model itself is never changed: the LoRA is applied while each node that uses these outputs runs,
-    and removed afterwards."""
+    `strength_text` (SD 1.x/2.x, SDXL, SD3, Flux.1; Z-Image, Qwen-Image and Flux.2 [klein] take LoRAs
+    on the denoiser only). Chain several to stack them. The loaded model itself is never changed:
+    the LoRA is applied while each node that uses these outputs runs, and removed afterwards."""
 
     unet: UNet = Input(doc="the model's denoiser (LoadPipeline, or another LoadLoRA)")
     text_encoder: TextEncoder = Input(optional=True, doc="the model's text encoder(s); leave unlinked to "

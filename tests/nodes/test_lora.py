@@ -22,16 +22,20 @@ from diffgraph.engine import WorkflowError, compile_workflow, default_registry, 
 STEPS = 3
 SCALE = 0.7
 PIPELINES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline",
-             "flux": "FluxPipeline"}
-#: the family's template picture size and guidance (Flux: its distilled guidance, no negative prompt)
-SIZE = {"sd": 64, "sdxl": 32, "sd3": 32, "flux": 32}
+             "flux": "FluxPipeline", "zimage": "ZImagePipeline", "qwenimage": "QwenImagePipeline",
+             "flux2": "Flux2KleinPipeline"}
+#: the family's template picture size
+SIZE = {"sd": 64, "sdxl": 32, "sd3": 32, "flux": 32, "zimage": 32, "qwenimage": 32, "flux2": 32}
+#: what the template's `cfg` is called by each classic pipeline (Qwen-Image's CFG needs a negative prompt)
+GUIDANCE = {"qwenimage": {"negative_prompt": ""}}
 
 
 @pytest.fixture(scope="session")
 def lora_models(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The tiny sd model, and tiny sdxl/, sd3/ and flux/ folders (diffusers' dummy configs)."""
     root = tmp_path_factory.mktemp("lora-families")
-    built = {name: getattr(tiny_families, f"build_{name}")(root / name) for name in ("sdxl", "sd3", "flux")}
+    built = {name: getattr(tiny_families, f"build_{name}")(root / name)
+             for name in ("sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2")}
     return {"sd": tiny["sd"], **built}
 
 
@@ -79,7 +83,8 @@ def reference(family: str, model: Path, adapters: list[tuple[Path, Any]]):
             pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=f"l{index}")
         pipe.set_adapters([f"l{index}" for index in range(len(adapters))], [weight for _, weight in adapters])
     settings = overrides(family, model)
-    return pipe(prompt=settings["prompt"], num_inference_steps=STEPS, guidance_scale=settings["cfg"],
+    guidance = {"true_cfg_scale": settings["cfg"]} if family == "qwenimage" else {"guidance_scale": settings["cfg"]}
+    return pipe(prompt=settings["prompt"], num_inference_steps=STEPS, **guidance, **GUIDANCE.get(family, {}),
                 height=SIZE[family], width=SIZE[family], generator=generator(), output_type="pt").images
 
 
@@ -100,7 +105,7 @@ def run(name_or_plan, settings: dict[str, Any], services: dict[str, Any], out: P
     return run_plan(plan, services=services, output_dir=out)
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2"])
 def test_template_matches_the_pipeline_after_load_lora_weights(lora_models, loras, services, tmp_path, family,
                                                                transformers_loads_text_encoder_loras):
     lora = loras[f"{family}_a"]

@@ -19,6 +19,9 @@ PIPELINES = {
     "sdxl": ("StableDiffusionXLPipeline", "StableDiffusionXLLoraLoaderMixin"),
     "sd3": ("StableDiffusion3Pipeline", "SD3LoraLoaderMixin"),
     "flux": ("FluxPipeline", "FluxLoraLoaderMixin"),
+    "zimage": ("ZImagePipeline", "ZImageLoraLoaderMixin"),
+    "qwenimage": ("QwenImagePipeline", "QwenImageLoraLoaderMixin"),
+    "flux2": ("Flux2KleinPipeline", "Flux2LoraLoaderMixin"),
 }
 DENOISER_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
