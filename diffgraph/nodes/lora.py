@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -296,21 +297,36 @@ def _unet_config(ref: Any, live: Any) -> Any:
 def _activate(ref: Any, modules: dict[str, Any], entries: list, field: str, unet_config: Any = None) -> list[str]:
     import torch
 
-    mixin = _mixin(modular.family_of(ref), field)
+    family = modular.family_of(ref)
+    mixin = _mixin(family, field)
     active: dict[str, list[tuple[str, float]]] = {}
-    with torch.inference_mode(False), models.libraries_quiet():  # LoRA layers are made outside the node's inference mode
+    # LoRA layers are made outside the node's inference mode
+    with torch.inference_mode(False), models.libraries_quiet(), _loader_errors_quiet():
         for index, (path, digest, strength) in enumerate(entries):
             tensors, metadata = _read(path, digest, field)
             name = f"{ADAPTER_PREFIX}{index}"
-            for component in _load(mixin, modules, tensors, metadata, name, Path(path).name, field, unet_config):
+            loaded = _load(mixin, modules, tensors, metadata, name, Path(path).name, field, unet_config, family.title)
+            for component in loaded:
                 active.setdefault(component, []).append((name, strength))
         for component, pairs in active.items():
             _set_strengths(modules[component], [n for n, _ in pairs], [s for _, s in pairs])
     return list(active)
 
 
+@contextlib.contextmanager
+def _loader_errors_quiet() -> Iterator[None]:
+    """diffusers logs a failed LoRA load as an error before raising it; the raise becomes our NodeError."""
+    logger = logging.getLogger("diffusers.loaders.peft")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
 def _load(mixin: Any, modules: dict[str, Any], tensors: dict[str, Any], metadata: Any, name: str,
-          file_name: str, field: str, unet_config: Any = None) -> list[str]:
+          file_name: str, field: str, unet_config: Any = None, title: str = "") -> list[str]:
     """Load one LoRA into `modules` as adapter `name`; the components it reached."""
     keyword: dict[str, Any] = {"unet_config": unet_config} if unet_config is not None else {}
     if "return_alphas" in inspect.signature(mixin.lora_state_dict).parameters:
@@ -332,11 +348,11 @@ def _load(mixin: Any, modules: dict[str, Any], tensors: dict[str, Any], metadata
                 _load_denoiser(mixin, component, module, state_dict, alphas, metadata, name)
             else:
                 _load_text_encoder(module, component, state_dict, alphas, metadata, name)
-        except NodeError as exc:
-            raise NodeError(f"the LoRA {file_name} does not fit this model's {component}: {exc}", field) from None
         except Exception as exc:  # noqa: BLE001 - shapes or names that do not fit this model
-            raise NodeError(f"the LoRA {file_name} does not fit this model's {component}: {_reason(exc)}; "
-                            "it was probably trained for another model or base size", field) from None
+            reason = str(exc) if isinstance(exc, NodeError) else _reason(exc)
+            raise NodeError(f"the LoRA {file_name} does not fit this model's {component} ({reason}): it was "
+                            f"probably trained for another model or base size; pick a LoRA trained for this "
+                            f"{title} model's base", field) from None
         if name in (getattr(module, "peft_config", None) or {}):
             reached.append(component)
     return reached

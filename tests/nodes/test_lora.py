@@ -225,7 +225,7 @@ def test_a_lora_of_another_base_size_fails_its_node_naming_the_field(lora_models
     plan = template_plan("txt2img_lora", overrides("sdxl", lora_models["sdxl"], lora=str(loras["sd_a"])))
     result = run_plan(plan, services=services, output_dir=tmp_path, expect="failed").result
     assert result.failed_node == "lora"
-    assert "does not fit" in result.error and "lora" in result.error
+    assert "does not fit this model's unet" in result.error and "pick a LoRA trained for this Stable Diffusion XL" in result.error
     assert "sample" not in result.executed
 
 
