@@ -66,6 +66,8 @@ class ModelRef:
     scheduler_config: str = ""  # JSON text, so the ref stays hashable
     #: the model family (`families.FAMILIES`); "" = Stable Diffusion 1.x/2.x, diffgraph's own loop
     family: str = ""
+    #: unets only: the IP-Adapters ApplyIPAdapter attached (JSON text; see ipadapter.py), "" = none
+    ip_adapters: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

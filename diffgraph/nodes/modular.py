@@ -272,9 +272,10 @@ class Sampling:
 
 
 def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: Any, settings: Sampling,
-           preview: Callable[[Any], Any]) -> Any:
+           preview: Callable[[Any], Any], extra_inputs: dict[str, Any] | None = None) -> Any:
     """SampleLoop: the family's denoise blocks (input, timesteps, latents, loop), with the step
-    block reporting progress and cancellation. Returns the denoised latents [B, C, h, w]."""
+    block reporting progress and cancellation. Returns the denoised latents [B, C, h, w].
+    `extra_inputs`: more denoise block inputs (IP-Adapter image embeds)."""
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -312,6 +313,7 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
             pipeline.update_components(guider=_guider(family, settings.cfg if settings.cfg > 1.0 else None))
     with _quiet_diffusers():
         pipeline.update_components(scheduler=settings.scheduler)
+    inputs.update(extra_inputs or {})
     for name, value in list(inputs.items()):
         if isinstance(value, torch.Tensor):
             inputs[name] = _placed(value, ctx.device, pipeline.dtype)

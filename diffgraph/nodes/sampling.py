@@ -17,7 +17,7 @@ from typing import Any
 
 from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, node
 
-from . import models, modular
+from . import ipadapter, models, modular
 from .types import Conditioning, Depth, Latent, Scheduler, TextEncoder, UNet
 
 #: name -> (diffusers class, config overrides); all built with `from_config` from the model's config
@@ -239,8 +239,9 @@ class SampleLoop(Node):
                                         models.build_scheduler(_ref(self.scheduler, "scheduler")))
             if not isinstance(self.latent, dict) or "samples" not in self.latent:
                 raise NodeError("not a latent", "latent")
-            with torch.inference_mode():
-                samples = modular.sample(ctx, self.unet, self.latent, self.positive, self.negative, settings, preview)
+            with torch.inference_mode(), ipadapter.loaded(ctx, self.unet):  # IP-Adapter: only while sampling
+                samples = modular.sample(ctx, self.unet, self.latent, self.positive, self.negative, settings, preview,
+                                         extra_inputs=ipadapter.modular_inputs(self.unet))
             return {"latent": {"samples": samples.float().cpu()}}
         for field in ("positive", "negative"):  # conditioning of another family's text encoder
             value = getattr(self, field)
@@ -261,10 +262,11 @@ class SampleLoop(Node):
         import torch
 
         unet = models.load(ctx, self.unet, "unet")
-        if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
-            return self._sample(ctx, unet, seeds)
-        with batch_invariant(unet):
-            return self._sample(ctx, unet, seeds)
+        with ipadapter.loaded(ctx, self.unet):  # IP-Adapter: its processors in the UNet only while sampling
+            if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
+                return self._sample(ctx, unet, seeds)
+            with batch_invariant(unet):
+                return self._sample(ctx, unet, seeds)
 
     def _sample(self, ctx, unet, seeds):  # one loop, read top to bottom like a pipeline's __call__
         import torch
@@ -368,6 +370,7 @@ class SampleLoop(Node):
 
         total = len(timesteps)
         kwargs = step_kwargs(scheduler, generator)
+        ip_adapter = ipadapter.unet_kwargs(self.unet, batch, guided, device, dtype)  # IP-Adapter image embeds
         for i, t in enumerate(timesteps):
             ctx.check_cancelled()
             model_input = torch.cat([latents] * 2) if guided else latents
@@ -376,7 +379,7 @@ class SampleLoop(Node):
                 model_input = torch.cat([model_input, extra], dim=1)
             if conditional:
                 prediction = unet(model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
-                                  return_dict=False)[0]
+                                  return_dict=False, **ip_adapter)[0]
             else:
                 prediction = unet(model_input, t, return_dict=False)[0]
             if guided:

@@ -1,0 +1,191 @@
+"""LoadIPAdapter + ApplyIPAdapter: the txt2img template with an image prompt computes the picture of
+diffusers' pipelines after `load_ip_adapter` + `set_ip_adapter_scale` with `ip_adapter_image=`
+(SD 1.x and SDXL, within 2/255, CPU float32, CPU generator); the shared UNet is never left changed;
+bad input is named by node and field. The adapters are tiny random ones built offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from support import tiny_families, tiny_ipadapter
+from support.templates import TEMPLATES, run_plan
+from test_parity import SEED, assert_same_picture, generator, use_scheduler
+
+from diffgraph.engine import WorkflowError, compile_workflow, default_registry, read_document
+
+STEPS = 3
+
+
+@pytest.fixture(scope="session")
+def sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_families.build_sdxl(tmp_path_factory.mktemp("tiny-sdxl") / "sdxl")
+
+
+def _unet(model: Path):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel.from_pretrained(str(model), subfolder="unet")
+
+
+@pytest.fixture(scope="session")
+def adapters(tiny, sdxl, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """ip-adapter.safetensors (with image_encoder/ beside it) for the tiny SD and SDXL UNets."""
+    root = tmp_path_factory.mktemp("ip-adapters")
+    return {"sd": tiny_ipadapter.build(root / "sd", _unet(tiny["sd"])),
+            "sdxl": tiny_ipadapter.build(root / "sdxl", _unet(sdxl), seed=1)}
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image prompt: a 40x48 picture (the processor resizes and crops it to the encoder's 32)."""
+    import numpy as np
+
+    y, x = np.mgrid[0:40, 0:48]
+    rgb = np.stack([x * 5, 255 - y * 6, (x * y) % 256], axis=-1).astype(np.uint8)
+    path = tmp_path_factory.mktemp("reference") / "reference.png"
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def workflow(model: Path, adapter: Path | None, image: Path, strength: float = 0.8, **overrides):
+    """txt2img with ApplyIPAdapter between the loader's unet and the sampler (none: plain txt2img)."""
+    document = read_document(TEMPLATES / "txt2img.yaml")
+    if adapter is not None:
+        document["nodes"]["reference"] = {"type": "LoadImage", "params": {"image": str(image)}}
+        document["nodes"]["ip"] = {"type": "LoadIPAdapter", "params": {"ip_adapter": str(adapter)}}
+        document["nodes"]["apply"] = {"type": "ApplyIPAdapter", "params": {"strength": strength}, "inputs": {
+            "unet": "load.unet", "ip_adapter": "ip.ip_adapter", "image": "reference.image"}}
+        document["nodes"]["sample"]["inputs"]["unet"] = "apply.unet"
+    params = {"model": str(model), "prompt": "a red circle", "seed": SEED, "steps": STEPS, "cfg": 5.0, "width": 32,
+              "height": 32, **overrides}
+    return compile_workflow(document, default_registry(), params, base=TEMPLATES)
+
+
+def run(plan, services, output_dir, expect: str = "succeeded"):
+    return run_plan(plan, services=services, output_dir=output_dir, expect=expect)
+
+
+def pipeline_with_adapter(cls, model: Path, adapter: Path, strength: float):
+    pipe = cls.from_pretrained(str(model)).to("cpu")
+    pipe.load_ip_adapter(str(adapter.parent), subfolder="", weight_name=adapter.name, local_files_only=True)
+    pipe.set_ip_adapter_scale(strength)
+    if cls.__name__ == "StableDiffusionPipeline":  # the template's sampler (SDXL's own is euler already)
+        use_scheduler(pipe, "euler")
+    return pipe
+
+
+@pytest.mark.parametrize(("strength", "cfg"), [(0.8, 5.0), (1.5, 1.0)])
+def test_sd_matches_the_pipeline_after_load_ip_adapter(tiny, adapters, reference, services, tmp_path, strength, cfg):
+    from diffusers import StableDiffusionPipeline
+
+    ours = run(workflow(tiny["sd"], adapters["sd"], reference, strength, cfg=cfg), services, tmp_path)
+    pipe = pipeline_with_adapter(StableDiffusionPipeline, tiny["sd"], adapters["sd"], strength)
+    expected = pipe("a red circle", ip_adapter_image=Image.open(reference), num_inference_steps=STEPS,
+                    guidance_scale=cfg, width=32, height=32, generator=generator(), output_type="pt").images
+    assert_same_picture(ours.value("decode", "image"), expected, ours.result.outputs["save"][0])
+    plain = pipe("a red circle", num_inference_steps=STEPS, guidance_scale=cfg, width=32, height=32,
+                 generator=generator(), output_type="pt", ip_adapter_image=Image.new("RGB", (40, 48))).images
+    assert (plain - expected).abs().max() > 4 / 255  # the image prompt matters: another picture, another result
+
+
+def test_sdxl_matches_the_pipeline_after_load_ip_adapter(sdxl, adapters, reference, services, tmp_path):
+    from diffusers import StableDiffusionXLPipeline
+
+    ours = run(workflow(sdxl, adapters["sdxl"], reference, 0.7), services, tmp_path)
+    pipe = pipeline_with_adapter(StableDiffusionXLPipeline, sdxl, adapters["sdxl"], 0.7)
+    expected = pipe("a red circle", ip_adapter_image=Image.open(reference), num_inference_steps=STEPS,
+                    guidance_scale=5.0, width=32, height=32, generator=generator(), output_type="pt").images
+    assert_same_picture(ours.value("decode", "image"), expected, ours.result.outputs["save"][0])
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_the_shared_model_is_never_left_changed(tiny, sdxl, adapters, reference, services, tmp_path, family):
+    """One process, one model cache: without, with, without again -> the first and last pictures are
+    the same, and the adapter's picture differs from both."""
+    model = {"sd": tiny["sd"], "sdxl": sdxl}[family]
+    before = run(workflow(model, None, reference), services, tmp_path / "1").value("decode", "image")
+    adapted = run(workflow(model, adapters[family], reference), services, tmp_path / "2").value("decode", "image")
+    after = run(workflow(model, None, reference), services, tmp_path / "3").value("decode", "image")
+    assert torch.equal(before, after)
+    assert (adapted - before).abs().max() > 4 / 255
+
+
+def test_cache_keys_follow_strength_image_and_adapter_file(tiny, adapters, reference, services, tmp_path):
+    first = run(workflow(tiny["sd"], adapters["sd"], reference, 0.8), services, tmp_path / "a")
+    stronger = workflow(tiny["sd"], adapters["sd"], reference, 1.2)
+    assert stronger.nodes["apply"].key != first.plan.nodes["apply"].key
+    assert stronger.nodes["sample"].key != first.plan.nodes["sample"].key
+    other = tmp_path / "other.png"
+    Image.open(reference).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(other)
+    assert workflow(tiny["sd"], adapters["sd"], other, 0.8).nodes["apply"].key != first.plan.nodes["apply"].key
+    copy = tmp_path / "copy" / adapters["sd"].name
+    copy.parent.mkdir()
+    copy.write_bytes(adapters["sd"].read_bytes())
+    (copy.parent / "image_encoder").symlink_to(adapters["sd"].parent / "image_encoder")
+    again = workflow(tiny["sd"], copy, reference, 0.8).nodes["ip"].key
+    copy.write_bytes(copy.read_bytes()[:-4] + b"\0\0\0\0")  # the same file, new content
+    assert workflow(tiny["sd"], copy, reference, 0.8).nodes["ip"].key != again
+
+
+def test_adapter_for_another_cross_attention_size_is_named(tiny, sdxl, adapters, reference, services, tmp_path):
+    failed = run(workflow(tiny["sd"], adapters["sdxl"], reference), services, tmp_path, expect="failed")
+    assert failed.result.failed_node == "apply" and "field 'ip_adapter'" in failed.result.error
+    assert "width 64" in failed.result.error and "width 32" in failed.result.error
+    assert "use an IP-Adapter made for this model" in failed.result.error
+
+
+def test_an_adapter_for_another_family_is_named(tiny, tmp_path, services, reference):
+    flux = tiny_families.build_flux(tmp_path / "flux")
+    adapter = tiny_ipadapter.build(tmp_path / "ip", _unet(tiny["sd"]))
+    failed = run(workflow(flux, adapter, reference), services, tmp_path / "out", expect="failed")
+    assert failed.result.failed_node == "apply" and "field 'unet'" in failed.result.error
+    assert "Stable Diffusion 1.x/2.x and SDXL" in failed.result.error and "flux" in failed.result.error
+
+
+@pytest.mark.parametrize("strength", [-1.5, 3.5])
+def test_strength_out_of_range_is_invalid(tiny, adapters, reference, strength):
+    with pytest.raises(WorkflowError) as raised:
+        workflow(tiny["sd"], adapters["sd"], reference, strength)
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("apply", "strength")
+
+
+def test_a_non_image_linked_is_invalid(tiny, adapters, reference):
+    document = read_document(TEMPLATES / "txt2img.yaml")
+    document["nodes"]["ip"] = {"type": "LoadIPAdapter", "params": {"ip_adapter": str(adapters["sd"])}}
+    document["nodes"]["apply"] = {"type": "ApplyIPAdapter", "inputs": {
+        "unet": "load.unet", "ip_adapter": "ip.ip_adapter", "image": "empty.latent"}}
+    document["nodes"]["sample"]["inputs"]["unet"] = "apply.unet"
+    with pytest.raises(WorkflowError) as raised:
+        compile_workflow(document, default_registry(), {"model": str(tiny["sd"])}, base=TEMPLATES)
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("apply", "image") and "IMAGE" in issue.message
+
+
+def test_a_pickle_adapter_file_is_refused_by_content(tiny, reference, services, tmp_path):
+    disguised = tmp_path / "ip-adapter.safetensors"
+    disguised.write_bytes(b"\x80\x04\x95" + b"\0" * 64)  # a pickle stream, whatever the name says
+    failed = run(workflow(tiny["sd"], disguised, reference), services, tmp_path / "out", expect="failed")
+    assert failed.result.failed_node == "ip" and "field 'ip_adapter'" in failed.result.error
+    assert "pickle" in failed.result.error
+
+
+def test_a_file_that_is_not_an_ip_adapter_is_named(tiny, reference, services, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "lora.safetensors"
+    save_file({"lora_unet_down.weight": torch.zeros(2, 2)}, str(path))
+    (tmp_path / "image_encoder").mkdir()
+    failed = run(workflow(tiny["sd"], path, reference), services, tmp_path / "out", expect="failed")
+    assert failed.result.failed_node == "ip" and "field 'ip_adapter'" in failed.result.error
+    assert "image_proj.* and ip_adapter.*" in failed.result.error
+
+
+def test_a_missing_image_encoder_is_named(tiny, adapters, reference, services, tmp_path):
+    alone = tmp_path / adapters["sd"].name
+    alone.write_bytes(adapters["sd"].read_bytes())
+    failed = run(workflow(tiny["sd"], alone, reference), services, tmp_path / "out", expect="failed")
+    assert failed.result.failed_node == "ip" and "field 'image_encoder'" in failed.result.error
