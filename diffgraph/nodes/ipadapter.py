@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
-from diffgraph.engine.files import open_regular
+from diffgraph.engine.files import open_regular, read_regular
 
-from . import models
+from . import models, modular
 from .types import Image, ModelType, UNet
 
 #: the families whose UNets take IP-Adapters here
@@ -140,6 +140,24 @@ class ApplyIPAdapter(Node):
     strength: float = Param(1.0, ge=-1.0, le=3.0, step=0.05, doc="how strongly the picture steers; 0 = not at all")
     unet_out: UNet = Output(name="unet", doc="the model with the IP-Adapter applied while it samples")
 
+    @classmethod
+    def check_links(cls, params, linked, access):
+        """What the files named upstream already tell: the model's family, and whether the adapter's
+        cross-attention width is the UNet's (the run checks every layer)."""
+        family = modular.family_of_loader(linked["unet"], access) if "unet" in linked else None
+        if family is not None and family.name not in FAMILIES:
+            return [("unet", family_problem(family.name))]
+        width = _loader_cross_attention(linked["unet"], access) if "unet" in linked else None
+        adapter = _adapter_shapes(linked["ip_adapter"], access) if "ip_adapter" in linked else None
+        if width is None or adapter is None:
+            return []
+        path, shapes = adapter
+        widths = _widths(shapes)
+        if widths and widths != [width]:
+            return [("ip_adapter", f"{path.name} is made for a cross-attention width of {_named(widths)}; the "
+                                   f"model's UNet has {_named([width])}: use an IP-Adapter made for this model")]
+        return []
+
     def run(self, ctx):
         import torch
 
@@ -148,8 +166,7 @@ class ApplyIPAdapter(Node):
             raise NodeError("link a model's unet (LoadPipeline, LoadUNet) here", "unet")
         family = unet_ref.family or "sd"
         if family not in FAMILIES:
-            raise NodeError(f"IP-Adapters apply to Stable Diffusion 1.x/2.x and SDXL models here; this model's "
-                            f"family is {family}", "unet")
+            raise NodeError(family_problem(family), "unet")
         adapter = self.ip_adapter
         if not isinstance(adapter, models.ModelRef) or adapter.kind != "ip_adapter":
             raise NodeError("link a LoadIPAdapter here", "ip_adapter")
@@ -171,6 +188,54 @@ class ApplyIPAdapter(Node):
         return {"unet": dataclasses.replace(unet_ref, ip_adapters=json.dumps(applied, sort_keys=True))}
 
 
+def family_problem(family: str) -> str:
+    return (f"IP-Adapters apply to Stable Diffusion 1.x/2.x and SDXL models here (families {', '.join(FAMILIES)}); "
+            f"this model's family is {family}")
+
+
+def _widths(shapes: dict[str, list[int]]) -> list[int]:
+    """The cross-attention widths an adapter's key projections take."""
+    return sorted({shape[1] for key, shape in shapes.items()
+                   if key.startswith("ip_adapter.") and key.endswith(".to_k_ip.weight") and len(shape) == 2})
+
+
+def _named(widths: list[int]) -> str:
+    return ", ".join(f"{w} ({CROSS_ATTENTION_MODELS.get(w, 'no model diffgraph knows')})" for w in widths) or "none"
+
+
+def _loader_cross_attention(source: tuple[str, dict[str, Any], str], access: FileAccess) -> int | None:
+    """At validation time: the cross-attention width of the UNet a loader link names, from its local
+    config.json (None when that cannot be read from params alone: the run decides)."""
+    node_type, params, _ = source
+    if node_type not in ("LoadPipeline", "LoadUNet") or not isinstance(params.get("model"), str):
+        return None
+    path = models.local_path(params["model"], access)
+    if path is None or not path.is_dir():
+        return None
+    for config in (path / "unet" / "config.json", path / "config.json"):
+        if config.is_file():
+            try:
+                width = json.loads(read_regular(config, models.MAX_CONFIG_BYTES).decode("utf-8")).get("cross_attention_dim")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return width if isinstance(width, int) else None
+    return None
+
+
+def _adapter_shapes(source: tuple[str, dict[str, Any], str], access: FileAccess) -> tuple[Path, dict] | None:
+    """At validation time: the tensor shapes of the adapter file a LoadIPAdapter link names."""
+    node_type, params, _ = source
+    if node_type != "LoadIPAdapter" or not isinstance(params.get("ip_adapter"), str):
+        return None
+    path = models.local_path(params["ip_adapter"], access)
+    if path is None or not path.is_file():
+        return None
+    try:
+        return path, tensor_shapes(path)
+    except NodeError:
+        return None  # LoadIPAdapter reports it
+
+
 def check_fits(shapes: dict[str, list[int]], unet: Any, name: str) -> None:
     """The adapter's key/value projections must match the UNet's cross-attention layers, one for one."""
     layers = [key for key in unet.attn_processors if key.endswith("attn2.processor")]
@@ -180,13 +245,10 @@ def check_fits(shapes: dict[str, list[int]], unet: Any, name: str) -> None:
         expected[f"ip_adapter.{2 * index + 1}.to_k_ip.weight"] = list(attention.to_k.weight.shape)
     found = {k: v for k, v in shapes.items() if k.startswith("ip_adapter.") and k.endswith(".to_k_ip.weight")}
     if found != expected:
-        widths = sorted({shape[1] for shape in found.values() if len(shape) == 2})
-        cross = unet.config.cross_attention_dim
-        made_for = ", ".join(f"{w} ({CROSS_ATTENTION_MODELS.get(w, 'unknown model')})" for w in widths) or "none"
         raise NodeError(f"{name} does not fit this UNet: it has {len(found)} cross-attention layers of width "
-                        f"{made_for}; the UNet has {len(layers)} of width {cross} "
-                        f"({CROSS_ATTENTION_MODELS.get(cross, 'this model')}): use an IP-Adapter made for this "
-                        "model", "ip_adapter")
+                        f"{_named(_widths(shapes))}; the UNet has {len(layers)} of width "
+                        f"{_named([unet.config.cross_attention_dim])}: use an IP-Adapter made for this model",
+                        "ip_adapter")
 
 
 def check_embeds_fit(shapes: dict[str, list[int]], positive: Any, name: str) -> None:

@@ -5,6 +5,7 @@ bad input is named by node and field. The adapters are tiny random ones built of
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from support import tiny_families, tiny_ipadapter
 from support.templates import TEMPLATES, run_plan
 from test_parity import SEED, assert_same_picture, generator, use_scheduler
 
-from diffgraph.engine import WorkflowError, compile_workflow, default_registry, read_document
+from diffgraph.engine import CancelToken, WorkflowError, compile_workflow, default_registry, read_document
 
 STEPS = 3
 
@@ -50,18 +51,31 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def workflow(model: Path, adapter: Path | None, image: Path, strength: float = 0.8, **overrides):
-    """txt2img with ApplyIPAdapter between the loader's unet and the sampler (none: plain txt2img)."""
+def document(adapter: Path | None, image: Path, strength: float = 0.8, linked_model: bool = False) -> dict:
+    """txt2img with ApplyIPAdapter between the loader's unet and the sampler (none: plain txt2img).
+    `linked_model`: the model's name reaches the loader through a link, so validation cannot read it."""
     document = read_document(TEMPLATES / "txt2img.yaml")
+    if linked_model:
+        document["nodes"]["name"] = {"type": "String", "params": {"value": "$model"}}
+        document["nodes"]["load"] = {"type": "LoadPipeline", "inputs": {"model": "name.text"}}
     if adapter is not None:
         document["nodes"]["reference"] = {"type": "LoadImage", "params": {"image": str(image)}}
         document["nodes"]["ip"] = {"type": "LoadIPAdapter", "params": {"ip_adapter": str(adapter)}}
         document["nodes"]["apply"] = {"type": "ApplyIPAdapter", "params": {"strength": strength}, "inputs": {
             "unet": "load.unet", "ip_adapter": "ip.ip_adapter", "image": "reference.image"}}
         document["nodes"]["sample"]["inputs"]["unet"] = "apply.unet"
-    params = {"model": str(model), "prompt": "a red circle", "seed": SEED, "steps": STEPS, "cfg": 5.0, "width": 32,
-              "height": 32, **overrides}
-    return compile_workflow(document, default_registry(), params, base=TEMPLATES)
+    return document
+
+
+def params(model: Path, **overrides) -> dict:
+    return {"model": str(model), "prompt": "a red circle", "seed": SEED, "steps": STEPS, "cfg": 5.0, "width": 32,
+            "height": 32, **overrides}
+
+
+def workflow(model: Path, adapter: Path | None, image: Path, strength: float = 0.8, linked_model: bool = False,
+             **overrides):
+    return compile_workflow(document(adapter, image, strength, linked_model), default_registry(),
+                            params(model, **overrides), base=TEMPLATES)
 
 
 def run(plan, services, output_dir, expect: str = "succeeded"):
@@ -113,6 +127,42 @@ def test_the_shared_model_is_never_left_changed(tiny, sdxl, adapters, reference,
     assert (adapted - before).abs().max() > 4 / 255
 
 
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_a_cancelled_run_leaves_the_model_unchanged_too(tiny, sdxl, adapters, reference, services, tmp_path, family):
+    model = {"sd": tiny["sd"], "sdxl": sdxl}[family]
+    token = CancelToken()
+
+    def cancel_after_the_first_step(event):
+        if event["type"] == "progress" and event["step"] == 1:
+            token.cancel()
+
+    before = run(workflow(model, None, reference), services, tmp_path / "1").value("decode", "image")
+    run_plan(workflow(model, adapters[family], reference, steps=4), services=services, output_dir=tmp_path / "2",
+             expect="cancelled", on_event=cancel_after_the_first_step, cancel=token)
+    after = run(workflow(model, None, reference), services, tmp_path / "3").value("decode", "image")
+    assert torch.equal(before, after)
+
+
+def test_seeds_batched_with_an_image_prompt_give_the_unbatched_pictures(tiny, adapters, reference, tmp_path):
+    """A seed sweep denoises its seeds as one batch: the image embeds are repeated per picture."""
+    from support.sweeps import fresh_executor
+
+    from diffgraph.sweep import MANIFEST, plan_sweep, run_local
+
+    sweep = plan_sweep(document(adapters["sd"], reference), default_registry(), ["seed=1..2"], False,
+                       params(tiny["sd"]), base=TEMPLATES)
+    services: dict = {}
+    together, alone = fresh_executor(services), fresh_executor(services)
+    run_local(sweep, together, output_dir=tmp_path / "batched", batch=2)
+    run_local(sweep, alone, output_dir=tmp_path / "one_by_one", batch=1)
+    latents = [[executor.cached_outputs(plan, "sample")["latent"]["samples"] for _, plan in sweep.runs]
+               for executor in (together, alone)]
+    assert all(torch.equal(batched, single) for batched, single in zip(*latents, strict=True))
+    assert not torch.equal(latents[0][0], latents[0][1])
+    manifest = (tmp_path / "batched" / MANIFEST).read_text().splitlines()
+    assert [json.loads(line)["batch"] for line in manifest] == [2, 2]  # they did run as one batch
+
+
 def test_cache_keys_follow_strength_image_and_adapter_file(tiny, adapters, reference, services, tmp_path):
     first = run(workflow(tiny["sd"], adapters["sd"], reference, 0.8), services, tmp_path / "a")
     stronger = workflow(tiny["sd"], adapters["sd"], reference, 1.2)
@@ -130,19 +180,35 @@ def test_cache_keys_follow_strength_image_and_adapter_file(tiny, adapters, refer
     assert workflow(tiny["sd"], copy, reference, 0.8).nodes["ip"].key != again
 
 
-def test_adapter_for_another_cross_attention_size_is_named(tiny, sdxl, adapters, reference, services, tmp_path):
-    failed = run(workflow(tiny["sd"], adapters["sdxl"], reference), services, tmp_path, expect="failed")
+def test_adapter_for_another_cross_attention_size_is_invalid(tiny, adapters, reference):
+    with pytest.raises(WorkflowError) as raised:
+        workflow(tiny["sd"], adapters["sdxl"], reference)
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("apply", "ip_adapter")
+    assert "width of 64" in issue.message and "has 32" in issue.message
+    assert "use an IP-Adapter made for this model" in issue.message
+
+
+def test_adapter_for_another_unet_fails_at_run_time_too(tiny, sdxl, adapters, reference, services, tmp_path):
+    """What validation cannot see (the model named through a link) the run still refuses, layer by layer."""
+    plan = workflow(tiny["sd"], adapters["sdxl"], reference, linked_model=True)
+    failed = run(plan, services, tmp_path, expect="failed")
     assert failed.result.failed_node == "apply" and "field 'ip_adapter'" in failed.result.error
     assert "width 64" in failed.result.error and "width 32" in failed.result.error
     assert "use an IP-Adapter made for this model" in failed.result.error
 
 
-def test_an_adapter_for_another_family_is_named(tiny, tmp_path, services, reference):
+def test_a_model_of_another_family_is_named(tiny, tmp_path, services, reference):
     flux = tiny_families.build_flux(tmp_path / "flux")
     adapter = tiny_ipadapter.build(tmp_path / "ip", _unet(tiny["sd"]))
-    failed = run(workflow(flux, adapter, reference), services, tmp_path / "out", expect="failed")
+    with pytest.raises(WorkflowError) as raised:
+        workflow(flux, adapter, reference)
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("apply", "unet")
+    assert "Stable Diffusion 1.x/2.x and SDXL" in issue.message and "family is flux" in issue.message
+    failed = run(workflow(flux, adapter, reference, linked_model=True), services, tmp_path / "out", expect="failed")
     assert failed.result.failed_node == "apply" and "field 'unet'" in failed.result.error
-    assert "Stable Diffusion 1.x/2.x and SDXL" in failed.result.error and "flux" in failed.result.error
+    assert "family is flux" in failed.result.error
 
 
 @pytest.mark.parametrize("strength", [-1.5, 3.5])
