@@ -68,9 +68,15 @@ def _encoder_folder(text: str, weights: Path, access: FileAccess) -> Path:
         folder = models.resolve_model(text, field="image_encoder", access=access)
     else:  # where diffusers' load_ip_adapter looks by default: image_encoder/ beside the weights
         folder = weights.parent / "image_encoder"
-        if not folder.is_dir():
-            raise NodeError(f"no image_encoder folder beside {weights.name}: name the IP-Adapter's CLIP vision "
+        missing = NodeError(f"no image_encoder folder beside {weights.name}: name the IP-Adapter's CLIP vision "
                             "encoder folder in `image_encoder`", "image_encoder")
+        if not access.permissive:  # beside a contained file, and contained itself (no link out of the roots)
+            try:
+                folder = access.model_path(str(folder), "image_encoder") or folder
+            except NodeError:
+                raise missing from None
+        if not folder.is_dir():
+            raise missing
     found = models.component_class(folder, "") if folder.is_dir() else None
     if found is None or found[1] != ENCODER_CLASS:
         what = found[1] if found else "no config.json"

@@ -6,6 +6,7 @@ bad input is named by node and field. The adapters are tiny random ones built of
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,31 @@ def test_a_missing_image_encoder_is_named(tiny, adapters, reference, services, t
     alone.write_bytes(adapters["sd"].read_bytes())
     failed = run(workflow(tiny["sd"], alone, reference), services, tmp_path / "out", expect="failed")
     assert failed.result.failed_node == "ip" and "field 'image_encoder'" in failed.result.error
+
+
+def test_on_the_server_adapters_resolve_under_the_model_roots_only(tiny, adapters, reference, services, tmp_path):
+    """The server's policy: the adapter and its encoder are models under its model roots; an encoder
+    beside the file that links out of the roots is not read."""
+    from diffgraph.engine import FileAccess, ModelRoot
+
+    uploads, root = tmp_path / "uploads", tmp_path / "models"
+    uploads.mkdir()
+    (uploads / "reference.png").write_bytes(reference.read_bytes())
+    (root / "ip").mkdir(parents=True)
+    (root / "ip" / "ip-adapter.safetensors").write_bytes(adapters["sd"].read_bytes())
+    (root / "ip" / "image_encoder").symlink_to(adapters["sd"].parent / "image_encoder")  # out of the roots
+    access = FileAccess.contained(uploads, [ModelRoot(root, root), ModelRoot(tiny["sd"].parent, tiny["sd"].parent)])
+
+    def plan(adapter: str):
+        doc = document(Path(adapter), Path("reference.png"))
+        return compile_workflow(doc, default_registry(), params(Path(tiny["sd"].name)), base=TEMPLATES, access=access)
+
+    with pytest.raises(WorkflowError) as raised:
+        plan(str(adapters["sd"]))  # a path outside the roots
+    assert [(issue.node, issue.field) for issue in raised.value.issues] == [("ip", "ip_adapter")]
+    assert "is not a model this server knows" in str(raised.value)
+    failed = run(plan("ip/ip-adapter.safetensors"), services, tmp_path / "out", expect="failed")
+    assert failed.result.failed_node == "ip" and "field 'image_encoder'" in failed.result.error
+    (root / "ip" / "image_encoder").unlink()
+    shutil.copytree(adapters["sd"].parent / "image_encoder", root / "ip" / "image_encoder")
+    run(plan("ip/ip-adapter.safetensors"), services, tmp_path / "out")
