@@ -300,8 +300,12 @@ def _encode(ctx: Any, adapter: models.ModelRef, image: Any, family: str, hidden_
         encode = StableDiffusionXLIPAdapterStep.encode_image
     else:
         encode = StableDiffusionPipeline.encode_image  # type: ignore[assignment]
-    with models.libraries_quiet():
-        positive, negative = encode(components, pictures, ctx.device, 1, hidden_states)
+    try:
+        with models.libraries_quiet():
+            positive, negative = encode(components, pictures, ctx.device, 1, hidden_states)
+    except Exception as exc:  # noqa: BLE001 - an encoder folder that loads but cannot encode (a foreign config)
+        raise NodeError(f"the image encoder {adapter.config} cannot encode this picture: {type(exc).__name__}: "
+                        f"{exc}", "ip_adapter") from None
     return positive[None].float().cpu(), negative[None].float().cpu()
 
 
@@ -356,10 +360,15 @@ def loaded(ctx: Any, ref: Any) -> Iterator[None]:
     processors = unet.attn_processors
     projection, projection_type = unet.encoder_hid_proj, unet.config.encoder_hid_dim_type
     try:
-        with models.libraries_quiet():
-            unet._load_ip_adapter_weights(state_dicts)
-            IPAdapterMixin.set_ip_adapter_scale(SimpleNamespace(unet=unet),  # type: ignore[arg-type]
-                                                [adapter["strength"] for adapter in adapters])
+        try:
+            with models.libraries_quiet():
+                unet._load_ip_adapter_weights(state_dicts)
+                IPAdapterMixin.set_ip_adapter_scale(SimpleNamespace(unet=unet),  # type: ignore[arg-type]
+                                                    [adapter["strength"] for adapter in adapters])
+        except Exception as exc:  # noqa: BLE001 - a file ApplyIPAdapter checked, changed or damaged since
+            names = ", ".join(Path(adapter["path"]).name for adapter in adapters)
+            raise NodeError(f"cannot load the IP-Adapter {names} into this UNet: {type(exc).__name__}: {exc}",
+                            "unet") from None
         yield
     finally:
         unet.set_attn_processor(processors)

@@ -116,6 +116,57 @@ def test_sdxl_matches_the_pipeline_after_load_ip_adapter(sdxl, adapters, referen
     assert_same_picture(ours.value("decode", "image"), expected, ours.result.outputs["save"][0])
 
 
+def test_two_chained_adapters_match_the_pipeline_with_both(tiny, adapters, reference, services, tmp_path):
+    """ApplyIPAdapter twice, one picture each: load_ip_adapter with both files, one scale and one
+    picture per adapter."""
+    from diffusers import StableDiffusionPipeline
+
+    second = adapters["sd"].parent / "second.safetensors"
+    if not second.exists():
+        from safetensors.torch import save_file
+
+        save_file(tiny_ipadapter.adapter_weights(_unet(tiny["sd"]), seed=5), str(second))
+    flipped = tmp_path / "flipped.png"
+    Image.open(reference).transpose(Image.Transpose.FLIP_TOP_BOTTOM).save(flipped)
+    doc = document(adapters["sd"], reference, 0.6)
+    doc["nodes"]["reference2"] = {"type": "LoadImage", "params": {"image": str(flipped)}}
+    doc["nodes"]["ip2"] = {"type": "LoadIPAdapter", "params": {"ip_adapter": str(second)}}
+    doc["nodes"]["apply2"] = {"type": "ApplyIPAdapter", "params": {"strength": 1.3}, "inputs": {
+        "unet": "apply.unet", "ip_adapter": "ip2.ip_adapter", "image": "reference2.image"}}
+    doc["nodes"]["sample"]["inputs"]["unet"] = "apply2.unet"
+    ours = run(compile_workflow(doc, default_registry(), params(tiny["sd"]), base=TEMPLATES), services, tmp_path)
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny["sd"])).to("cpu")
+    pipe.load_ip_adapter([str(adapters["sd"].parent)] * 2, subfolder=["", ""],
+                         weight_name=[adapters["sd"].name, second.name], local_files_only=True)
+    pipe.set_ip_adapter_scale([0.6, 1.3])
+    use_scheduler(pipe, "euler")
+    expected = pipe("a red circle", ip_adapter_image=[Image.open(reference), Image.open(flipped)],
+                    num_inference_steps=STEPS, guidance_scale=5.0, width=32, height=32, generator=generator(),
+                    output_type="pt").images
+    assert_same_picture(ours.value("decode", "image"), expected, ours.result.outputs["save"][0])
+
+
+def test_a_second_process_reuses_the_applied_adapter_from_the_disk_cache(tiny, adapters, reference, tmp_path):
+    """The embeds travel in the unet reference, which the disk cache keeps: a new process (fresh model
+    and result caches, the same disk cache) re-samples with a new seed without re-encoding the picture,
+    and gets the picture a run from scratch gets."""
+    from diffgraph.engine import Cache, DiskCache, Executor, MemoryCache
+
+    def process(plan, disk: bool):
+        executor = Executor(Cache(MemoryCache(), DiskCache(tmp_path / "cache") if disk else None), services={})
+        result = executor.run(plan, output_dir=tmp_path / "out")
+        assert result.status == "succeeded", result.error
+        return result, executor.cached_outputs(plan, "decode")["image"]
+
+    process(workflow(tiny["sd"], adapters["sd"], reference), disk=True)
+    reseeded = workflow(tiny["sd"], adapters["sd"], reference, seed=SEED + 1)
+    second, picture = process(reseeded, disk=True)
+    assert "apply" in second.cached and "sample" in second.executed
+    assert not {"ip", "reference", "apply"} & set(second.executed)  # nothing re-read or re-encoded
+    _, scratch = process(reseeded, disk=False)
+    assert torch.equal(torch.as_tensor(picture), torch.as_tensor(scratch))
+
+
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
 def test_the_shared_model_is_never_left_changed(tiny, sdxl, adapters, reference, services, tmp_path, family):
     """One process, one model cache: without, with, without again -> the first and last pictures are
