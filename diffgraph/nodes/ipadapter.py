@@ -244,6 +244,10 @@ def _adapter_shapes(source: tuple[str, dict[str, Any], str], access: FileAccess)
 
 def check_fits(shapes: dict[str, list[int]], unet: Any, name: str) -> None:
     """The adapter's key/value projections must match the UNet's cross-attention layers, one for one."""
+    cross = getattr(unet.config, "cross_attention_dim", None)
+    if not cross or not hasattr(unet, "attn_processors"):
+        raise NodeError("this UNet has no cross-attention (an unconditional model): an IP-Adapter needs a "
+                        "text-conditioned SD 1.x/2.x or SDXL UNet", "unet")
     layers = [key for key in unet.attn_processors if key.endswith("attn2.processor")]
     expected = {}
     for index, key in enumerate(layers):
@@ -253,7 +257,7 @@ def check_fits(shapes: dict[str, list[int]], unet: Any, name: str) -> None:
     if found != expected:
         raise NodeError(f"{name} does not fit this UNet: it has {len(found)} cross-attention layers of width "
                         f"{_named(_widths(shapes))}; the UNet has {len(layers)} of width "
-                        f"{_named([unet.config.cross_attention_dim])}: use an IP-Adapter made for this model",
+                        f"{_named([cross])}: use an IP-Adapter made for this model",
                         "ip_adapter")
 
 

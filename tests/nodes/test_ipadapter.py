@@ -335,3 +335,16 @@ def test_on_the_server_adapters_resolve_under_the_model_roots_only(tiny, adapter
     (root / "ip" / "image_encoder").unlink()
     shutil.copytree(adapters["sd"].parent / "image_encoder", root / "ip" / "image_encoder")
     run(plan("ip/ip-adapter.safetensors"), services, tmp_path / "out")
+
+
+def test_an_unconditional_model_is_named(tiny, adapters, reference, services, tmp_path):
+    doc = read_document(TEMPLATES / "unconditional.yaml")
+    doc["nodes"]["reference"] = {"type": "LoadImage", "params": {"image": str(reference)}}
+    doc["nodes"]["ip"] = {"type": "LoadIPAdapter", "params": {"ip_adapter": str(adapters["sd"])}}
+    doc["nodes"]["apply"] = {"type": "ApplyIPAdapter", "inputs": {
+        "unet": "load.unet", "ip_adapter": "ip.ip_adapter", "image": "reference.image"}}
+    doc["nodes"]["sample"]["inputs"]["unet"] = "apply.unet"
+    plan = compile_workflow(doc, default_registry(), {"model": str(tiny["ddpm"]), "steps": 2}, base=TEMPLATES)
+    failed = run(plan, services, tmp_path, expect="failed")
+    assert failed.result.failed_node == "apply" and "field 'unet'" in failed.result.error
+    assert "no cross-attention" in failed.result.error
