@@ -348,3 +348,17 @@ def test_an_unconditional_model_is_named(tiny, adapters, reference, services, tm
     failed = run(plan, services, tmp_path, expect="failed")
     assert failed.result.failed_node == "apply" and "field 'unet'" in failed.result.error
     assert "no cross-attention" in failed.result.error
+
+
+def test_the_example_workflow_runs_with_an_image_prompt(tiny, adapters, reference, services, tmp_path):
+    """examples/txt2img_ipadapter.yaml (the README's example, whole): the image prompt changes the picture."""
+    from support.templates import run_workflow_file
+
+    example = TEMPLATES.parents[1] / "examples" / "txt2img_ipadapter.yaml"
+    common = {"model": str(tiny["sd"]), "ip_adapter": str(adapters["sd"]), "steps": 2, "width": 32, "height": 32}
+    black = tmp_path / "black.png"
+    Image.new("RGB", (32, 32)).save(black)
+    pictures = [run_workflow_file(example, {**common, "image": str(image)}, services=services,
+                                  output_dir=tmp_path / "out").value("decode", "image")
+                for image in (reference, black)]
+    assert (pictures[0] - pictures[1]).abs().max() > 4 / 255
