@@ -206,7 +206,8 @@ def _widths(shapes: dict[str, list[int]]) -> list[int]:
 
 
 def _named(widths: list[int]) -> str:
-    return ", ".join(f"{w} ({CROSS_ATTENTION_MODELS.get(w, 'no model diffgraph knows')})" for w in widths) or "none"
+    return ", ".join(f"{w} ({CROSS_ATTENTION_MODELS[w]})" if w in CROSS_ATTENTION_MODELS else str(w)
+                     for w in widths) or "none"
 
 
 def _loader_cross_attention(source: tuple[str, dict[str, Any], str], access: FileAccess) -> int | None:
