@@ -93,10 +93,12 @@ def tensor_shapes(path: Path, field: str = "ip_adapter") -> dict[str, list[int]]
             if not 2 <= length <= MAX_HEADER_BYTES:
                 raise ValueError("not a safetensors file")
             header = json.loads(handle.read(length))
+            if not isinstance(header, dict):
+                raise ValueError("its header is not a JSON object")
     except (OSError, ValueError) as exc:
         raise NodeError(f"cannot read {path.name} as safetensors: {exc}", field) from None
-    return {name: list(entry.get("shape", [])) for name, entry in header.items()
-            if name != "__metadata__" and isinstance(entry, dict)}
+    return {name: [int(n) for n in entry["shape"] if isinstance(n, int)] for name, entry in header.items()
+            if name != "__metadata__" and isinstance(entry, dict) and isinstance(entry.get("shape"), list)}
 
 
 def _check_layout(path: Path, shapes: dict[str, list[int]]) -> None:

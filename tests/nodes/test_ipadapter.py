@@ -302,11 +302,21 @@ def test_a_file_that_is_not_an_ip_adapter_is_named(tiny, reference, services, tm
     assert "image_proj.* and ip_adapter.*" in failed.result.error
 
 
-def test_a_missing_image_encoder_is_named(tiny, adapters, reference, services, tmp_path):
+def test_the_image_encoder_beside_the_file_or_named(tiny, adapters, reference, services, tmp_path):
     alone = tmp_path / adapters["sd"].name
     alone.write_bytes(adapters["sd"].read_bytes())
     failed = run(workflow(tiny["sd"], alone, reference), services, tmp_path / "out", expect="failed")
     assert failed.result.failed_node == "ip" and "field 'image_encoder'" in failed.result.error
+    named = document(alone, reference)
+    named["nodes"]["ip"]["params"]["image_encoder"] = str(adapters["sd"].parent / "image_encoder")
+    plan = compile_workflow(named, default_registry(), params(tiny["sd"]), base=TEMPLATES)
+    beside = run(workflow(tiny["sd"], adapters["sd"], reference), services, tmp_path / "beside")
+    assert torch.equal(run(plan, services, tmp_path / "named").value("decode", "image"),
+                       beside.value("decode", "image"))  # the encoder named in the param is the one used
+    named["nodes"]["ip"]["params"]["image_encoder"] = str(tiny["sd"] / "unet")
+    plan = compile_workflow(named, default_registry(), params(tiny["sd"]), base=TEMPLATES)
+    failed = run(plan, services, tmp_path / "out", expect="failed")
+    assert "field 'image_encoder'" in failed.result.error and "CLIPVisionModelWithProjection" in failed.result.error
 
 
 def test_on_the_server_adapters_resolve_under_the_model_roots_only(tiny, adapters, reference, services, tmp_path):
@@ -362,3 +372,13 @@ def test_the_example_workflow_runs_with_an_image_prompt(tiny, adapters, referenc
                                   output_dir=tmp_path / "out").value("decode", "image")
                 for image in (reference, black)]
     assert (pictures[0] - pictures[1]).abs().max() > 4 / 255
+
+
+@pytest.mark.parametrize("header", [b"[1, 2]", b'{"ip_adapter.1.to_k_ip.weight": {"shape": 7}}', b"{not json"])
+def test_a_damaged_adapter_file_is_named_at_validation_or_run_never_crashes(tiny, reference, services, tmp_path,
+                                                                              header):
+    path = tmp_path / "ip-adapter.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    (tmp_path / "image_encoder").mkdir()
+    failed = run(workflow(tiny["sd"], path, reference), services, tmp_path / "out", expect="failed")
+    assert failed.result.failed_node == "ip" and "field 'ip_adapter'" in failed.result.error
