@@ -106,13 +106,14 @@ def test_sd_matches_the_pipeline_after_load_ip_adapter(tiny, adapters, reference
     assert (plain - expected).abs().max() > 4 / 255  # the image prompt matters: another picture, another result
 
 
-def test_sdxl_matches_the_pipeline_after_load_ip_adapter(sdxl, adapters, reference, services, tmp_path):
+@pytest.mark.parametrize(("strength", "cfg"), [(0.7, 5.0), (1.2, 1.0)])
+def test_sdxl_matches_the_pipeline_after_load_ip_adapter(sdxl, adapters, reference, services, tmp_path, strength, cfg):
     from diffusers import StableDiffusionXLPipeline
 
-    ours = run(workflow(sdxl, adapters["sdxl"], reference, 0.7), services, tmp_path)
-    pipe = pipeline_with_adapter(StableDiffusionXLPipeline, sdxl, adapters["sdxl"], 0.7)
+    ours = run(workflow(sdxl, adapters["sdxl"], reference, strength, cfg=cfg), services, tmp_path)
+    pipe = pipeline_with_adapter(StableDiffusionXLPipeline, sdxl, adapters["sdxl"], strength)
     expected = pipe("a red circle", ip_adapter_image=Image.open(reference), num_inference_steps=STEPS,
-                    guidance_scale=5.0, width=32, height=32, generator=generator(), output_type="pt").images
+                    guidance_scale=cfg, width=32, height=32, generator=generator(), output_type="pt").images
     assert_same_picture(ours.value("decode", "image"), expected, ours.result.outputs["save"][0])
 
 
