@@ -377,10 +377,10 @@ def loaded(ctx: Any, ref: Any) -> Iterator[None]:
             raise NodeError(f"cannot load the IP-Adapter {names} into this UNet: {type(exc).__name__}: {exc}",
                             "unet") from None
         yield
-    finally:
-        unet.set_attn_processor(processors)
+    finally:  # the projection first: a Plus adapter's projection has attention processors of its own
         unet.encoder_hid_proj = projection
         unet.config.encoder_hid_dim_type = projection_type
+        unet.set_attn_processor(processors)
 
 
 def _embeds(ref: Any) -> list[tuple[Any, Any]]:

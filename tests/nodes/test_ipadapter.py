@@ -117,6 +117,27 @@ def test_sdxl_matches_the_pipeline_after_load_ip_adapter(sdxl, adapters, referen
     assert_same_picture(ours.value("decode", "image"), expected, ours.result.outputs["save"][0])
 
 
+def test_an_ip_adapter_plus_matches_the_pipeline(tiny, adapters, reference, services, tmp_path):
+    """The Plus kind reads the encoder's penultimate hidden states, and its negative is the encoder's
+    view of a black picture (not zeros)."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors.torch import save_file
+
+    plus = adapters["sd"].parent / "plus.safetensors"
+    if not plus.exists():
+        save_file({k: v.contiguous() for k, v in tiny_ipadapter.plus_adapter_weights(_unet(tiny["sd"])).items()},
+                  str(plus))
+    ours = run(workflow(tiny["sd"], plus, reference, 0.9), services, tmp_path)
+    pipe = pipeline_with_adapter(StableDiffusionPipeline, tiny["sd"], plus, 0.9)
+    assert type(pipe.unet.encoder_hid_proj.image_projection_layers[0]).__name__ == "IPAdapterPlusImageProjection"
+    expected = pipe("a red circle", ip_adapter_image=Image.open(reference), num_inference_steps=STEPS,
+                    guidance_scale=5.0, width=32, height=32, generator=generator(), output_type="pt").images
+    assert_same_picture(ours.value("decode", "image"), expected, ours.result.outputs["save"][0])
+    plain = workflow(tiny["sd"], None, reference)
+    assert torch.equal(run(plain, services, tmp_path / "after").value("decode", "image"),
+                       run(plain, {}, tmp_path / "fresh").value("decode", "image"))  # the UNet is restored
+
+
 def test_two_chained_adapters_match_the_pipeline_with_both(tiny, adapters, reference, services, tmp_path):
     """ApplyIPAdapter twice, one picture each: load_ip_adapter with both files, one scale and one
     picture per adapter."""

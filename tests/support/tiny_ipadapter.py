@@ -59,6 +59,32 @@ def adapter_weights(unet, seed: int = 0, image_embed_dim: int = PROJECTION, toke
     return weights
 
 
+def plus_adapter_weights(unet, seed: int = 0, queries: int = 4) -> dict:
+    """Random IP-Adapter Plus weights (a perceiver resampler over the encoder's penultimate hidden
+    states) for `unet`, in the original repo's tensor names that diffusers converts on loading."""
+    import torch
+    from diffusers.models.embeddings import IPAdapterPlusImageProjection
+
+    torch.manual_seed(seed)
+    resampler = IPAdapterPlusImageProjection(embed_dims=HIDDEN, output_dims=unet.config.cross_attention_dim,
+                                             hidden_dims=64, heads=1, num_queries=queries)  # depth 4, as diffusers builds it
+    renames = (("ln0", "0.norm1"), ("ln1", "0.norm2"), ("attn.to_q", "0.to_q"), ("attn.to_out.0", "0.to_out"),
+               ("ff.0", "1.0"), ("ff.1.net.0.proj", "1.1"), ("ff.1.net.2", "1.3"))
+    weights: dict = {}
+    for name, value in resampler.state_dict().items():
+        if ".attn.to_k." in name or ".attn.to_v." in name:
+            continue
+        for new, old in renames:
+            name = name.replace(f".{new}.", f".{old}.")
+        weights[f"image_proj.{name}"] = value * 3 if name.endswith("proj_out.weight") else value
+    for index in range(4):  # the original keeps keys and values in one projection
+        keys_values = [resampler.state_dict()[f"layers.{index}.attn.{part}.weight"] for part in ("to_k", "to_v")]
+        weights[f"image_proj.layers.{index}.0.to_kv.weight"] = torch.cat(keys_values)
+    plain = adapter_weights(unet, seed)
+    weights.update({k: v for k, v in plain.items() if k.startswith("ip_adapter.")})
+    return weights
+
+
 def build(directory: Path, unet, seed: int = 0) -> Path:
     """folder/ip-adapter.safetensors for `unet`, with the tiny encoder in folder/image_encoder."""
     from safetensors.torch import save_file
