@@ -105,6 +105,11 @@ def _check_layout(path: Path, shapes: dict[str, list[int]]) -> None:
     if not any(k.startswith("image_proj.") for k in shapes) or not any(k.startswith("ip_adapter.") for k in shapes):
         raise NodeError(f"{path.name} is not an IP-Adapter: diffusers' layout has image_proj.* and ip_adapter.* "
                         f"tensors (found {', '.join(sorted(shapes)[:3]) or 'none'}...)", "ip_adapter")
+    faceid = "image_proj.perceiver_resampler.proj_in.weight" in shapes or any(
+        k.startswith("ip_adapter.") and "_lora." in k for k in shapes)
+    if faceid:  # it needs face embeddings (insightface) and its LoRA, which nothing here gives it
+        raise NodeError(f"{path.name} is an IP-Adapter FaceID: it prompts with face embeddings and carries a LoRA; "
+                        "diffgraph runs the image-prompt kinds (IP-Adapter, Plus, Full Face)", "ip_adapter")
 
 
 def _fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:

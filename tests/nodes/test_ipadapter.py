@@ -313,15 +313,19 @@ def test_a_pickle_adapter_file_is_refused_by_content(tiny, reference, services, 
     assert "pickle" in failed.result.error
 
 
-def test_a_file_that_is_not_an_ip_adapter_is_named(tiny, reference, services, tmp_path):
+@pytest.mark.parametrize(("tensors", "said"), [
+    (["lora_unet_down.weight"], "image_proj.* and ip_adapter.*"),
+    (["image_proj.proj.0.weight", "image_proj.norm.weight", "ip_adapter.1.to_k_lora.down.weight"], "FaceID"),
+])
+def test_a_file_that_is_not_an_image_prompt_adapter_is_named(tiny, reference, services, tmp_path, tensors, said):
     from safetensors.torch import save_file
 
-    path = tmp_path / "lora.safetensors"
-    save_file({"lora_unet_down.weight": torch.zeros(2, 2)}, str(path))
+    path = tmp_path / "adapter.safetensors"
+    save_file({name: torch.zeros(2, 2) for name in tensors}, str(path))
     (tmp_path / "image_encoder").mkdir()
     failed = run(workflow(tiny["sd"], path, reference), services, tmp_path / "out", expect="failed")
     assert failed.result.failed_node == "ip" and "field 'ip_adapter'" in failed.result.error
-    assert "image_proj.* and ip_adapter.*" in failed.result.error
+    assert said in failed.result.error
 
 
 def test_the_image_encoder_beside_the_file_or_named(tiny, adapters, reference, services, tmp_path):
