@@ -113,9 +113,20 @@ def _check_layout(path: Path, shapes: dict[str, list[int]]) -> None:
 
 
 def _fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:
-    """The cache key follows the content of the weights file and of the encoder folder."""
-    parts = [models.local_fingerprint(str(params.get(name) or ""), access, name)
-             for name in ("ip_adapter", "image_encoder")]
+    """The cache key follows the content of the weights file and of the encoder folder (the one
+    named, or the one beside the weights)."""
+    weights = str(params.get("ip_adapter") or "")
+    encoder = str(params.get("image_encoder") or "")
+    parts = [models.local_fingerprint(weights, access, "ip_adapter")]
+    if encoder.strip():
+        parts.append(models.local_fingerprint(encoder, access, "image_encoder"))
+    else:
+        found = models.local_path(weights, access)
+        beside = found.parent / "image_encoder" if found is not None and found.is_file() else None
+        try:
+            parts.append(models.local_fingerprint(str(beside), access, "image_encoder") if beside else None)
+        except NodeError:
+            parts.append(None)  # beside it but out of the model roots: the run refuses it
     return None if parts == [None, None] else "|".join(part or "" for part in parts)
 
 

@@ -251,7 +251,13 @@ def test_cache_keys_follow_strength_image_and_adapter_file(tiny, adapters, refer
     (copy.parent / "image_encoder").symlink_to(adapters["sd"].parent / "image_encoder")
     again = workflow(tiny["sd"], copy, reference, 0.8).nodes["ip"].key
     copy.write_bytes(copy.read_bytes()[:-4] + b"\0\0\0\0")  # the same file, new content
-    assert workflow(tiny["sd"], copy, reference, 0.8).nodes["ip"].key != again
+    changed = workflow(tiny["sd"], copy, reference, 0.8).nodes["ip"].key
+    assert changed != again
+    (copy.parent / "image_encoder").unlink()  # another encoder beside the file
+    shutil.copytree(adapters["sd"].parent / "image_encoder", copy.parent / "image_encoder")
+    (copy.parent / "image_encoder" / "config.json").write_text(
+        (copy.parent / "image_encoder" / "config.json").read_text() + "\n")
+    assert workflow(tiny["sd"], copy, reference, 0.8).nodes["ip"].key != changed
 
 
 def test_adapter_for_another_cross_attention_size_is_invalid(tiny, adapters, reference):
