@@ -13,8 +13,10 @@ IP-Adapter attention processors and image projection in (`_load_ip_adapter_weigh
 `set_ip_adapter_scale`) and restores the UNet's own processors and projection afterwards, whatever
 happens. SD 1.x/2.x then passes the embeds to the UNet as `added_cond_kwargs={"image_embeds": ...}`
 (negative first under guidance, as StableDiffusionPipeline does); SDXL hands them to the modular
-denoise blocks as `ip_adapter_embeds` / `negative_ip_adapter_embeds`, the outputs of their IP-Adapter
-step. Runs sharing one UNet must not sample concurrently (the executor runs one node at a time).
+denoise blocks as `ip_adapter_embeds` / `negative_ip_adapter_embeds`, what their IP-Adapter step
+outputs (ApplyIPAdapter encodes with that step's own `encode_image`). Two runs must not sample with
+one UNet at the same time: the server's one worker thread runs one run at a time, and each Ray
+actor is its own process.
 """
 
 from __future__ import annotations
