@@ -10,7 +10,7 @@ from diffgraph.engine import NodeRegistry
 
 
 def register(registry: NodeRegistry) -> None:
-    from . import images, latents, loaders, primitives, resize, sampling
+    from . import controlnet, images, latents, loaders, primitives, resize, sampling
 
     registry.add(*primitives.NODES)
     registry.add(*images.NODES)
@@ -18,3 +18,4 @@ def register(registry: NodeRegistry) -> None:
     registry.add(*sampling.NODES)
     registry.add(*latents.NODES)
     registry.add(*resize.NODES)
+    registry.add(*controlnet.NODES)
