@@ -213,7 +213,7 @@ class ApplyControlNet(Node):
         ref_bytes = json.dumps(self.control_net.to_json(), sort_keys=True).encode("utf-8")
         return {"conditioning": {
             **self.conditioning,
-            _IMAGE.format(index): self.image.float().contiguous(),
+            _IMAGE.format(index): self.image.float().clone(),  # its own memory: safetensors refuses shared tensors
             _SETTINGS.format(index): torch.tensor([self.strength, self.start, self.end], dtype=torch.float64),
             _REF.format(index): torch.tensor(list(ref_bytes), dtype=torch.uint8),
         }}

@@ -73,7 +73,7 @@ def test_controlnet_template_matches_stable_diffusion_controlnet_pipeline(tiny, 
     # the ControlNet steers the picture: without it the picture is another one
     plain = run_template("txt2img", model=str(tiny["sd"]), prompt="a red circle", seed=SEED, steps=STEPS,
                          scheduler="euler")
-    assert (plain.value("decode", "image") - expected).abs().max() > 0.05
+    assert (plain.value("decode", "image") - expected).abs().max() > 0.03  # several times the tolerance
 
 
 def chained_document(tiny, controlnets, edges_picture):
@@ -125,4 +125,169 @@ def test_sdxl_controlnet_template_matches_the_sdxl_controlnet_pipeline(controlne
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
     plain = run_template("txt2img", model=str(controlnets["sdxl_model"]), prompt="a red circle", seed=SEED, steps=3,
                          cfg=3.5, width=32, height=32)
-    assert (plain.value("decode", "image") - expected).abs().max() > 0.05
+    assert (plain.value("decode", "image") - expected).abs().max() > 0.03  # several times the tolerance
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+def error_of(run_template, **overrides) -> str:
+    return str(run_template("controlnet", expect="failed", **overrides).result.error)
+
+
+def test_start_after_end_is_invalid_before_anything_runs(tiny, controlnets, edges_picture):
+    with pytest.raises(WorkflowError) as raised:
+        template_plan("controlnet", {"model": str(tiny["sd"]), "controlnet": str(controlnets["sd"]),
+                                     "control_image": str(edges_picture["full"]), "control_start": 0.8,
+                                     "control_end": 0.3})
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("control", "end")
+    assert "before start 0.8" in issue.message and "0 <= start <= end <= 1" in issue.message
+
+
+def test_strength_out_of_range_and_a_mask_as_control_picture_are_invalid(tiny, controlnets, edges_picture):
+    document = read_document(TEMPLATES / "controlnet.yaml")
+    document["nodes"]["control"]["params"]["strength"] = 12.0
+    document["nodes"]["control"]["inputs"]["image"] = "control_picture.mask"  # a mask is no picture
+    with pytest.raises(WorkflowError) as raised:
+        compile_workflow(document, default_registry(), {"model": str(tiny["sd"]), "controlnet": str(controlnets["sd"]),
+                                                        "control_image": str(edges_picture["full"])}, base=TEMPLATES)
+    found = {(issue.node, issue.field): issue.message for issue in raised.value.issues}
+    assert "less than or equal to 10" in found["control", "strength"]
+    assert "MASK" in found["control", "image"] and "IMAGE" in found["control", "image"]
+
+
+def test_a_controlnet_for_another_family_is_refused_naming_sampleloop_and_the_family(tiny, controlnets, edges_picture,
+                                                                                     run_template):
+    error = error_of(run_template, model=str(tiny["sd"]), controlnet=str(controlnets["sdxl"]),
+                     control_image=str(edges_picture["full"]), steps=1)
+    assert "node 'sample' (SampleLoop), field 'positive'" in error
+    assert "is a SDXL ControlNet, but the model sampling is Stable Diffusion 1.x/2.x" in error
+
+
+def test_a_controlnet_for_another_text_width_is_refused(tiny, edges_picture, run_template, tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    config = {**dict(UNet2DConditionModel.load_config(str(tiny["sd"] / "unet"))), "cross_attention_dim": 64}
+    wide = UNet2DConditionModel.from_config(config)
+    tiny_controlnets.controlnet_from_unet(wide).save_pretrained(str(tmp_path / "wide"), safe_serialization=True)
+    error = error_of(run_template, model=str(tiny["sd"]), controlnet=str(tmp_path / "wide"),
+                     control_image=str(edges_picture["full"]), steps=1)
+    assert "field 'positive'" in error and "text of width 64, but this Stable Diffusion 1.x/2.x UNet's is 32" in error
+
+
+def test_a_folder_that_is_no_controlnet_and_a_pickle_file_are_refused(tiny, edges_picture, run_template, tmp_path):
+    error = error_of(run_template, model=str(tiny["sd"]), controlnet=str(tiny["sd"] / "unet"),
+                     control_image=str(edges_picture["full"]))
+    assert "node 'load_controlnet' (LoadControlNet), field 'model'" in error
+    assert "holds a UNet2DConditionModel; expected one of ControlNetModel, ControlNetUnionModel" in error
+    pickled = tmp_path / "controlnet.safetensors"  # named like safetensors, pickle inside
+    pickled.write_bytes(b"\x80\x04\x95" + b"\x00" * 64)
+    error = error_of(run_template, model=str(tiny["sd"]), controlnet=str(pickled), control_image=str(edges_picture["full"]))
+    assert "field 'model'" in error and "is a pickle file" in error
+
+
+def test_the_negative_with_other_controlnets_than_the_positive_is_refused(tiny, controlnets, edges_picture, services,
+                                                                          tmp_path):
+    document = read_document(TEMPLATES / "controlnet.yaml")
+    document["nodes"]["control_negative"] = {"type": "ApplyControlNet", "inputs": {
+        "conditioning": "negative.conditioning", "control_net": "load_controlnet.control_net",
+        "image": "control_picture.image"}, "params": {"strength": 0.5}}
+    document["nodes"]["sample"]["inputs"]["negative"] = "control_negative.conditioning"
+    plan = compile_workflow(document, default_registry(), {"model": str(tiny["sd"]), "controlnet": str(controlnets["sd"]),
+                                                           "control_image": str(edges_picture["full"]), "steps": 1},
+                            base=TEMPLATES)
+    run = run_plan(plan, services=services, output_dir=tmp_path, expect="failed")
+    error = str(run.result.error)
+    assert "node 'sample' (SampleLoop), field 'negative'" in error and "other ControlNets than the positive" in error
+
+
+# ---------------------------------------------------------------------------------------------
+# the conditioning keeps its controls through the disk cache; the catalog
+
+
+def test_controls_survive_the_disk_cache_as_one_safetensors_file(tiny, controlnets, edges_picture, tmp_path):
+    from diffgraph.nodes.controlnet import ApplyControlNet, controls_of
+    from diffgraph.nodes.models import ModelRef
+    from diffgraph.nodes.types import Conditioning
+
+    ref = ModelRef(kind="controlnet", path=str(controlnets["sd"]), fingerprint="abc")
+    node = ApplyControlNet.instantiate({"conditioning": {"embeds": torch.ones(1, 77, 32)}, "control_net": ref,
+                                        "image": torch.rand(1, 3, 8, 8), "strength": 0.7, "start": 0.1, "end": 0.9})
+    once = node.run(None)["conditioning"]
+    twice = ApplyControlNet.instantiate({**node.__dict__, "conditioning": once, "strength": 0.3}).run(None)["conditioning"]
+    files = Conditioning.save(twice, tmp_path, "entry")
+    assert files == ["entry.safetensors"]
+    restored = Conditioning.materialize(Conditioning.load(tmp_path, files))
+    controls = controls_of(restored)
+    assert [(c.ref, c.strength, c.start, c.end) for c in controls] == [(ref, 0.7, 0.1, 0.9), (ref, 0.3, 0.1, 0.9)]
+    assert torch.equal(controls[0].image, node.image) and torch.equal(restored["embeds"], torch.ones(1, 77, 32))
+
+
+def test_the_catalog_shows_the_controlnet_nodes_and_the_template_uploads_the_control_picture():
+    catalog = {spec["type"]: spec for spec in default_registry().catalog()}
+    load, apply, canny = catalog["LoadControlNet"], catalog["ApplyControlNet"], catalog["Canny"]
+    assert next(p for p in load["params"] if p["name"] == "model")["widget"] == "model"
+    assert [o["type"] for o in load["outputs"]] == ["CONTROL_NET"]
+    assert {i["name"]: i["type"] for i in apply["inputs"]} == {"conditioning": "CONDITIONING",
+                                                               "control_net": "CONTROL_NET", "image": "IMAGE"}
+    bounds = {p["name"]: (p["min"], p["max"], p["default"]) for p in apply["params"]}
+    assert bounds == {"strength": (0.0, 10.0, 1.0), "start": (0.0, 1.0, 0.0), "end": (0.0, 1.0, 1.0)}
+    assert [o["type"] for o in canny["outputs"]] == ["IMAGE"]
+    # the template's control_image param is a LoadImage's `image`: the editor shows an upload widget
+    document = read_document(TEMPLATES / "controlnet.yaml")
+    feeds = [(node["type"], name) for node in document["nodes"].values()
+             for name, value in (node.get("params") or {}).items() if value == "$control_image"]
+    assert feeds == [("LoadImage", "image")]
+    assert next(p for p in catalog["LoadImage"]["params"] if p["name"] == "image")["widget"] == "upload"
+    assert set(document["params"]) >= {"controlnet", "control_image", "control_scale"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Canny
+
+
+def run_canny(pixels: np.ndarray, low: float = 100.0, high: float = 200.0) -> np.ndarray:
+    from diffgraph.nodes.controlnet import Canny
+
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+    edges = Canny.instantiate({"image": image, "low": low, "high": high}).run(None)["edges"]
+    assert edges.shape == (1, 3, *pixels.shape[:2])
+    assert torch.equal(edges[0, 0], edges[0, 1]) and torch.equal(edges[0, 0], edges[0, 2])
+    return edges[0, 0].numpy() > 0.5
+
+
+def square(value: int) -> np.ndarray:
+    pixels = np.zeros((64, 64, 3), np.uint8)
+    pixels[16:48, 16:48] = value
+    return pixels
+
+
+def test_canny_traces_a_square_as_one_thin_closed_line():
+    from scipy import ndimage
+
+    edges = run_canny(square(255))
+    # one pixel wide along each side: on the dark side above and left of the step, on the bright
+    # side below and right (where the gradient peaks are equal, the first one is kept, as in OpenCV)
+    assert edges[15, 18:46].all() and edges[47, 18:46].all() and edges[18:46, 15].all() and edges[18:46, 47].all()
+    sides = np.zeros((64, 64), bool)
+    sides[15:48, 15] = sides[15:48, 47] = sides[15, 15:48] = sides[47, 15:48] = True
+    near_corner = np.zeros((64, 64), bool)
+    for y in (15, 47):
+        for x in (15, 47):
+            near_corner[y - 2:y + 3, x - 2:x + 3] = True
+    assert not (edges & ~sides & ~near_corner).any()  # nothing off the contour but the corners' diagonal cuts
+    assert not edges[[14, 16, 46, 48], 18:46].any() and not edges[18:46, [14, 16, 46, 48]].any()  # thin
+    _, pieces = ndimage.label(edges, structure=np.ones((3, 3), bool))
+    assert pieces == 1  # closed around the corners too
+    assert not run_canny(np.full((64, 64, 3), 200, np.uint8)).any()  # a flat picture has no edges
+
+
+def test_canny_hysteresis_keeps_faint_edges_only_with_a_low_high_threshold():
+    faint = square(30)  # a Sobel magnitude of 120 across the straight sides
+    assert not run_canny(faint, low=100, high=200).any()
+    assert run_canny(faint, low=100, high=110)[15, 20:40].all()
+    assert not run_canny(faint, low=130, high=140)[15, 20:40].any()  # the sides' 120 is below low
+    with pytest.raises(Exception, match="high 50.0 is below low 100.0"):
+        run_canny(faint, low=100.0, high=50.0)
