@@ -34,7 +34,8 @@ from .types import Conditioning, Image, ModelType
 CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
 MODEL_DOC = ("a diffusers ControlNet folder (config.json + weights), a ControlNet pipeline folder (its "
              "controlnet/), or a single-file .safetensors ControlNet in the original layout (then set config)")
-CONFIG_DOC = "single .safetensors files only: a diffusers ControlNet folder whose config.json describes it"
+CONFIG_DOC = ("single .safetensors files only: a diffusers ControlNet folder whose config.json describes it "
+              "(empty: the config diffusers guesses from the file, if the Hugging Face cache holds it)")
 #: the conditioning entries of control i
 _IMAGE, _SETTINGS, _REF = "control.{}.image", "control.{}.settings", "control.{}.ref"
 
@@ -87,8 +88,11 @@ def load_controlnet(ctx: Any, ref: Any, field: str) -> Any:
 
     dtype = models.torch_dtype(ctx)
     models.check_checkpoint_file(Path(ref.path), ref.allow_pickle, field)
-    with models._loading(f"{Path(ref.path).name} as a ControlNet with the config of {ref.config}", field):
-        model = ControlNetModel.from_single_file(ref.path, config=ref.config, local_files_only=True,
+    # without `config`, diffusers guesses the model's config repo and reads it from the Hugging Face cache only
+    where = f"with the config of {ref.config}" if ref.config else "(set config to a diffusers ControlNet folder " \
+        "describing it: diffusers could not find the config it guessed in the Hugging Face cache)"
+    with models._loading(f"{Path(ref.path).name} as a ControlNet {where}", field):
+        model = ControlNetModel.from_single_file(ref.path, config=ref.config or None, local_files_only=True,
                                                  **models._diffusers_dtype(dtype))
     cache.loads += 1
     cache._put(key, models._placed(model, ctx.device, dtype))
@@ -112,15 +116,14 @@ class LoadControlNet(Node):
         config = ""
         if path.is_file():
             models.check_checkpoint_file(path, self.allow_pickle, "model")
-            if not self.config.strip():
-                raise NodeError(f"{path.name} is a single file: set `config` to a diffusers ControlNet folder "
-                                "(config.json) describing it", "config")
-            folder = models.resolve_model(self.config, "", field="config", access=ctx.access)
-            found = models.component_class(folder, "")
-            if found is None or found[1] not in CONTROLNET_CLASSES:
-                raise NodeError(f"{folder} is not a ControlNet folder ({found[1] if found else 'no config.json'})",
-                                "config")
-            subfolder, config = "", str(folder)
+            if self.config.strip():
+                folder = models.resolve_model(self.config, "", field="config", access=ctx.access)
+                found = models.component_class(folder, "")
+                if found is None or found[1] not in CONTROLNET_CLASSES:
+                    raise NodeError(f"{folder} is not a ControlNet folder ({found[1] if found else 'no config.json'})",
+                                    "config")
+                config = str(folder)
+            subfolder = ""
         else:
             subfolder = _folder_subfolder(path)
         ref = models.ModelRef(kind="controlnet", path=str(path), subfolder=subfolder, config=config,

@@ -291,3 +291,29 @@ def test_canny_hysteresis_keeps_faint_edges_only_with_a_low_high_threshold():
     assert not run_canny(faint, low=130, high=140)[15, 20:40].any()  # the sides' 120 is below low
     with pytest.raises(Exception, match="high 50.0 is below low 100.0"):
         run_canny(faint, low=100.0, high=50.0)
+
+
+def test_a_single_file_controlnet_loads_with_the_config_of_a_folder(tiny, controlnets, edges_picture, services,
+                                                                    tmp_path):
+    import shutil
+
+    single = tmp_path / "controlnet.safetensors"  # the diffusers weights as one file, as many are shared
+    shutil.copy(controlnets["sd"] / "diffusion_pytorch_model.safetensors", single)
+    overrides = {"model": str(tiny["sd"]), "controlnet": str(single), "control_image": str(edges_picture["full"]),
+                 "control_scale": 0.8, "steps": 2, "seed": SEED}
+
+    def run(config: str, expect: str = "succeeded"):
+        document = read_document(TEMPLATES / "controlnet.yaml")
+        document["nodes"]["load_controlnet"]["params"]["config"] = config
+        plan = compile_workflow(document, default_registry(), overrides, base=TEMPLATES)
+        return run_plan(plan, services=services, output_dir=tmp_path / "out", expect=expect)
+
+    file_run = run(str(controlnets["sd"]))
+    folder_run = run_plan(template_plan("controlnet", {**overrides, "controlnet": str(controlnets["sd"])}),
+                          services=services, output_dir=tmp_path / "out")
+    ours = file_run.executor.cached_outputs(file_run.plan, "decode")["image"]
+    assert torch.equal(ours, folder_run.executor.cached_outputs(folder_run.plan, "decode")["image"])
+    error = str(run(str(tiny["sd"]), expect="failed").result.error)
+    assert "node 'load_controlnet' (LoadControlNet), field 'config'" in error and "not a ControlNet folder" in error
+    error = str(run("", expect="failed").result.error)  # no config: the guessed one is not in the hub cache
+    assert "field 'model'" in error and "set config to a diffusers ControlNet folder" in error
