@@ -317,3 +317,73 @@ def test_a_single_file_controlnet_loads_with_the_config_of_a_folder(tiny, contro
     assert "node 'load_controlnet' (LoadControlNet), field 'config'" in error and "not a ControlNet folder" in error
     error = str(run("", expect="failed").result.error)  # no config: the guessed one is not in the hub cache
     assert "field 'model'" in error and "set config to a diffusers ControlNet folder" in error
+
+
+# ---------------------------------------------------------------------------------------------
+# ComfyUI prompts
+
+
+def comfy_prompt(strength: float = 0.8, start: float = 0.25, end: float = 1.0, advanced: bool = True) -> dict:
+    prompt = {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red circle", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "10": {"class_type": "ControlNetLoader", "inputs": {"control_net_name": "edges-cn"}},
+        "11": {"class_type": "LoadImage", "inputs": {"image": "edges.png"}},
+        "12": {"class_type": "ControlNetApplyAdvanced", "inputs": {
+            "positive": ["6", 0], "negative": ["7", 0], "control_net": ["10", 0], "image": ["11", 0],
+            "strength": strength, "start_percent": start, "end_percent": end}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "model": ["4", 0], "positive": ["12", 0], "negative": ["12", 1], "latent_image": ["5", 0], "seed": SEED,
+            "steps": STEPS, "cfg": 7.5, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"images": ["8", 0], "filename_prefix": "cn"}},
+    }
+    if not advanced:
+        prompt["12"] = {"class_type": "ControlNetApply", "inputs": {
+            "conditioning": ["6", 0], "control_net": ["10", 0], "image": ["11", 0], "strength": strength}}
+        prompt["3"]["inputs"]["negative"] = ["7", 0]
+    return prompt
+
+
+def comfy_resolvers(tiny, controlnets, edges_picture):
+    from diffgraph.comfy_import import Resolvers
+
+    return Resolvers({"tiny": str(tiny["sd"])}.get, lambda: ["tiny"], {"edges.png": str(edges_picture["full"])}.get,
+                     controlnet={"edges-cn": str(controlnets["sd"])}.get, controlnet_choices=lambda: ["edges-cn"])
+
+
+@pytest.mark.parametrize("advanced", [True, False])
+def test_a_comfyui_controlnet_prompt_matches_the_pipeline(tiny, controlnets, edges_picture, services, tmp_path,
+                                                          advanced):
+    from diffusers import EulerDiscreteScheduler
+
+    from diffgraph.comfy_import import translate_prompt
+
+    start = 0.25 if advanced else 0.0
+    translation = translate_prompt(comfy_prompt(start=start, advanced=advanced),
+                                   comfy_resolvers(tiny, controlnets, edges_picture))
+    plan = compile_workflow(translation.document, default_registry(), {})
+    run = run_plan(plan, services=services, output_dir=tmp_path)
+    pipe = sd_controlnet_pipeline(tiny, load_net(controlnets["sd"]))
+    # ComfyUI's euler with the "normal" schedule: diffusers' Euler with linspace spacing (see README)
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="linspace")
+    expected = pipe("a red circle", image=Image.open(edges_picture["full"]).convert("RGB"), height=64, width=64,
+                    num_inference_steps=STEPS, guidance_scale=7.5, controlnet_conditioning_scale=0.8,
+                    control_guidance_start=start, generator=generator(), output_type="pt").images
+    assert_same_picture(run.executor.cached_outputs(plan, "8")["image"], expected, run.result.outputs["9"][0])
+
+
+def test_comfyui_controlnet_problems_name_the_prompt_node_and_input(tiny, controlnets, edges_picture):
+    from diffgraph.comfy_import import ComfyError, translate_prompt
+
+    prompt = comfy_prompt(start=0.9, end=0.2)
+    prompt["10"]["inputs"]["control_net_name"] = "../../secret"
+    prompt["12"]["inputs"]["image"] = ["10", 0]  # a ControlNet where a picture goes
+    with pytest.raises(ComfyError) as raised:
+        translate_prompt(prompt, comfy_resolvers(tiny, controlnets, edges_picture))
+    found = {(p.node, p.field): p.message for p in raised.value.problems}
+    assert "not a ControlNet this server knows; choose one of edges-cn" in found["10", "control_net_name"]
+    assert "before start_percent 0.9" in found["12", "end_percent"]
+    assert "takes IMAGE; output 0 of node '10' (ControlNetLoader) is CONTROL_NET" in found["12", "image"]
