@@ -214,6 +214,8 @@ class Comfy:
             return None
         if any(part.startswith(".") for part in name.split("/")) or not path.is_file():
             return None
+        if kind == "input":  # LoadImage on the server takes a name inside the uploads folder, not a path
+            return path.relative_to(self.roots()["input"].resolve()).as_posix()
         return str(path)
 
     def resolvers(self) -> Resolvers:

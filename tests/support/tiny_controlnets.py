@@ -10,12 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def controlnet_from_unet(unet, seed: int = 0):
+def controlnet_from_unet(unet, seed: int = 0, downscale: int = 2):
+    """`downscale`: the VAE's factor, which the conditioning embedding's stride-2 convs must match."""
     import torch
     from diffusers import ControlNetModel
 
-    # the tiny VAEs downscale by 2: the conditioning embedding must too (two blocks: one stride-2 conv)
-    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    channels = {2: (16, 32), 4: (16, 32, 32), 8: (16, 32, 32, 32)}[downscale]
+    net = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
     generator = torch.Generator("cpu").manual_seed(seed)
     with torch.no_grad():
         for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
@@ -38,4 +39,14 @@ def build_sdxl_controlnet(sdxl_folder: Path, directory: Path, seed: int = 0) -> 
 
     unet = UNet2DConditionModel.from_pretrained(str(sdxl_folder), subfolder="unet")
     controlnet_from_unet(unet, seed).save_pretrained(str(directory), safe_serialization=True)
+    return Path(directory)
+
+
+def build_bundled_controlnet(directory: Path, seed: int = 0) -> Path:
+    """A ControlNet for the bundled diffgraph/models/tiny-sd (its VAE downscales by 4)."""
+    from diffusers import UNet2DConditionModel
+
+    bundled = Path(__file__).resolve().parents[2] / "diffgraph" / "models" / "tiny-sd"
+    unet = UNet2DConditionModel.from_pretrained(str(bundled), subfolder="unet")
+    controlnet_from_unet(unet, seed, downscale=4).save_pretrained(str(directory), safe_serialization=True)
     return Path(directory)
