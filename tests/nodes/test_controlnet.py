@@ -387,3 +387,25 @@ def test_comfyui_controlnet_problems_name_the_prompt_node_and_input(tiny, contro
     assert "not a ControlNet this server knows; choose one of edges-cn" in found["10", "control_net_name"]
     assert "before start_percent 0.9" in found["12", "end_percent"]
     assert "takes IMAGE; output 0 of node '10' (ControlNetLoader) is CONTROL_NET" in found["12", "image"]
+
+
+def test_the_template_from_the_command_line_matches_the_pipeline_and_reruns_only_what_changed(
+        tiny, controlnets, edges_picture, tmp_path):
+    from test_templates_cli import run_json
+
+    sets = [f"model={tiny['sd']}", f"controlnet={controlnets['sd']}", f"control_image={edges_picture['full']}",
+            "control_scale=0.6", "control_start=0.25", "control_end=0.75", "prompt=a red circle", f"seed={SEED}",
+            f"steps={STEPS}", "scheduler=euler"]
+    first = run_json(TEMPLATES / "controlnet.yaml", *sets, cwd=tmp_path, cache=tmp_path / "cache")
+    pipe = sd_controlnet_pipeline(tiny, load_net(controlnets["sd"]))
+    use_scheduler(pipe, "euler")
+    expected = pipe("a red circle", image=Image.open(edges_picture["full"]).convert("RGB"), height=64, width=64,
+                    num_inference_steps=STEPS, guidance_scale=7.5, controlnet_conditioning_scale=0.6,
+                    control_guidance_start=0.25, control_guidance_end=0.75, generator=generator(),
+                    output_type="np").images[0]
+    saved = np.asarray(Image.open(first["outputs"]["save"][0]).convert("RGB"), np.int16)
+    assert np.abs(saved - (expected * 255).round().astype(np.int16)).max() <= 2
+    # a second process with another scale: the controlled conditioning and what follows run again, the
+    # rest (models, prompts, the control picture) comes from the disk cache
+    second = run_json(TEMPLATES / "controlnet.yaml", *sets, "control_scale=0.9", cwd=tmp_path, cache=tmp_path / "cache")
+    assert set(second["executed"]) == {"control", "sample", "decode", "save"}
