@@ -28,6 +28,7 @@ from typing import Any
 from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
 
 from . import models
+from .loaders import PICKLE_DOC
 from .types import Conditioning, Image, ModelType
 
 #: diffusers classes a ControlNet folder may hold (ControlNet-Union: SDXL only)
@@ -106,7 +107,7 @@ class LoadControlNet(Node):
 
     model: str = Param(widget="model", doc=MODEL_DOC)
     config: str = Param("", doc=CONFIG_DOC)
-    allow_pickle: bool = Param(False, doc=models.PICKLE_HELP)
+    allow_pickle: bool = Param(False, doc=PICKLE_DOC)
     control_net: ControlNetType = Output()
 
     fingerprint = classmethod(_controlnet_fingerprint)
@@ -143,12 +144,13 @@ class Control:
     strength: float
     start: float
     end: float
+    union_mode: int = -1  # ControlNet-Union: the control type
 
     def same_as(self, other: Control) -> bool:
         import torch
 
-        return ((self.ref, self.strength, self.start, self.end) == (other.ref, other.strength, other.start, other.end)
-                and self.image.shape == other.image.shape and bool(torch.equal(self.image, other.image)))
+        return ((self.ref, self.strength, self.start, self.end, self.union_mode)
+                == (other.ref, other.strength, other.start, other.end, other.union_mode) and self.image.shape == other.image.shape and bool(torch.equal(self.image, other.image)))
 
 
 def controls_of(conditioning: Any) -> list[Control]:
@@ -160,10 +162,11 @@ def controls_of(conditioning: Any) -> list[Control]:
         return controls
     while _IMAGE.format(len(controls)) in conditioning:
         index = len(controls)
-        settings = torch.as_tensor(conditioning[_SETTINGS.format(index)]).tolist()
+        strength, start, end, union_mode = torch.as_tensor(conditioning[_SETTINGS.format(index)]).tolist()
         ref_bytes = bytes(torch.as_tensor(conditioning[_REF.format(index)]).tolist())
         ref = models.ModelRef.from_json(json.loads(ref_bytes.decode("utf-8")))
-        controls.append(Control(ref, torch.as_tensor(conditioning[_IMAGE.format(index)]), *settings))
+        controls.append(Control(ref, torch.as_tensor(conditioning[_IMAGE.format(index)]), strength, start, end,
+                                int(union_mode)))
     return controls
 
 
@@ -193,6 +196,9 @@ class ApplyControlNet(Node):
     strength: float = Param(1.0, ge=0.0, le=10.0, step=0.05, doc="diffusers' controlnet_conditioning_scale")
     start: float = Param(0.0, ge=0.0, le=1.0, step=0.01, doc="fraction of the steps where the ControlNet starts")
     end: float = Param(1.0, ge=0.0, le=1.0, step=0.01, doc="fraction of the steps where it stops (>= start)")
+    union_mode: int = Param(-1, ge=-1, le=63, doc="ControlNet-Union (SDXL) only: the control type it was trained "
+                            "with (xinsir's union-sdxl: 0 openpose, 1 depth, 2 hed/scribble, 3 canny/lineart, "
+                            "4 normal, 5 segment); -1 for a plain ControlNet")
     conditioning_out: Conditioning = Output(name="conditioning")
 
     @classmethod
@@ -217,7 +223,8 @@ class ApplyControlNet(Node):
         return {"conditioning": {
             **self.conditioning,
             _IMAGE.format(index): self.image.float().clone(),  # its own memory: safetensors refuses shared tensors
-            _SETTINGS.format(index): torch.tensor([self.strength, self.start, self.end], dtype=torch.float64),
+            _SETTINGS.format(index): torch.tensor([self.strength, self.start, self.end, self.union_mode],
+                                                  dtype=torch.float64),
             _REF.format(index): torch.tensor(list(ref_bytes), dtype=torch.uint8),
         }}
 
@@ -260,6 +267,19 @@ def _family_problem(net: Any, unet: Any) -> str | None:
     if cn.in_channels != un.out_channels:
         return f"takes {cn.in_channels}-channel latents, but this UNet's are {un.out_channels}-channel"
     return None
+
+
+def _check_union_mode(net: Any, control: Control) -> None:
+    """A ControlNet-Union needs a control type it knows; a plain ControlNet none."""
+    where = f"the ControlNet {control.ref.describe()} applied to this conditioning"
+    if type(net).__name__ == "ControlNetUnionModel":
+        count = net.config.num_control_type
+        if not 0 <= control.union_mode < count:
+            raise NodeError(f"{where} is a ControlNet-Union: set ApplyControlNet's union_mode to its control type, "
+                            f"0..{count - 1} (got {control.union_mode})", "positive")
+    elif control.union_mode != -1:
+        raise NodeError(f"{where} is a plain ControlNet, but ApplyControlNet's union_mode is {control.union_mode}: "
+                        "leave it at -1 (union_mode is for ControlNet-Union models)", "positive")
 
 
 def _check_negative(controls: list[Control], negative: Any) -> None:
@@ -320,6 +340,7 @@ def prepare_for_loop(ctx: Any, unet: Any, positive: Any, negative: Any, guided: 
         if problem:
             raise NodeError(f"the ControlNet {control.ref.describe()} applied to this conditioning {problem}; "
                             "load a ControlNet trained for this model", "positive")
+        _check_union_mode(net, control)
         factor = 2 ** (len(net.config.conditioning_embedding_out_channels) - 1)
         image = control_picture(control.image, height * factor, width * factor)
         if batch % image.shape[0]:
@@ -351,18 +372,26 @@ def modular_inputs(ctx: Any, pipeline: Any, family: Any, positive: Any, negative
     nets = []
     for control in controls:
         net = load_controlnet(ctx, control.ref, "positive")
-        if type(net).__name__ != "ControlNetModel":
-            raise NodeError(f"the ControlNet {control.ref.describe()} is a {type(net).__name__}; diffgraph runs "
-                            "ControlNetModel only (for now)", "positive")
         problem = _family_problem(net, pipeline.unet)
         if problem:
             raise NodeError(f"the ControlNet {control.ref.describe()} applied to this conditioning {problem}; "
                             "load a ControlNet trained for this model", "positive")
+        _check_union_mode(net, control)
         nets.append(net)
     images = [control_picture(control.image, height, width) for control in controls]
     single = len(nets) == 1
     from .modular import _quiet_diffusers
 
+    if any(type(net).__name__ == "ControlNetUnionModel" for net in nets):
+        if not single:
+            raise NodeError("a ControlNet-Union runs alone in diffgraph (for now): apply one ControlNet-Union, or "
+                            "plain ControlNets only", "positive")
+        with _quiet_diffusers():
+            pipeline.update_components(controlnet=nets[0])
+        control = controls[0]
+        return {"control_image": images, "control_mode": [control.union_mode],
+                "controlnet_conditioning_scale": control.strength, "control_guidance_start": control.start,
+                "control_guidance_end": control.end}
     with _quiet_diffusers():
         pipeline.update_components(controlnet=nets[0] if single else MultiControlNetModel(nets))
     return {

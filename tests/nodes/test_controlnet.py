@@ -27,6 +27,7 @@ def controlnets(tiny, tmp_path_factory):
         "sd2": tiny_controlnets.build_sd_controlnet(root / "sd-cn-2", seed=1),
         "sdxl_model": sdxl,
         "sdxl": tiny_controlnets.build_sdxl_controlnet(sdxl, root / "sdxl-cn"),
+        "sdxl_union": tiny_controlnets.build_sdxl_controlnet(sdxl, root / "sdxl-union", union=True),
     }
 
 
@@ -128,6 +129,36 @@ def test_sdxl_controlnet_template_matches_the_sdxl_controlnet_pipeline(controlne
     assert (plain.value("decode", "image") - expected).abs().max() > 0.03  # several times the tolerance
 
 
+def test_an_sdxl_controlnet_union_matches_the_union_pipeline(controlnets, edges_picture, services, tmp_path):
+    from diffusers import ControlNetUnionModel, StableDiffusionXLControlNetUnionPipeline
+
+    small = tmp_path / "control.png"
+    Image.open(edges_picture["full"]).convert("RGB").resize((32, 32)).save(small)
+    overrides = {"model": str(controlnets["sdxl_model"]), "controlnet": str(controlnets["sdxl_union"]),
+                 "control_image": str(small), "control_scale": 0.9, "control_end": 0.7, "prompt": "a red circle",
+                 "seed": SEED, "steps": 3, "cfg": 3.5, "width": 32, "height": 32}
+
+    def run(mode: int, expect: str = "succeeded"):
+        document = read_document(TEMPLATES / "controlnet.yaml")
+        document["nodes"]["control"]["params"]["union_mode"] = mode
+        plan = compile_workflow(document, default_registry(), overrides, base=TEMPLATES)
+        return run_plan(plan, services=services, output_dir=tmp_path / "out", expect=expect)
+
+    ours = run(3)
+    pipe = StableDiffusionXLControlNetUnionPipeline.from_pretrained(
+        str(controlnets["sdxl_model"]), controlnet=ControlNetUnionModel.from_pretrained(str(controlnets["sdxl_union"])))
+    expected = pipe(prompt="a red circle", control_image=[Image.open(small).convert("RGB")], control_mode=[3],
+                    num_inference_steps=3, guidance_scale=3.5, height=32, width=32, controlnet_conditioning_scale=0.9,
+                    control_guidance_end=0.7, generator=generator(), output_type="pt").images
+    assert_same_picture(ours.executor.cached_outputs(ours.plan, "decode")["image"], expected,
+                        ours.result.outputs["save"][0])
+    other_mode = run(1)  # the control type matters: another one gives another picture
+    assert (other_mode.executor.cached_outputs(other_mode.plan, "decode")["image"] - expected).abs().max() > 2 / 255
+    error = str(run(-1, expect="failed").result.error)
+    assert "field 'positive'" in error and "is a ControlNet-Union: set ApplyControlNet's union_mode" in error
+    assert "0..5" in error
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 
@@ -214,7 +245,8 @@ def test_controls_survive_the_disk_cache_as_one_safetensors_file(tiny, controlne
 
     ref = ModelRef(kind="controlnet", path=str(controlnets["sd"]), fingerprint="abc")
     node = ApplyControlNet.instantiate({"conditioning": {"embeds": torch.ones(1, 77, 32)}, "control_net": ref,
-                                        "image": torch.rand(1, 3, 8, 8), "strength": 0.7, "start": 0.1, "end": 0.9})
+                                        "image": torch.rand(1, 3, 8, 8), "strength": 0.7, "start": 0.1, "end": 0.9,
+                                        "union_mode": -1})
     once = node.run(None)["conditioning"]
     twice = ApplyControlNet.instantiate({**node.__dict__, "conditioning": once, "strength": 0.3}).run(None)["conditioning"]
     files = Conditioning.save(twice, tmp_path, "entry")
@@ -233,7 +265,8 @@ def test_the_catalog_shows_the_controlnet_nodes_and_the_template_uploads_the_con
     assert {i["name"]: i["type"] for i in apply["inputs"]} == {"conditioning": "CONDITIONING",
                                                                "control_net": "CONTROL_NET", "image": "IMAGE"}
     bounds = {p["name"]: (p["min"], p["max"], p["default"]) for p in apply["params"]}
-    assert bounds == {"strength": (0.0, 10.0, 1.0), "start": (0.0, 1.0, 0.0), "end": (0.0, 1.0, 1.0)}
+    assert bounds == {"strength": (0.0, 10.0, 1.0), "start": (0.0, 1.0, 0.0), "end": (0.0, 1.0, 1.0),
+                      "union_mode": (-1, 63, -1)}
     assert [o["type"] for o in canny["outputs"]] == ["IMAGE"]
     # the template's control_image param is a LoadImage's `image`: the editor shows an upload widget
     document = read_document(TEMPLATES / "controlnet.yaml")
