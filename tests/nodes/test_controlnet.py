@@ -442,3 +442,44 @@ def test_the_template_from_the_command_line_matches_the_pipeline_and_reruns_only
     # rest (models, prompts, the control picture) comes from the disk cache
     second = run_json(TEMPLATES / "controlnet.yaml", *sets, "control_scale=0.9", cwd=tmp_path, cache=tmp_path / "cache")
     assert set(second["executed"]) == {"control", "sample", "decode", "save"}
+
+
+def test_two_chained_controlnets_on_sdxl_match_the_pipelines_multi_controlnet(controlnets, edges_picture, services,
+                                                                              tmp_path):
+    from diffusers import MultiControlNetModel, StableDiffusionXLControlNetPipeline
+
+    small = tmp_path / "control.png"
+    Image.open(edges_picture["full"]).convert("RGB").resize((32, 32)).save(small)
+    document = read_document(TEMPLATES / "controlnet.yaml")
+    document["nodes"]["control_2"] = {"type": "ApplyControlNet", "inputs": {
+        "conditioning": "control.conditioning", "control_net": "load_controlnet.control_net",
+        "image": "control_picture.image"}, "params": {"strength": 0.4, "start": 0.3}}
+    document["nodes"]["sample"]["inputs"]["positive"] = "control_2.conditioning"
+    overrides = {"model": str(controlnets["sdxl_model"]), "controlnet": str(controlnets["sdxl"]),
+                 "control_image": str(small), "control_scale": 0.8, "control_end": 0.6, "prompt": "a red circle",
+                 "seed": SEED, "steps": 3, "cfg": 3.5, "width": 32, "height": 32}
+    plan = compile_workflow(document, default_registry(), overrides, base=TEMPLATES)
+    run = run_plan(plan, services=services, output_dir=tmp_path / "out")
+    net = load_net(controlnets["sdxl"])
+    pipe = StableDiffusionXLControlNetPipeline.from_pretrained(str(controlnets["sdxl_model"]),
+                                                               controlnet=MultiControlNetModel([net, net]))
+    picture = Image.open(small).convert("RGB")
+    expected = pipe(prompt="a red circle", image=[picture, picture], num_inference_steps=3, guidance_scale=3.5,
+                    height=32, width=32, controlnet_conditioning_scale=[0.8, 0.4], control_guidance_start=[0.0, 0.3],
+                    control_guidance_end=[0.6, 1.0], generator=generator(), output_type="pt").images
+    assert_same_picture(run.executor.cached_outputs(plan, "decode")["image"], expected, run.result.outputs["save"][0])
+
+
+def test_diffgraph_import_makes_the_controlnet_a_template_param(tiny, controlnets, edges_picture):
+    import json
+
+    from diffgraph.comfy_import import import_file
+
+    document = import_file(json.dumps(comfy_prompt()), {"tiny": str(tiny["sd"])}, None)
+    assert document["params"]["controlnet"] == {"type": "STRING", "default": "edges-cn"}
+    assert document["nodes"]["10"] == {"type": "LoadControlNet", "params": {"model": "$controlnet"}}
+    assert {document["nodes"][f"12_{half}"]["type"] for half in ("positive", "negative")} == {"ApplyControlNet"}
+    assert document["nodes"]["3"]["inputs"]["positive"] == "12_positive.conditioning"
+    plan = compile_workflow(document, default_registry(), {"controlnet": str(controlnets["sd"]),
+                                                           "image": str(edges_picture["full"])})
+    assert plan.nodes["10"].params["model"] == str(controlnets["sd"])
