@@ -214,9 +214,16 @@ class Comfy:
             return None
         if any(part.startswith(".") for part in name.split("/")) or not path.is_file():
             return None
-        if kind == "input":  # LoadImage on the server takes a name inside the uploads folder, not a path
-            return path.relative_to(self.roots()["input"].resolve()).as_posix()
         return str(path)
+
+    def loadable_image(self, name: str) -> str | None:
+        """What a LoadImage param takes for `name` on the server: its name inside the uploads folder
+        (the server's contained policy refuses paths)."""
+        path = self.image_path(name)
+        root = self.roots()["input"].resolve()
+        if path is not None and Path(path).is_relative_to(root):
+            return Path(path).relative_to(root).as_posix()
+        return path
 
     def resolvers(self) -> Resolvers:
         models = self.models()
@@ -234,7 +241,7 @@ class Comfy:
             return None
 
         controlnets = self.controlnets()
-        return Resolvers(checkpoint, lambda: list(models), self.image_path, check_sampler,
+        return Resolvers(checkpoint, lambda: list(models), self.loadable_image, check_sampler,
                          controlnet=lambda name: str(controlnets[name]) if name in controlnets else None,
                          controlnet_choices=lambda: list(controlnets))
 
