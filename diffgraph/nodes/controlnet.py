@@ -67,7 +67,10 @@ def _folder_subfolder(path: Path) -> str:
         if found is not None and found[1] in CONTROLNET_CLASSES:
             return subfolder
     found = models.component_class(path, "")
-    what = f"a {found[1]}" if found else "no config.json (nor a controlnet/ of a pipeline's model_index.json)"
+    if (path / "model_index.json").is_file():
+        what = "a diffusers pipeline without a controlnet/"
+    else:
+        what = f"a {found[1]}" if found else "no config.json"
     raise NodeError(f"{path} is not a ControlNet: it holds {what}; expected one of {', '.join(CONTROLNET_CLASSES)}",
                     "model")
 

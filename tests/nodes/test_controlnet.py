@@ -483,3 +483,9 @@ def test_diffgraph_import_makes_the_controlnet_a_template_param(tiny, controlnet
     plan = compile_workflow(document, default_registry(), {"controlnet": str(controlnets["sd"]),
                                                            "image": str(edges_picture["full"])})
     assert plan.nodes["10"].params["model"] == str(controlnets["sd"])
+
+
+def test_a_pipeline_folder_without_a_controlnet_is_refused_saying_so(tiny, edges_picture, run_template):
+    error = error_of(run_template, model=str(tiny["sd"]), controlnet=str(tiny["sd"]),
+                     control_image=str(edges_picture["full"]))
+    assert "field 'model'" in error and "is not a ControlNet: it holds a diffusers pipeline without a controlnet/" in error
