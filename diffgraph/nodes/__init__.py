@@ -10,7 +10,7 @@ from diffgraph.engine import NodeRegistry
 
 
 def register(registry: NodeRegistry) -> None:
-    from . import images, ipadapter, latents, loaders, primitives, resize, sampling
+    from . import controlnet, images, ipadapter, latents, loaders, primitives, resize, sampling
 
     registry.add(*primitives.NODES)
     registry.add(*images.NODES)
@@ -19,3 +19,4 @@ def register(registry: NodeRegistry) -> None:
     registry.add(*latents.NODES)
     registry.add(*resize.NODES)
     registry.add(*ipadapter.NODES)
+    registry.add(*controlnet.NODES)

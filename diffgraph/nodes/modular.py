@@ -363,11 +363,14 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
         ctx.check_cancelled()
 
     ctx.check_cancelled()
+    from . import controlnet  # ControlNet (controlnet.py): the blocks' own ControlNet steps
+    inputs.update(controlnet.modular_inputs(ctx, pipeline, family, positive, negative, height * factor, width * factor))
     token = _STEP_HOOK.set(StepHook(on_step))
     try:
         state = run_block(pipeline, "denoise", **inputs)
     finally:
         _STEP_HOOK.reset(token)
+        controlnet.clear_modular(pipeline)  # ControlNet (controlnet.py)
     latents = state.get("latents")
     if family.latent_frames and latents.ndim == 5:
         latents = latents.squeeze(2)

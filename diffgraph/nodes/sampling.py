@@ -17,7 +17,7 @@ from typing import Any
 
 from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, node
 
-from . import ipadapter, models, modular
+from . import controlnet, ipadapter, models, modular
 from .types import Conditioning, Depth, Latent, Scheduler, TextEncoder, UNet
 
 #: name -> (diffusers class, config overrides); all built with `from_config` from the model's config
@@ -369,17 +369,20 @@ class SampleLoop(Node):
             extra = torch.cat([extra] * 2)
 
         total = len(timesteps)
+        controls = (controlnet.prepare_for_loop(ctx, unet, self.positive, self.negative, guided, shape, total, device)
+                    if conditional else None)  # ControlNet (controlnet.py)
         kwargs = step_kwargs(scheduler, generator)
         ip_adapter = ipadapter.unet_kwargs(self.unet, batch, guided, device, dtype)  # IP-Adapter image embeds
         for i, t in enumerate(timesteps):
             ctx.check_cancelled()
             model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, t)
+            residuals = controls.residuals(model_input, t, i, embeds) if controls else {}  # ControlNet (controlnet.py)
             if extra is not None:
                 model_input = torch.cat([model_input, extra], dim=1)
             if conditional:
                 prediction = unet(model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
-                                  return_dict=False, **ip_adapter)[0]
+                                  return_dict=False, **residuals, **ip_adapter)[0]
             else:
                 prediction = unet(model_input, t, return_dict=False)[0]
             if guided:

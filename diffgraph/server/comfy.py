@@ -180,6 +180,17 @@ class Comfy:
                 found[entry.name] = entry.resolve()
         return found
 
+    def controlnets(self) -> dict[str, Path]:
+        """control_net_name -> folder or file: <data dir>/models/controlnet (ComfyUI's models/controlnet)."""
+        folder = self.app[server.CONFIG].data_dir / "models" / "controlnet"
+        found: dict[str, Path] = {}
+        for entry in sorted(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []:
+            if entry.is_symlink():
+                continue
+            if (entry.is_dir() and (entry / "config.json").is_file()) or (entry.is_file() and entry.suffix == ".safetensors"):
+                found[entry.name] = entry.resolve()
+        return found
+
     def input_files(self) -> list[str]:
         root = self.roots()["input"]
         names: list[str] = []
@@ -205,6 +216,15 @@ class Comfy:
             return None
         return str(path)
 
+    def loadable_image(self, name: str) -> str | None:
+        """What a LoadImage param takes for `name` on the server: its name inside the uploads folder
+        (the server's contained policy refuses paths)."""
+        path = self.image_path(name)
+        root = self.roots()["input"].resolve()
+        if path is not None and Path(path).is_relative_to(root):
+            return Path(path).relative_to(root).as_posix()
+        return path
+
     def resolvers(self) -> Resolvers:
         models = self.models()
 
@@ -220,7 +240,10 @@ class Comfy:
                 return str(exc)
             return None
 
-        return Resolvers(checkpoint, lambda: list(models), self.image_path, check_sampler)
+        controlnets = self.controlnets()
+        return Resolvers(checkpoint, lambda: list(models), self.loadable_image, check_sampler,
+                         controlnet=lambda name: str(controlnets[name]) if name in controlnets else None,
+                         controlnet_choices=lambda: list(controlnets))
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -739,6 +762,8 @@ def _class_info(comfy: Comfy, class_type: str) -> dict[str, Any]:
         entry = [list(x) if isinstance(x, list) else x for x in input_spec]
         if class_type == "CheckpointLoaderSimple" and name == "ckpt_name":
             entry[0] = list(comfy.models())
+        elif class_type == "ControlNetLoader" and name == "control_net_name":
+            entry[0] = list(comfy.controlnets())
         elif class_type in ("LoadImage", "LoadImageMask") and name == "image":
             entry[0] = comfy.input_files()
         required[name] = entry
