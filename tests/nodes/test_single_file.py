@@ -1,0 +1,125 @@
+"""Family models from single files and Hugging Face repo ids, offline: an SDXL checkpoint in
+Stability's original layout and a Flux.1 transformer file (with the rest of the model from a
+`config` folder) draw the picture of the diffusers folder they were written from; configs come from
+`config` or the Hugging Face cache, never from a download; a non-empty Flux.1 negative prompt is a
+validation error."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from support import tiny_families, tiny_single_files
+from support.templates import TEMPLATES, run_plan, template_plan
+from test_parity import SEED, assert_same_picture, generator
+
+from diffgraph.engine import WorkflowError, compile_workflow, default_registry, read_document
+
+STEPS = 2
+
+
+@pytest.fixture(scope="session")
+def single_files(tmp_path_factory: pytest.TempPathFactory):
+    """sdxl/ (a diffusers folder) and sdxl.safetensors (the same weights in one file); flux/ and
+    flux-transformer.safetensors (its transformer alone)."""
+    root = tmp_path_factory.mktemp("single-files")
+    sdxl = tiny_single_files.build_sdxl(root / "sdxl")
+    flux = tiny_families.build_flux(root / "flux")
+    return {"sdxl": sdxl, "sdxl_file": tiny_single_files.write_sdxl_checkpoint(sdxl, root / "sdxl.safetensors"),
+            "flux": flux, "flux_file": tiny_single_files.write_flux_transformer_file(flux, root / "flux-t.safetensors")}
+
+
+def txt2img(model, config: str = "", **overrides):
+    document = read_document(TEMPLATES / "txt2img.yaml")
+    document["nodes"]["load"]["params"]["config"] = config
+    values = {"model": str(model), "prompt": "a red circle", "seed": SEED, "steps": STEPS, "width": 32, "height": 32}
+    return compile_workflow(document, default_registry(), {**values, **overrides}, base=TEMPLATES)
+
+
+def test_sdxl_single_file_draws_the_folder_pipelines_picture(single_files, services, tmp_path):
+    run = run_plan(txt2img(single_files["sdxl_file"], config=str(single_files["sdxl"]), cfg=3.0), services=services,
+                   output_dir=tmp_path)
+    assert run.value("load", "family") == "sdxl"
+    from diffusers import StableDiffusionXLPipeline
+
+    expected = StableDiffusionXLPipeline.from_pretrained(str(single_files["sdxl"]))(
+        prompt="a red circle", num_inference_steps=STEPS, guidance_scale=3.0, height=32, width=32,
+        generator=generator(), output_type="pt").images
+    assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
+
+
+def test_flux_transformer_file_with_the_rest_from_config_draws_the_folder_pipelines_picture(single_files, services,
+                                                                                            tmp_path):
+    run = run_plan(txt2img(single_files["flux_file"], config=str(single_files["flux"]), cfg=3.5), services=services,
+                   output_dir=tmp_path)
+    assert run.value("load", "family") == "flux"
+    from diffusers import FluxPipeline
+
+    expected = FluxPipeline.from_pretrained(str(single_files["flux"]))(
+        prompt="a red circle", num_inference_steps=STEPS, guidance_scale=3.5, height=32, width=32,
+        generator=generator(), output_type="pt").images
+    assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
+
+
+def test_single_file_without_a_known_config_names_the_config_param(single_files, services, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    for model in ("sdxl_file", "flux_file"):
+        run = run_plan(txt2img(single_files[model]), services=services, output_dir=tmp_path, expect="failed")
+        assert run.result.failed_node == "load" and "field 'config'" in run.result.error
+        assert "needs `config`" in run.result.error
+    # an SDXL file names the model diffusers would take its configs from
+    assert "stabilityai/stable-diffusion-xl-base-1.0" in run_plan(
+        txt2img(single_files["sdxl_file"]), services=services, output_dir=tmp_path, expect="failed").result.error
+
+
+def test_single_file_with_a_config_of_another_family_is_refused(single_files, services, tmp_path):
+    run = run_plan(txt2img(single_files["sdxl_file"], config=str(single_files["flux"])), services=services,
+                   output_dir=tmp_path, expect="failed")
+    assert run.result.failed_node == "load" and "field 'config'" in run.result.error
+    assert "Stable Diffusion XL checkpoint" in run.result.error and "family flux" in run.result.error
+
+
+def test_sdxl_single_file_takes_its_configs_from_the_hub_cache(single_files, services, tmp_path, monkeypatch):
+    """No `config`: the model diffusers names for an SDXL base checkpoint, found in the Hugging Face
+    cache (offline), provides the configs."""
+    import huggingface_hub.constants
+
+    hub = tmp_path / "hub"
+    tiny_single_files.add_to_hub_cache(hub, "stabilityai/stable-diffusion-xl-base-1.0", single_files["sdxl"])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    from_file = run_plan(txt2img(single_files["sdxl_file"]), services=services, output_dir=tmp_path / "file")
+    from_folder = run_plan(txt2img(single_files["sdxl"]), services=services, output_dir=tmp_path / "folder")
+    torch.testing.assert_close(from_file.value("decode", "image"), from_folder.value("decode", "image"))
+
+
+def test_a_family_model_loads_by_hub_id_from_the_cache_offline(single_files, tmp_path):
+    """`--set model=org/name` from a hub cache laid out as huggingface_hub lays it out, in a temporary
+    HF_HOME, with HF_HUB_OFFLINE=1: the same picture as the folder itself."""
+    import numpy as np
+    from PIL import Image
+    from test_templates_cli import run_json
+
+    home = tmp_path / "hf-home"
+    tiny_single_files.add_to_hub_cache(home / "hub", "tiny-org/tiny-sdxl", single_files["sdxl"])
+    env = {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    settings = ["steps=2", "width=32", "height=32", "seed=3"]
+    by_id = run_json(TEMPLATES / "txt2img.yaml", "model=tiny-org/tiny-sdxl", *settings, cwd=tmp_path,
+                     cache=tmp_path / "cache-id", env=env)
+    by_folder = run_json(TEMPLATES / "txt2img.yaml", f"model={single_files['sdxl']}", *settings, cwd=tmp_path,
+                         cache=tmp_path / "cache-folder", env=env)
+    pictures = [np.asarray(Image.open(run["outputs"]["save"][0])) for run in (by_id, by_folder)]
+    assert np.array_equal(pictures[0], pictures[1])
+    missing = run_json(TEMPLATES / "txt2img.yaml", "model=tiny-org/not-cached", *settings, cwd=tmp_path,
+                       cache=tmp_path / "cache-id", env=env, expect=1)
+    assert missing["status"] == "failed" and "HF_HUB_OFFLINE" in missing["error"]
+
+
+def test_flux_negative_prompt_is_a_validation_error_naming_node_field_and_family(single_files):
+    with pytest.raises(WorkflowError) as raised:
+        template_plan("txt2img", {"model": str(single_files["flux"]), "negative_prompt": "blurry"})
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("sample", "negative")
+    assert "family flux" in issue.message and "no negative prompt" in issue.message and "'blurry'" in issue.message
+    template_plan("txt2img", {"model": str(single_files["flux"]), "negative_prompt": ""})  # empty stays valid
+    template_plan("txt2img", {"model": str(single_files["sdxl"]), "negative_prompt": "blurry"})  # others take one
