@@ -73,7 +73,9 @@ def _family_refs(ctx, path: Path, family: families.Family, revision: str, allow_
     if path.is_file():  # a single file: its configs, and the components it lacks, come from a folder
         folder = _family_config_folder(path, family, config, revision, ctx.access)
         config_path = str(folder)
-    missing = [part for part in (family.denoiser, "vae", "text_encoder", "scheduler") if not (folder / part).is_dir()]
+    missing = [part for part in (family.denoiser, "vae", "scheduler") if not (folder / part).is_dir()]
+    if not any(part.name.startswith("text_encoder") for part in folder.iterdir() if part.is_dir()):
+        missing.append("text_encoder")  # an SDXL refiner has the second one only
     if missing:
         raise NodeError(f"{folder} is a {family.title} pipeline folder without {', '.join(missing)}",
                         "config" if config_path else "model")

@@ -123,3 +123,28 @@ def test_flux_negative_prompt_is_a_validation_error_naming_node_field_and_family
     assert "family flux" in issue.message and "no negative prompt" in issue.message and "'blurry'" in issue.message
     template_plan("txt2img", {"model": str(single_files["flux"]), "negative_prompt": ""})  # empty stays valid
     template_plan("txt2img", {"model": str(single_files["sdxl"]), "negative_prompt": "blurry"})  # others take one
+
+
+def test_sdxl_refiner_workflow_matches_base_then_refiner_pipelines(tmp_path_factory, services, tmp_path):
+    """workflows/sdxl_refiner.yaml: the base model's picture, refined as img2img by a second model
+    (text_encoder_2 only, aesthetic-score conditioning), is StableDiffusionXLPipeline's picture fed to
+    StableDiffusionXLImg2ImgPipeline with the refiner's components."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline
+    from support import tiny_refiner
+
+    root = tmp_path_factory.mktemp("refiner")
+    base, refiner = tiny_families.build_sdxl(root / "base"), tiny_refiner.build_sdxl_refiner(root / "refiner")
+    plan = compile_workflow(read_document(TEMPLATES / "sdxl_refiner.yaml"), default_registry(), {
+        "model": str(base), "refiner": str(refiner), "prompt": "a red circle", "negative_prompt": "blurry",
+        "seed": SEED, "steps": 3, "refiner_steps": 4, "strength": 0.5, "cfg": 3.0, "width": 32, "height": 32},
+        base=TEMPLATES)
+    run = run_plan(plan, services=services, output_dir=tmp_path)
+    assert (run.value("load", "family"), run.value("refiner_load", "family")) == ("sdxl", "sdxl")
+    base_picture = StableDiffusionXLPipeline.from_pretrained(str(base))(
+        prompt="a red circle", negative_prompt="blurry", num_inference_steps=3, guidance_scale=3.0, height=32,
+        width=32, generator=generator(), output_type="pt").images
+    torch.testing.assert_close(run.value("decode", "image"), base_picture, atol=2 / 255, rtol=0)
+    expected = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(refiner))(
+        prompt="a red circle", negative_prompt="blurry", image=base_picture, strength=0.5, num_inference_steps=4,
+        guidance_scale=3.0, generator=generator(), output_type="pt").images
+    assert_same_picture(run.value("refiner_decode", "image"), expected, run.result.outputs["save"][0])
