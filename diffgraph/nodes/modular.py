@@ -138,7 +138,15 @@ def _from_single_file(checkpoint: Path, folder: Path, family: Family, held: list
     given = {name: value for name, value in loaded.items() if name not in held}
     pipe = classic.from_single_file(str(checkpoint), config=str(folder), local_files_only=True,
                                     **_diffusers_dtype(torch_dtype), **given)
-    return {name: getattr(pipe, name) for name in held if getattr(pipe, name, None) is not None}
+    found = {name: getattr(pipe, name) for name in held if getattr(pipe, name, None) is not None}
+    for name, component in found.items():
+        if hasattr(component, "tie_weights"):  # T5's token embeddings are `shared`, which diffusers loads alone
+            component.tie_weights()
+        empty = [param for param, value in component.named_parameters() if value.is_meta]
+        if empty:
+            raise NodeError(f"{checkpoint.name}: its {name} lacks {len(empty)} weights ({', '.join(empty[:3])}...); "
+                            f"is it a {family.title} checkpoint of the model `config` names?", "model")
+    return found
 
 
 def _blocks(pipeline: Any) -> Any:

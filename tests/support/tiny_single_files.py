@@ -144,6 +144,117 @@ def write_sdxl_checkpoint(folder: Path, target: Path) -> Path:
     return Path(target)
 
 
+def build_sd3(directory: Path) -> Path:
+    """A tiny SD3 model a single file can hold: CLIP-L (width 32, identity projection, as SD3 files
+    imply), CLIP-G (width 48) and a T5 wide enough (96) for the two CLIP widths side by side."""
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
+    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    directory = Path(directory)
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=2,
+                                        attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                        joint_attention_dim=96, pooled_projection_dim=64, out_channels=4).eval()
+    torch.manual_seed(0)
+    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8),
+                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
+                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.0609, scaling_factor=1.5035).eval()
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModelWithProjection(tiny_families.clip_config()).eval()
+    with torch.no_grad():  # diffusers gives a single file's CLIP-L the identity projection
+        text_encoder.text_projection.weight.copy_(torch.eye(32))
+    torch.manual_seed(1)
+    text_encoder_2 = CLIPTextModelWithProjection(tiny_families.clip_config(hidden_size=WIDTH_2)).eval()
+    torch.manual_seed(0)
+    t5 = T5EncoderModel(T5Config(vocab_size=64, d_model=96, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                 relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0,
+                                 pad_token_id=0, eos_token_id=1)).eval()
+    tokenizer = tiny_families.clip_tokenizer(directory / "_clip")
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+        tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer, text_encoder_3=t5,
+        tokenizer_3=tiny_families.t5_tokenizer(directory / "_t5"), image_encoder=None, feature_extractor=None)
+    pipe.save_pretrained(str(directory), safe_serialization=True)
+    shutil.rmtree(directory / "_clip")
+    shutil.rmtree(directory / "_t5")
+    return directory
+
+
+def _swap_halves(weight):
+    """SD3's original final norms keep (shift, scale) where diffusers keeps (scale, shift)."""
+    import torch
+
+    first, second = weight.chunk(2, dim=0)
+    return torch.cat([second, first], dim=0)
+
+
+def _mmdit_state(state: dict, num_layers: int) -> dict:
+    """diffusers' SD3Transformer2DModel tensors under Stability's MMDiT names (no QK norm, no
+    second attention: the tiny config's)."""
+    import torch
+
+    renamed = {"pos_embed": "pos_embed.pos_embed", "x_embedder.proj.": "pos_embed.proj.",
+               "t_embedder.mlp.0.": "time_text_embed.timestep_embedder.linear_1.",
+               "t_embedder.mlp.2.": "time_text_embed.timestep_embedder.linear_2.",
+               "y_embedder.mlp.0.": "time_text_embed.text_embedder.linear_1.",
+               "y_embedder.mlp.2.": "time_text_embed.text_embedder.linear_2.",
+               "context_embedder.": "context_embedder.", "final_layer.linear.": "proj_out."}
+    found = {}
+    for original, name in renamed.items():
+        for key in [key for key in state if key.startswith(name)]:
+            found[original + key[len(name):]] = state.pop(key)
+    for kind in ("weight", "bias"):
+        found[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(state.pop(f"norm_out.linear.{kind}"))
+    for i in range(num_layers):
+        block, x, context = f"transformer_blocks.{i}.", f"joint_blocks.{i}.x_block.", f"joint_blocks.{i}.context_block."
+        last = i == num_layers - 1  # its context stream ends in the attention (no output projection, no MLP)
+        for kind in ("weight", "bias"):
+            found[f"{x}attn.qkv.{kind}"] = torch.cat([state.pop(f"{block}attn.to_{n}.{kind}") for n in "qkv"])
+            found[f"{context}attn.qkv.{kind}"] = torch.cat([state.pop(f"{block}attn.add_{n}_proj.{kind}")
+                                                           for n in "qkv"])
+            found[f"{x}attn.proj.{kind}"] = state.pop(f"{block}attn.to_out.0.{kind}")
+            found[f"{x}adaLN_modulation.1.{kind}"] = state.pop(f"{block}norm1.linear.{kind}")
+            modulation = state.pop(f"{block}norm1_context.linear.{kind}")
+            found[f"{context}adaLN_modulation.1.{kind}"] = _swap_halves(modulation) if last else modulation
+            found[f"{x}mlp.fc1.{kind}"] = state.pop(f"{block}ff.net.0.proj.{kind}")
+            found[f"{x}mlp.fc2.{kind}"] = state.pop(f"{block}ff.net.2.{kind}")
+            if not last:
+                found[f"{context}attn.proj.{kind}"] = state.pop(f"{block}attn.to_add_out.{kind}")
+                found[f"{context}mlp.fc1.{kind}"] = state.pop(f"{block}ff_context.net.0.proj.{kind}")
+                found[f"{context}mlp.fc2.{kind}"] = state.pop(f"{block}ff_context.net.2.{kind}")
+    assert not state, f"tensors left unconverted: {sorted(state)[:5]}"
+    return {"model.diffusion_model." + key: value for key, value in found.items()}
+
+
+def write_sd3_checkpoint(folder: Path, target: Path, text_encoders: bool = True) -> Path:
+    """An SD3 diffusers folder (built by `build_sd3`) as one file in Stability's layout, with its
+    three text encoders (`text_encoders.clip_l/clip_g/t5xxl.transformer.*`) or without them."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    config = json.loads((folder / "transformer" / "config.json").read_text())
+    state = {**_mmdit_state(_load(folder / "transformer" / "diffusion_pytorch_model.safetensors"),
+                            config["num_layers"]), **_vae_state(folder)}
+    if text_encoders:
+        for subfolder, name in (("text_encoder", "clip_l"), ("text_encoder_2", "clip_g"), ("text_encoder_3", "t5xxl")):
+            weights = _load(folder / subfolder / "model.safetensors")
+            if name != "t5xxl":
+                weights = _text_model_keys(weights)
+            elif "shared.weight" not in weights:  # tied to the embeddings; SD3 files keep it as `shared`
+                weights["shared.weight"] = weights["encoder.embed_tokens.weight"]
+            state.update({f"text_encoders.{name}.transformer.{key}": value for key, value in weights.items()})
+    save_file({key: value.contiguous() for key, value in state.items()}, str(target))
+    return Path(target)
+
+
 def write_flux_transformer_file(folder: Path, target: Path) -> Path:
     """A Flux.1 diffusers folder's transformer as one file (diffusers' tensor names; see above)."""
     shutil.copyfile(Path(folder) / "transformer" / "diffusion_pytorch_model.safetensors", target)
