@@ -168,3 +168,22 @@ def test_sd3_single_file_draws_the_folder_pipelines_picture(tmp_path_factory, se
         prompt="a red circle", num_inference_steps=STEPS, guidance_scale=3.0, height=32, width=32,
         generator=generator(), output_type="pt").images
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
+
+
+def test_single_component_loaders_take_their_part_of_a_single_file(single_files, services):
+    """LoadUNet / LoadVAE / LoadTextEncoder on an SDXL file: refs into the one pipeline the file and
+    its `config` make, the same objects LoadPipeline's outputs load."""
+    from test_loading import run_node
+
+    from diffgraph.engine import RunContext
+    from diffgraph.nodes.loaders import LoadTextEncoder, LoadUNet, LoadVAE
+
+    ctx = RunContext(node_id="n", services=services)
+    values = {"model": str(single_files["sdxl_file"]), "config": str(single_files["sdxl"])}
+    unet = run_node(LoadUNet, ctx, **values)["unet"]
+    vae = run_node(LoadVAE, ctx, **values)["vae"]
+    text = run_node(LoadTextEncoder, ctx, **values)["text_encoder"]
+    assert (unet.family, unet.path, unet.config) == ("sdxl", str(single_files["sdxl_file"]), str(single_files["sdxl"]))
+    pipeline = services["models"].pipeline(unet)
+    assert services["models"].load(vae) is pipeline.vae and services["models"].load(unet) is pipeline.unet
+    assert services["models"].load(text) is pipeline
