@@ -16,7 +16,9 @@ VAE_CLASSES = ("AutoencoderKL", "AsymmetricAutoencoderKL", "AutoencoderTiny")
 TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
 
 MODEL_DOC = "a diffusers folder, a Hugging Face repo id, or a single-file .safetensors checkpoint"
-CONFIG_DOC = "single-file checkpoints only: a diffusers folder or repo id providing the model's configs"
+CONFIG_DOC = ("single-file checkpoints only: a diffusers folder or repo id of the same family providing the model's "
+              "configs and the components the file lacks; empty for an SDXL, SD3 or Flux.1 file: the model diffusers "
+              "names for it, if the Hugging Face cache holds it (never downloaded)")
 PICKLE_DOC = "allow pickle weights (.ckpt/.bin/.pt), which can run code when loaded: only for files you trust"
 
 
