@@ -156,15 +156,17 @@ def _blocks(pipeline: Any) -> Any:
 
 @contextlib.contextmanager
 def _quiet_diffusers() -> Iterator[None]:
-    """Keep diffusers' modular logging ("Error in block" tracebacks on cancellation, guider notices)
-    out of the user's output: errors reach the user as NodeErrors instead."""
-    logger = logging.getLogger("diffusers.modular_pipelines")
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """Keep diffusers' modular logging ("Error in block" tracebacks on cancellation, the guiders'
+    "experimental feature" notice) out of the user's output: errors reach the user as NodeErrors instead."""
+    loggers = [logging.getLogger(name) for name in ("diffusers.modular_pipelines", "diffusers.guiders")]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(previous)
+        for logger, level in zip(loggers, previous, strict=True):
+            logger.setLevel(level)
 
 
 def run_block(pipeline: Any, name: str, **inputs: Any) -> Any:

@@ -96,16 +96,23 @@ def test_sdxl_single_file_takes_its_configs_from_the_hub_cache(single_files, ser
 def test_a_family_model_loads_by_hub_id_from_the_cache_offline(single_files, services, tmp_path, monkeypatch):
     """`diffgraph run --set model=org/name` from a hub cache laid out as huggingface_hub lays it out,
     in a temporary HF_HOME, with HF_HUB_OFFLINE=1: the picture of the folder itself."""
+    import json
+
     import huggingface_hub.constants
     import numpy as np
     from PIL import Image
-    from test_templates_cli import run_json
+    from test_templates_cli import diffgraph
 
     home = tmp_path / "hf-home"
     tiny_single_files.add_to_hub_cache(home / "hub", "tiny-org/tiny-sdxl", single_files["sdxl"])
-    by_id = run_json(TEMPLATES / "txt2img.yaml", "model=tiny-org/tiny-sdxl", "steps=2", "width=32", "height=32",
-                     f"seed={SEED}", "prompt=a red circle", cwd=tmp_path, cache=tmp_path / "cache",
-                     env={"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"})
+    done = diffgraph("run", TEMPLATES / "txt2img.yaml", "--json", "--no-cache", "--output-dir", tmp_path / "out",
+                     *[item for pair in (("--set", f"{name}={value}") for name, value in (
+                         ("model", "tiny-org/tiny-sdxl"), ("steps", 2), ("width", 32), ("height", 32), ("seed", SEED),
+                         ("prompt", "a red circle"))) for item in pair],
+                     cwd=tmp_path, env={"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.strip() == ""  # nothing of the libraries' (no guider notices, no loading bars)
+    by_id = json.loads(done.stdout)
     assert by_id["status"] == "succeeded"
     by_folder = run_plan(txt2img(single_files["sdxl"]), services=services, output_dir=tmp_path / "folder")
     pictures = [np.asarray(Image.open(path)) for path in (by_id["outputs"]["save"][0],
