@@ -212,6 +212,33 @@ def _from_hub(repo_id: str, revision: str, field: str, allow_downloads: bool = T
     return Path(folder)
 
 
+def default_single_file_config(path: Path, title: str) -> Path:
+    """The diffusers folder diffusers would take a single-file checkpoint's configs from (its
+    `fetch_diffusers_config`, judged from the tensor names and shapes), if the Hugging Face cache
+    holds it: looked up offline, never downloaded. Otherwise a NodeError naming `config`."""
+    import torch
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from .families import UnknownFamily, checkpoint_header
+
+    advice = (f"a single-file {title} checkpoint needs `config`: a diffusers folder or Hugging Face repo id with "
+              "the model's configs (and the components the file lacks)")
+    try:  # shapes without weights: diffusers tells models apart by a few tensors' sizes
+        shapes = {name: torch.empty(entry.get("shape", []), device="meta")
+                  for name, entry in checkpoint_header(path).items()}
+        repo_id = str(fetch_diffusers_config(shapes)["pretrained_model_name_or_path"])
+    except (UnknownFamily, OSError, ValueError, TypeError, KeyError, IndexError, RuntimeError):
+        raise NodeError(advice, "config") from None
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True,
+                                      allow_patterns=["*.json", "*.txt", "*/*.safetensors", "*.model"]))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise NodeError(f"{advice}; diffusers would use {repo_id}, which is not in the Hugging Face cache here",
+                        "config") from None
+
+
 def check_checkpoint_file(path: Path, allow_pickle: bool, field: str = "model") -> None:
     kind = sniff_format(path)
     if kind == "pickle" and not allow_pickle:
@@ -455,7 +482,11 @@ class ModelCache:
 
         torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
         with _loading(f"{ref.path} as a {ref.family} model", field):
-            pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
+            if ref.single_file:  # the checkpoint, with the configs (and what it lacks) of `config`
+                pipeline = modular.build_pipeline(Path(ref.config), ref.family, torch_dtype, ref.allow_pickle,
+                                                  checkpoint=Path(ref.path))
+            else:
+                pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
         self.loads += 1
         for component in pipeline.components.values():
             _placed(component, device, torch_dtype)

@@ -89,9 +89,12 @@ def _add_step_blocks(blocks: Any, step_block: type) -> int:
     return found
 
 
-def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickle: bool) -> Any:
+def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickle: bool,
+                   checkpoint: Path | None = None) -> Any:
     """The family's ModularPipeline for a diffusers folder, every component loaded (safetensors
-    only unless `allow_pickle`), with the step block in its denoise loops."""
+    only unless `allow_pickle`), with the step block in its denoise loops. With `checkpoint` (a
+    single file), the components it holds come from it, converted by diffusers' `from_single_file`,
+    and the rest (and the configs) from `folder`."""
     from diffusers import ModularPipeline
 
     from .models import _load_part, _read_json, build_scheduler, scheduler_ref
@@ -103,18 +106,47 @@ def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickl
         # never code from the folder (custom blocks), only the blocks diffusers itself ships
         pipeline = ModularPipeline.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     index = _read_json(folder / "model_index.json")
+    held = families.single_file_parts(family, families.checkpoint_header(checkpoint)) if checkpoint else []
     parts = {}
     for name, entry in index.items():
         if name in pipeline._component_specs and isinstance(entry, list) and len(entry) == 2 and entry[1]:
             if str(entry[1]).endswith("Scheduler"):  # built from its config, as every SampleLoop does
                 parts[name] = build_scheduler(scheduler_ref(folder, name))
-            else:
+            elif name not in held:
                 parts[name] = _load_part(folder, name, torch_dtype, allow_pickle)
+    if checkpoint is not None:
+        parts.update(_from_single_file(checkpoint, folder, family, held, parts, torch_dtype))
     with _quiet_diffusers():
         pipeline.update_components(**parts)
     if _add_step_blocks(_blocks(pipeline), _step_block_class()) == 0:
         raise NodeError(f"diffusers' {family.title} blocks have no denoise loop to report progress from")
     return pipeline
+
+
+def _from_single_file(checkpoint: Path, folder: Path, family: Family, held: list[str], loaded: dict[str, Any],
+                      torch_dtype: Any) -> dict[str, Any]:
+    """The components a single file holds (`held`), converted by the family's classic pipeline's
+    `from_single_file` with `folder`'s configs, offline; the rest are handed in as `loaded`."""
+    import diffusers
+
+    from .models import _diffusers_dtype
+
+    if not held:
+        raise NodeError(f"{checkpoint.name} holds none of a {family.title} model's components "
+                        f"({', '.join(part for part, _ in family.single_file_parts)})", "model")
+    classic = getattr(diffusers, family.pipeline_classes[0])
+    given = {name: value for name, value in loaded.items() if name not in held}
+    pipe = classic.from_single_file(str(checkpoint), config=str(folder), local_files_only=True,
+                                    **_diffusers_dtype(torch_dtype), **given)
+    found = {name: getattr(pipe, name) for name in held if getattr(pipe, name, None) is not None}
+    for name, component in found.items():
+        if hasattr(component, "tie_weights"):  # T5's token embeddings are `shared`, which diffusers loads alone
+            component.tie_weights()
+        empty = [param for param, value in component.named_parameters() if value.is_meta]
+        if empty:
+            raise NodeError(f"{checkpoint.name}: its {name} lacks {len(empty)} weights ({', '.join(empty[:3])}...); "
+                            f"is it a {family.title} checkpoint of the model `config` names?", "model")
+    return found
 
 
 def _blocks(pipeline: Any) -> Any:
@@ -124,15 +156,17 @@ def _blocks(pipeline: Any) -> Any:
 
 @contextlib.contextmanager
 def _quiet_diffusers() -> Iterator[None]:
-    """Keep diffusers' modular logging ("Error in block" tracebacks on cancellation, guider notices)
-    out of the user's output: errors reach the user as NodeErrors instead."""
-    logger = logging.getLogger("diffusers.modular_pipelines")
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """Keep diffusers' modular logging ("Error in block" tracebacks on cancellation, the guiders'
+    "experimental feature" notice) out of the user's output: errors reach the user as NodeErrors instead."""
+    loggers = [logging.getLogger(name) for name in ("diffusers.modular_pipelines", "diffusers.guiders")]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(previous)
+        for logger, level in zip(loggers, previous, strict=True):
+            logger.setLevel(level)
 
 
 def run_block(pipeline: Any, name: str, **inputs: Any) -> Any:
@@ -196,6 +230,21 @@ def family_of_loader(source: tuple[str, dict[str, Any], str], access: Any) -> Fa
         return families.family_of_folder(path) if (path / "model_index.json").is_file() else None
     except (families.UnknownFamily, OSError):
         return None
+
+
+def negative_prompt_problems(linked: dict[str, tuple[str, dict[str, Any], str]], access: Any) -> list[tuple[str, str]]:
+    """At validation time (SampleLoop): a non-empty negative prompt for a family without one (Flux.1),
+    when the model and the negative TextEncode's text are both known from params."""
+    family = family_of_loader(linked["unet"], access) if "unet" in linked else None
+    source = linked.get("negative")
+    if family is None or family.guidance != "embedded" or source is None or source[0] != "TextEncode":
+        return []
+    text = source[1].get("text")
+    if not isinstance(text, str) or text == "":
+        return []
+    return [("negative", f"{family.title} models have no negative prompt (their guidance is distilled; family "
+                         f"{family.name}): the TextEncode linked here has the text {text[:40]!r}; leave it empty "
+                         "or unlink it")]
 
 
 # ---------------------------------------------------------------------------------------------

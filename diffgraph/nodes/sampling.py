@@ -231,6 +231,10 @@ class SampleLoop(Node):
     strength: float = Param(1.0, ge=0.0, le=1.0, step=0.01, doc="how much to change the input latent")
     latent_out: Latent = Output(name="latent")
 
+    @classmethod
+    def check_links(cls, params, linked, access):  # what the model's family refuses, before anything runs
+        return modular.negative_prompt_problems(linked, access)
+
     def run(self, ctx):
         import torch
 

@@ -317,14 +317,27 @@ async def validate(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     try:
         document = await off_loop(request.app, workflow_from, body)
-        await compile_off_loop(request.app, document, params_from(body))
+        plan = await compile_off_loop(request.app, document, params_from(body))
     except RequestError as exc:
         if "errors" not in exc.extra:
             raise
         return web.json_response({"valid": False, "errors": exc.extra["errors"]})
     except WorkflowError as exc:
         return web.json_response({"valid": False, "errors": [i.to_dict() for i in exc.issues]})
-    return web.json_response({"valid": True, "errors": []})
+    return web.json_response({"valid": True, "errors": [], "families": await off_loop(request.app, loader_families, plan)})
+
+
+def loader_families(plan: Any) -> dict[str, str]:
+    """The model family of each loader node whose model validation can tell from its files (the editor
+    shows it on the node); loaders of hub ids or linked models are left out (their run says)."""
+    # the node pack knows the families; imported by name like every node pack (no static tie)
+    family_of_loader = importlib.import_module("diffgraph.nodes.modular").family_of_loader
+    found = {}
+    for node_id, node in plan.nodes.items():
+        family = family_of_loader((node.type, node.params, ""), plan.access)
+        if family is not None:
+            found[node_id] = family.name
+    return found
 
 
 @routes.post("/api/runs")

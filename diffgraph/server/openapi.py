@@ -75,7 +75,10 @@ SCHEMAS: dict[str, Any] = {
     "Validation": {
         "type": "object",
         "required": ["valid", "errors"],
-        "properties": {"valid": {"type": "boolean"}, "errors": {"type": "array", "items": _ref("Issue")}},
+        "properties": {"valid": {"type": "boolean"}, "errors": {"type": "array", "items": _ref("Issue")},
+                       "families": {"type": "object", "additionalProperties": {"type": "string"},
+                                    "description": "when valid: loader node id -> the model family its files "
+                                                   "declare (local models only)"}},
     },
     "Queued": {
         "type": "object",
