@@ -27,7 +27,7 @@ from typing import Any
 
 from diffgraph.engine import NodeError
 
-from . import families
+from . import families, fastpath
 from .families import Family
 
 
@@ -252,6 +252,7 @@ def decode(ctx: Any, ref: Any, samples: Any) -> Any:
     latents = samples.to(device=ctx.device, dtype=pipeline.vae.dtype)
     if family_of(ref).latent_frames:
         latents = latents.unsqueeze(2)
+    fastpath.vae_tiling(ctx, pipeline.vae, samples.shape[2] * factor, samples.shape[3] * factor)
     inputs = {"latents": latents, "output_type": "pt"}
     accepted = {param.name for param in _blocks(pipeline).sub_blocks["decode"].inputs}
     if "height" in accepted:
@@ -363,7 +364,8 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
     ctx.check_cancelled()
     token = _STEP_HOOK.set(StepHook(on_step))
     try:
-        state = run_block(pipeline, "denoise", **inputs)
+        with fastpath.modular_denoiser(ctx, pipeline):  # --compile: the compiled twin while it denoises
+            state = run_block(pipeline, "denoise", **inputs)
     finally:
         _STEP_HOOK.reset(token)
     latents = state.get("latents")
@@ -390,7 +392,7 @@ def _guider(family: Family, cfg: float | None) -> Any:
 def _pipeline(ctx: Any, ref: Any, field: str) -> Any:
     from .models import model_cache
 
-    return model_cache(ctx).pipeline(ref, ctx.device, ctx.dtype, field)
+    return model_cache(ctx).pipeline(ref, ctx.device, ctx.dtype, field, budget_gb=ctx.options.vram_budget_gb)
 
 
 def _conditioning(value: Any, family: Family, field: str) -> dict[str, Any]:
