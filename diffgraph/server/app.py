@@ -359,13 +359,11 @@ async def submit_run(request: web.Request) -> web.Response:
     return web.json_response({"id": run["id"], "seq": run["seq"], "status": "queued"}, status=202)
 
 
-def options_from(app: web.Application, body: dict[str, Any]) -> dict[str, Any] | None:
-    """A request's `options` (compile, vram_budget) over the server's flags, as the run will store them;
-    None when the request has none (the run takes the server's flags)."""
-    if "options" not in body:
-        return None
+def options_from(app: web.Application, body: dict[str, Any]) -> dict[str, Any]:
+    """A request's `options` (compile, vram_budget) over the server's flags: what the run stores and
+    runs with, whatever the flags of a server that runs it after a restart."""
     try:
-        options = RunOptions.from_json(body["options"], app[CONFIG].options)
+        options = RunOptions.from_json(body.get("options"), app[CONFIG].options)
     except OptionError as exc:
         raise RequestError(400, f"field '{exc.field}': {exc.message}", field=exc.field) from None
     if app[CONFIG].backend == "ray" and options != app[CONFIG].options:
