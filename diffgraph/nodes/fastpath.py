@@ -137,8 +137,8 @@ def denoiser(ctx: Any, module: Any, name: str = "unet") -> Any:
         return module
     from .models import model_cache
 
-    if getattr(module, "_diffgraph_offload", "resident") in ("group", "sequential"):
-        ctx.stage("compile", f"not compiling the {name}: it is streamed to the GPU in parts under --vram-budget")
+    if getattr(module, "_diffgraph_offload", "resident") != "resident":  # hooks move its weights: eager
+        ctx.stage("compile", f"not compiling the {name}: under --vram-budget it moves between the CPU and the GPU")
         return module
     twin = model_cache(ctx).derived(module, "compiled", lambda: compiled_twin(module, ctx.device, name))
     twin._diffgraph_watch.ctx = ctx
@@ -243,16 +243,15 @@ def safetensors_bytes(files: list[Path], element_bytes: int) -> int:
 
 def component_sizes(folder: Path, element_bytes: int) -> dict[str, int]:
     """Each weighted component of a diffusers folder (model_index.json) in bytes at the run's dtype,
-    read from the safetensors headers; a single checkpoint file counts as one component."""
-    if folder.is_file():
-        return {"checkpoint": safetensors_bytes([folder], element_bytes)}
+    read from the safetensors headers; {} for anything else (a lone component, a checkpoint file)."""
     index = folder / "model_index.json"
-    names = [n for n in json.loads(index.read_text()) if not n.startswith("_")] if index.is_file() else [""]
+    if not index.is_file():
+        return {}
     sizes = {}
-    for name in names:
+    for name in (n for n in json.loads(index.read_text()) if not n.startswith("_")):
         files = sorted((folder / name).glob("*.safetensors")) if (folder / name).is_dir() else []
         if files:
-            sizes[name or "model"] = safetensors_bytes(files, element_bytes)
+            sizes[name] = safetensors_bytes(files, element_bytes)
     return sizes
 
 
