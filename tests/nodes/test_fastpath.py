@@ -196,3 +196,14 @@ def test_component_sizes_come_from_the_safetensors_headers(tiny):
     assert set(sizes) == {"unet", "vae", "text_encoder"}
     unet = ModelCache().load(ModelRef(kind="unet", path=str(tiny["sd"]), subfolder="unet"))
     assert sizes["unet"] == sum(p.numel() for p in unet.parameters()) * torch.tensor([], dtype=torch.float16).element_size()
+
+
+def test_a_compiled_twin_leaves_with_its_model(tiny):
+    from diffgraph.nodes.models import ModelCache, ModelRef
+
+    cache = ModelCache(max_bytes=1)  # room for one model at a time
+    unet = cache.load(ModelRef(kind="unet", path=str(tiny["sd"]), subfolder="unet"))
+    made = cache.derived(unet, "compiled", lambda: object())
+    assert cache.derived(unet, "compiled", lambda: object()) is made  # made once, then kept
+    cache.load(ModelRef(kind="vae", path=str(tiny["sd"]), subfolder="vae"))  # evicts the unet
+    assert cache._derived == {}
