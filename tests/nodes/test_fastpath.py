@@ -207,3 +207,22 @@ def test_a_compiled_twin_leaves_with_its_model(tiny):
     assert cache.derived(unet, "compiled", lambda: object()) is made  # made once, then kept
     cache.load(ModelRef(kind="vae", path=str(tiny["sd"]), subfolder="vae"))  # evicts the unet
     assert cache._derived == {}
+
+
+@pytest.mark.parametrize("strategy", ["resident", "model", "group", "sequential"])
+def test_each_offloading_strategy_computes_the_same_prediction(strategy, tiny):
+    """The hooks each strategy installs (accelerate's, diffusers' group offloading), exercised with the
+    CPU as the 'GPU': the UNet's prediction is unchanged."""
+    import torch
+    from support import tiny_models
+
+    plain, placed = tiny_models.unet(), tiny_models.unet()
+    group = fastpath.OffloadGroup()
+    fastpath.place_under_budget(placed, strategy, "cpu", group, "unet")
+    assert placed._diffgraph_offload == strategy
+    sample, text = torch.randn(2, 4, 8, 8), torch.randn(2, 77, 32)
+    with torch.inference_mode():
+        expected = plain(sample, 10, encoder_hidden_states=text).sample
+        got = placed(sample, 10, encoder_hidden_states=text).sample
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert len(group.hooks) == (1 if strategy == "model" else 0)
