@@ -273,12 +273,20 @@ class OffloadGroup:
 
     def __init__(self) -> None:
         self.hooks: list[Any] = []
+        self._modules: list[int] = []  # id of each hook's module, to forget evicted ones
+
+    def forget(self, module_ids: set[int]) -> None:
+        """Drop the hooks of models the cache let go (so that nothing keeps them alive)."""
+        kept = [(m, h) for m, h in zip(self._modules, self.hooks, strict=True) if m not in module_ids]
+        self._modules = [m for m, _ in kept]
+        self.hooks = [h for _, h in kept]
 
     def add(self, module: Any, device: str, leave_after: bool) -> None:
         from accelerate import cpu_offload_with_hook
 
         module, hook = cpu_offload_with_hook(module, execution_device=device)
         group = self
+        self._modules.append(id(module))
 
         def others_leave(_module: Any, _args: Any) -> None:
             for other in group.hooks:

@@ -548,6 +548,7 @@ class ModelCache:
                     *(id(c) for c in (getattr(model, "components", None) or {}).values())}
             for derived_key in [k for k, (base, _) in self._derived.items() if id(base) in gone]:
                 del self._derived[derived_key]
+            self.offload_group.forget(gone)
 
 
 def _placed(value: Any, device: str, torch_dtype: Any) -> Any:

@@ -226,3 +226,15 @@ def test_each_offloading_strategy_computes_the_same_prediction(strategy, tiny):
         got = placed(sample, 10, encoder_hidden_states=text).sample
     assert torch.allclose(got, expected, atol=1e-5)
     assert len(group.hooks) == (1 if strategy == "model" else 0)
+
+
+def test_the_offload_group_forgets_evicted_models():
+    from support import tiny_models
+
+    group = fastpath.OffloadGroup()
+    first, second = tiny_models.text_encoder(), tiny_models.text_encoder()
+    fastpath.place_under_budget(first, "model", "cpu", group, "text_encoder")
+    fastpath.place_under_budget(second, "model", "cpu", group, "text_encoder")
+    assert len(group.hooks) == 2
+    group.forget({id(first)})
+    assert [hook.model for hook in group.hooks] == [second]
