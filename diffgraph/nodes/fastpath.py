@@ -86,7 +86,7 @@ class CompileWatch:
             return
         seconds, self.started = time.perf_counter() - self.started, None
         if self.ctx is not None:
-            self.ctx.stage("compiled", f"compiled the {self.name} in {seconds:.1f}s")
+            self.ctx.stage("compiled", f"compiled the {self.name} in {seconds:.1f}s (its first call included)")
 
 
 def _signature(args: tuple, kwargs: dict[str, Any]) -> tuple:
