@@ -27,6 +27,7 @@ import pydantic
 
 from .access import FileAccess
 from .errors import Cancelled
+from .options import RunOptions
 from .types import PARAM_PORT_TYPES, PortType
 
 _REQUIRED: Any = object()
@@ -199,6 +200,10 @@ class RunContext:
     #: where file and model params may point (the CLI's permissive policy unless the caller chose)
     access: FileAccess = field(default_factory=FileAccess)
     on_progress: Callable[[str, int, int, Any], None] | None = None
+    #: the run's speed and memory options (--compile, --vram-budget)
+    options: RunOptions = field(default_factory=RunOptions)
+    #: a named stage of a node's work (compiling the denoiser), for the run's listeners
+    on_stage: Callable[[str, str, str], None] | None = None
 
     def check_cancelled(self) -> None:
         self.cancel.check()
@@ -207,6 +212,11 @@ class RunContext:
         """Report step i of n (and an optional preview image) to the run's listeners."""
         if self.on_progress is not None:
             self.on_progress(self.node_id, step, total, preview)
+
+    def stage(self, stage: str, message: str) -> None:
+        """Say what a node is doing that is not a sampling step (`compile`: compiling the denoiser)."""
+        if self.on_stage is not None:
+            self.on_stage(self.node_id, stage, message)
 
 
 class Node:

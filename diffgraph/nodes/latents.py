@@ -6,7 +6,7 @@ from typing import Any
 
 from diffgraph.engine import Input, Node, NodeError, Output, Param, node
 
-from . import models, modular
+from . import fastpath, models, modular
 from .types import VAE, Depth, DepthModel, Image, Latent, Mask, UNet
 
 
@@ -188,6 +188,8 @@ class VAEDecode(Node):
         if samples.shape[1] != vae.config.latent_channels:
             raise NodeError(f"a {samples.shape[1]}-channel latent does not fit this VAE "
                             f"({vae.config.latent_channels} channels)", "latent")
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)  # under a VRAM budget, big pictures decode in tiles
+        fastpath.vae_tiling(ctx, vae, samples.shape[2] * factor, samples.shape[3] * factor)
         with torch.inference_mode():
             scaled = samples.to(device=ctx.device, dtype=models.torch_dtype(ctx)) / vae.config.scaling_factor
             decoded = vae.decode(scaled, return_dict=False)[0]

@@ -26,7 +26,7 @@ import re
 import struct
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from typing import Any
 from diffgraph.engine import FileAccess, NodeError
 from diffgraph.engine.files import describe_os_error, open_regular, read_regular
 from diffgraph.settings import Settings
+
+from . import fastpath
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -442,15 +444,24 @@ class ModelCache:
         self.bytes = 0
         self._entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
         self.loads = 0  # how many times weights were read from disk (tests and stats read it)
+        #: what was made from a live model (fastpath's compiled twins): (kind, id) -> (model, made)
+        self._derived: dict[tuple[str, int], tuple[Any, Any]] = {}
+        #: models placed under a VRAM budget that visit the GPU in turn (fastpath.OffloadGroup)
+        self.offload_group = fastpath.OffloadGroup()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def load(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None) -> Any:
+    def load(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None,
+             budget_gb: float | None = None) -> Any:
+        """`budget_gb` (CUDA only): place under a VRAM budget (fastpath.plan_offload) instead of on the device;
+        such models are kept apart from those placed whole."""
         if ref.family not in ("", "sd"):  # a component of the family's one shared ModularPipeline
-            pipeline = self.pipeline(ref, device, dtype, field)
+            pipeline = self.pipeline(ref, device, dtype, field, budget_gb)
             return pipeline if ref.kind == "text_encoder" else getattr(pipeline, ref.subfolder)
-        key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, ref.fingerprint, device, dtype)
+        budget_gb = budget_gb if fastpath.is_cuda(device) else None
+        placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
+        key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, ref.fingerprint, placement, dtype)
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -464,14 +475,56 @@ class ModelCache:
             else:
                 parts = {ref.kind: self._load_folder_part(ref, torch_dtype)}
         self.loads += 1
+        plan = None if budget_gb is None else self._offload_plan(Path(ref.path), torch_dtype, budget_gb, parts)
         for kind, value in parts.items():
-            self._put((kind, *key[1:]), _placed(value, device, torch_dtype))
+            if plan is None:
+                placed = _placed(value, device, torch_dtype)
+            else:
+                placed = _placed(value, "cpu", torch_dtype)
+                module = getattr(placed, "model", placed)
+                component = ref.subfolder if kind == ref.kind and ref.subfolder else kind
+                fastpath.place_under_budget(module, plan[component], device, self.offload_group, kind)
+            self._put((kind, *key[1:]), placed)
         return self._entries[key][0]
 
-    def pipeline(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None) -> Any:
+    def _offload_plan(self, where: Path, torch_dtype: Any, budget_gb: float, parts: dict[str, Any]
+                      ) -> fastpath.OffloadPlan:
+        """How a model's components share a VRAM budget, from the sizes of all of them (the folder's
+        safetensors headers, so that the first component loaded knows about the others)."""
+        import torch
+
+        element = torch.tensor([], dtype=torch_dtype).element_size()
+        try:
+            sizes = fastpath.component_sizes(where, element)
+        except (OSError, ValueError):
+            sizes = {}
+        blocks = {}
+        for kind, value in parts.items():
+            module = getattr(value, "model", value)
+            if hasattr(module, "parameters"):
+                sizes.setdefault(kind, _module_bytes(module))
+                blocks[kind] = fastpath.largest_block_bytes(module)
+        return fastpath.plan_offload(sizes, int(budget_gb * fastpath.GIB),
+                                     fastpath.working_bytes(1024 * 1024), blocks)
+
+    def derived(self, base: Any, kind: str, build: Callable[[], Any]) -> Any:
+        """Something made from the live model `base` (its compiled twin), made once and kept as long as
+        `base` is: dropped with it when the budget evicts it."""
+        key = (kind, id(base))
+        entry = self._derived.get(key)
+        if entry is not None and entry[0] is base:
+            return entry[1]
+        value = build()
+        self._derived[key] = (base, value)
+        return value
+
+    def pipeline(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None,
+                 budget_gb: float | None = None) -> Any:
         """The one Modular Diffusers pipeline of a model beyond SD 1.x/2.x, holding all of its
         components (blocks run against it, never against a pipeline built per node: see modular.py)."""
-        key = ("pipeline", ref.path, "", ref.revision, ref.config, ref.fingerprint, device, dtype)
+        budget_gb = budget_gb if fastpath.is_cuda(device) else None
+        placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
+        key = ("pipeline", ref.path, "", ref.revision, ref.config, ref.fingerprint, placement, dtype)
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -488,8 +541,15 @@ class ModelCache:
             else:
                 pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
         self.loads += 1
-        for component in pipeline.components.values():
-            _placed(component, device, torch_dtype)
+        if budget_gb is None:
+            for component in pipeline.components.values():
+                _placed(component, device, torch_dtype)
+        else:
+            modules = {name: c for name, c in pipeline.components.items() if hasattr(c, "parameters")}
+            plan = self._offload_plan(Path(ref.path), torch_dtype, budget_gb, modules)
+            for name, component in modules.items():
+                fastpath.place_under_budget(_placed(component, "cpu", torch_dtype), plan[name], device,
+                                            self.offload_group, name)
         self._put(key, pipeline, sum(_module_bytes(component) for component in pipeline.components.values()))
         return pipeline
 
@@ -515,8 +575,13 @@ class ModelCache:
         self._entries[key] = (value, nbytes)
         self.bytes += nbytes
         while self.bytes > self.max_bytes and len(self._entries) > 1:
-            _, (_, evicted) = self._entries.popitem(last=False)
+            _, (model, evicted) = self._entries.popitem(last=False)
             self.bytes -= evicted
+            gone = {id(model), id(getattr(model, "model", None)),
+                    *(id(c) for c in (getattr(model, "components", None) or {}).values())}
+            for derived_key in [k for k, (base, _) in self._derived.items() if id(base) in gone]:
+                del self._derived[derived_key]
+            self.offload_group.forget(gone)
 
 
 def _placed(value: Any, device: str, torch_dtype: Any) -> Any:
@@ -545,7 +610,7 @@ def load(ctx: Any, ref: Any, field: str) -> Any:
                         "models have no VAE or text encoder)", field)
     if not isinstance(ref, ModelRef):
         raise NodeError(f"expected a model reference, got {type(ref).__name__}", field)
-    return model_cache(ctx).load(ref, ctx.device, ctx.dtype, field)
+    return model_cache(ctx).load(ref, ctx.device, ctx.dtype, field, budget_gb=ctx.options.vram_budget_gb)
 
 
 def torch_dtype(ctx: Any) -> Any:

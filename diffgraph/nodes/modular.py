@@ -27,7 +27,7 @@ from typing import Any
 
 from diffgraph.engine import NodeError
 
-from . import families
+from . import families, fastpath
 from .families import Family
 
 
@@ -301,6 +301,7 @@ def decode(ctx: Any, ref: Any, samples: Any) -> Any:
     latents = samples.to(device=ctx.device, dtype=pipeline.vae.dtype)
     if family_of(ref).latent_frames:
         latents = latents.unsqueeze(2)
+    fastpath.vae_tiling(ctx, pipeline.vae, samples.shape[2] * factor, samples.shape[3] * factor)
     inputs = {"latents": latents, "output_type": "pt"}
     accepted = {param.name for param in _blocks(pipeline).sub_blocks["decode"].inputs}
     if "height" in accepted:
@@ -416,7 +417,8 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
     inputs.update(controlnet.modular_inputs(ctx, pipeline, family, positive, negative, height * factor, width * factor))
     token = _STEP_HOOK.set(StepHook(on_step))
     try:
-        state = run_block(pipeline, "denoise", **inputs)
+        with fastpath.modular_denoiser(ctx, pipeline):  # --compile: the compiled twin while it denoises
+            state = run_block(pipeline, "denoise", **inputs)
     finally:
         _STEP_HOOK.reset(token)
         controlnet.clear_modular(pipeline)  # ControlNet (controlnet.py)
@@ -444,7 +446,7 @@ def _guider(family: Family, cfg: float | None) -> Any:
 def _pipeline(ctx: Any, ref: Any, field: str) -> Any:
     from .models import model_cache
 
-    return model_cache(ctx).pipeline(ref, ctx.device, ctx.dtype, field)
+    return model_cache(ctx).pipeline(ref, ctx.device, ctx.dtype, field, budget_gb=ctx.options.vram_budget_gb)
 
 
 def _conditioning(value: Any, family: Family, field: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 
 from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, node
 
-from . import controlnet, ipadapter, models, modular
+from . import controlnet, fastpath, ipadapter, models, modular
 from .types import Conditioning, Depth, Latent, Scheduler, TextEncoder, UNet
 
 #: name -> (diffusers class, config overrides); all built with `from_config` from the model's config
@@ -267,6 +267,7 @@ class SampleLoop(Node):
 
         unet = models.load(ctx, self.unet, "unet")
         with ipadapter.loaded(ctx, self.unet):  # IP-Adapter: its processors in the UNet only while sampling
+            unet = fastpath.denoiser(ctx, unet)  # --compile: the compiled twin (nodes/fastpath.py)
             if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
                 return self._sample(ctx, unet, seeds)
             with batch_invariant(unet):
