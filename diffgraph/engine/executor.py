@@ -23,6 +23,7 @@ from .errors import Cancelled, NodeError, RunFailed
 from .node import CancelToken, RunContext
 from .plan import Plan, PlannedNode
 from .threads import ThreadPolicy
+from .types import PortType
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +178,7 @@ class Executor:
         outputs = self.cache.get(node.key + _variant(device, dtype) + self.variant, node.spec)
         if outputs is None:
             return None
-        return {name: port.type.materialize(outputs[name]) for name, port in node.spec.outputs.items()}
+        return {name: port.port_type.materialize(outputs[name]) for name, port in node.spec.outputs.items()}
 
     def store_outputs(self, plan: Plan, node_id: str, outputs: dict[str, Any], *, device: str = "cpu",
                       dtype: str = "fp32") -> None:
@@ -227,7 +228,9 @@ class Executor:
             value = values[source][output]
             declared = spec.inputs.get(port)
             if declared is None or not declared.stored_form:  # as the source's type computes on it
-                value = plan.nodes[source].spec.outputs[output].type.materialize(value)
+                value = plan.nodes[source].spec.outputs[output].port_type.materialize(value)
+            if declared is not None and not (value is None and declared.optional):
+                _check_input(node, port, declared.port_type, value, f"{source}.{output}")
             arguments[port] = value
         for name in spec.inputs:
             arguments.setdefault(name, None)
@@ -264,7 +267,7 @@ class Executor:
             files = [
                 path
                 for name, port in node.spec.outputs.items()
-                if port.type.name == "FILES"
+                if port.port_type.name == "FILES"
                 for path in values.get(node_id, {}).get(name) or []
             ]
             if files:
@@ -273,6 +276,15 @@ class Executor:
             value = values.get(node_id, {}).get(output)
             if value is None or isinstance(value, (int, float, str, bool, list)):
                 result.values[name] = value
+
+
+def _check_input(node: PlannedNode, port: str, port_type: type[PortType], value: Any, source: str) -> None:
+    """The node boundary: a linked value is what its port carries, or the run fails with the one
+    message every port type shares (node, field, the type expected, what came and from where)."""
+    got = port_type.check(value)
+    if got is not None:
+        raise RunFailed(node.id, node.type, f"expected {port_type.name} ({port_type.description}), got {got} "
+                        f"from {source}", port)
 
 
 def _variant(device: str, dtype: str) -> str:
@@ -284,7 +296,7 @@ def _files_still_there(node: PlannedNode, outputs: dict[str, Any], output_dir: P
     (deleted outputs, or another --output-dir, mean the node must write them again)."""
     root: Path | None = None
     for name, port in node.spec.outputs.items():
-        if port.type.name != "FILES":
+        if port.port_type.name != "FILES":
             continue
         root = root or output_dir.resolve()
         for path in outputs.get(name) or []:
