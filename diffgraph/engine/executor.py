@@ -230,7 +230,7 @@ class Executor:
             if declared is None or not declared.stored_form:  # as the source's type computes on it
                 value = plan.nodes[source].spec.outputs[output].port_type.materialize(value)
             if declared is not None and not (value is None and declared.optional):
-                _check_input(node, port, declared.port_type, value, f"{source}.{output}")
+                _check_input(node, port, declared.port_type, value, f"{source}.{output}", ctx)
             arguments[port] = value
         for name in spec.inputs:
             arguments.setdefault(name, None)
@@ -278,13 +278,14 @@ class Executor:
                 result.values[name] = value
 
 
-def _check_input(node: PlannedNode, port: str, port_type: type[PortType], value: Any, source: str) -> None:
+def _check_input(node: PlannedNode, port: str, port_type: type[PortType], value: Any, source: str,
+                 ctx: RunContext) -> None:
     """The node boundary: a linked value is what its port carries, or the run fails with the one
     message every port type shares (node, field, the type expected, what came and from where)."""
     got = port_type.check(value)
     if got is not None:
-        raise RunFailed(node.id, node.type, f"expected {port_type.name} ({port_type.description}), got {got} "
-                        f"from {source}", port)
+        message = f"expected {port_type.name} ({port_type.description}), got {got} from {source}"
+        raise RunFailed(node.id, node.type, ctx.access.redact(message), port)
 
 
 def _variant(device: str, dtype: str) -> str:

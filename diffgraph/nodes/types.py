@@ -302,7 +302,7 @@ class ModelType(PortType[ModelRef]):
         if isinstance(value, ModelRef) and value.kind == cls.kind:
             return None
         if isinstance(value, ModelRef):
-            return f"a reference to a {value.kind} ({value.describe()})"
+            return f"a reference to a {value.kind or 'model'}"
         if value is None:  # a loader's empty output (a pixel-space DDPM model has no VAE or text encoder)
             return "nothing: the model loaded upstream has none"
         return describe_value(value)
