@@ -20,10 +20,9 @@ import pydantic
 
 from .cache import Cache
 from .errors import Cancelled, NodeError, RunFailed
-from .node import CancelToken, RunContext
+from .node import CancelToken, RunContext, input_problem
 from .plan import Plan, PlannedNode
 from .threads import ThreadPolicy
-from .types import PortType
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +228,9 @@ class Executor:
             declared = spec.inputs.get(port)
             if declared is None or not declared.stored_form:  # as the source's type computes on it
                 value = plan.nodes[source].spec.outputs[output].port_type.materialize(value)
-            if declared is not None and not (value is None and declared.optional):
-                _check_input(node, port, declared.port_type, value, f"{source}.{output}", ctx)
+            problem = input_problem(declared, value) if declared is not None else None
+            if problem is not None:  # the node boundary: never run a node on a value it does not take
+                raise RunFailed(node.id, node.type, ctx.access.redact(f"{problem} from {source}.{output}"), port)
             arguments[port] = value
         for name in spec.inputs:
             arguments.setdefault(name, None)
@@ -276,16 +276,6 @@ class Executor:
             value = values.get(node_id, {}).get(output)
             if value is None or isinstance(value, (int, float, str, bool, list)):
                 result.values[name] = value
-
-
-def _check_input(node: PlannedNode, port: str, port_type: type[PortType], value: Any, source: str,
-                 ctx: RunContext) -> None:
-    """The node boundary: a linked value is what its port carries, or the run fails with the one
-    message every port type shares (node, field, the type expected, what came and from where)."""
-    got = port_type.check(value)
-    if got is not None:
-        message = f"expected {port_type.name} ({port_type.description}), got {got} from {source}"
-        raise RunFailed(node.id, node.type, ctx.access.redact(message), port)
 
 
 def _variant(device: str, dtype: str) -> str:

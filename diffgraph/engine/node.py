@@ -212,6 +212,16 @@ class NodeSpec:
         }
 
 
+def input_problem(port: InputPort, value: Any) -> str | None:
+    """The node boundary's check of one input value: None when the value is one its port carries
+    (or an optional input is left empty), else what is wrong, in the one shape every port type
+    shares: "expected LATENT (<what that is>), got <what came>"."""
+    if value is None and port.optional:
+        return None
+    got = port.port_type.check(value)
+    return None if got is None else f"expected {port.port_type.name} ({port.port_type.description}), got {got}"
+
+
 def _linkable(port_type: type[PortType]) -> dict[str, Any]:
     """What the editor needs to check a link into this port and draw it: the engine's own rule."""
     accepts = ["*"] if port_type.name == "ANY" else [port_type.name, *port_type.accepts]
