@@ -126,7 +126,7 @@ def Input(type: type[PortType[Any]] | None = None, *, optional: bool = False, do
     return InputPort(type, optional, doc, stored_form)
 
 
-def Output(type: type[PortType[Any]] | None = None, *, doc: str = "", name: str = "") -> Any:
+def Output(type: type[PortType[Any]] | None = None, *, doc: str = "", name: str = "") -> OutputPort:
     """An output port of `type`, for a node's `outputs = {"name": Output(T), ...}` declaration.
     (Deprecated style: as a field, `image_out: Image = Output(name="image")`.)"""
     return OutputPort(type, doc, name)
