@@ -347,11 +347,12 @@ class SampleLoop(Node):
         generator = noise_generator(self.seed, seeds)
         latents, image_latents, noise = self.prepare_latents(scheduler, mode, latent, timesteps, generator,
                                                              device, dtype)
-        extra_channels, blend_mask = self.prepare_mask_latents(mode, latent, generator, batch, device, dtype)
-        if mode.depth:
-            extra_channels.append(_depth_for_unet(self.depth, tuple(latent["samples"].shape), batch, device, dtype))
-        state = Denoising(mode, scheduler, timesteps, generator, latents, image_latents, noise, embeds,
-                          timestep_cond, _extra_input(extra_channels, mode), blend_mask)
+        mask_channels, blend_mask = self.prepare_mask_latents(mode, latent, generator, batch, device, dtype)
+        depth_channels = self.prepare_depth_map(mode, tuple(latent["samples"].shape), device, dtype)
+        state = Denoising(mode=mode, scheduler=scheduler, timesteps=timesteps, generator=generator,
+                          latents=latents, image_latents=image_latents, noise=noise, embeds=embeds,
+                          timestep_cond=timestep_cond, blend_mask=blend_mask,
+                          extra_channels=_extra_input(mask_channels + depth_channels, mode))
         return self.denoise(ctx, unet, state)
 
     def prepare_conditioning(self, mode: SamplingMode, batch: int, device: Any, dtype: Any) -> Tensor | None:
@@ -436,6 +437,12 @@ class SampleLoop(Node):
         if mode.inpaint == "native":
             return [_batched(mask, batch), _batched(masked, batch)], None
         return [], _batched(mask, batch)
+
+    def prepare_depth_map(self, mode: SamplingMode, shape: tuple[int, ...], device: Any, dtype: Any) -> list[Tensor]:
+        """A depth UNet's extra input channel: the depth map at the latent's size, in [-1, 1]."""
+        if not mode.depth:
+            return []
+        return [_depth_for_unet(self.depth, shape, shape[0], device, dtype)]
 
     def denoise(self, ctx: RunContext, unet: Any, state: Denoising) -> Tensor:
         """The denoise loop: predict, guide, step, (blend), report; cancellable between steps."""
