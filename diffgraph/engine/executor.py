@@ -21,7 +21,7 @@ import pydantic
 
 from .cache import Cache
 from .errors import Cancelled, NodeError, RunFailed
-from .node import CancelToken, RunContext
+from .node import CancelToken, RunContext, input_problem
 from .options import RunOptions
 from .plan import Plan, PlannedNode
 from .threads import ThreadPolicy
@@ -185,7 +185,7 @@ class Executor:
         outputs = self.cache.get(node.key + _variant(device, dtype) + self.variant, node.spec)
         if outputs is None:
             return None
-        return {name: port.type.materialize(outputs[name]) for name, port in node.spec.outputs.items()}
+        return {name: port.port_type.materialize(outputs[name]) for name, port in node.spec.outputs.items()}
 
     def store_outputs(self, plan: Plan, node_id: str, outputs: dict[str, Any], *, device: str = "cpu",
                       dtype: str = "fp32") -> None:
@@ -235,7 +235,10 @@ class Executor:
             value = values[source][output]
             declared = spec.inputs.get(port)
             if declared is None or not declared.stored_form:  # as the source's type computes on it
-                value = plan.nodes[source].spec.outputs[output].type.materialize(value)
+                value = plan.nodes[source].spec.outputs[output].port_type.materialize(value)
+            problem = input_problem(declared, value) if declared is not None else None
+            if problem is not None:  # the node boundary: never run a node on a value it does not take
+                raise RunFailed(node.id, node.type, ctx.access.redact(f"{problem} from {source}.{output}"), port)
             arguments[port] = value
         for name in spec.inputs:
             arguments.setdefault(name, None)
@@ -272,7 +275,7 @@ class Executor:
             files = [
                 path
                 for name, port in node.spec.outputs.items()
-                if port.type.name == "FILES"
+                if port.port_type.name == "FILES"
                 for path in values.get(node_id, {}).get(name) or []
             ]
             if files:
@@ -292,7 +295,7 @@ def _files_still_there(node: PlannedNode, outputs: dict[str, Any], output_dir: P
     (deleted outputs, or another --output-dir, mean the node must write them again)."""
     root: Path | None = None
     for name, port in node.spec.outputs.items():
-        if port.type.name != "FILES":
+        if port.port_type.name != "FILES":
             continue
         root = root or output_dir.resolve()
         for path in outputs.get(name) or []:

@@ -23,13 +23,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
 
 from . import models
 from .loaders import PICKLE_DOC
-from .types import Conditioning, Image, ModelType
+from .models import ModelRef
+from .types import Conditioning, ConditioningValue, Image, ModelType
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: diffusers classes a ControlNet folder may hold (ControlNet-Union: SDXL only)
 CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
@@ -46,6 +50,7 @@ class ControlNetType(ModelType):
 
     name = "CONTROL_NET"
     colour = "#00b4d8"
+    kind = "controlnet"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,7 +116,7 @@ class LoadControlNet(Node):
     model: str = Param(widget="model", doc=MODEL_DOC)
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    control_net: ControlNetType = Output()
+    outputs = {"control_net": Output(ControlNetType)}
 
     fingerprint = classmethod(_controlnet_fingerprint)
 
@@ -193,16 +198,16 @@ class ApplyControlNet(Node):
     it acts from `start` to `end`, fractions of the sampling steps. SampleLoop applies the controls
     of its positive conditioning (to both halves of classifier-free guidance, as diffusers does)."""
 
-    conditioning: Conditioning = Input(doc="a TextEncode's conditioning (or another ApplyControlNet's)")
-    control_net: ControlNetType = Input()
-    image: Image = Input(doc="the control picture; resized to the latent's pixel size if it differs")
+    conditioning: ConditioningValue = Input(Conditioning, doc="a TextEncode's conditioning (or another ApplyControlNet's)")
+    control_net: ModelRef = Input(ControlNetType)
+    image: Tensor = Input(Image, doc="the control picture; resized to the latent's pixel size if it differs")
     strength: float = Param(1.0, ge=0.0, le=10.0, step=0.05, doc="diffusers' controlnet_conditioning_scale")
     start: float = Param(0.0, ge=0.0, le=1.0, step=0.01, doc="fraction of the steps where the ControlNet starts")
     end: float = Param(1.0, ge=0.0, le=1.0, step=0.01, doc="fraction of the steps where it stops (>= start)")
     union_mode: int = Param(-1, ge=-1, le=63, doc="ControlNet-Union (SDXL) only: the control type it was trained "
                             "with (xinsir's union-sdxl: 0 openpose, 1 depth, 2 hed/scribble, 3 canny/lineart, "
                             "4 normal, 5 segment); -1 for a plain ControlNet")
-    conditioning_out: Conditioning = Output(name="conditioning")
+    outputs = {"conditioning": Output(Conditioning)}
 
     @classmethod
     def check_links(cls, params, linked, access):
@@ -459,10 +464,10 @@ class Canny(Node):
     Thresholds on the 0-255 scale of OpenCV's cv2.Canny (gradient magnitude |dx| + |dy| of a 3x3
     Sobel on the grey picture); edges between `low` and `high` are kept where they join one above `high`."""
 
-    image: Image = Input()
+    image: Tensor = Input(Image)
     low: float = Param(100.0, ge=0.0, le=2040.0, step=1.0, doc="weak edge threshold")
     high: float = Param(200.0, ge=0.0, le=2040.0, step=1.0, doc="strong edge threshold (>= low)")
-    edges: Image = Output(doc="white edges on black, RGB, the picture's size")
+    outputs = {"edges": Output(Image, doc="white edges on black, RGB, the picture's size")}
 
     @classmethod
     def check_links(cls, params, linked, access):

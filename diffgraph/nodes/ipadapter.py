@@ -28,13 +28,17 @@ import json
 import struct
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
 from diffgraph.engine.files import open_regular, read_regular
 
 from . import models, modular
+from .models import ModelRef
 from .types import Image, ModelType, UNet
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: the families whose UNets take IP-Adapters here
 FAMILIES = ("sd", "sdxl")
@@ -52,6 +56,7 @@ class IPAdapter(ModelType):
 
     name = "IP_ADAPTER"
     colour = "#e76f51"
+    kind = "ip_adapter"
 
 
 def _weights_file(text: str, access: FileAccess) -> Path:
@@ -141,7 +146,7 @@ class LoadIPAdapter(Node):
                                                 "tensors, as diffusers' load_ip_adapter reads)")
     image_encoder: str = Param("", doc="its CLIPVisionModelWithProjection folder; empty: image_encoder/ beside "
                                        "the weights file")
-    ip_adapter_out: IPAdapter = Output(name="ip_adapter")
+    outputs = {"ip_adapter": Output(IPAdapter)}
 
     fingerprint = classmethod(_fingerprint)
 
@@ -160,11 +165,11 @@ class ApplyIPAdapter(Node):
     """Prompt the model with a picture: the model's UNet sees the image through the IP-Adapter, at
     `strength` (diffusers' `set_ip_adapter_scale`). Several may chain, one picture each."""
 
-    unet: UNet = Input(doc="the model (LoadPipeline's unet, SD 1.x/2.x or SDXL)")
-    ip_adapter: IPAdapter = Input()
-    image: Image = Input(doc="the image prompt (a batch of pictures: all of them, as one prompt)")
+    unet: ModelRef = Input(UNet, doc="the model (LoadPipeline's unet, SD 1.x/2.x or SDXL)")
+    ip_adapter: ModelRef = Input(IPAdapter)
+    image: Tensor = Input(Image, doc="the image prompt (a batch of pictures: all of them, as one prompt)")
     strength: float = Param(1.0, ge=-1.0, le=3.0, step=0.05, doc="how strongly the picture steers; 0 = not at all")
-    unet_out: UNet = Output(name="unet", doc="the model with the IP-Adapter applied while it samples")
+    outputs = {"unet": Output(UNet, doc="the model with the IP-Adapter applied while it samples")}
 
     @classmethod
     def check_links(cls, params, linked, access):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine import FileAccess, Node, NodeError, Output, Param, String, node
+from diffgraph.engine import FileAccess, Node, NodeError, Output, Param, RunContext, String, node
 
 from . import families, models
 from .types import VAE, DepthModel, Scheduler, TextEncoder, UNet
@@ -131,15 +131,18 @@ class LoadPipeline(Node):
     revision: str = Param("", doc="Hugging Face repo ids only: a branch, tag or commit")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    unet: UNet = Output()
-    vae: VAE = Output()
-    text_encoder: TextEncoder = Output(doc="the text encoder together with its tokenizer")
-    scheduler: Scheduler = Output(doc="the model's own scheduler config")
-    family: String = Output(doc="the model family: " + ", ".join(f"{f.name} ({f.title})" for f in families.FAMILIES.values()))
+    outputs = {
+        "unet": Output(UNet),
+        "vae": Output(VAE),
+        "text_encoder": Output(TextEncoder, doc="the text encoder together with its tokenizer"),
+        "scheduler": Output(Scheduler, doc="the model's own scheduler config"),
+        "family": Output(String, doc="the model family: " + ", ".join(f"{f.name} ({f.title})"
+                                                                      for f in families.FAMILIES.values())),
+    }
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         path, single = _source(self.model, self.revision, self.allow_pickle, ctx.access)
         family = _family(path, single)
         if family is not None and family.modular:
@@ -166,11 +169,11 @@ class LoadPipeline(Node):
         outputs = {"unet": _ref(ctx, "unet", path, "unet", self.revision, self.allow_pickle),
                    "scheduler": models.scheduler_ref(path)}
         for kind, classes in (("vae", VAE_CLASSES), ("text_encoder", TEXT_ENCODER_CLASSES)):
-            found = models.component_class(path, kind)
-            if found is None:
+            component = models.component_class(path, kind)
+            if component is None:
                 outputs[kind] = None
-            elif found[1] not in classes:
-                raise NodeError(f"{path}: its {kind} is a {found[1]}, not one of {', '.join(classes)}", "model")
+            elif component[1] not in classes:
+                raise NodeError(f"{path}: its {kind} is a {component[1]}, not one of {', '.join(classes)}", "model")
             else:
                 outputs[kind] = _ref(ctx, kind, path, kind, self.revision, self.allow_pickle)
         return outputs
@@ -184,11 +187,11 @@ class LoadUNet(Node):
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    unet: UNet = Output()
+    outputs = {"unet": Output(UNet)}
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"unet": _component(ctx, self.model, self.revision, self.allow_pickle, self.config, "unet",
                                    ("unet", ""), UNET_CLASSES)}
 
@@ -201,11 +204,11 @@ class LoadVAE(Node):
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    vae: VAE = Output()
+    outputs = {"vae": Output(VAE)}
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"vae": _component(ctx, self.model, self.revision, self.allow_pickle, self.config, "vae",
                                   ("vae", ""), VAE_CLASSES)}
 
@@ -218,11 +221,11 @@ class LoadTextEncoder(Node):
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    text_encoder: TextEncoder = Output()
+    outputs = {"text_encoder": Output(TextEncoder)}
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"text_encoder": _component(ctx, self.model, self.revision, self.allow_pickle, self.config,
                                            "text_encoder", ("text_encoder",), TEXT_ENCODER_CLASSES)}
 
@@ -235,11 +238,11 @@ class LoadDepthModel(Node):
     model: str = Param(widget="model", doc="a folder or Hugging Face repo id")
     revision: str = Param("")
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    depth_model: DepthModel = Output()
+    outputs = {"depth_model": Output(DepthModel)}
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         path, single = _source(self.model, self.revision, self.allow_pickle, ctx.access)
         if single:
             raise NodeError("a depth model is a folder (config.json and preprocessor_config.json), not a file",

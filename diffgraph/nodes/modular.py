@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,9 +80,10 @@ def _add_step_blocks(blocks: Any, step_block: type) -> int:
     while pending:
         block = pending.pop()
         if isinstance(block, LoopSequentialPipelineBlocks):
-            if _STEP_BLOCK_NAME not in block.sub_blocks:
-                block.sub_blocks[_STEP_BLOCK_NAME] = step_block()
-            block.set_progress_bar_config(disable=True)  # the engine reports progress
+            loop: Any = block  # its class does not declare sub_blocks and set_progress_bar_config
+            if _STEP_BLOCK_NAME not in loop.sub_blocks:
+                loop.sub_blocks[_STEP_BLOCK_NAME] = step_block()
+            loop.set_progress_bar_config(disable=True)  # the engine reports progress
             found += 1
             continue
         pending.extend((getattr(block, "sub_blocks", None) or {}).values())
@@ -321,7 +322,7 @@ class Sampling:
     scheduler: Any  # a built diffusers scheduler
 
 
-def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: Any, settings: Sampling,
+def sample(ctx: Any, ref: Any, latent: Mapping[str, Any], positive: Any, negative: Any, settings: Sampling,
            preview: Callable[[Any], Any], extra_inputs: dict[str, Any] | None = None) -> Any:
     """SampleLoop: the family's denoise blocks (input, timesteps, latents, loop), with the step
     block reporting progress and cancellation. Returns the denoised latents [B, C, h, w].
