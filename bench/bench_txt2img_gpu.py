@@ -1,15 +1,22 @@
-"""txt2img at Stable Diffusion 1.5 or SDXL size: diffgraph's template against diffusers eager, in one run.
+"""txt2img at Stable Diffusion 1.5 and SDXL size: diffgraph eager and --compile against diffusers eager
+and diffusers + torch.compile, and SDXL under --vram-budget 8, in one run.
 
-    python bench/bench_txt2img_gpu.py                         # SD1.5-sized, 512x512, 30 steps, fp16, cuda
-    python bench/bench_txt2img_gpu.py --family sdxl           # SDXL-sized, 1024x1024, 30 steps, fp16, cuda
-    python bench/bench_txt2img_gpu.py --tiny --device cpu     # smoke mode: tiny model, CPU, float32
-    python bench/bench_txt2img_gpu.py --tiny --family sdxl --device cpu --scheduler euler
+    python bench/bench_txt2img_gpu.py                         # both sizes: 512x512 SD1.5, 1024x1024 SDXL; cuda, fp16
+    python bench/bench_txt2img_gpu.py --family sdxl           # one of them
+    python bench/bench_txt2img_gpu.py --cpu-tiny              # no GPU: the tiny test models on the CPU, float32
+    python bench/bench_txt2img_gpu.py --tiny --device cpu     # one tiny family on the CPU (smoke mode)
 
-The components are random-weight models built offline from SD 1.5's configs (UNet2DConditionModel
-with SD 1.5's config, its VAE, a 12-layer CLIP text encoder), saved once as a diffusers folder.
-Both sides run the same folder, scheduler, seed and steps; models are loaded before timing. Prints
-it/s (steps / seconds of a whole generation, text encoding and decoding included) and peak
-accelerator memory of each, and the ratios (targets: it/s >= 0.97 of diffusers, peak <= 1.05).
+The components are random-weight models built offline with the real architectures' configs
+(SD 1.5: its UNet, VAE and 12-layer CLIP text encoder; SDXL base: its UNet, VAE and both CLIP
+text encoders), saved once as diffusers folders. Every row runs the same folder, scheduler, seed
+and steps (30); models are loaded before timing. Rows: diffgraph eager, diffgraph --compile,
+diffusers eager, diffusers + torch.compile (the whole UNet, the usual recipe; CUDA graphs on CUDA);
+then SDXL through diffgraph under --vram-budget 8. Prints it/s (steps / seconds of a whole
+generation, text encoding and decoding included), compile seconds (the first generation less a
+steady one), peak accelerator memory (torch.cuda.max_memory_allocated) and the ratios (targets:
+eager it/s >= 0.97 of diffusers; --compile >= 150 it/s at SD1.5 size and >= 25 it/s at SDXL size on
+an H100-class GPU; SDXL under an 8 GB budget peaks below 8 GB). Without CUDA it says so and exits
+0 unless --cpu-tiny (or --tiny --device cpu) asks for the CPU figures.
 """
 
 from __future__ import annotations
@@ -108,18 +115,35 @@ def build_sdxl(directory: Path, dtype) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="smoke mode: the tiny test model")
+    parser.add_argument("--cpu-tiny", action="store_true", help="the tiny models on the CPU, float32 (no GPU here)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", choices=("fp16", "bf16", "fp32"), default=None,
                         help="default fp16 on cuda, fp32 elsewhere")
     parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--size", type=int, default=None, help="pixels (default 512; the native size with --tiny)")
+    parser.add_argument("--size", type=int, default=None, help="pixels (default 512 / 1024; native with --tiny)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--scheduler", default="pndm")
-    parser.add_argument("--model", default=None, help="reuse a folder built by an earlier run")
-    parser.add_argument("--family", choices=("sd", "sdxl"), default="sd",
+    parser.add_argument("--scheduler", default="euler")
+    parser.add_argument("--model", default=None, help="reuse a folder built by an earlier run (one --family)")
+    parser.add_argument("--family", choices=("sd", "sdxl", "both"), default="both",
                         help="sd: SD1.5-sized (512 px); sdxl: SDXL-sized (1024 px), through the modular blocks")
+    parser.add_argument("--budget", type=float, default=8.0, help="the SDXL --vram-budget row's GiB (default 8)")
+    parser.add_argument("--no-compile", action="store_true", help="eager rows only")
     args = parser.parse_args()
+    if args.cpu_tiny:
+        args.tiny, args.device = True, "cpu"
 
+    import torch
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print(f"no CUDA device here (torch {torch.__version__}): the GPU figures need one; --cpu-tiny gives "
+              "the tiny models' CPU figures")
+        return
+    families = ("sd", "sdxl") if args.family == "both" else (args.family,)
+    for family in families:
+        bench_family(args, family)
+
+
+def bench_family(args: argparse.Namespace, family: str) -> None:
     import diffusers
     import torch
     from support import tiny_models
@@ -128,16 +152,18 @@ def main() -> None:
         Cache,
         Executor,
         MemoryCache,
+        RunOptions,
         compile_workflow,
         default_registry,
         read_document,
     )
+    from diffgraph.nodes.fastpath import compile_mode
     from diffgraph.nodes.sampling import SCHEDULERS
 
     dtype_name = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
-    sdxl = args.family == "sdxl"
-    size = args.size or (32 if args.tiny and sdxl else 0 if args.tiny else 1024 if sdxl else 512)
+    sdxl = family == "sdxl"
+    size = args.size or (32 if args.tiny else 1024 if sdxl else 512)
     work = Path(tempfile.mkdtemp(prefix="diffgraph-gpu-bench-"))
     if args.model:
         model = Path(args.model)
@@ -148,7 +174,7 @@ def main() -> None:
     else:
         started = time.perf_counter()
         model = build_sdxl(work / "sdxl", dtype) if sdxl else build_sd15(work / "sd15", dtype)
-        print(f"built {args.family}-sized random components in {time.perf_counter() - started:.0f} s: {model}")
+        print(f"built {family}-sized random components in {time.perf_counter() - started:.0f} s: {model}")
     cuda = args.device.startswith("cuda")
 
     def reset_peak() -> None:
@@ -163,67 +189,102 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
 
-    def timed(run) -> tuple[float, float]:
-        run()  # warm-up (and, the first time, loading)
+    def timed(run, peak_from_start: bool = False) -> tuple[float, float, float]:
+        """(median seconds, first generation's seconds, peak GiB)."""
+        if peak_from_start:
+            reset_peak()
+        sync()
+        started = time.perf_counter()
+        run()  # warm-up: loading, and compiling where asked
+        sync()
+        first = time.perf_counter() - started
         seconds = []
-        reset_peak()
+        if not peak_from_start:
+            reset_peak()
         for _ in range(args.repeats):
             sync()
             started = time.perf_counter()
             run()
             sync()
             seconds.append(time.perf_counter() - started)
-        return statistics.median(seconds), peak_gib()
+        return statistics.median(seconds), first, peak_gib()
+
+    def unload(holder: dict) -> None:
+        holder.clear()
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
 
     # diffgraph: the shipped template through the executor, a fresh result cache per generation
     templates = REPO / "diffgraph" / "workflows"
     plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
                             {"model": str(model), "steps": args.steps, "seed": 0, "scheduler": args.scheduler,
                              "width": size, "height": size}, base=templates)
-    services: dict = {}
+    rows: dict[str, tuple[float, float, float]] = {}
 
-    def run_diffgraph() -> None:
-        result = Executor(Cache(MemoryCache()), services=services).run(
-            plan, device=args.device, dtype=dtype_name, output_dir=work / "ours")
-        assert result.status == "succeeded", result.error
+    def diffgraph_row(name: str, options, peak_from_start: bool = False) -> None:
+        services: dict = {}
 
-    ours_s, ours_peak = timed(run_diffgraph)
-    services.clear()  # unload before diffusers loads its own copy, so peaks do not add up
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
+        def run() -> None:
+            result = Executor(Cache(MemoryCache()), services=services).run(
+                plan, device=args.device, dtype=dtype_name, output_dir=work / "ours", options=options)
+            assert result.status == "succeeded", result.error
 
-    if sdxl:
-        pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(str(model), dtype=dtype).to(args.device)
-    else:
-        pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(model), dtype=dtype, safety_checker=None,
-                                                                requires_safety_checker=False).to(args.device)
-    class_name, overrides = SCHEDULERS[args.scheduler]
-    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **overrides)
-    pipe.set_progress_bar_config(disable=True)
-    (work / "theirs").mkdir()
+        rows[name] = timed(run, peak_from_start)
+        unload(services)
 
-    def run_diffusers() -> None:
-        kwargs = {"width": size, "height": size} if size else {}
-        image = pipe(plan.template_params["prompt"], num_inference_steps=args.steps, guidance_scale=7.5,
-                     generator=torch.Generator("cpu").manual_seed(0), **kwargs).images[0]
-        image.save(work / "theirs" / "out.png")
+    diffgraph_row("diffgraph eager", RunOptions())
+    if not args.no_compile:
+        diffgraph_row("diffgraph --compile", RunOptions(compile=True))
 
-    theirs_s, theirs_peak = timed(run_diffusers)
+    def diffusers_row(name: str, compiled: bool) -> None:
+        if sdxl:
+            pipe = diffusers.StableDiffusionXLPipeline.from_pretrained(str(model), dtype=dtype).to(args.device)
+        else:
+            pipe = diffusers.StableDiffusionPipeline.from_pretrained(str(model), dtype=dtype, safety_checker=None,
+                                                                    requires_safety_checker=False).to(args.device)
+        class_name, overrides = SCHEDULERS[args.scheduler]
+        pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **overrides)
+        pipe.set_progress_bar_config(disable=True)
+        if compiled:
+            pipe.unet = torch.compile(pipe.unet, mode=compile_mode(args.device), fullgraph=True, dynamic=False)
+        (work / "theirs").mkdir(exist_ok=True)
+        holder = {"pipe": pipe}
+        del pipe
+
+        def run() -> None:
+            image = holder["pipe"](plan.template_params["prompt"], num_inference_steps=args.steps, guidance_scale=7.5,
+                         generator=torch.Generator("cpu").manual_seed(0), width=size, height=size).images[0]
+            image.save(work / "theirs" / "out.png")
+
+        rows[name] = timed(run)
+        unload(holder)
+
+    diffusers_row("diffusers eager", False)
+    if not args.no_compile:
+        diffusers_row("diffusers + torch.compile", True)
+    if sdxl and cuda:
+        diffgraph_row(f"diffgraph --vram-budget {args.budget:g}", RunOptions(vram_budget_gb=args.budget),
+                      peak_from_start=True)
 
     device_name = torch.cuda.get_device_name() if cuda else args.device
-    label = ("tiny " if args.tiny else "") + ("SDXL" if sdxl else "SD") + " model" + \
-        ("" if args.tiny else ", random weights at full size")
-    print(f"{label}, {size or 'native'} px, {args.steps} steps ({args.scheduler}), {dtype_name}, {device_name}, "
+    label = ("tiny " if args.tiny else "") + ("SDXL" if sdxl else "SD1.5") + "-sized model" + \
+        ("" if args.tiny else ", random weights")
+    print(f"{label}, {size} px, {args.steps} steps ({args.scheduler}), {dtype_name}, {device_name}, "
           f"median of {args.repeats}")
-    def peak(value: float) -> str:
-        return f"peak {value:.2f} GiB" if cuda else "peak memory not measured off CUDA"
-
-    print(f"diffgraph: {args.steps / ours_s:.2f} it/s ({ours_s:.3f} s), {peak(ours_peak)}")
-    print(f"diffusers: {args.steps / theirs_s:.2f} it/s ({theirs_s:.3f} s), {peak(theirs_peak)}")
-    print(f"it/s ratio diffgraph / diffusers: {theirs_s / ours_s:.3f} (target >= 0.97)")
-    if cuda:
-        print(f"peak memory ratio: {ours_peak / theirs_peak:.3f} (target <= 1.05)")
+    eager = rows["diffgraph eager"][0]
+    for name, (seconds, first, peak) in rows.items():
+        compiling = f", compile {first - seconds:.1f} s" if "compile" in name else ""
+        memory = f", peak {peak:.2f} GiB" if cuda else ", peak memory not measured off CUDA"
+        print(f"  {name:<28} {args.steps / seconds:8.2f} it/s ({seconds:.3f} s){compiling}{memory}")
+    theirs = rows["diffusers eager"][0]
+    print(f"  eager it/s ratio diffgraph / diffusers: {theirs / eager:.3f} (target >= 0.97)")
+    if "diffgraph --compile" in rows:
+        print(f"  --compile speed-up over diffgraph eager: {eager / rows['diffgraph --compile'][0]:.2f}x; "
+              f"over diffusers + torch.compile: {rows['diffusers + torch.compile'][0] / rows['diffgraph --compile'][0]:.3f}")
+    budget = f"diffgraph --vram-budget {args.budget:g}"
+    if budget in rows:
+        print(f"  peak under --vram-budget {args.budget:g}: {rows[budget][2]:.2f} GiB (target < {args.budget:g})")
 
 
 if __name__ == "__main__":

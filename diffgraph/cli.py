@@ -25,7 +25,9 @@ from diffgraph.engine import (
     FileAccess,
     Issue,
     MemoryCache,
+    OptionError,
     Plan,
+    RunOptions,
     WorkflowError,
     compile_workflow,
     default_registry,
@@ -33,6 +35,7 @@ from diffgraph.engine import (
     parse_override,
 )
 from diffgraph.engine.executor import DTYPES, check_device
+from diffgraph.engine.options import vram_budget_gb
 from diffgraph.engine.plan import templates_dir
 from diffgraph.nodes.devices import device_problem
 from diffgraph.settings import Settings, SettingsError
@@ -63,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     add_sweep_options(run)
     run.add_argument("--max-image-pixels", type=_pixels, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
                      help=f"the largest picture LoadImage decodes (default {DEFAULT_MAX_IMAGE_PIXELS} = 4096x4096)")
+    _add_speed_options(run)
 
     validate = commands.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow", help="a workflow file, or a saved workflow's or template's name")
@@ -97,10 +101,38 @@ def _parser() -> argparse.ArgumentParser:
                             "(off: only what is already in the cache)")
     serve.add_argument("--max-image-pixels", type=_pixels, default=DEFAULT_MAX_IMAGE_PIXELS, metavar="N",
                        help=f"the largest picture uploaded or loaded (default {DEFAULT_MAX_IMAGE_PIXELS} = 4096x4096)")
+    _add_speed_options(serve, "every run's default (a request's options may say otherwise)")
     comfy = commands.add_parser("import", help="convert a ComfyUI workflow (API or UI format) into a workflow file")
     comfy.add_argument("file", help="a ComfyUI workflow .json: the API format or the editor's saved format")
     comfy.add_argument("-o", "--output", default=None, help="the workflow file to write (default: print YAML)")
     return parser
+
+
+def _add_speed_options(command: argparse.ArgumentParser, default: str = "") -> None:
+    """--compile and --vram-budget (DESIGN.md, "Speed and memory options"); off by default."""
+    suffix = f"; {default}" if default else ""
+    command.add_argument("--compile", action="store_true",
+                         help="torch.compile the denoiser (its repeated blocks; static shapes, CUDA graphs on CUDA); "
+                              f"the first run of each size compiles, later ones in the process reuse it{suffix}")
+    command.add_argument("--vram-budget", type=_vram_budget, default=None, metavar="GB",
+                         help="CUDA: keep the GPU's peak memory under GB gibibytes by offloading what does not fit "
+                              f"(no effect on the CPU){suffix}")
+
+
+def _vram_budget(text: str) -> float:
+    try:
+        return vram_budget_gb(text)
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    """The run's speed and memory options, parsed once; a budget on the CPU is said to do nothing."""
+    from diffgraph.nodes.fastpath import budget_note
+
+    if (note := budget_note(args.device, args.vram_budget)) is not None:
+        print(note, file=sys.stderr)
+    return RunOptions(compile=args.compile, vram_budget_gb=args.vram_budget)
 
 
 def _non_negative_int(text: str) -> int:
@@ -256,6 +288,8 @@ class _Progress:
             print(f"  done   {event['node']} ({event['node_type']}) {event['seconds']:.2f}s", file=sys.stderr)
         elif kind == "node_cached":
             print(f"  cached {event['node']} ({event['node_type']})", file=sys.stderr)
+        elif kind == "node_stage":  # compiling the denoiser: a line, not a silent pause
+            print(f"  {event['stage']:<6} {event['node']}: {event['message']}", file=sys.stderr, flush=True)
         elif kind in ("run_failed", "run_cancelled"):  # end a half-drawn bar before the message
             for bar in self._bars.values():
                 bar.close()
@@ -284,6 +318,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             return _report_invalid([Issue(None, "--cache-dir", f"{cache_dir} is not a directory")], args.json)
         disk = DiskCache(cache_dir, max_bytes=settings.cache_max_bytes)
     executor = Executor(Cache(MemoryCache(), disk), services={"settings": settings}, threads=settings.threads)
+    if args.sweep and (args.compile or args.vram_budget is not None):
+        flag = "--compile" if args.compile else "--vram-budget"
+        return _report_invalid([Issue(None, flag, f"{flag} does not apply to --sweep yet (sweeps sample "
+                                                  "batch-invariantly, eager); drop one of them")], args.json)
+    options = _run_options(args)
     if args.sweep:
         from diffgraph.sweep_command import run_sweep_command
 
@@ -296,7 +335,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             outcome["result"] = executor.run(plan, device=args.device, dtype=args.dtype,
                                              output_dir=Path(args.output_dir), cancel=cancel,
-                                             on_event=None if args.json else _Progress())
+                                             on_event=None if args.json else _Progress(), options=options)
         except Exception as exc:  # noqa: BLE001 - reported below as a failed run, not a traceback
             outcome["error"] = exc
         finally:

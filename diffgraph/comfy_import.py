@@ -27,10 +27,9 @@ SCHEDULES = {"normal": ("default", "linspace"), "karras": ("karras", "default"),
              "exponential": ("exponential", "default"), "sgm_uniform": ("default", "trailing"),
              "simple": ("default", "trailing"), "ddim_uniform": ("default", "leading"), "beta": ("beta", "default")}
 #: classes the adapters issue brings; until then a clear 400
-LATER = {"ControlNetLoader": "ControlNet", "ControlNetApply": "ControlNet",
-         "ControlNetApplyAdvanced": "ControlNet"}
+LATER: dict[str, str] = {}
 #: links carry these; everything else is a widget (a literal)
-LINK_TYPES = {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK"}
+LINK_TYPES = {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "CONTROL_NET"}
 MAX_SEED = 2**64 - 1
 FORBIDDEN_PREFIX = re.compile(r'[/\\:*?"<>|\x00-\x1f]')
 
@@ -94,6 +93,17 @@ CLASSES: dict[str, Spec] = {
     "SaveImage": {"inputs": {"images": ["IMAGE"], "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
                   "outputs": [], "category": "image", "output_node": True},
     "PreviewImage": {"inputs": {"images": ["IMAGE"]}, "outputs": [], "category": "image", "output_node": True},
+    "ControlNetLoader": {"inputs": {"control_net_name": [[]]}, "outputs": ["CONTROL_NET"], "category": "loaders",
+                         "description": "Load a ControlNet the server knows (<data dir>/models/controlnet)"},
+    "ControlNetApply": {"inputs": {"conditioning": ["CONDITIONING"], "control_net": ["CONTROL_NET"], "image": ["IMAGE"],
+                                   "strength": _float(1.0, 0.0, 10.0, 0.01)},
+                        "outputs": ["CONDITIONING"], "category": "conditioning/controlnet"},
+    "ControlNetApplyAdvanced": {"inputs": {"positive": ["CONDITIONING"], "negative": ["CONDITIONING"],
+                                           "control_net": ["CONTROL_NET"], "image": ["IMAGE"],
+                                           "strength": _float(1.0, 0.0, 10.0, 0.01),
+                                           "start_percent": _float(0.0, 0.0, 1.0, 0.001),
+                                           "end_percent": _float(1.0, 0.0, 1.0, 0.001)},
+                                "outputs": ["CONDITIONING", "CONDITIONING"], "category": "conditioning/controlnet"},
     "LoraLoader": {"inputs": {"model": ["MODEL"], "clip": ["CLIP"], "lora_name": [[]],
                               "strength_model": _float(1.0, -10.0, 10.0, 0.01),
                               "strength_clip": _float(1.0, -10.0, 10.0, 0.01)},
@@ -111,7 +121,10 @@ PORTS = {"CLIPTextEncode": ["conditioning"], "EmptyLatentImage": ["latent"], "KS
          "KSamplerAdvanced": ["latent"], "VAEDecode": ["image"], "VAEEncode": ["latent"],
          "VAEEncodeForInpaint": ["latent"], "SetLatentNoiseMask": ["latent"], "LoadImage": ["image", "mask"],
          "LoadImageMask": ["mask"], "ImageScale": ["image"], "LatentUpscale": ["latent"],
+         "ControlNetLoader": ["control_net"], "ControlNetApply": ["conditioning"],
          "LoraLoader": ["unet", "text_encoder"], "LoraLoaderModelOnly": ["unet"]}
+#: ControlNetApplyAdvanced becomes two ApplyControlNet nodes, one per output (the same ControlNet on both)
+ADVANCED_SUFFIXES = ("_positive", "_negative")
 OUTPUT_CLASSES = ("SaveImage", "PreviewImage")
 
 
@@ -150,6 +163,9 @@ class Resolvers:
     checkpoint_choices: Callable[[], list[str]]
     image: Callable[[str], str | None]
     check_sampler: Callable[[str, str, str], str | None] | None = None
+    #: `controlnet(name)`: the LoadControlNet `model` for a control_net_name, or None (then `controlnet_choices`)
+    controlnet: Callable[[str], str | None] | None = None
+    controlnet_choices: Callable[[], list[str]] | None = None
     #: lora_name -> the LoadLoRA `lora` param or None, and the names that would be valid
     lora: Callable[[str], str | None] = lambda name: None
     lora_choices: Callable[[], list[str]] = list
@@ -224,6 +240,8 @@ class _Translator:
         class_type = self.prompt[src]["class_type"]
         if class_type == "CheckpointLoaderSimple":
             return f"{self.ids[src]}.{('unet', 'text_encoder', 'vae')[index]}"
+        if class_type == "ControlNetApplyAdvanced":
+            return f"{self.ids[src]}{ADVANCED_SUFFIXES[index]}.conditioning"
         return f"{self.ids[src]}.{PORTS[class_type][index]}"
 
     def value(self, cid: str, name: str) -> Any:
@@ -477,6 +495,33 @@ class _Translator:
         self.add(cid, "ScaleLatent", {"latent": self.link(cid, "samples", "LATENT"),
                                       "vae": f"{self.ids[loaders[0]]}.vae"}, params)
 
+    def ControlNetLoader(self, cid: str) -> None:
+        name = self.value(cid, "control_net_name")
+        resolve = self.resolvers.controlnet
+        model = resolve(name) if isinstance(name, str) and name and resolve is not None else None
+        if model is None:
+            choices = self.resolvers.controlnet_choices() if self.resolvers.controlnet_choices else []
+            self.problem(cid, "control_net_name", f"{name!r} is not a ControlNet this server knows; choose one of "
+                                                  f"{', '.join(choices) or '(none: put them in <data dir>/models/controlnet)'}")
+            return
+        self.add(cid, "LoadControlNet", {}, {"model": model})
+
+    def ControlNetApply(self, cid: str) -> None:
+        self.add(cid, "ApplyControlNet", {"conditioning": self.link(cid, "conditioning", "CONDITIONING"),
+                                          "control_net": self.link(cid, "control_net", "CONTROL_NET"),
+                                          "image": self.link(cid, "image", "IMAGE")},
+                 {"strength": self.value(cid, "strength")})
+
+    def ControlNetApplyAdvanced(self, cid: str) -> None:
+        start, end = self.value(cid, "start_percent"), self.value(cid, "end_percent")
+        if isinstance(start, (int, float)) and isinstance(end, (int, float)) and start > end:
+            self.problem(cid, "end_percent", f"{end} is before start_percent {start}; it must be at least start_percent")
+        control_net, image = self.link(cid, "control_net", "CONTROL_NET"), self.link(cid, "image", "IMAGE")
+        params = {"strength": self.value(cid, "strength"), "start": start, "end": end}
+        for name, suffix in zip(("positive", "negative"), ADVANCED_SUFFIXES, strict=True):
+            self.add(cid, "ApplyControlNet", {"conditioning": self.link(cid, name, "CONDITIONING"),
+                                              "control_net": control_net, "image": image}, params, suffix)
+
     def SaveImage(self, cid: str) -> None:
         prefix = self.value(cid, "filename_prefix")
         if isinstance(prefix, str) and (not prefix.strip() or FORBIDDEN_PREFIX.search(prefix)
@@ -637,7 +682,7 @@ def import_file(text: str, bundled: dict[str, str], check_sampler: Callable[[str
     kept as written (a path the user can also change with `--set model=...`), images likewise."""
     prompt, problems = load_comfy_file(text)
     resolvers = Resolvers(lambda ckpt: bundled.get(ckpt, ckpt), lambda: list(bundled), lambda image: image,
-                          check_sampler, lora=lambda name: name)
+                          check_sampler, controlnet=lambda name: name, lora=lambda name: name)
     try:
         translation = translate_prompt(prompt, resolvers, name=name)
     except ComfyError as exc:
@@ -648,6 +693,7 @@ def import_file(text: str, bundled: dict[str, str], check_sampler: Callable[[str
     document["description"] = "Imported from a ComfyUI workflow"
     _promote(document, "LoadPipeline", "model", "model", "STRING")
     _promote(document, "LoadImage", "image", "image", "STRING")
+    _promote(document, "LoadControlNet", "model", "controlnet", "STRING")
     _promote(document, "LoadLoRA", "lora", "lora", "STRING")
     nodes = document.pop("nodes")
     document["nodes"] = nodes  # after params, as the templates read

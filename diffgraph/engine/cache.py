@@ -98,11 +98,11 @@ class DiskCache:
             outputs: Outputs = {}
             for name, port in spec.outputs.items():
                 record = manifest["outputs"][name]
-                if record["type"] != port.type.name:
+                if record["type"] != port.port_type.name:
                     raise ValueError(f"output {name} was stored as {record['type']}")
                 if any(f not in manifest["checksums"] or "/" in f or f.startswith(".") for f in record["files"]):
                     raise ValueError(f"output {name} names a file the entry does not vouch for")
-                outputs[name] = port.type.load(entry, record["files"])
+                outputs[name] = port.port_type.load(entry, record["files"])
         except Exception as exc:  # noqa: BLE001 - any damage means: drop it and recompute
             log.warning("cache entry %s is damaged (%s); recomputing", key, exc)
             self._remove(entry)
@@ -114,7 +114,7 @@ class DiskCache:
         return outputs
 
     def put(self, key: str, spec: NodeSpec, outputs: Outputs) -> None:
-        if not all(port.type.disk_cacheable for port in spec.outputs.values()):
+        if not all(port.port_type.disk_cacheable for port in spec.outputs.values()):
             return
         entry = self._entry(key)
         if (entry / MANIFEST).exists():
@@ -129,8 +129,8 @@ class DiskCache:
         try:
             records: dict[str, Any] = {}
             for index, (name, port) in enumerate(spec.outputs.items()):
-                files = port.type.save(outputs[name], staging, f"out{index}")
-                records[name] = {"type": port.type.name, "files": files}
+                files = port.port_type.save(outputs[name], staging, f"out{index}")
+                records[name] = {"type": port.port_type.name, "files": files}
             checksums = {f: _sha256(staging / f) for rec in records.values() for f in rec["files"]}
             manifest = {"key": key, "node_type": spec.type_name, "outputs": records, "checksums": checksums}
             (staging / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
@@ -246,4 +246,4 @@ class Cache:
 
 
 def _nbytes(spec: NodeSpec, outputs: Outputs) -> int:
-    return sum(port.type.nbytes(outputs[name]) for name, port in spec.outputs.items())
+    return sum(port.port_type.nbytes(outputs[name]) for name, port in spec.outputs.items())

@@ -2,8 +2,9 @@
 
 Events (dicts with a "type") go to one callback; the CLI draws progress bars from them and the
 server forwards them to WebSocket clients:
-  run_started, node_cached, node_started, progress, node_finished, node_failed,
+  run_started, node_cached, node_started, progress, node_stage, node_finished, node_failed,
   run_finished, run_failed, run_cancelled
+(node_stage: a node's work that is not a sampling step, such as compiling the denoiser: `stage`, `message`)
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import pydantic
 
 from .cache import Cache
 from .errors import Cancelled, NodeError, RunFailed
-from .node import CancelToken, RunContext
+from .node import CancelToken, RunContext, input_problem
+from .options import RunOptions
 from .plan import Plan, PlannedNode
 from .threads import ThreadPolicy
 
@@ -91,8 +93,10 @@ class Executor:
         cancel: CancelToken | None = None,
         on_event: EventSink | None = None,
         run_id: str | None = None,
+        options: RunOptions | None = None,
     ) -> RunResult:
         check_device(device, dtype)
+        options = options or RunOptions()
         if self.threads is not None:
             self.threads.apply()
         cancel = cancel or CancelToken()
@@ -106,7 +110,7 @@ class Executor:
 
         output_dir = Path(output_dir)
         # the same graph in another dtype or on another kind of device computes other numbers
-        variant = _variant(device, dtype) + self.variant
+        variant = _variant(device, dtype) + options.cache_variant(device) + self.variant
         values, to_execute = self._resolve(plan, wanted, result, emit, output_dir, variant)
         remaining = {nid: 0 for nid in to_execute}
         for nid in to_execute:
@@ -116,6 +120,9 @@ class Executor:
 
         def progress(node_id: str, step: int, total: int, preview: Any = None) -> None:
             emit("progress", node=node_id, step=step, total=total, preview=preview)
+
+        def stage(node_id: str, name: str, message: str) -> None:
+            emit("node_stage", node=node_id, stage=name, message=message)
 
         produced: set[str] = set()  # keys computed in this run: an identical node later reads the cache
         #: non-deterministic nodes and everything downstream of them: never stored, so never served
@@ -135,7 +142,8 @@ class Executor:
                 else:
                     ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=output_dir,
                                      cancel=cancel, workflow=plan.document, template_params=plan.template_params,
-                                     services=self.services, access=plan.access, on_progress=progress)
+                                     services=self.services, access=plan.access, on_progress=progress,
+                                     options=options, on_stage=stage)
                     emit("node_started", node=node_id, node_type=node.type)
                     started = time.perf_counter()
                     outputs = self._execute(plan, node, values, ctx)
@@ -177,7 +185,7 @@ class Executor:
         outputs = self.cache.get(node.key + _variant(device, dtype) + self.variant, node.spec)
         if outputs is None:
             return None
-        return {name: port.type.materialize(outputs[name]) for name, port in node.spec.outputs.items()}
+        return {name: port.port_type.materialize(outputs[name]) for name, port in node.spec.outputs.items()}
 
     def store_outputs(self, plan: Plan, node_id: str, outputs: dict[str, Any], *, device: str = "cpu",
                       dtype: str = "fp32") -> None:
@@ -227,7 +235,10 @@ class Executor:
             value = values[source][output]
             declared = spec.inputs.get(port)
             if declared is None or not declared.stored_form:  # as the source's type computes on it
-                value = plan.nodes[source].spec.outputs[output].type.materialize(value)
+                value = plan.nodes[source].spec.outputs[output].port_type.materialize(value)
+            problem = input_problem(declared, value) if declared is not None else None
+            if problem is not None:  # the node boundary: never run a node on a value it does not take
+                raise RunFailed(node.id, node.type, ctx.access.redact(f"{problem} from {source}.{output}"), port)
             arguments[port] = value
         for name in spec.inputs:
             arguments.setdefault(name, None)
@@ -264,7 +275,7 @@ class Executor:
             files = [
                 path
                 for name, port in node.spec.outputs.items()
-                if port.type.name == "FILES"
+                if port.port_type.name == "FILES"
                 for path in values.get(node_id, {}).get(name) or []
             ]
             if files:
@@ -284,7 +295,7 @@ def _files_still_there(node: PlannedNode, outputs: dict[str, Any], output_dir: P
     (deleted outputs, or another --output-dir, mean the node must write them again)."""
     root: Path | None = None
     for name, port in node.spec.outputs.items():
-        if port.type.name != "FILES":
+        if port.port_type.name != "FILES":
             continue
         root = root or output_dir.resolve()
         for path in outputs.get(name) or []:

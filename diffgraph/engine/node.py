@@ -3,33 +3,45 @@
     @node("Add", category="math")
     class Add(Node):
         \"\"\"Add two numbers.\"\"\"
-        a: Float = Input()
+        a: float = Input(Float)
         b: float = Param(1.0, ge=-10, le=10)
-        total: Float = Output()
+        outputs = {"total": Output(Float)}
 
         def run(self, ctx):
             return {"total": self.a + self.b}
 
-Inputs are annotated with a `PortType`, params with a Python type (int, float, str, bool); the
-params become a pydantic model that validates them and gives the editor its JSON schema.
+A field's annotation is the value the node receives (what a type checker sees in `run`); the port
+type an input carries is the descriptor's argument, and `Input(T)` is typed as `T`'s value type
+(`PortType[V]`), so mypy checks that the two agree. Outputs are declared apart from the fields
+(`outputs = {...}`), so an output may share its name with an input or a param. Params are
+annotated with a Python type (int, float, str, bool); they become a pydantic model that validates
+them and gives the editor its JSON schema. Before `run`, the executor checks every input value
+against its port type (`PortType.check`).
+
+The older style, `latent: Latent = Input()` and `image_out: Image = Output(name="image")` (the
+annotation being the port type), still works for node packs written against it; it is deprecated.
 """
 
 from __future__ import annotations
 
+import builtins
 import functools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import pydantic
 
 from .access import FileAccess
 from .errors import Cancelled
+from .options import RunOptions
 from .types import PARAM_PORT_TYPES, PortType
 
 _REQUIRED: Any = object()
+
+V = TypeVar("V")
 
 #: the widget hints a param may give the editor (see `Param.widget`)
 WIDGETS = ("", "upload", "seed", "model")
@@ -39,30 +51,43 @@ INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 
 
 @dataclass
-class Input:
-    """An input port. `optional` inputs may stay unlinked (the node sees None).
+class InputPort:
+    """An input port (made by `Input`). `optional` inputs may stay unlinked (the node sees None).
 
     `stored_form`: the node takes the value as the disk cache loads it (`PortType.load`, numpy
     arrays for tensors) instead of `PortType.materialize`'s, so reading it needs no torch.
     """
 
+    type: builtins.type[PortType] | None = None  # None: taken from the annotation (the deprecated style)
     optional: bool = False
     doc: str = ""
     stored_form: bool = False
-    type: type[PortType] = PortType  # filled from the annotation
+
+    @property
+    def port_type(self) -> builtins.type[PortType]:
+        assert self.type is not None, "filled in by @node"
+        return self.type
 
 
 @dataclass
-class Output:
+class OutputPort:
+    """An output port (made by `Output`)."""
+
+    type: builtins.type[PortType] | None = None
     doc: str = ""
-    type: type[PortType] = PortType
-    #: the port's name when it differs from the attribute's (an output named like a param or input)
+    #: deprecated style only: the port's name when it differs from the attribute's
     name: str = ""
 
+    @property
+    def port_type(self) -> builtins.type[PortType]:
+        assert self.type is not None, "filled in by @node"
+        return self.type
+
 
 @dataclass
-class Param:
-    """A literal setting with a default and optional bounds; may also be fed by a link."""
+class ParamField:
+    """A literal setting with a default and optional bounds (made by `Param`); may also be fed by
+    a link."""
 
     default: Any = _REQUIRED
     ge: float | None = None
@@ -85,6 +110,36 @@ class Param:
         return PARAM_PORT_TYPES[self.python_type]
 
 
+@overload
+def Input(type: type[PortType[V]], *, optional: Literal[False] = False, doc: str = "",
+          stored_form: Literal[False] = False) -> V: ...
+@overload
+def Input(type: type[PortType[V]], *, optional: Literal[True], doc: str = "",
+          stored_form: Literal[False] = False) -> V | None: ...
+@overload
+def Input(type: type[PortType[Any]] | None = None, *, optional: bool = False, doc: str = "",
+          stored_form: bool = False) -> Any: ...
+def Input(type: type[PortType[Any]] | None = None, *, optional: bool = False, doc: str = "",
+          stored_form: bool = False) -> Any:
+    """An input port carrying `type`; the field's annotation is the value the node receives
+    (`V | None` when optional). With `stored_form`, the node gets the disk cache's form of the value
+    (numpy arrays, a StoredImage), so its annotation is the port's declared value only loosely."""
+    return InputPort(type, optional, doc, stored_form)
+
+
+def Output(type: type[PortType[Any]] | None = None, *, doc: str = "", name: str = "") -> OutputPort:
+    """An output port of `type`, for a node's `outputs = {"name": Output(T), ...}` declaration.
+    (Deprecated style: as a field, `image_out: Image = Output(name="image")`.)"""
+    return OutputPort(type, doc, name)
+
+
+def Param(default: Any = _REQUIRED, *, ge: float | None = None, le: float | None = None,
+          step: float | None = None, choices: tuple[str, ...] | None = None, multiline: bool = False,
+          widget: str = "", doc: str = "") -> Any:
+    """A literal setting, annotated with its Python type (int, float, str or bool)."""
+    return ParamField(default, ge, le, step, choices, multiline, widget, doc)
+
+
 @dataclass
 class NodeSpec:
     """Everything the engine knows about a node type, read from its class once."""
@@ -98,9 +153,9 @@ class NodeSpec:
     #: False for nodes cheaper to recompute than to read back (primitives): memory tier only
     disk_cache: bool
     doc: str
-    inputs: dict[str, Input]
-    params: dict[str, Param]
-    outputs: dict[str, Output]
+    inputs: dict[str, InputPort]
+    params: dict[str, ParamField]
+    outputs: dict[str, OutputPort]
     params_model: type[pydantic.BaseModel]
 
     @functools.cached_property
@@ -115,7 +170,7 @@ class NodeSpec:
     @functools.cached_property
     def port_types(self) -> dict[str, type[PortType]]:
         """What each linkable name (input port, or param fed by a link) accepts."""
-        types = {name: port.type for name, port in self.inputs.items()}
+        types = {name: port.port_type for name, port in self.inputs.items()}
         types.update({name: param.port_type for name, param in self.params.items()})
         return types
 
@@ -129,7 +184,8 @@ class NodeSpec:
             "output_node": self.output_node,
             "doc": self.doc,
             "inputs": [
-                {"name": n, "type": p.type.name, "optional": p.optional, "doc": p.doc, **_linkable(p.type)}
+                {"name": n, "type": p.port_type.name, "optional": p.optional, "doc": p.doc,
+                 **_linkable(p.port_type)}
                 for n, p in self.inputs.items()
             ],
             "params": [
@@ -150,11 +206,21 @@ class NodeSpec:
                 for n, p in self.params.items()
             ],
             "outputs": [
-                {"name": n, "type": p.type.name, "doc": p.doc, "colour": p.type.display_colour()}
+                {"name": n, "type": p.port_type.name, "doc": p.doc, "colour": p.port_type.display_colour()}
                 for n, p in self.outputs.items()
             ],
             "schema": self.params_model.model_json_schema(),
         }
+
+
+def input_problem(port: InputPort, value: Any) -> str | None:
+    """The node boundary's check of one input value: None when the value is one its port carries
+    (or an optional input is left empty), else what is wrong, in the one shape every port type
+    shares: "expected LATENT (<what that is>), got <what came>"."""
+    if value is None and port.optional:
+        return None
+    got = port.port_type.check(value)
+    return None if got is None else f"expected {port.port_type.name} ({port.port_type.description}), got {got}"
 
 
 def _linkable(port_type: type[PortType]) -> dict[str, Any]:
@@ -199,6 +265,10 @@ class RunContext:
     #: where file and model params may point (the CLI's permissive policy unless the caller chose)
     access: FileAccess = field(default_factory=FileAccess)
     on_progress: Callable[[str, int, int, Any], None] | None = None
+    #: the run's speed and memory options (--compile, --vram-budget)
+    options: RunOptions = field(default_factory=RunOptions)
+    #: a named stage of a node's work (compiling the denoiser), for the run's listeners
+    on_stage: Callable[[str, str, str], None] | None = None
 
     def check_cancelled(self) -> None:
         self.cancel.check()
@@ -208,11 +278,18 @@ class RunContext:
         if self.on_progress is not None:
             self.on_progress(self.node_id, step, total, preview)
 
+    def stage(self, stage: str, message: str) -> None:
+        """Say what a node is doing that is not a sampling step (`compile`: compiling the denoiser)."""
+        if self.on_stage is not None:
+            self.on_stage(self.node_id, stage, message)
+
 
 class Node:
     """Base of every node type. Subclasses declare fields and implement `run`."""
 
     __node_spec__: ClassVar[NodeSpec]
+    #: the node's output ports by name (`Output(T)`); they may share names with inputs and params
+    outputs: ClassVar[dict[str, OutputPort]] = {}
 
     def run(self, ctx: RunContext) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -244,7 +321,7 @@ class Node:
         return instance
 
 
-def _params_model(type_name: str, params: dict[str, Param]) -> type[pydantic.BaseModel]:
+def _params_model(type_name: str, params: dict[str, ParamField]) -> type[pydantic.BaseModel]:
     fields: dict[str, Any] = {}
     for name, p in params.items():
         annotation: Any = p.python_type
@@ -276,21 +353,27 @@ def node(
     """Class decorator that reads a node's typed fields into its `NodeSpec`."""
 
     def decorate(cls: type[Node]) -> type[Node]:
-        inputs: dict[str, Input] = {}
-        params: dict[str, Param] = {}
-        outputs: dict[str, Output] = {}
+        inputs: dict[str, InputPort] = {}
+        params: dict[str, ParamField] = {}
+        outputs: dict[str, OutputPort] = {}
+        for name, port in cls.__dict__.get("outputs", {}).items():
+            if not isinstance(port, OutputPort) or port.type is None:
+                raise TypeError(f"{cls.__name__}.outputs[{name!r}]: declare it as Output(<a PortType>)")
+            outputs[name] = port
         annotations = _resolved_annotations(cls)
         for name, annotation in annotations.items():
             marker = cls.__dict__.get(name)
-            if isinstance(marker, Input):
-                marker.type = _port_type(cls, name, annotation)
+            if isinstance(marker, InputPort):
+                if marker.type is None:  # deprecated: the annotation is the port type
+                    marker.type = _port_type(cls, name, annotation)
                 inputs[name] = marker
-            elif isinstance(marker, Output):
-                marker.type = _port_type(cls, name, annotation)
+            elif isinstance(marker, OutputPort):  # deprecated: an output declared as a field
+                if marker.type is None:
+                    marker.type = _port_type(cls, name, annotation)
                 if (marker.name or name) in outputs:
                     raise TypeError(f"{cls.__name__}: two outputs named {marker.name or name!r}")
                 outputs[marker.name or name] = marker
-            elif isinstance(marker, Param):
+            elif isinstance(marker, ParamField):
                 if annotation not in PARAM_PORT_TYPES:
                     raise TypeError(f"{cls.__name__}.{name}: a param is int, float, str or bool")
                 if marker.widget not in WIDGETS:
@@ -320,12 +403,24 @@ def node(
 
 
 def _resolved_annotations(cls: type) -> dict[str, Any]:
+    """The class's annotations, each evaluated on its own in its module's namespace: a value type
+    that only exists for the type checker (`Tensor` under TYPE_CHECKING) stays a string, which
+    only an old-style port or a param would need resolved."""
+    import sys
     import typing
 
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # noqa: BLE001 - fall back to the raw annotations of this class
-        return dict(cls.__dict__.get("__annotations__", {}))
+    module = sys.modules.get(cls.__module__)
+    namespace = dict(vars(module)) if module is not None else {}
+    resolved: dict[str, Any] = {}
+    for name, annotation in cls.__dict__.get("__annotations__", {}).items():
+        if isinstance(annotation, str):
+            try:  # as typing.get_type_hints evaluates them, one at a time
+                annotation = eval(annotation, namespace, dict(vars(cls)))
+            except Exception:  # noqa: BLE001 - a name only the type checker knows
+                pass
+        if typing.get_origin(annotation) is not ClassVar and annotation is not ClassVar:
+            resolved[name] = annotation
+    return resolved
 
 
 def _port_type(cls: type, name: str, annotation: Any) -> type[PortType]:

@@ -577,8 +577,8 @@ def _check_node(
             issues.append(Issue(node.id, port, f"node {source!r} ({source_node.type}) has no output {output!r}; "
                                                f"its outputs: {valid}"))
             continue
-        if out.type is not port_type and not out.type.feeds(port_type):
-            issues.append(Issue(node.id, port, f"type mismatch: {source}.{output} is {out.type.name}, "
+        if out.port_type is not port_type and not out.port_type.feeds(port_type):
+            issues.append(Issue(node.id, port, f"type mismatch: {source}.{output} is {out.port_type.name}, "
                                                f"{port!r} takes {port_type.name}"))
             continue
         if resolved is not None:
@@ -587,7 +587,7 @@ def _check_node(
         target.links = resolved
     for name, input_port in spec.inputs.items():
         if not input_port.optional and name not in node.links:
-            issues.append(Issue(node.id, name, f"missing required input {name!r} ({input_port.type.name})"))
+            issues.append(Issue(node.id, name, f"missing required input {name!r} ({input_port.port_type.name})"))
     literal = node.params
     if not literal.keys() <= spec.params.keys():
         for name in literal:

@@ -2,7 +2,8 @@
 
 A port type is a small class. The engine knows the primitives; the node catalog adds its own
 (LATENT, IMAGE, UNET, ...) by subclassing `PortType`. Compatibility is explicit: a type feeds
-itself and the types that list it in `accepts`.
+itself and the types that list it in `accepts`. `PortType[V]` says which Python value `V` the port
+carries (`Input(T)` is typed as it), and `check(value)` says whether a value really is one.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
+
+V = TypeVar("V")
 
 
-class PortType:
-    """Base of every port type. Subclasses set `name` and optionally `accepts`, `save`, `load`."""
+class PortType(Generic[V]):
+    """Base of every port type, carrying values of type `V`. Subclasses set `name` and optionally
+    `accepts`, `description`, `check`, `save`, `load`."""
 
     name: ClassVar[str] = "ANY"
+    #: what a value of this type is, for the message of a value that is not one
+    description: ClassVar[str] = "any value"
     #: names of other types whose values this type accepts (e.g. FLOAT accepts INT)
     accepts: ClassVar[tuple[str, ...]] = ()
     #: the colour the editor draws this type's ports and links in (CSS); "" = derived from the name
@@ -28,6 +34,12 @@ class PortType:
     def feeds(cls, target: type[PortType]) -> bool:
         """True when a value of this type may be linked into a port of type `target`."""
         return target.name == "ANY" or cls.name == target.name or cls.name in target.accepts
+
+    @classmethod
+    def check(cls, value: Any) -> str | None:
+        """None when `value` is one this port carries (in the form a node receives it, or the disk
+        cache's form), else what it is instead ("a str", "a dict with keys a, b"). Default: any value."""
+        return None
 
     @classmethod
     def display_colour(cls) -> str:
@@ -63,6 +75,31 @@ class PortType:
         return value_nbytes(value)
 
 
+def describe_value(value: Any) -> str:
+    """A short account of a value for error messages: its type, and a tensor's shape or a dict's keys."""
+    if value is None:
+        return "nothing (None)"
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"a {type(value).__name__} of shape {list(shape)}"
+    if isinstance(value, dict):
+        keys = ", ".join(map(str, list(value)[:8])) + (", ..." if len(value) > 8 else "")
+        return f"a dict with keys {keys}" if value else "an empty dict"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return f"a {type(value).__name__}"
+
+
+def _plain(kinds: tuple[type, ...], refuse: tuple[type, ...] = ()) -> Any:
+    """A `check` accepting instances of `kinds` (but not of `refuse`: bool is an int)."""
+
+    def check(cls: Any, value: Any) -> str | None:
+        fits = isinstance(value, kinds) and not isinstance(value, refuse)
+        return None if fits else describe_value(value)
+
+    return classmethod(check)
+
+
 def value_nbytes(value: Any, _depth: int = 0) -> int:
     """The memory a value holds, at its real size: a tensor's whole storage (a small view of a huge
     tensor keeps all of it alive), a numpy array's buffer, a PIL picture's pixels, text and bytes,
@@ -91,41 +128,55 @@ def value_nbytes(value: Any, _depth: int = 0) -> int:
     return 64
 
 
-class Any_(PortType):
+class Any_(PortType[Any]):
     name = "ANY"
     colour = "#dddddd"
 
 
-class Int(PortType):
+class Int(PortType[int]):
     name = "INT"
     colour = "#52b788"
+    description = "a whole number"
+    check = _plain((int,), refuse=(bool,))
 
 
-class Float(PortType):
+class Float(PortType[float]):
     name = "FLOAT"
     colour = "#95d5b2"
     accepts = ("INT",)
+    description = "a number"
+    check = _plain((int, float), refuse=(bool,))
 
 
-class String(PortType):
+class String(PortType[str]):
     name = "STRING"
     colour = "#a0c4ff"
+    description = "a text"
+    check = _plain((str,))
 
 
-class Boolean(PortType):
+class Boolean(PortType[bool]):
     name = "BOOLEAN"
     colour = "#e5989b"
+    description = "true or false"
+    check = _plain((bool,))
 
 
-class Files(PortType):
+class Files(PortType[list[str]]):
     """A list of file paths a node wrote (SaveImage); `run --json` reports them as outputs."""
 
     name = "FILES"
     colour = "#adb5bd"
+    description = "a list of file paths"
+
+    @classmethod
+    def check(cls, value: Any) -> str | None:
+        fits = isinstance(value, list) and all(isinstance(item, str) for item in value)
+        return None if fits else describe_value(value)
 
 
 #: python type of a param -> its port type, for params that are fed by links
-PARAM_PORT_TYPES: dict[type, type[PortType]] = {int: Int, float: Float, str: String, bool: Boolean}
+PARAM_PORT_TYPES: dict[type, type[PortType[Any]]] = {int: Int, float: Float, str: String, bool: Boolean}
 
 #: type names usable in a workflow's template `params:` block
 TEMPLATE_PARAM_TYPES: dict[str, type] = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}

@@ -10,7 +10,7 @@ from diffgraph.engine import NodeRegistry
 
 
 def register(registry: NodeRegistry) -> None:
-    from . import images, latents, loaders, lora, primitives, resize, sampling
+    from . import controlnet, images, ipadapter, latents, loaders, lora, primitives, resize, sampling
 
     registry.add(*primitives.NODES)
     registry.add(*images.NODES)
@@ -18,4 +18,6 @@ def register(registry: NodeRegistry) -> None:
     registry.add(*sampling.NODES)
     registry.add(*latents.NODES)
     registry.add(*resize.NODES)
+    registry.add(*ipadapter.NODES)
+    registry.add(*controlnet.NODES)
     registry.add(*lora.NODES)

@@ -61,6 +61,10 @@ class Family:
     tasks: tuple[str, ...] = TASKS
     #: what a template param means here when it differs from SD 1.x
     notes: str = ""
+    #: the components a single-file checkpoint of this family may hold, by the key prefixes of their
+    #: tensors (the original layouts diffusers' `from_single_file` converts); the components a file
+    #: lacks, and every tokenizer and scheduler, come from the diffusers folder named by `config`
+    single_file_parts: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 FAMILIES: dict[str, Family] = {family.name: family for family in (
@@ -71,17 +75,27 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family("sdxl", "Stable Diffusion XL", (
         "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
         zeros_for_empty_negative=True,
-        notes="refiner: load it as a second model and run it as img2img on the base model's picture"),
+        notes="refiner: load it as a second model and run it as img2img on the base model's picture",
+        single_file_parts=(("unet", ("model.diffusion_model.",)), ("vae", ("first_stage_model.",)),
+                           ("text_encoder", ("conditioner.embedders.0.",)),
+                           ("text_encoder_2", ("conditioner.embedders.1.", "conditioner.embedders.0.model.")))),
     Family("sd3", "Stable Diffusion 3 / 3.5", (
         "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
         denoiser="transformer", latent_normalization="shift_scale", tasks=("txt2img", "img2img"),
-        notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular SD3 blocks"),
+        notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular SD3 blocks",
+        single_file_parts=(("transformer", ("model.diffusion_model.", "joint_blocks.")),
+                           ("vae", ("first_stage_model.",)), ("text_encoder", ("text_encoders.clip_l.",)),
+                           ("text_encoder_2", ("text_encoders.clip_g.",)),
+                           ("text_encoder_3", ("text_encoders.t5xxl.",)))),
     Family("flux", "Flux.1 dev / schnell", (
         "FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline"),
         denoiser="transformer", guidance="embedded", latent_normalization="shift_scale", packed_latents=True, size_multiple=2,
         tasks=("txt2img", "img2img"),
         notes="cfg is its distilled guidance; negative_prompt must stay empty; samplers: its own flow-matching "
-              "euler only; inpaint: not in diffusers' modular Flux blocks"),
+              "euler only; inpaint: not in diffusers' modular Flux blocks",
+        # the transformer file as Black Forest Labs and ComfyUI share it (or in diffusers' layout)
+        single_file_parts=(("transformer", ("double_blocks.", "model.diffusion_model.", "transformer_blocks.",
+                                            "single_transformer_blocks.")),)),
     Family("zimage", "Z-Image", ("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
         denoiser="transformer", conditioning=("prompt_embeds",), list_conditioning=True,
         guider_options=(("use_original_formulation", True),), latent_normalization="shift_scale", size_multiple=2,
@@ -104,6 +118,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
 #: tensor-name prefixes that identify a single-file checkpoint's family (original layouts)
 _CHECKPOINT_MARKERS = (
     ("double_blocks.0.img_attn", "flux"), ("model.diffusion_model.double_blocks.", "flux"),
+    ("single_transformer_blocks.0.proj_mlp.", "flux"),  # a Flux.1 transformer file in diffusers' layout
     ("joint_blocks.0.", "sd3"), ("model.diffusion_model.joint_blocks.", "sd3"),
     ("conditioner.embedders.1.model.", "sdxl"),
     ("model.diffusion_model.input_blocks.", "sd"),
@@ -137,6 +152,16 @@ def family_of_folder(folder: Path) -> Family:
 
 def family_of_checkpoint(path: Path) -> Family:
     """The family of a single-file .safetensors checkpoint, from its tensor names."""
+    names = checkpoint_header(path).keys()
+    for prefix, name in _CHECKPOINT_MARKERS:
+        if any(key.startswith(prefix) for key in names):
+            return FAMILIES[name]
+    raise UnknownFamily(f"{path.name} is not a checkpoint of a known family (SD 1.x/2.x, SDXL, SD3, Flux.1)")
+
+
+def checkpoint_header(path: Path) -> dict[str, dict]:
+    """A .safetensors file's header: tensor name -> {dtype, shape, data_offsets} (a bounded read of a
+    regular file; the weights are not read)."""
     from diffgraph.engine.files import open_regular
 
     with open_regular(path) as handle:
@@ -147,13 +172,19 @@ def family_of_checkpoint(path: Path) -> Family:
         if length > MAX_HEADER_BYTES:
             raise UnknownFamily(f"{path.name}: its safetensors header is implausibly large ({length} bytes)")
         try:
-            names = json.loads(handle.read(length)).keys()
+            header = json.loads(handle.read(length))
         except ValueError as exc:
             raise UnknownFamily(f"{path.name}: damaged safetensors header ({exc})") from None
-    for prefix, name in _CHECKPOINT_MARKERS:
-        if any(key.startswith(prefix) for key in names):
-            return FAMILIES[name]
-    raise UnknownFamily(f"{path.name} is not a checkpoint of a known family (SD 1.x/2.x, SDXL, SD3, Flux.1)")
+    if not isinstance(header, dict):
+        raise UnknownFamily(f"{path.name}: damaged safetensors header (not a JSON object)")
+    return {name: entry for name, entry in header.items() if name != "__metadata__" and isinstance(entry, dict)}
+
+
+def single_file_parts(family: Family, names: object) -> list[str]:
+    """The components of `family` a single-file checkpoint with these tensor names holds."""
+    keys = list(names)  # type: ignore[call-overload]
+    return [part for part, prefixes in family.single_file_parts
+            if any(key.startswith(prefixes) for key in keys)]
 
 
 def get(name: str) -> Family:

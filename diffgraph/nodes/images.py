@@ -12,13 +12,17 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffgraph.engine import FileAccess, Files, Input, Node, NodeError, Output, Param, RunContext, node
 from diffgraph.engine.access import MAX_IMAGE_FILE_BYTES
 from diffgraph.engine.files import describe_os_error, digest_regular, open_regular
 
-from .types import Image, Mask, StoredImage, is_picture_batch, picture_pixels
+from .types import Image, ImageStoredForm, Mask, StoredImage, picture_pixels
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as Picture
+    from torch import Tensor
 
 #: formats LoadImage reads; Pillow's other (rarer, less audited) decoders are never tried
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
@@ -36,8 +40,8 @@ class LoadImage(Node):
 
     image: str = Param(widget="upload", doc="the picture: a local path on the command line (absolute or relative to "
                                               "the working directory); on the server, the name of an uploaded file")
-    image_out: Image = Output(name="image", doc="the picture as RGB in [0, 1]")
-    mask: Mask = Output(doc="1 - alpha: transparent pixels are 1 (repaint); all zeros without alpha")
+    outputs = {"image": Output(Image, doc="the picture as RGB in [0, 1]"),
+               "mask": Output(Mask, doc="1 - alpha: transparent pixels are 1 (repaint); all zeros without alpha")}
 
     @classmethod
     def fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:
@@ -71,7 +75,7 @@ class LoadImage(Node):
         return {"image": rgb.unsqueeze(0).contiguous(), "mask": mask.reshape(1, 1, height, width).contiguous()}
 
 
-def _open_image(text: str, access: FileAccess):
+def _open_image(text: str, access: FileAccess) -> Picture:
     """Open, fully decode and orient the picture `text` names, or raise a NodeError on `image`.
 
     Only a regular file is read, and only a picture of at most `access.max_image_pixels` is decoded
@@ -133,13 +137,10 @@ def _check_prefix(prefix: str) -> str:
     return prefix
 
 
-def _to_pictures(images: Any) -> list:
+def _to_pictures(images: ImageStoredForm) -> list[Picture]:
     """IMAGE (a tensor, the numpy array or the StoredImage the disk cache restores) -> PIL
     pictures, rounding as diffusers' `numpy_to_pil` does. A StoredImage needs neither numpy nor
     torch: its pixels were rounded the same way when it was stored."""
-    if not is_picture_batch(images):
-        shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
-        raise NodeError(f"expected an IMAGE tensor [B, 3, H, W], got {shape}", field="images")
     if isinstance(images, StoredImage):
         return images.pictures()
     from PIL import Image as PILImage
@@ -153,7 +154,7 @@ def _next_number(folder: Path, prefix: str) -> int:
     return max(numbers, default=0) + 1
 
 
-def _write_numbered(folder: Path, prefix: str, picture: Any, pnginfo: Any = None) -> Path:
+def _write_numbered(folder: Path, prefix: str, picture: Picture, pnginfo: Any = None) -> Path:
     """Write `picture` as the next free `<prefix>_NNNNN.png` without ever replacing a file.
 
     The PNG is written to a hidden temporary file first and then hard-linked to its name, which
@@ -196,7 +197,7 @@ def _publish(temporary: Path, target: Path) -> None:
     os.replace(temporary, target)
 
 
-def _save_all(images: Any, folder: Path, prefix: str, pnginfo: Any = None) -> list[str]:
+def _save_all(images: ImageStoredForm, folder: Path, prefix: str, pnginfo: Any = None) -> list[str]:
     pictures = _to_pictures(images)
     written: list[str] = []
     try:
@@ -216,9 +217,9 @@ def _save_all(images: Any, folder: Path, prefix: str, pnginfo: Any = None) -> li
 class SaveImage(Node):
     """Save pictures as numbered PNG files in the output folder, with the workflow embedded."""
 
-    images: Image = Input(stored_form=True)
+    images: ImageStoredForm = Input(Image, stored_form=True)
     prefix: str = Param("diffgraph", doc="file names are <prefix>_00001.png, <prefix>_00002.png, ...")
-    files: Files = Output(doc="absolute paths of the PNG files written")
+    outputs = {"files": Output(Files, doc="absolute paths of the PNG files written")}
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from PIL.PngImagePlugin import PngInfo
@@ -235,8 +236,8 @@ class SaveImage(Node):
 class PreviewImage(Node):
     """Show pictures without keeping them: PNG files under the output folder's `previews/`."""
 
-    images: Image = Input(stored_form=True)
-    files: Files = Output(doc="absolute paths of the preview PNG files")
+    images: ImageStoredForm = Input(Image, stored_form=True)
+    outputs = {"files": Output(Files, doc="absolute paths of the preview PNG files")}
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"files": _save_all(self.images, Path(ctx.output_dir) / "previews", "preview")}
@@ -254,9 +255,9 @@ class MaskNode(Node):
     size), threshold it, add the rectangle, invert, grow or shrink, feather.
     """
 
-    mask: Mask = Input(optional=True, doc="a mask to start from (LoadImage's alpha mask, say)")
-    image: Image = Input(optional=True, doc="without a mask: its luminance is the mask (white = repaint); "
-                                            "with one: only checked to be the mask's size")
+    mask: Tensor | None = Input(Mask, optional=True, doc="a mask to start from (LoadImage's alpha mask, say)")
+    image: Tensor | None = Input(Image, optional=True, doc="without a mask: its luminance is the mask (white = "
+                                                           "repaint); with one: only checked to be the mask's size")
     use_luminance: bool = Param(True, doc="off: without a mask, use the image only for its size")
     threshold: float = Param(0.5, ge=0.0, le=1.0, step=0.01,
                              doc="values >= threshold become 1, others 0; 0 keeps soft values")
@@ -267,7 +268,7 @@ class MaskNode(Node):
     y: int = Param(0, ge=0, doc="rectangle top edge, in pixels")
     width: int = Param(0, ge=0, doc="rectangle width; the rectangle is added when width and height > 0")
     height: int = Param(0, ge=0, doc="rectangle height")
-    mask_out: Mask = Output(name="mask", doc="the mask [B, 1, H, W] in [0, 1]")
+    outputs = {"mask": Output(Mask, doc="the mask [B, 1, H, W] in [0, 1]")}
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch
@@ -291,12 +292,12 @@ class MaskNode(Node):
             mask = feather_mask(mask, self.feather)
         return {"mask": mask.clamp(0, 1).to(torch.float32).contiguous()}
 
-    def _source(self):
+    def _source(self) -> Tensor:
         import torch
 
-        image = None if self.image is None else pixels_of(self.image, "image")
+        image = None if self.image is None else pixels_of(self.image)
         if self.mask is not None:
-            mask = pixels_of(self.mask, "mask", channels=1)
+            mask = pixels_of(self.mask)
             if image is not None:
                 require_same_size(mask, image, "mask")
             return mask.nan_to_num(0.0).clamp(0, 1)
@@ -320,17 +321,17 @@ class PasteBack(Node):
     InvokeAI's canvas does and ComfyUI's ImageCompositeMasked. A soft (feathered) mask blends.
     """
 
-    image: Image = Input(doc="the new picture (VAEDecode's)")
-    original: Image = Input(doc="the picture to keep outside the mask, the image's size")
-    mask: Mask = Input(doc="1 = take the new picture, 0 = keep the original")
-    image_out: Image = Output(name="image", doc="the new picture inside the mask, the original outside")
+    image: Tensor = Input(Image, doc="the new picture (VAEDecode's)")
+    original: Tensor = Input(Image, doc="the picture to keep outside the mask, the image's size")
+    mask: Tensor = Input(Mask, doc="1 = take the new picture, 0 = keep the original")
+    outputs = {"image": Output(Image, doc="the new picture inside the mask, the original outside")}
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch
 
-        image = pixels_of(self.image, "image")
-        original = pixels_of(self.original, "original")
-        mask = pixels_of(self.mask, "mask", channels=1)
+        image = pixels_of(self.image)
+        original = pixels_of(self.original)
+        mask = pixels_of(self.mask)
         for field, other in (("original", original), ("mask", mask)):
             require_same_size(other, image, field)
             if other.shape[0] not in (1, image.shape[0]):
@@ -341,23 +342,18 @@ class PasteBack(Node):
         return {"image": pasted.contiguous()}
 
 
-def pixels_of(value: Any, field: str, channels: int = 3):
-    """A linked IMAGE (3 channels) or MASK (1) as a float CPU tensor, or a NodeError naming `field`."""
-    import torch
-
-    if not isinstance(value, torch.Tensor) or value.ndim != 4 or value.shape[1] != channels:
-        kind = "a MASK tensor [B, 1, H, W]" if channels == 1 else "an IMAGE tensor [B, 3, H, W]"
-        raise NodeError(f"expected {kind}", field=field)
+def pixels_of(value: Tensor) -> Tensor:
+    """A linked IMAGE or MASK (checked by the engine) as a float CPU tensor."""
     return value.detach().float().cpu()
 
 
-def require_same_size(value: Any, image: Any, field: str) -> None:
+def require_same_size(value: Tensor, image: Tensor, field: str) -> None:
     if value.shape[2:] != image.shape[2:]:
         raise NodeError(f"the {field} is {value.shape[3]}x{value.shape[2]} but the image is "
                         f"{image.shape[3]}x{image.shape[2]}; they must be the same size", field=field)
 
 
-def grow_mask(mask, pixels: int):
+def grow_mask(mask: Tensor, pixels: int) -> Tensor:
     """Grow (pixels > 0) or shrink (< 0) by a square of `pixels` on each side; outside the border
     counts as neither, so a mask touching the edge does not shrink away from it."""
     import torch.nn.functional as F
@@ -369,7 +365,7 @@ def grow_mask(mask, pixels: int):
     return sign * F.max_pool2d(rows, (size, 1), stride=1, padding=(reach, 0))
 
 
-def feather_mask(mask, pixels: int):
+def feather_mask(mask: Tensor, pixels: int) -> Tensor:
     """Soften edges with a separable Gaussian blur reaching `pixels` on each side (sigma = pixels / 3)."""
     import torch
     import torch.nn.functional as F

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diffgraph.engine import Input, Node, NodeError, Output, Param, node
+from diffgraph.engine import Input, Node, NodeError, Output, Param, RunContext, node
 
-from . import models, modular
-from .types import VAE, Depth, DepthModel, Image, Latent, Mask, UNet
+from . import fastpath, models, modular
+from .families import Family
+from .models import ModelRef
+from .types import VAE, Depth, DepthModel, Image, Latent, LatentValue, Mask, UNet
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def vae_scale_factor(vae: Any) -> int:
@@ -27,14 +32,14 @@ class EmptyLatent(Node):
     """A blank latent of the given size, to sample from pure noise (txt2img). Without a VAE it is a
     blank pixel-space sample for a UNet2DModel (unconditional generation)."""
 
-    vae: VAE = Input(optional=True, doc="gives the latent's channels and downscale factor")
-    unet: UNet = Input(optional=True, doc="gives the native size, and the channels without a VAE")
+    vae: ModelRef | None = Input(VAE, optional=True, doc="gives the latent's channels and downscale factor")
+    unet: ModelRef | None = Input(UNet, optional=True, doc="gives the native size, and the channels without a VAE")
     width: int = Param(0, ge=0, le=16384, step=8, doc="pixels; 0 = the model's native size")
     height: int = Param(0, ge=0, le=16384, step=8, doc="pixels; 0 = the model's native size")
     batch_size: int = Param(1, ge=1, le=64)
-    latent: Latent = Output()
+    outputs = {"latent": Output(Latent)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch
 
         if self.vae is None and self.unet is None:
@@ -50,7 +55,11 @@ class EmptyLatent(Node):
         vae = models.load(ctx, self.vae, "vae") if self.vae is not None else None
         unet = models.load(ctx, self.unet, "unet") if self.unet is not None else None
         factor = vae_scale_factor(vae) if vae is not None else 1
-        channels = vae.config.latent_channels if vae is not None else unet.config.in_channels
+        if vae is not None:
+            channels = vae.config.latent_channels
+        else:
+            assert unet is not None, "one of them is linked (checked above)"
+            channels = unet.config.in_channels
         sizes = []
         for field in ("width", "height"):
             value = getattr(self, field)
@@ -72,14 +81,14 @@ class VAEEncode(Node):
     With a mask, also encodes the image with the masked part blanked out, for inpainting; the
     sampler draws from the distribution with its seed, as the diffusers pipelines do."""
 
-    vae: VAE = Input()
-    image: Image = Input()
-    mask: Mask = Input(optional=True, doc="1 = repaint; the same size as the image unless resized")
+    vae: ModelRef = Input(VAE)
+    image: Tensor = Input(Image)
+    mask: Tensor | None = Input(Mask, optional=True, doc="1 = repaint; the same size as the image unless resized")
     width: int = Param(0, ge=0, le=16384, step=8, doc="resize the image and the mask to this width first "
                                                       "(Lanczos, as the diffusers pipelines do); 0 = keep it")
     height: int = Param(0, ge=0, le=16384, step=8, doc="resize the image and the mask to this height first; "
                                                        "0 = keep it")
-    latent: Latent = Output()
+    outputs = {"latent": Output(Latent)}
 
     @classmethod
     def check_links(cls, params, linked, access):
@@ -88,7 +97,7 @@ class VAEEncode(Node):
         problem = modular.task_problem(family, "inpaint" if field == "mask" else "img2img") if family else None
         return [(field, problem)] if problem else []
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch
 
         family = modular.family_of(self.vae)
@@ -97,13 +106,11 @@ class VAEEncode(Node):
         modular.require_task(family, "img2img", "image")
         vae = models.load(ctx, self.vae, "vae")
         image = self.image
-        if image.ndim != 4 or image.shape[1] != 3:
-            raise NodeError(f"expected an RGB image [B, 3, H, W], got {tuple(image.shape)}", "image")
         mask = self.mask
         if self.width or self.height:
             size = (self.height or image.shape[2], self.width or image.shape[3])
             image = resized(image, size)
-            if mask is not None and mask.ndim == 4 and mask.shape[1] == 1:
+            if mask is not None:
                 mask = resized(mask, size)
         factor = vae_scale_factor(vae)
         height, width = image.shape[2:]
@@ -115,7 +122,7 @@ class VAEEncode(Node):
         with torch.inference_mode():
             latent = _encode(vae, pixels, "", family)
             if mask is not None:
-                if mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != (height, width):
+                if tuple(mask.shape[2:]) != (height, width):
                     raise NodeError(f"the mask is {tuple(mask.shape[2:])} (H, W) but the image is "
                                     f"{(height, width)}; they must match", "mask")
                 if mask.shape[0] not in (1, image.shape[0]):
@@ -127,7 +134,7 @@ class VAEEncode(Node):
         return {"latent": latent}
 
 
-def resized(pictures: Any, size: tuple[int, int]) -> Any:
+def resized(pictures: Tensor, size: tuple[int, int]) -> Tensor:
     """Pictures [B, C, H, W] in [0, 1] resized to size (H, W) as diffusers' VaeImageProcessor does: 8-bit
     PIL images resized with Lanczos, then back to [0, 1] (masks are binarized afterwards by the caller)."""
     import numpy as np
@@ -141,12 +148,12 @@ def resized(pictures: Any, size: tuple[int, int]) -> Any:
     for picture in pictures.float().clamp(0, 1).cpu():
         array = (picture.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         pil = PILImage.fromarray(array[..., 0] if array.shape[2] == 1 else array)
-        array = np.asarray(pil.resize((width, height), resample=PILImage.LANCZOS), dtype=np.float32) / 255.0
+        array = np.asarray(pil.resize((width, height), resample=PILImage.Resampling.LANCZOS), dtype=np.float32) / 255.0
         out.append(torch.from_numpy(array.reshape(height, width, -1)).permute(2, 0, 1))
     return torch.stack(out)
 
 
-def _encode(vae: Any, pixels: Any, prefix: str, family: Any) -> dict[str, Any]:
+def _encode(vae: Any, pixels: Tensor, prefix: str, family: Family) -> dict[str, Tensor]:
     """The VAE's latent distribution (mean, std) normalized as the family's pipelines normalize a
     sample of it (see `families.Family.latent_normalization`)."""
     import torch
@@ -173,11 +180,11 @@ def _encode(vae: Any, pixels: Any, prefix: str, family: Any) -> dict[str, Any]:
 class VAEDecode(Node):
     """Decode latents into images with the VAE."""
 
-    vae: VAE = Input()
-    latent: Latent = Input()
-    image: Image = Output()
+    vae: ModelRef = Input(VAE)
+    latent: LatentValue = Input(Latent)
+    outputs = {"image": Output(Image)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch
 
         samples = self.latent["samples"]
@@ -188,6 +195,8 @@ class VAEDecode(Node):
         if samples.shape[1] != vae.config.latent_channels:
             raise NodeError(f"a {samples.shape[1]}-channel latent does not fit this VAE "
                             f"({vae.config.latent_channels} channels)", "latent")
+        factor = 2 ** (len(vae.config.block_out_channels) - 1)  # under a VRAM budget, big pictures decode in tiles
+        fastpath.vae_tiling(ctx, vae, samples.shape[2] * factor, samples.shape[3] * factor)
         with torch.inference_mode():
             scaled = samples.to(device=ctx.device, dtype=models.torch_dtype(ctx)) / vae.config.scaling_factor
             decoded = vae.decode(scaled, return_dict=False)[0]
@@ -198,10 +207,10 @@ class VAEDecode(Node):
 class PixelsToImage(Node):
     """Turn a pixel-space sample (a UNet2DModel's output, values in [-1, 1]) into an image."""
 
-    latent: Latent = Input()
-    image: Image = Output()
+    latent: LatentValue = Input(Latent)
+    outputs = {"image": Output(Image)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         samples = self.latent["samples"]
         if samples.shape[1] != 3:
             raise NodeError(f"a {samples.shape[1]}-channel sample is not RGB pixels (decode it with VAEDecode)",
@@ -213,19 +222,17 @@ class PixelsToImage(Node):
 class DepthEstimate(Node):
     """Estimate a depth map (1 = nearest) with a transformers depth model such as DPT."""
 
-    depth_model: DepthModel = Input()
-    image: Image = Input()
-    depth: Depth = Output(doc="[B, 1, h, w] in [0, 1] at the estimator's resolution")
+    depth_model: ModelRef = Input(DepthModel)
+    image: Tensor = Input(Image)
+    outputs = {"depth": Output(Depth, doc="[B, 1, h, w] in [0, 1] at the estimator's resolution")}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         import contextlib
 
         import torch
         from PIL import Image as PILImage
 
         pair = models.load(ctx, self.depth_model, "depth_model")
-        if self.image.ndim != 4 or self.image.shape[1] != 3:
-            raise NodeError(f"expected an RGB image [B, 3, H, W], got {tuple(self.image.shape)}", "image")
         # the processor sees 8-bit pictures, exactly as the depth2img pipeline hands it PIL images
         pictures = [PILImage.fromarray((img.permute(1, 2, 0) * 255).round().clamp(0, 255).byte().numpy())
                     for img in self.image]

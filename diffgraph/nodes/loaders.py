@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine import FileAccess, Node, NodeError, Output, Param, String, node
+from diffgraph.engine import FileAccess, Node, NodeError, Output, Param, RunContext, String, node
 
 from . import families, models
 from .types import VAE, DepthModel, Scheduler, TextEncoder, UNet
@@ -16,7 +16,9 @@ VAE_CLASSES = ("AutoencoderKL", "AsymmetricAutoencoderKL", "AutoencoderTiny")
 TEXT_ENCODER_CLASSES = ("CLIPTextModel", "CLIPTextModelWithProjection", "T5EncoderModel")
 
 MODEL_DOC = "a diffusers folder, a Hugging Face repo id, or a single-file .safetensors checkpoint"
-CONFIG_DOC = "single-file checkpoints only: a diffusers folder or repo id providing the model's configs"
+CONFIG_DOC = ("single-file checkpoints only: a diffusers folder or repo id of the same family providing the model's "
+              "configs and the components the file lacks; empty for an SDXL, SD3 or Flux.1 file: the model diffusers "
+              "names for it, if the Hugging Face cache holds it (never downloaded)")
 PICKLE_DOC = "allow pickle weights (.ckpt/.bin/.pt), which can run code when loaded: only for files you trust"
 
 
@@ -57,30 +59,51 @@ def _ref(ctx, kind: str, path: Path, subfolder: str, revision: str, allow_pickle
 
 def _family(path: Path, single: bool) -> families.Family | None:
     """The family of a pipeline folder or checkpoint; None for anything else (a component folder,
-    an unknown pipeline: the caller explains). Single files of the modular families are refused."""
+    an unknown pipeline: the caller explains)."""
     try:
-        family = families.family_of_checkpoint(path) if single else families.family_of_folder(path)
+        return families.family_of_checkpoint(path) if single else families.family_of_folder(path)
     except (families.UnknownFamily, OSError):
         return None
-    if single and family.modular:
-        raise NodeError(f"{path.name} is a single-file {family.title} checkpoint; diffgraph loads "
-                        f"{family.title} models from diffusers folders or Hugging Face repo ids only (for now)",
-                        "model")
-    return family
 
 
-def _family_refs(ctx, path: Path, family: families.Family, revision: str, allow_pickle: bool) -> dict:
+def _family_refs(ctx, path: Path, family: families.Family, revision: str, allow_pickle: bool,
+                 config: str = "") -> dict:
     """unet (the family's denoiser), vae, text_encoder (all its encoders) and scheduler refs of a
-    modular family's folder; they all point into the one ModularPipeline the model cache holds."""
-    missing = [part for part in (family.denoiser, "vae", "text_encoder", "scheduler") if not (path / part).is_dir()]
+    modular family's folder or single file; they all point into the one ModularPipeline the model
+    cache holds."""
+    folder, config_path = path, ""
+    if path.is_file():  # a single file: its configs, and the components it lacks, come from a folder
+        folder = _family_config_folder(path, family, config, revision, ctx.access)
+        config_path = str(folder)
+    missing = [part for part in (family.denoiser, "vae", "scheduler") if not (folder / part).is_dir()]
+    if not any(part.name.startswith("text_encoder") for part in folder.iterdir() if part.is_dir()):
+        missing.append("text_encoder")  # an SDXL refiner has the second one only
     if missing:
-        raise NodeError(f"{path} is a {family.title} pipeline folder without {', '.join(missing)}", "model")
-    refs = {"unet": _ref(ctx, "unet", path, family.denoiser, revision, allow_pickle, family=family.name)}
+        raise NodeError(f"{folder} is a {family.title} pipeline folder without {', '.join(missing)}",
+                        "config" if config_path else "model")
+    refs = {"unet": _ref(ctx, "unet", path, family.denoiser, revision, allow_pickle, config_path, family=family.name)}
     for kind in ("vae", "text_encoder"):
         refs[kind] = models.ModelRef(**{**refs["unet"].to_json(), "kind": kind, "subfolder": kind})
-    scheduler = models.scheduler_ref(path)
+    scheduler = models.scheduler_ref(folder)
     refs["scheduler"] = models.ModelRef(**{**scheduler.to_json(), "family": family.name})
     return refs
+
+
+def _family_config_folder(path: Path, family: families.Family, config: str, revision: str, access: FileAccess) -> Path:
+    """The diffusers folder with a single-file checkpoint's configs: `config`, or else the model
+    diffusers names for such a checkpoint if the Hugging Face cache holds it (never downloaded)."""
+    if config.strip():
+        folder = models.resolve_model(config, revision, field="config", access=access)
+    else:
+        folder = models.default_single_file_config(path, family.title)
+    try:
+        found = families.family_of_folder(folder)
+    except families.UnknownFamily as exc:
+        raise NodeError(f"{exc} (`config` must be a diffusers {family.title} folder or repo id)", "config") from None
+    if found.name != family.name:
+        raise NodeError(f"{path.name} is a {family.title} checkpoint, but `config` holds a {found.title} model "
+                        f"(family {found.name}): name a {family.title} diffusers folder or repo id", "config")
+    return folder
 
 
 def _component(ctx, model: str, revision: str, allow_pickle: bool, config: str, kind: str,
@@ -88,7 +111,7 @@ def _component(ctx, model: str, revision: str, allow_pickle: bool, config: str, 
     path, single = _source(model, revision, allow_pickle, ctx.access)
     family = _family(path, single)
     if family is not None and family.modular:
-        return _family_refs(ctx, path, family, revision, allow_pickle)[kind]
+        return _family_refs(ctx, path, family, revision, allow_pickle, config)[kind]
     if single:
         if kind not in ("unet", "vae", "text_encoder"):
             raise NodeError(f"a single-file checkpoint holds no {kind}", "model")
@@ -108,19 +131,23 @@ class LoadPipeline(Node):
     revision: str = Param("", doc="Hugging Face repo ids only: a branch, tag or commit")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    unet: UNet = Output()
-    vae: VAE = Output()
-    text_encoder: TextEncoder = Output(doc="the text encoder together with its tokenizer")
-    scheduler: Scheduler = Output(doc="the model's own scheduler config")
-    family: String = Output(doc="the model family: " + ", ".join(f"{f.name} ({f.title})" for f in families.FAMILIES.values()))
+    outputs = {
+        "unet": Output(UNet),
+        "vae": Output(VAE),
+        "text_encoder": Output(TextEncoder, doc="the text encoder together with its tokenizer"),
+        "scheduler": Output(Scheduler, doc="the model's own scheduler config"),
+        "family": Output(String, doc="the model family: " + ", ".join(f"{f.name} ({f.title})"
+                                                                      for f in families.FAMILIES.values())),
+    }
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         path, single = _source(self.model, self.revision, self.allow_pickle, ctx.access)
         family = _family(path, single)
         if family is not None and family.modular:
-            return {**_family_refs(ctx, path, family, self.revision, self.allow_pickle), "family": family.name}
+            return {**_family_refs(ctx, path, family, self.revision, self.allow_pickle, self.config),
+                    "family": family.name}
         return {**self._sd_outputs(ctx, path, single), "family": "sd"}
 
     def _sd_outputs(self, ctx, path: Path, single: bool) -> dict:
@@ -142,11 +169,11 @@ class LoadPipeline(Node):
         outputs = {"unet": _ref(ctx, "unet", path, "unet", self.revision, self.allow_pickle),
                    "scheduler": models.scheduler_ref(path)}
         for kind, classes in (("vae", VAE_CLASSES), ("text_encoder", TEXT_ENCODER_CLASSES)):
-            found = models.component_class(path, kind)
-            if found is None:
+            component = models.component_class(path, kind)
+            if component is None:
                 outputs[kind] = None
-            elif found[1] not in classes:
-                raise NodeError(f"{path}: its {kind} is a {found[1]}, not one of {', '.join(classes)}", "model")
+            elif component[1] not in classes:
+                raise NodeError(f"{path}: its {kind} is a {component[1]}, not one of {', '.join(classes)}", "model")
             else:
                 outputs[kind] = _ref(ctx, kind, path, kind, self.revision, self.allow_pickle)
         return outputs
@@ -160,11 +187,11 @@ class LoadUNet(Node):
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    unet: UNet = Output()
+    outputs = {"unet": Output(UNet)}
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"unet": _component(ctx, self.model, self.revision, self.allow_pickle, self.config, "unet",
                                    ("unet", ""), UNET_CLASSES)}
 
@@ -177,11 +204,11 @@ class LoadVAE(Node):
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    vae: VAE = Output()
+    outputs = {"vae": Output(VAE)}
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"vae": _component(ctx, self.model, self.revision, self.allow_pickle, self.config, "vae",
                                   ("vae", ""), VAE_CLASSES)}
 
@@ -194,11 +221,11 @@ class LoadTextEncoder(Node):
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    text_encoder: TextEncoder = Output()
+    outputs = {"text_encoder": Output(TextEncoder)}
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"text_encoder": _component(ctx, self.model, self.revision, self.allow_pickle, self.config,
                                            "text_encoder", ("text_encoder",), TEXT_ENCODER_CLASSES)}
 
@@ -211,11 +238,11 @@ class LoadDepthModel(Node):
     model: str = Param(widget="model", doc="a folder or Hugging Face repo id")
     revision: str = Param("")
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
-    depth_model: DepthModel = Output()
+    outputs = {"depth_model": Output(DepthModel)}
 
     fingerprint = classmethod(_fingerprint)
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         path, single = _source(self.model, self.revision, self.allow_pickle, ctx.access)
         if single:
             raise NodeError("a depth model is a folder (config.json and preprocessor_config.json), not a file",

@@ -30,6 +30,7 @@ from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, 
 from diffgraph.engine.files import describe_os_error, digest_regular, open_regular, read_regular
 
 from . import families, models, modular
+from .models import ModelRef
 from .types import TextEncoder, UNet
 
 #: the largest LoRA file read (Flux and SDXL LoRAs reach a few GB at high ranks)
@@ -64,16 +65,16 @@ class LoadLoRA(Node):
     on the denoiser only). Chain several to stack them. The loaded model itself is never changed:
     the LoRA is applied while each node that uses these outputs runs, and removed afterwards."""
 
-    unet: UNet = Input(doc="the model's denoiser (LoadPipeline, or another LoadLoRA)")
-    text_encoder: TextEncoder = Input(optional=True, doc="the model's text encoder(s); leave unlinked to "
-                                                         "patch the denoiser only")
+    unet: ModelRef = Input(UNet, doc="the model's denoiser (LoadPipeline, or another LoadLoRA)")
+    text_encoder: ModelRef | None = Input(TextEncoder, optional=True,
+                                          doc="the model's text encoder(s); leave unlinked to patch the denoiser only")
     lora: str = Param("", doc=LORA_DOC + "; empty: no LoRA (the outputs are the inputs)")
     strength_model: float = Param(1.0, ge=-STRENGTH_LIMIT, le=STRENGTH_LIMIT, step=0.05,
                                   doc="how strongly the LoRA changes the denoiser (0 = not at all)")
     strength_text: float = Param(1.0, ge=-STRENGTH_LIMIT, le=STRENGTH_LIMIT, step=0.05,
                                  doc="how strongly the LoRA changes the text encoder(s)")
-    unet_out: UNet = Output(name="unet")
-    text_encoder_out: TextEncoder = Output(name="text_encoder")
+    outputs = {"unet": Output(UNet, doc="the model with the LoRA applied while a node computes with it"),
+               "text_encoder": Output(TextEncoder, doc="the text encoder(s) with the LoRA applied likewise")}
 
     @classmethod
     def fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:

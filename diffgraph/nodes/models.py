@@ -26,7 +26,7 @@ import re
 import struct
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from typing import Any
 from diffgraph.engine import FileAccess, NodeError
 from diffgraph.engine.files import describe_os_error, open_regular, read_regular
 from diffgraph.settings import Settings
+
+from . import fastpath
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -66,6 +68,8 @@ class ModelRef:
     scheduler_config: str = ""  # JSON text, so the ref stays hashable
     #: the model family (`families.FAMILIES`); "" = Stable Diffusion 1.x/2.x, diffgraph's own loop
     family: str = ""
+    #: unets only: the IP-Adapters ApplyIPAdapter attached (JSON text; see ipadapter.py), "" = none
+    ip_adapters: str = ""
     #: LoRAs applied while a node computes with this model (LoadLoRA; the loaded model itself never
     #: changes): (file, content digest, strength) each, in the order they stack
     loras: tuple[tuple[str, str, float], ...] = ()
@@ -212,6 +216,33 @@ def _from_hub(repo_id: str, revision: str, field: str, allow_downloads: bool = T
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise NodeError(f"could not fetch {repo_id!r} from the Hugging Face Hub: {exc}", field) from None
     return Path(folder)
+
+
+def default_single_file_config(path: Path, title: str) -> Path:
+    """The diffusers folder diffusers would take a single-file checkpoint's configs from (its
+    `fetch_diffusers_config`, judged from the tensor names and shapes), if the Hugging Face cache
+    holds it: looked up offline, never downloaded. Otherwise a NodeError naming `config`."""
+    import torch
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    from .families import UnknownFamily, checkpoint_header
+
+    advice = (f"a single-file {title} checkpoint needs `config`: a diffusers folder or Hugging Face repo id with "
+              "the model's configs (and the components the file lacks)")
+    try:  # shapes without weights: diffusers tells models apart by a few tensors' sizes
+        shapes = {name: torch.empty(entry.get("shape", []), device="meta")
+                  for name, entry in checkpoint_header(path).items()}
+        repo_id = str(fetch_diffusers_config(shapes)["pretrained_model_name_or_path"])
+    except (UnknownFamily, OSError, ValueError, TypeError, KeyError, IndexError, RuntimeError):
+        raise NodeError(advice, "config") from None
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True,
+                                      allow_patterns=["*.json", "*.txt", "*/*.safetensors", "*.model"]))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        raise NodeError(f"{advice}; diffusers would use {repo_id}, which is not in the Hugging Face cache here",
+                        "config") from None
 
 
 def check_checkpoint_file(path: Path, allow_pickle: bool, field: str = "model") -> None:
@@ -417,15 +448,24 @@ class ModelCache:
         self.bytes = 0
         self._entries: OrderedDict[tuple, tuple[Any, int]] = OrderedDict()
         self.loads = 0  # how many times weights were read from disk (tests and stats read it)
+        #: what was made from a live model (fastpath's compiled twins): (kind, id) -> (model, made)
+        self._derived: dict[tuple[str, int], tuple[Any, Any]] = {}
+        #: models placed under a VRAM budget that visit the GPU in turn (fastpath.OffloadGroup)
+        self.offload_group = fastpath.OffloadGroup()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def load(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None) -> Any:
+    def load(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None,
+             budget_gb: float | None = None) -> Any:
+        """`budget_gb` (CUDA only): place under a VRAM budget (fastpath.plan_offload) instead of on the device;
+        such models are kept apart from those placed whole."""
         if ref.family not in ("", "sd"):  # a component of the family's one shared ModularPipeline
-            pipeline = self.pipeline(ref, device, dtype, field)
+            pipeline = self.pipeline(ref, device, dtype, field, budget_gb)
             return pipeline if ref.kind == "text_encoder" else getattr(pipeline, ref.subfolder)
-        key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, ref.fingerprint, device, dtype)
+        budget_gb = budget_gb if fastpath.is_cuda(device) else None
+        placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
+        key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, ref.fingerprint, placement, dtype)
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -439,14 +479,56 @@ class ModelCache:
             else:
                 parts = {ref.kind: self._load_folder_part(ref, torch_dtype)}
         self.loads += 1
+        plan = None if budget_gb is None else self._offload_plan(Path(ref.path), torch_dtype, budget_gb, parts)
         for kind, value in parts.items():
-            self._put((kind, *key[1:]), _placed(value, device, torch_dtype))
+            if plan is None:
+                placed = _placed(value, device, torch_dtype)
+            else:
+                placed = _placed(value, "cpu", torch_dtype)
+                module = getattr(placed, "model", placed)
+                component = ref.subfolder if kind == ref.kind and ref.subfolder else kind
+                fastpath.place_under_budget(module, plan[component], device, self.offload_group, kind)
+            self._put((kind, *key[1:]), placed)
         return self._entries[key][0]
 
-    def pipeline(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None) -> Any:
+    def _offload_plan(self, where: Path, torch_dtype: Any, budget_gb: float, parts: dict[str, Any]
+                      ) -> fastpath.OffloadPlan:
+        """How a model's components share a VRAM budget, from the sizes of all of them (the folder's
+        safetensors headers, so that the first component loaded knows about the others)."""
+        import torch
+
+        element = torch.tensor([], dtype=torch_dtype).element_size()
+        try:
+            sizes = fastpath.component_sizes(where, element)
+        except (OSError, ValueError):
+            sizes = {}
+        blocks = {}
+        for kind, value in parts.items():
+            module = getattr(value, "model", value)
+            if hasattr(module, "parameters"):
+                sizes.setdefault(kind, _module_bytes(module))
+                blocks[kind] = fastpath.largest_block_bytes(module)
+        return fastpath.plan_offload(sizes, int(budget_gb * fastpath.GIB),
+                                     fastpath.working_bytes(1024 * 1024), blocks)
+
+    def derived(self, base: Any, kind: str, build: Callable[[], Any]) -> Any:
+        """Something made from the live model `base` (its compiled twin), made once and kept as long as
+        `base` is: dropped with it when the budget evicts it."""
+        key = (kind, id(base))
+        entry = self._derived.get(key)
+        if entry is not None and entry[0] is base:
+            return entry[1]
+        value = build()
+        self._derived[key] = (base, value)
+        return value
+
+    def pipeline(self, ref: ModelRef, device: str = "cpu", dtype: str = "fp32", field: str | None = None,
+                 budget_gb: float | None = None) -> Any:
         """The one Modular Diffusers pipeline of a model beyond SD 1.x/2.x, holding all of its
         components (blocks run against it, never against a pipeline built per node: see modular.py)."""
-        key = ("pipeline", ref.path, "", ref.revision, ref.config, ref.fingerprint, device, dtype)
+        budget_gb = budget_gb if fastpath.is_cuda(device) else None
+        placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
+        key = ("pipeline", ref.path, "", ref.revision, ref.config, ref.fingerprint, placement, dtype)
         entry = self._entries.get(key)
         if entry is not None:
             self._entries.move_to_end(key)
@@ -457,10 +539,21 @@ class ModelCache:
 
         torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
         with _loading(f"{ref.path} as a {ref.family} model", field):
-            pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
+            if ref.single_file:  # the checkpoint, with the configs (and what it lacks) of `config`
+                pipeline = modular.build_pipeline(Path(ref.config), ref.family, torch_dtype, ref.allow_pickle,
+                                                  checkpoint=Path(ref.path))
+            else:
+                pipeline = modular.build_pipeline(Path(ref.path), ref.family, torch_dtype, ref.allow_pickle)
         self.loads += 1
-        for component in pipeline.components.values():
-            _placed(component, device, torch_dtype)
+        if budget_gb is None:
+            for component in pipeline.components.values():
+                _placed(component, device, torch_dtype)
+        else:
+            modules = {name: c for name, c in pipeline.components.items() if hasattr(c, "parameters")}
+            plan = self._offload_plan(Path(ref.path), torch_dtype, budget_gb, modules)
+            for name, component in modules.items():
+                fastpath.place_under_budget(_placed(component, "cpu", torch_dtype), plan[name], device,
+                                            self.offload_group, name)
         self._put(key, pipeline, sum(_module_bytes(component) for component in pipeline.components.values()))
         return pipeline
 
@@ -486,8 +579,13 @@ class ModelCache:
         self._entries[key] = (value, nbytes)
         self.bytes += nbytes
         while self.bytes > self.max_bytes and len(self._entries) > 1:
-            _, (_, evicted) = self._entries.popitem(last=False)
+            _, (model, evicted) = self._entries.popitem(last=False)
             self.bytes -= evicted
+            gone = {id(model), id(getattr(model, "model", None)),
+                    *(id(c) for c in (getattr(model, "components", None) or {}).values())}
+            for derived_key in [k for k, (base, _) in self._derived.items() if id(base) in gone]:
+                del self._derived[derived_key]
+            self.offload_group.forget(gone)
 
 
 def _placed(value: Any, device: str, torch_dtype: Any) -> Any:
@@ -516,7 +614,7 @@ def load(ctx: Any, ref: Any, field: str) -> Any:
                         "models have no VAE or text encoder)", field)
     if not isinstance(ref, ModelRef):
         raise NodeError(f"expected a model reference, got {type(ref).__name__}", field)
-    return model_cache(ctx).load(ref, ctx.device, ctx.dtype, field)
+    return model_cache(ctx).load(ref, ctx.device, ctx.dtype, field, budget_gb=ctx.options.vram_budget_gb)
 
 
 def torch_dtype(ctx: Any) -> Any:

@@ -20,14 +20,14 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diffgraph.engine import NodeError
 
-from . import families
+from . import families, fastpath
 from .families import Family
 
 
@@ -80,18 +80,22 @@ def _add_step_blocks(blocks: Any, step_block: type) -> int:
     while pending:
         block = pending.pop()
         if isinstance(block, LoopSequentialPipelineBlocks):
-            if _STEP_BLOCK_NAME not in block.sub_blocks:
-                block.sub_blocks[_STEP_BLOCK_NAME] = step_block()
-            block.set_progress_bar_config(disable=True)  # the engine reports progress
+            loop: Any = block  # its class does not declare sub_blocks and set_progress_bar_config
+            if _STEP_BLOCK_NAME not in loop.sub_blocks:
+                loop.sub_blocks[_STEP_BLOCK_NAME] = step_block()
+            loop.set_progress_bar_config(disable=True)  # the engine reports progress
             found += 1
             continue
         pending.extend((getattr(block, "sub_blocks", None) or {}).values())
     return found
 
 
-def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickle: bool) -> Any:
+def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickle: bool,
+                   checkpoint: Path | None = None) -> Any:
     """The family's ModularPipeline for a diffusers folder, every component loaded (safetensors
-    only unless `allow_pickle`), with the step block in its denoise loops."""
+    only unless `allow_pickle`), with the step block in its denoise loops. With `checkpoint` (a
+    single file), the components it holds come from it, converted by diffusers' `from_single_file`,
+    and the rest (and the configs) from `folder`."""
     from diffusers import ModularPipeline
 
     from .models import _load_part, _read_json, build_scheduler, scheduler_ref
@@ -103,18 +107,47 @@ def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickl
         # never code from the folder (custom blocks), only the blocks diffusers itself ships
         pipeline = ModularPipeline.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     index = _read_json(folder / "model_index.json")
+    held = families.single_file_parts(family, families.checkpoint_header(checkpoint)) if checkpoint else []
     parts = {}
     for name, entry in index.items():
         if name in pipeline._component_specs and isinstance(entry, list) and len(entry) == 2 and entry[1]:
             if str(entry[1]).endswith("Scheduler"):  # built from its config, as every SampleLoop does
                 parts[name] = build_scheduler(scheduler_ref(folder, name))
-            else:
+            elif name not in held:
                 parts[name] = _load_part(folder, name, torch_dtype, allow_pickle)
+    if checkpoint is not None:
+        parts.update(_from_single_file(checkpoint, folder, family, held, parts, torch_dtype))
     with _quiet_diffusers():
         pipeline.update_components(**parts)
     if _add_step_blocks(_blocks(pipeline), _step_block_class()) == 0:
         raise NodeError(f"diffusers' {family.title} blocks have no denoise loop to report progress from")
     return pipeline
+
+
+def _from_single_file(checkpoint: Path, folder: Path, family: Family, held: list[str], loaded: dict[str, Any],
+                      torch_dtype: Any) -> dict[str, Any]:
+    """The components a single file holds (`held`), converted by the family's classic pipeline's
+    `from_single_file` with `folder`'s configs, offline; the rest are handed in as `loaded`."""
+    import diffusers
+
+    from .models import _diffusers_dtype
+
+    if not held:
+        raise NodeError(f"{checkpoint.name} holds none of a {family.title} model's components "
+                        f"({', '.join(part for part, _ in family.single_file_parts)})", "model")
+    classic = getattr(diffusers, family.pipeline_classes[0])
+    given = {name: value for name, value in loaded.items() if name not in held}
+    pipe = classic.from_single_file(str(checkpoint), config=str(folder), local_files_only=True,
+                                    **_diffusers_dtype(torch_dtype), **given)
+    found = {name: getattr(pipe, name) for name in held if getattr(pipe, name, None) is not None}
+    for name, component in found.items():
+        if hasattr(component, "tie_weights"):  # T5's token embeddings are `shared`, which diffusers loads alone
+            component.tie_weights()
+        empty = [param for param, value in component.named_parameters() if value.is_meta]
+        if empty:
+            raise NodeError(f"{checkpoint.name}: its {name} lacks {len(empty)} weights ({', '.join(empty[:3])}...); "
+                            f"is it a {family.title} checkpoint of the model `config` names?", "model")
+    return found
 
 
 def _blocks(pipeline: Any) -> Any:
@@ -124,15 +157,17 @@ def _blocks(pipeline: Any) -> Any:
 
 @contextlib.contextmanager
 def _quiet_diffusers() -> Iterator[None]:
-    """Keep diffusers' modular logging ("Error in block" tracebacks on cancellation, guider notices)
-    out of the user's output: errors reach the user as NodeErrors instead."""
-    logger = logging.getLogger("diffusers.modular_pipelines")
-    previous = logger.level
-    logger.setLevel(logging.CRITICAL)
+    """Keep diffusers' modular logging ("Error in block" tracebacks on cancellation, the guiders'
+    "experimental feature" notice) out of the user's output: errors reach the user as NodeErrors instead."""
+    loggers = [logging.getLogger(name) for name in ("diffusers.modular_pipelines", "diffusers.guiders")]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         yield
     finally:
-        logger.setLevel(previous)
+        for logger, level in zip(loggers, previous, strict=True):
+            logger.setLevel(level)
 
 
 def run_block(pipeline: Any, name: str, **inputs: Any) -> Any:
@@ -198,6 +233,21 @@ def family_of_loader(source: tuple[str, dict[str, Any], str], access: Any) -> Fa
         return None
 
 
+def negative_prompt_problems(linked: dict[str, tuple[str, dict[str, Any], str]], access: Any) -> list[tuple[str, str]]:
+    """At validation time (SampleLoop): a non-empty negative prompt for a family without one (Flux.1),
+    when the model and the negative TextEncode's text are both known from params."""
+    family = family_of_loader(linked["unet"], access) if "unet" in linked else None
+    source = linked.get("negative")
+    if family is None or family.guidance != "embedded" or source is None or source[0] != "TextEncode":
+        return []
+    text = source[1].get("text")
+    if not isinstance(text, str) or text == "":
+        return []
+    return [("negative", f"{family.title} models have no negative prompt (their guidance is distilled; family "
+                         f"{family.name}): the TextEncode linked here has the text {text[:40]!r}; leave it empty "
+                         "or unlink it")]
+
+
 # ---------------------------------------------------------------------------------------------
 # the four nodes' family paths
 
@@ -252,6 +302,7 @@ def decode(ctx: Any, ref: Any, samples: Any) -> Any:
     latents = samples.to(device=ctx.device, dtype=pipeline.vae.dtype)
     if family_of(ref).latent_frames:
         latents = latents.unsqueeze(2)
+    fastpath.vae_tiling(ctx, pipeline.vae, samples.shape[2] * factor, samples.shape[3] * factor)
     inputs = {"latents": latents, "output_type": "pt"}
     accepted = {param.name for param in _blocks(pipeline).sub_blocks["decode"].inputs}
     if "height" in accepted:
@@ -271,10 +322,11 @@ class Sampling:
     scheduler: Any  # a built diffusers scheduler
 
 
-def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: Any, settings: Sampling,
-           preview: Callable[[Any], Any]) -> Any:
+def sample(ctx: Any, ref: Any, latent: Mapping[str, Any], positive: Any, negative: Any, settings: Sampling,
+           preview: Callable[[Any], Any], extra_inputs: dict[str, Any] | None = None) -> Any:
     """SampleLoop: the family's denoise blocks (input, timesteps, latents, loop), with the step
-    block reporting progress and cancellation. Returns the denoised latents [B, C, h, w]."""
+    block reporting progress and cancellation. Returns the denoised latents [B, C, h, w].
+    `extra_inputs`: more denoise block inputs (IP-Adapter image embeds)."""
     import torch
     from diffusers.utils.torch_utils import randn_tensor
 
@@ -312,6 +364,7 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
             pipeline.update_components(guider=_guider(family, settings.cfg if settings.cfg > 1.0 else None))
     with _quiet_diffusers():
         pipeline.update_components(scheduler=settings.scheduler)
+    inputs.update(extra_inputs or {})
     for name, value in list(inputs.items()):
         if isinstance(value, torch.Tensor):
             inputs[name] = _placed(value, ctx.device, pipeline.dtype)
@@ -361,11 +414,15 @@ def sample(ctx: Any, ref: Any, latent: dict[str, Any], positive: Any, negative: 
         ctx.check_cancelled()
 
     ctx.check_cancelled()
+    from . import controlnet  # ControlNet (controlnet.py): the blocks' own ControlNet steps
+    inputs.update(controlnet.modular_inputs(ctx, pipeline, family, positive, negative, height * factor, width * factor))
     token = _STEP_HOOK.set(StepHook(on_step))
     try:
-        state = run_block(pipeline, "denoise", **inputs)
+        with fastpath.modular_denoiser(ctx, pipeline):  # --compile: the compiled twin while it denoises
+            state = run_block(pipeline, "denoise", **inputs)
     finally:
         _STEP_HOOK.reset(token)
+        controlnet.clear_modular(pipeline)  # ControlNet (controlnet.py)
     latents = state.get("latents")
     if family.latent_frames and latents.ndim == 5:
         latents = latents.squeeze(2)
@@ -390,7 +447,7 @@ def _guider(family: Family, cfg: float | None) -> Any:
 def _pipeline(ctx: Any, ref: Any, field: str) -> Any:
     from .models import model_cache
 
-    return model_cache(ctx).pipeline(ref, ctx.device, ctx.dtype, field)
+    return model_cache(ctx).pipeline(ref, ctx.device, ctx.dtype, field, budget_gb=ctx.options.vram_budget_gb)
 
 
 def _conditioning(value: Any, family: Family, field: str) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from diffgraph.engine import Float, Int, Node, Output, Param, String, node
+from typing import Any
+
+from diffgraph.engine import Float, Int, Node, Output, Param, RunContext, String, node
 
 
 @node("Int", category="primitive", disk_cache=False)
@@ -10,9 +12,9 @@ class IntValue(Node):
     """A whole number."""
 
     value: int = Param(0)
-    number: Int = Output()
+    outputs = {"number": Output(Int)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"number": self.value}
 
 
@@ -21,9 +23,9 @@ class FloatValue(Node):
     """A decimal number."""
 
     value: float = Param(0.0)
-    number: Float = Output()
+    outputs = {"number": Output(Float)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"number": self.value}
 
 
@@ -32,9 +34,9 @@ class StringValue(Node):
     """A piece of text, such as a prompt."""
 
     value: str = Param("", multiline=True)
-    text: String = Output()
+    outputs = {"text": Output(String)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"text": self.value}
 
 
@@ -43,9 +45,9 @@ class SeedValue(Node):
     """A random seed: the same seed gives the same picture on every device."""
 
     value: int = Param(0, ge=0, le=2**64 - 1, widget="seed")
-    seed: Int = Output()
+    outputs = {"seed": Output(Int)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         return {"seed": self.value}
 
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diffgraph.engine import Input, Node, NodeError, Output, Param, node
+from diffgraph.engine import Input, Node, NodeError, Output, Param, RunContext, node
 
 from . import models
 from .latents import vae_scale_factor
-from .types import VAE, Image, Latent
+from .models import ModelRef
+from .types import VAE, Image, Latent, LatentValue
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 #: torch.nn.functional.interpolate's modes (nearest-exact: ComfyUI's default)
 METHODS = ("nearest-exact", "bilinear", "area", "bicubic")
@@ -25,7 +29,7 @@ def _target(height: int, width: int, new_width: int, new_height: int, field: str
     return new_height, new_width
 
 
-def resize(tensor: Any, height: int, width: int, method: str, crop: str) -> Any:
+def resize(tensor: Tensor, height: int, width: int, method: str, crop: str) -> Tensor:
     """[B, C, H, W] -> [B, C, height, width]; `center` crops to the target's aspect ratio first."""
     import torch
 
@@ -47,17 +51,15 @@ def resize(tensor: Any, height: int, width: int, method: str, crop: str) -> Any:
 class ScaleImage(Node):
     """Resize pictures to width x height pixels (0 keeps the aspect ratio)."""
 
-    image: Image = Input()
+    image: Tensor = Input(Image)
     method: str = Param("nearest-exact", choices=METHODS)
     width: int = Param(512, ge=0, le=16384)
     height: int = Param(512, ge=0, le=16384)
     crop: str = Param("disabled", choices=("disabled", "center"), doc="center: crop to the new aspect ratio first")
-    image_out: Image = Output(name="image")
+    outputs = {"image": Output(Image)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         image = self.image
-        if image.ndim != 4:
-            raise NodeError(f"expected images [B, C, H, W], got {tuple(image.shape)}", "image")
         height, width = _target(image.shape[2], image.shape[3], self.width, self.height, "width")
         return {"image": resize(image, height, width, self.method, self.crop).clamp(0, 1)}
 
@@ -66,15 +68,15 @@ class ScaleImage(Node):
 class ScaleLatent(Node):
     """Resize a latent to the latent of a width x height picture (hires fix: sample again after it)."""
 
-    latent: Latent = Input()
-    vae: VAE = Input(doc="gives the downscale factor between pixels and latent cells")
+    latent: LatentValue = Input(Latent)
+    vae: ModelRef = Input(VAE, doc="gives the downscale factor between pixels and latent cells")
     method: str = Param("nearest-exact", choices=METHODS)
     width: int = Param(512, ge=0, le=16384, step=8)
     height: int = Param(512, ge=0, le=16384, step=8)
     crop: str = Param("disabled", choices=("disabled", "center"))
-    latent_out: Latent = Output(name="latent")
+    outputs = {"latent": Output(Latent)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         samples = self.latent["samples"]
         factor = vae_scale_factor(models.load(ctx, self.vae, "vae"))
         height, width = _target(samples.shape[2] * factor, samples.shape[3] * factor, self.width, self.height,

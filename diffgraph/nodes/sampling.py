@@ -13,12 +13,18 @@ import inspect
 import json
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
-from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, node
+from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, RunContext, node
 
-from . import lora, models, modular
-from .types import Conditioning, Depth, Latent, Scheduler, TextEncoder, UNet
+from . import controlnet, fastpath, ipadapter, lora, models, modular
+from .models import ModelRef
+from .types import Conditioning, ConditioningValue, Depth, Latent, LatentValue, Scheduler, TextEncoder, UNet
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as Picture
+    from torch import Tensor
 
 #: name -> (diffusers class, config overrides); all built with `from_config` from the model's config
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -77,11 +83,11 @@ class TextEncode(Node):
     """Encode a prompt with the text encoder. An empty prompt encodes as the pipelines encode a
     missing negative prompt (the empty string, padded)."""
 
-    text_encoder: TextEncoder = Input()
+    text_encoder: ModelRef = Input(TextEncoder)
     text: str = Param("", multiline=True, doc="the prompt")
-    conditioning: Conditioning = Output()
+    outputs = {"conditioning": Output(Conditioning)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch
 
         if modular.is_modular(self.text_encoder):
@@ -112,20 +118,20 @@ class SchedulerNode(Node):
     """Pick a sampler, built from the model's own scheduler config (Stable Diffusion 1.x's when
     none is linked)."""
 
-    scheduler: Scheduler = Input(optional=True, doc="the model's scheduler (LoadPipeline)")
+    scheduler: ModelRef | None = Input(Scheduler, optional=True, doc="the model's scheduler (LoadPipeline)")
     name: str = Param("euler", choices=(*SCHEDULERS, *MORE_SCHEDULERS))
     sigmas: str = Param("default", choices=tuple(SIGMAS), doc="the sigma schedule (not every sampler takes one)")
     spacing: str = Param("default", choices=SPACINGS, doc="how steps spread over the timesteps (default: the model's)")
-    scheduler_out: Scheduler = Output(name="scheduler")
+    outputs = {"scheduler": Output(Scheduler)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         import diffusers
 
         source = self.scheduler
         if source is None:
             source = models.ModelRef(kind="scheduler", path="", scheduler_class="PNDMScheduler",
                                      scheduler_config=json.dumps(SD1_SCHEDULER_CONFIG, sort_keys=True))
-        base = models.build_scheduler(_ref(source, "scheduler"))
+        base = models.build_scheduler(source)
         try:
             class_name, overrides = scheduler_overrides(self.name, self.sigmas, self.spacing)
         except ValueError as exc:
@@ -147,12 +153,6 @@ class SchedulerNode(Node):
                               scheduler_class=class_name, family=source.family,
                               scheduler_config=json.dumps(dict(built.config), sort_keys=True, default=list))
         return {"scheduler": ref}
-
-
-def _ref(value: Any, field: str) -> models.ModelRef:
-    if not isinstance(value, models.ModelRef):
-        raise NodeError("nothing usable is linked here", field)
-    return value
 
 
 def step_kwargs(scheduler: Any, generator: Any) -> dict[str, Any]:
@@ -179,19 +179,18 @@ class SchedulerStep(Node):
     `index` from `sample` given the model's prediction. Multistep samplers (dpmpp, unipc, pndm)
     keep a history that a single step cannot see; inside SampleLoop they get it."""
 
-    scheduler: Scheduler = Input()
-    model_output: Latent = Input(doc="the UNet's prediction for `sample`")
-    sample: Latent = Input()
+    scheduler: ModelRef = Input(Scheduler)
+    model_output: LatentValue = Input(Latent, doc="the UNet's prediction for `sample`")
+    sample: LatentValue = Input(Latent)
     steps: int = Param(25, ge=1, le=1000)
     index: int = Param(0, ge=0, le=999, doc="which step of the schedule, from 0")
     seed: int = Param(0, ge=0, le=2**64 - 1, widget="seed", doc="for samplers that add noise")
-    previous: Latent = Output(doc="the sample one step less noisy")
-    timestep: Float = Output()
+    outputs = {"previous": Output(Latent, doc="the sample one step less noisy"), "timestep": Output(Float)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch
 
-        scheduler = models.build_scheduler(_ref(self.scheduler, "scheduler"))
+        scheduler = models.build_scheduler(self.scheduler)
         scheduler.set_timesteps(self.steps)
         if self.index >= len(scheduler.timesteps):
             raise NodeError(f"index {self.index} is past the last step ({len(scheduler.timesteps) - 1})", "index")
@@ -204,6 +203,73 @@ class SchedulerStep(Node):
             raise NodeError("model_output and sample differ in shape", "model_output")
         previous = scheduler_step(scheduler, self.model_output["samples"], t, sample, generator)
         return {"previous": {"samples": previous.float().cpu()}, "timestep": float(t)}
+
+
+@dataclass(frozen=True)
+class SamplingMode:
+    """How SampleLoop samples, chosen in one place (`choose_mode`) from the UNet, the latent and the
+    settings; every stage reads it instead of deciding again."""
+
+    task: str  # txt2img | img2img | inpaint | depth2img | unconditional, for messages and readers
+    text_conditioned: bool  # the UNet takes text embeddings (not a pixel-space UNet2DModel)
+    guided: bool  # classifier-free guidance: the UNet runs on [negative, positive] at once
+    guidance_embedding: bool  # an LCM-style UNet takes the guidance scale as a timestep condition
+    from_image: bool  # img2img-style: start part-way into the schedule from the latent's picture
+    pure_noise: bool  # start from pure noise (txt2img, and inpainting at strength 1)
+    inpaint: str  # "" | "native" (the UNet sees mask and masked image) | "blend" (blend the original back)
+    depth: bool  # the UNet takes the depth map as an extra channel
+
+
+def choose_mode(unet_config: Any, latent: LatentValue, has_depth: bool, cfg: float, strength: float) -> SamplingMode:
+    """The one place SampleLoop's mode is decided; a latent that fits no mode is a NodeError."""
+    channels = latent["samples"].shape[1]
+    unet_channels = unet_config.in_channels
+    has_mask = "mask" in latent
+    native_inpaint = has_mask and unet_channels == 2 * channels + 1
+    depth = unet_channels == channels + 1
+    if unet_channels == 2 * channels + 1 and not has_mask:
+        raise NodeError("this is an inpainting UNet: encode the image with a mask (VAEEncode's mask)", "latent")
+    if not (unet_channels == channels or native_inpaint or depth):
+        raise NodeError(f"the UNet takes {unet_channels} input channels; a {channels}-channel latent fits a "
+                        f"{channels}-channel UNet ({2 * channels + 1} for inpainting with a mask, "
+                        f"{channels + 1} with a depth map)", "unet")
+    if depth and not has_depth:
+        raise NodeError("this UNet is depth-conditioned: link a depth map (DepthEstimate)", "depth")
+    text_conditioned = bool(getattr(unet_config, "cross_attention_dim", None))
+    guidance_embedding = text_conditioned and getattr(unet_config, "time_cond_proj_dim", None) is not None
+    from_image = "std" in latent or strength < 1.0
+    inpaint = ("native" if native_inpaint else "blend") if has_mask else ""
+    if not text_conditioned:
+        task = "unconditional"
+    else:
+        task = "inpaint" if inpaint else "depth2img" if depth else "img2img" if from_image else "txt2img"
+    return SamplingMode(
+        task=task,
+        text_conditioned=text_conditioned,
+        guided=text_conditioned and cfg > 1.0 and not guidance_embedding,
+        guidance_embedding=guidance_embedding,
+        from_image=from_image,
+        pure_noise=not from_image or (has_mask and strength == 1.0),
+        inpaint=inpaint,
+        depth=depth,
+    )
+
+
+@dataclass
+class Denoising:
+    """What the denoise loop works on, as the preparing stages left it."""
+
+    mode: SamplingMode
+    scheduler: Any
+    timesteps: Tensor
+    generator: Any  # one CPU torch.Generator, or one per seed when batching over seeds
+    latents: Tensor  # the start of the loop
+    image_latents: Tensor  # the latent's picture (sampled from its encoding): what blending keeps
+    noise: Tensor  # the initial noise, which blending adds to the original at each step
+    embeds: Tensor | None = None  # text embeddings, [negative, positive] when guided
+    timestep_cond: Tensor | None = None
+    extra_channels: Tensor | None = None  # mask + masked image, or depth, concatenated to the UNet input
+    blend_mask: Tensor | None = None
 
 
 @node("SampleLoop", category="sampling")
@@ -220,39 +286,44 @@ class SampleLoop(Node):
     - unconditional: a pixel-space UNet2DModel with no conditioning.
     """
 
-    unet: UNet = Input()
-    scheduler: Scheduler = Input()
-    latent: Latent = Input()
-    positive: Conditioning = Input(optional=True, doc="required by text-conditioned UNets")
-    negative: Conditioning = Input(optional=True, doc="required when cfg > 1 (encode an empty prompt)")
-    depth: Depth = Input(optional=True, doc="required by depth-conditioned UNets")
+    unet: ModelRef = Input(UNet)
+    scheduler: ModelRef = Input(Scheduler)
+    latent: LatentValue = Input(Latent)
+    positive: ConditioningValue | None = Input(Conditioning, optional=True, doc="required by text-conditioned UNets")
+    negative: ConditioningValue | None = Input(Conditioning, optional=True,
+                                               doc="required when cfg > 1 (encode an empty prompt)")
+    depth: Tensor | None = Input(Depth, optional=True, doc="required by depth-conditioned UNets")
     seed: int = Param(0, ge=0, le=2**64 - 1, widget="seed")
     steps: int = Param(25, ge=1, le=1000)
     cfg: float = Param(7.5, ge=0.0, le=100.0, step=0.5, doc="guidance scale; 1 or less turns guidance off")
     strength: float = Param(1.0, ge=0.0, le=1.0, step=0.01, doc="how much to change the input latent")
-    latent_out: Latent = Output(name="latent")
+    outputs = {"latent": Output(Latent)}
 
-    def run(self, ctx):
+    @classmethod
+    def check_links(cls, params, linked, access):  # what the model's family refuses, before anything runs
+        return modular.negative_prompt_problems(linked, access)
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch
 
         if modular.is_modular(self.unet):
             settings = modular.Sampling(self.seed, self.steps, self.cfg, self.strength,
-                                        models.build_scheduler(_ref(self.scheduler, "scheduler")))
-            if not isinstance(self.latent, dict) or "samples" not in self.latent:
-                raise NodeError("not a latent", "latent")
-            with lora.applied(ctx, self.unet), torch.inference_mode():  # LoadLoRA's LoRAs, for this node only
-                samples = modular.sample(ctx, self.unet, self.latent, self.positive, self.negative, settings, preview)
+                                        models.build_scheduler(self.scheduler))
+            # LoadLoRA's LoRAs and the IP-Adapter: in the shared model only while sampling
+            with lora.applied(ctx, self.unet), torch.inference_mode(), ipadapter.loaded(ctx, self.unet):
+                samples = modular.sample(ctx, self.unet, self.latent, self.positive, self.negative, settings, preview,
+                                         extra_inputs=ipadapter.modular_inputs(self.unet))
             return {"latent": {"samples": samples.float().cpu()}}
         for field in ("positive", "negative"):  # conditioning of another family's text encoder
             value = getattr(self, field)
-            if isinstance(value, dict) and "embeds" not in value:
+            if value is not None and "embeds" not in value:
                 raise NodeError("this conditioning was encoded by another model family's text encoder (SDXL, SD3, "
                                 "Flux...), but the model sampling is Stable Diffusion 1.x/2.x: link a TextEncode "
                                 "fed by the same model", field)
         with torch.inference_mode():
             return {"latent": {"samples": self.sample(ctx).float().cpu()}}
 
-    def sample(self, ctx, seeds: Sequence[int] | None = None):
+    def sample(self, ctx: RunContext, seeds: Sequence[int] | None = None) -> Tensor:
         """The denoised latents. With `seeds`, one batch of len(seeds) pictures of a batch-1 latent,
         item i drawing all its noise from seed i's own generator. Sweeps run with the service
         BATCH_INVARIANT set: then, on the CPU, each item is bit for bit the picture of a run with
@@ -262,70 +333,77 @@ class SampleLoop(Node):
         import torch
 
         unet = models.load(ctx, self.unet, "unet")
-        with lora.applied(ctx, self.unet, unet):  # LoadLoRA's LoRAs, for this node only
+        # LoadLoRA's LoRAs and the IP-Adapter's processors: in the shared UNet only while sampling
+        with lora.applied(ctx, self.unet, unet), ipadapter.loaded(ctx, self.unet):
+            unet = fastpath.denoiser(ctx, unet)  # --compile: the compiled twin (nodes/fastpath.py)
             if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
                 return self._sample(ctx, unet, seeds)
             with batch_invariant(unet):
                 return self._sample(ctx, unet, seeds)
 
-    def _sample(self, ctx, unet, seeds):  # one loop, read top to bottom like a pipeline's __call__
+    def _sample(self, ctx: RunContext, unet: Any, seeds: Sequence[int] | None) -> Tensor:
+        """The stages of a diffusers pipeline's __call__, in its order (which is also the order the
+        noise is drawn in: the image latent's sample, the initial noise, the masked image's sample)."""
         import torch
-        from diffusers.utils.torch_utils import randn_tensor
 
-        scheduler = models.build_scheduler(_ref(self.scheduler, "scheduler"))
         device, dtype = torch.device(ctx.device), models.torch_dtype(ctx)
-        latent = self.latent
-        if not isinstance(latent, dict) or "samples" not in latent:
-            raise NodeError("a latent (EmptyLatent, VAEEncode) is linked here, not this value", "latent")
-        if seeds is not None:  # every per-picture tensor repeated once per seed
-            if latent["samples"].shape[0] != 1:
-                raise NodeError("only a batch-1 latent can be batched over seeds", "latent")
-            latent = {k: _batched(v, len(seeds)) if k in _PER_PICTURE else v for k, v in latent.items()}
-        shape = tuple(latent["samples"].shape)
-        batch, channels = shape[0], shape[1]
-        unet_channels = unet.config.in_channels
-        inpaint = "mask" in latent
-        native_inpaint = inpaint and unet_channels == 2 * channels + 1
-        depth_conditioned = unet_channels == channels + 1
-        if unet_channels == 2 * channels + 1 and not inpaint:
-            raise NodeError("this is an inpainting UNet: encode the image with a mask (VAEEncode's mask)", "latent")
-        if not (unet_channels == channels or native_inpaint or depth_conditioned):
-            raise NodeError(f"the UNet takes {unet_channels} input channels; a {channels}-channel latent fits a "
-                            f"{channels}-channel UNet ({2 * channels + 1} for inpainting with a mask, "
-                            f"{channels + 1} with a depth map)", "unet")
-        if depth_conditioned and self.depth is None:
-            raise NodeError("this UNet is depth-conditioned: link a depth map (DepthEstimate)", "depth")
+        scheduler = models.build_scheduler(self.scheduler)
+        latent = self.latent if seeds is None else _batched_over_seeds(self.latent, len(seeds))
+        mode = choose_mode(unet.config, latent, self.depth is not None, self.cfg, self.strength)
+        batch = latent["samples"].shape[0]
+        embeds = self.prepare_conditioning(mode, batch, device, dtype)
+        timestep_cond = self.guidance_scale_embedding(unet, mode, batch, device, dtype)
+        timesteps = self.get_timesteps(scheduler, mode, device)
+        generator = noise_generator(self.seed, seeds)
+        latents, image_latents, noise = self.prepare_latents(scheduler, mode, latent, timesteps, generator,
+                                                             device, dtype)
+        mask_channels, blend_mask = self.prepare_mask_latents(mode, latent, generator, batch, device, dtype)
+        depth_channels = self.prepare_depth_map(mode, tuple(latent["samples"].shape), device, dtype)
+        state = Denoising(mode=mode, scheduler=scheduler, timesteps=timesteps, generator=generator,
+                          latents=latents, image_latents=image_latents, noise=noise, embeds=embeds,
+                          timestep_cond=timestep_cond, blend_mask=blend_mask,
+                          extra_channels=_extra_input(mask_channels + depth_channels, mode))
+        return self.denoise(ctx, unet, state)
 
-        conditional = hasattr(unet.config, "cross_attention_dim") and unet.config.cross_attention_dim
-        guided = conditional and self.cfg > 1.0 and getattr(unet.config, "time_cond_proj_dim", None) is None
-        embeds = None
-        if conditional:
-            if self.positive is None:
-                raise NodeError("this UNet is text-conditioned: link a TextEncode", "positive")
-            embeds = _batched(self.positive["embeds"], batch)
-            if guided:
-                if self.negative is None:
-                    raise NodeError("cfg > 1 needs a negative conditioning (a TextEncode, empty prompt or not)",
-                                    "negative")
-                negative = _batched(self.negative["embeds"], batch)
-                if negative.shape[1:] != embeds.shape[1:]:
-                    raise NodeError(f"negative {tuple(negative.shape)} and positive {tuple(embeds.shape)} "
-                                    "conditionings differ in shape", "negative")
-                embeds = torch.cat([negative, embeds])
-            embeds = embeds.to(device=device, dtype=dtype)
-        timestep_cond = None
-        if conditional and getattr(unet.config, "time_cond_proj_dim", None) is not None:
-            from diffusers import StableDiffusionPipeline
+    def prepare_conditioning(self, mode: SamplingMode, batch: int, device: Any, dtype: Any) -> Tensor | None:
+        """The text embeddings the UNet attends to (`encode_prompt`'s result in the pipelines):
+        [negative, positive] when guided, one row per picture."""
+        import torch
 
-            w = torch.tensor(self.cfg - 1).repeat(batch)
-            timestep_cond = StableDiffusionPipeline.get_guidance_scale_embedding(
-                None, w, embedding_dim=unet.config.time_cond_proj_dim).to(device=device, dtype=dtype)
+        if not mode.text_conditioned:
+            return None
+        if self.positive is None:
+            raise NodeError("this UNet is text-conditioned: link a TextEncode", "positive")
+        embeds = _batched(self.positive["embeds"], batch)
+        if mode.guided:
+            if self.negative is None:
+                raise NodeError("cfg > 1 needs a negative conditioning (a TextEncode, empty prompt or not)", "negative")
+            negative = _batched(self.negative["embeds"], batch)
+            if negative.shape[1:] != embeds.shape[1:]:
+                raise NodeError(f"negative {tuple(negative.shape)} and positive {tuple(embeds.shape)} "
+                                "conditionings differ in shape", "negative")
+            embeds = torch.cat([negative, embeds])
+        return embeds.to(device=device, dtype=dtype)
 
-        # timesteps: img2img-style inputs start part-way into the schedule, as the pipelines do
-        from_image = "std" in latent or self.strength < 1.0
+    def guidance_scale_embedding(self, unet: Any, mode: SamplingMode, batch: int, device: Any,
+                                 dtype: Any) -> Tensor | None:
+        """An LCM-style UNet's guidance, as a timestep condition (`get_guidance_scale_embedding`)."""
+        import torch
+
+        if not mode.guidance_embedding:
+            return None
+        from diffusers import StableDiffusionPipeline
+
+        w = torch.tensor(self.cfg - 1).repeat(batch)
+        return StableDiffusionPipeline.get_guidance_scale_embedding(
+            None, w, embedding_dim=unet.config.time_cond_proj_dim).to(device=device, dtype=dtype)
+
+    def get_timesteps(self, scheduler: Any, mode: SamplingMode, device: Any) -> Tensor:
+        """The schedule's timesteps; an image start skips the first (1 - strength) of them, as the
+        img2img and inpaint pipelines' `get_timesteps` do."""
         scheduler.set_timesteps(self.steps, device=device)
-        timesteps = scheduler.timesteps
-        if from_image:
+        timesteps: Tensor = scheduler.timesteps
+        if mode.from_image:
             init = min(int(self.steps * self.strength), self.steps)
             start = max(self.steps - init, 0) * scheduler.order
             timesteps = timesteps[start:]
@@ -334,64 +412,120 @@ class SampleLoop(Node):
             if len(timesteps) == 0:
                 raise NodeError(f"strength {self.strength} with {self.steps} steps leaves no step to run; "
                                 "raise strength or steps", "strength")
+        return timesteps
 
-        # initial latents; every draw comes from one CPU generator, in the pipelines' order
-        generator: Any = torch.Generator("cpu").manual_seed(self.seed)
-        if seeds is not None:  # randn_tensor draws item i of a batch from generator i
-            generator = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
-        pure_noise = not from_image or (inpaint and self.strength == 1.0)
+    def prepare_latents(self, scheduler: Any, mode: SamplingMode, latent: LatentValue, timesteps: Tensor,
+                        generator: Any, device: Any, dtype: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """(the loop's starting latents, the latent's picture, the initial noise): pure noise, or the
+        picture (sampled from its encoding with the seed) noised to the first timestep."""
+        from diffusers.utils.torch_utils import randn_tensor
+
+        shape = tuple(latent["samples"].shape)
         image_latents = latent["samples"].to(device=device, dtype=dtype)
-        if "std" in latent and (not inpaint or not native_inpaint or not pure_noise):
+        if "std" in latent and not (mode.inpaint == "native" and mode.pure_noise):
             eps = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
             image_latents = image_latents + latent["std"].to(device=device, dtype=dtype) * eps
         noise = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        if pure_noise:
+        if mode.pure_noise:
             latents = noise * scheduler.init_noise_sigma
         else:
-            latents = scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(batch))
+            latents = scheduler.add_noise(image_latents, noise, timesteps[:1].repeat(shape[0]))
+        return latents, image_latents, noise
 
-        # extra UNet input channels (mask + masked image, or depth), and the mask for blending
-        extra_channels = []
-        blend_mask = None
-        if inpaint:
-            masked = latent["masked_samples"].to(device=device, dtype=dtype)
-            eps = randn_tensor(tuple(masked.shape), generator=generator, device=device, dtype=dtype)
-            masked = masked + latent["masked_std"].to(device=device, dtype=dtype) * eps
-            mask = latent["mask"].to(device=device, dtype=dtype)
-            if native_inpaint:
-                extra_channels += [_batched(mask, batch), _batched(masked, batch)]
-            else:
-                blend_mask = _batched(mask, batch)
-        if depth_conditioned:
-            extra_channels.append(_depth_for_unet(self.depth, shape, batch, device, dtype))
-        extra = torch.cat(extra_channels, dim=1) if extra_channels else None
-        if extra is not None and guided:
-            extra = torch.cat([extra] * 2)
+    def prepare_mask_latents(self, mode: SamplingMode, latent: LatentValue, generator: Any, batch: int,
+                             device: Any, dtype: Any) -> tuple[list[Tensor], Tensor | None]:
+        """Inpainting: (the UNet's extra input channels [mask, masked image] for a native inpainting
+        UNet, the mask to blend with for any other)."""
+        from diffusers.utils.torch_utils import randn_tensor
 
+        if not mode.inpaint:
+            return [], None
+        masked = latent["masked_samples"].to(device=device, dtype=dtype)
+        eps = randn_tensor(tuple(masked.shape), generator=generator, device=device, dtype=dtype)
+        masked = masked + latent["masked_std"].to(device=device, dtype=dtype) * eps
+        mask = latent["mask"].to(device=device, dtype=dtype)
+        if mode.inpaint == "native":
+            return [_batched(mask, batch), _batched(masked, batch)], None
+        return [], _batched(mask, batch)
+
+    def prepare_depth_map(self, mode: SamplingMode, shape: tuple[int, ...], device: Any, dtype: Any) -> list[Tensor]:
+        """A depth UNet's extra input channel: the depth map at the latent's size, in [-1, 1]."""
+        if not mode.depth:
+            return []
+        return [_depth_for_unet(self.depth, shape, shape[0], device, dtype)]
+
+    def denoise(self, ctx: RunContext, unet: Any, state: Denoising) -> Tensor:
+        """The denoise loop: predict, guide, step, (blend), report; cancellable between steps."""
+        import torch
+
+        scheduler, timesteps, latents = state.scheduler, state.timesteps, state.latents
         total = len(timesteps)
-        kwargs = step_kwargs(scheduler, generator)
+        device, dtype, batch = torch.device(ctx.device), models.torch_dtype(ctx), latents.shape[0]
+        conditioned, guided = state.mode.text_conditioned, state.mode.guided
+        controls = (controlnet.prepare_for_loop(ctx, unet, self.positive, self.negative, guided, tuple(latents.shape),
+                                                total, device) if conditioned else None)  # ControlNet (controlnet.py)
+        ip_adapter = ipadapter.unet_kwargs(self.unet, batch, guided, device, dtype) if conditioned else {}  # IP-Adapter
+        kwargs = step_kwargs(scheduler, state.generator)
         for i, t in enumerate(timesteps):
             ctx.check_cancelled()
-            model_input = torch.cat([latents] * 2) if guided else latents
+            model_input = torch.cat([latents] * 2) if state.mode.guided else latents
             model_input = scheduler.scale_model_input(model_input, t)
-            if extra is not None:
-                model_input = torch.cat([model_input, extra], dim=1)
-            if conditional:
-                prediction = unet(model_input, t, encoder_hidden_states=embeds, timestep_cond=timestep_cond,
-                                  return_dict=False)[0]
-            else:
-                prediction = unet(model_input, t, return_dict=False)[0]
-            if guided:
+            residuals = controls.residuals(model_input, t, i, state.embeds) if controls else {}  # ControlNet
+            if state.extra_channels is not None:
+                model_input = torch.cat([model_input, state.extra_channels], dim=1)
+            prediction = self.predict_noise(unet, state, model_input, t, {**residuals, **ip_adapter})
+            if state.mode.guided:
                 uncond, text = prediction.chunk(2)
                 prediction = uncond + self.cfg * (text - uncond)
-            latents = scheduler_step(scheduler, prediction, t, latents, generator, kwargs)
-            if blend_mask is not None:  # keep the original outside the mask, noised to the next step
-                original = image_latents
+            latents = scheduler_step(scheduler, prediction, t, latents, state.generator, kwargs)
+            if state.blend_mask is not None:  # keep the original outside the mask, noised to the next step
+                original = state.image_latents
                 if i < total - 1:
-                    original = scheduler.add_noise(original, noise, torch.tensor([timesteps[i + 1]]))
-                latents = (1 - blend_mask) * original + blend_mask * latents
+                    original = scheduler.add_noise(original, state.noise, torch.tensor([timesteps[i + 1]]))
+                latents = (1 - state.blend_mask) * original + state.blend_mask * latents
             ctx.progress(i + 1, total, preview(latents) if ctx.on_progress is not None else None)
         return latents
+
+    def predict_noise(self, unet: Any, state: Denoising, model_input: Tensor, t: Tensor,
+                      adapters: dict[str, Any]) -> Tensor:
+        """The UNet's prediction at timestep `t`; `adapters`: the adapters' UNet arguments at this step
+        (ControlNet residuals, IP-Adapter image embeddings)."""
+        prediction: Tensor = unet(model_input, t, **self.unet_kwargs(state, t), **adapters, return_dict=False)[0]
+        return prediction
+
+    def unet_kwargs(self, state: Denoising, t: Tensor) -> dict[str, Any]:
+        """The UNet's conditioning at timestep `t` beyond its input: text embeddings and LCM's guidance."""
+        if not state.mode.text_conditioned:
+            return {}
+        return {"encoder_hidden_states": state.embeds, "timestep_cond": state.timestep_cond}
+
+
+def noise_generator(seed: int, seeds: Sequence[int] | None) -> Any:
+    """The CPU generator every draw comes from; with `seeds`, one per item (randn_tensor draws item i
+    of a batch from generator i)."""
+    import torch
+
+    if seeds is None:
+        return torch.Generator("cpu").manual_seed(seed)
+    return [torch.Generator("cpu").manual_seed(item) for item in seeds]
+
+
+def _batched_over_seeds(latent: LatentValue, count: int) -> LatentValue:
+    """A batch-1 latent with every per-picture tensor repeated once per seed."""
+    if latent["samples"].shape[0] != 1:
+        raise NodeError("only a batch-1 latent can be batched over seeds", "latent")
+    parts = cast("dict[str, Tensor]", latent)
+    return cast(LatentValue, {k: _batched(v, count) if k in _PER_PICTURE else v for k, v in parts.items()})
+
+
+def _extra_input(extra_channels: list[Tensor], mode: SamplingMode) -> Tensor | None:
+    """The extra channels as one tensor, doubled for the guided batch."""
+    import torch
+
+    if not extra_channels:
+        return None
+    extra = torch.cat(extra_channels, dim=1)
+    return torch.cat([extra] * 2) if mode.guided else extra
 
 
 #: the service (RunContext.services) that asks SampleLoop for batch-invariant sampling on the CPU
@@ -423,7 +557,7 @@ def batch_invariant(model: Any) -> Iterator[None]:
         return forward
 
     for module in linears:
-        module.forward = one_row_at_a_time(module.forward)
+        module.forward = one_row_at_a_time(module.forward)  # type: ignore[method-assign]  # undone below
     try:
         with warnings.catch_warnings():  # setting the oneDNN flags warns about Intel GPUs
             warnings.simplefilter("ignore", UserWarning)
@@ -437,7 +571,7 @@ def batch_invariant(model: Any) -> Iterator[None]:
             del module.forward  # back to the class's forward
 
 
-def _batched(tensor: Any, batch: int) -> Any:
+def _batched(tensor: Tensor, batch: int) -> Tensor:
     if tensor.shape[0] == batch:
         return tensor
     if batch % tensor.shape[0]:
@@ -445,10 +579,11 @@ def _batched(tensor: Any, batch: int) -> Any:
     return tensor.repeat_interleave(batch // tensor.shape[0], dim=0)
 
 
-def _depth_for_unet(depth: Any, shape: tuple, batch: int, device: Any, dtype: Any) -> Any:
+def _depth_for_unet(depth: Tensor | None, shape: tuple[int, ...], batch: int, device: Any, dtype: Any) -> Tensor:
     """Resize the depth map to the latent and scale it to [-1, 1], as StableDiffusionDepth2Img does."""
     import torch
 
+    assert depth is not None, "choose_mode requires a depth map for a depth UNet"
     depth = torch.nn.functional.interpolate(depth.to(device=device, dtype=dtype), size=shape[2:],
                                             mode="bicubic", align_corners=False)
     low = torch.amin(depth, dim=[1, 2, 3], keepdim=True)
@@ -457,7 +592,7 @@ def _depth_for_unet(depth: Any, shape: tuple, batch: int, device: Any, dtype: An
     return _batched(depth.to(dtype), batch)
 
 
-def preview(latents: Any) -> Any:
+def preview(latents: Tensor) -> Picture:
     """A cheap RGB picture of the first latent: a fixed linear map for 4-channel latents, the
     pixels themselves for pixel-space samples."""
     import torch
@@ -468,8 +603,8 @@ def preview(latents: Any) -> Any:
         rgb = torch.einsum("chw,cr->rhw", first, torch.tensor(LATENT_RGB))
     else:
         rgb = first[:3]
-    rgb = ((rgb / 2 + 0.5).clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
-    return Image.fromarray(rgb)
+    pixels = ((rgb / 2 + 0.5).clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(pixels)
 
 
 NODES = [TextEncode, SchedulerNode, SchedulerStep, SampleLoop]

@@ -1,15 +1,15 @@
-"""Port types of the diffusion catalog and how each is kept in the disk cache.
+"""Port types of the diffusion catalog, the values they carry, and how each is kept in the disk cache.
 
 Tensors are stored with safetensors, never pickle. Models and schedulers travel as references
 (where their files are, stored as JSON); the model cache owns their weights, which never go to
 the result cache.
-Value conventions shared by all nodes:
-  IMAGE         float32 tensor [B, 3, H, W] in [0, 1], on the CPU
-  MASK          float32 tensor [B, 1, H, W] in [0, 1] (1 = repaint), on the CPU
-  LATENT        dict of tensors: {"samples": [B, C, h, w]} plus optional entries
-  CONDITIONING  dict of tensors: {"embeds": [B, T, D]} plus optional entries
-  DEPTH         float32 tensor [B, 1, h, w] in [0, 1], on the CPU
-  UNET, VAE, TEXT_ENCODER, SCHEDULER, DEPTH_MODEL   `diffgraph.nodes.models.ModelRef`
+Values (what a node's field holds; each port type's `check` holds the engine to it):
+  IMAGE         Tensor: float32 [B, 3, H, W] in [0, 1], on the CPU
+  MASK          Tensor: float32 [B, 1, H, W] in [0, 1] (1 = repaint), on the CPU
+  LATENT        LatentValue: {"samples": [B, C, h, w]} plus an encoding's spread and inpainting parts
+  CONDITIONING  ConditioningValue: named tensors ({"embeds": [B, T, D]} for SD 1.x/2.x)
+  DEPTH         Tensor: float32 [B, 1, h, w] in [0, 1], on the CPU
+  UNET, VAE, TEXT_ENCODER, SCHEDULER, DEPTH_MODEL   `ModelRef` (of that `kind`)
 """
 
 from __future__ import annotations
@@ -18,10 +18,36 @@ import json
 import struct
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias, TypedDict, TypeVar
 
 from diffgraph.engine import PortType
-from diffgraph.engine.types import value_nbytes
+from diffgraph.engine.types import describe_value, value_nbytes
+
+from .models import ModelRef
+
+if TYPE_CHECKING:
+    from numpy import ndarray
+    from torch import Tensor
+
+V = TypeVar("V")
+
+
+class _LatentParts(TypedDict, total=False):
+    std: Tensor  # VAEEncode: the spread of the encoding; the sampler draws from it with its seed
+    mask: Tensor  # inpainting (1 = repaint) at the latent's size, and the masked image's encoding
+    masked_samples: Tensor
+    masked_std: Tensor
+
+
+class LatentValue(_LatentParts):
+    """A LATENT: the samples [B, C, h, w], plus what an encoding adds (all on the CPU)."""
+
+    samples: Tensor
+
+
+#: a CONDITIONING: named tensors, as the text encoder made them ("embeds" [B, T, D] for SD 1.x/2.x;
+#: the family's block outputs for the others)
+ConditioningValue: TypeAlias = "dict[str, Tensor]"
 
 #: safetensors dtypes numpy can hold; others (BF16, F8) load as torch tensors
 _NUMPY_DTYPES = {"F64", "F32", "F16", "I64", "I32", "I16", "I8", "U8", "BOOL"}
@@ -43,6 +69,20 @@ def _numpy_readable(path: Path) -> bool:
     return all(v.get("dtype") in _NUMPY_DTYPES for k, v in header.items() if k != "__metadata__")
 
 
+def _tensor_like(value: Any) -> bool:
+    """A torch tensor, or the numpy array the disk cache restores (duck-typed: no torch import)."""
+    return hasattr(value, "shape") and hasattr(value, "dtype") and not isinstance(value, type)
+
+
+def _check_pictures(value: Any, channels: int) -> str | None:
+    """None for a tensor [B, channels, H, W], else what came."""
+    shape = getattr(value, "shape", None)
+    if (_tensor_like(value) or isinstance(value, StoredImage)) and shape is not None and len(shape) == 4 \
+            and shape[1] == channels:
+        return None
+    return describe_value(value)
+
+
 def _as_tensor(value: Any) -> Any:
     """A numpy array restored from the disk cache as the torch tensor nodes compute on."""
     numpy = sys.modules.get("numpy")
@@ -53,7 +93,7 @@ def _as_tensor(value: Any) -> Any:
     return value
 
 
-class TensorDictType(PortType):
+class TensorDictType(PortType[V]):
     """A dict of CPU tensors, stored as one safetensors file.
 
     The disk cache loads it as numpy arrays (no torch import: a cached re-run that only saves
@@ -86,7 +126,7 @@ class TensorDictType(PortType):
         return _tensor_bytes(value)
 
 
-class TensorType(PortType):
+class TensorType(PortType["Tensor"]):
     """A single CPU tensor, stored as a safetensors file."""
 
     @classmethod
@@ -106,14 +146,29 @@ class TensorType(PortType):
         return _tensor_bytes(value)
 
 
-class Latent(TensorDictType):
+class Latent(TensorDictType[LatentValue]):
     name = "LATENT"
     colour = "#ff8fab"
+    description = "a dict of tensors with \"samples\" [B, C, h, w], as EmptyLatent and VAEEncode make"
+
+    @classmethod
+    def check(cls, value: Any) -> str | None:
+        if (isinstance(value, dict) and _tensor_like(value.get("samples")) and len(value["samples"].shape) == 4
+                and all(_tensor_like(part) for part in value.values())):
+            return None
+        return describe_value(value)
 
 
-class Conditioning(TensorDictType):
+class Conditioning(TensorDictType[ConditioningValue]):
     name = "CONDITIONING"
     colour = "#f4a261"
+    description = "a dict of tensors, as TextEncode makes"
+
+    @classmethod
+    def check(cls, value: Any) -> str | None:
+        if isinstance(value, dict) and value and all(_tensor_like(part) for part in value.values()):
+            return None
+        return describe_value(value)
 
 
 def picture_pixels(images: Any) -> Any:
@@ -164,12 +219,22 @@ class StoredImage:
         return flat.reshape(self.shape)
 
 
+#: an IMAGE as a node taking its stored form receives it (SaveImage): the tensor, the numpy array or
+#: the StoredImage the disk cache restores
+ImageStoredForm: TypeAlias = "Tensor | ndarray | StoredImage"
+
+
 class Image(TensorType):
     """Stored as the tensor plus its pictures' 8-bit pixels, so that saving a cached picture
     again needs no numpy (see StoredImage)."""
 
     name = "IMAGE"
     colour = "#64dfdf"
+    description = "RGB pictures, a tensor [B, 3, H, W] in [0, 1]"
+
+    @classmethod
+    def check(cls, value: Any) -> str | None:
+        return _check_pictures(value, 3)
 
     @classmethod
     def save(cls, value: Any, directory: Path, stem: str) -> list[str]:
@@ -205,6 +270,11 @@ class Image(TensorType):
 class Mask(TensorType):
     name = "MASK"
     colour = "#80ed99"
+    description = "masks, a tensor [B, 1, H, W] in [0, 1] (1 = repaint)"
+
+    @classmethod
+    def check(cls, value: Any) -> str | None:
+        return _check_pictures(value, 1)
 
 
 class Depth(TensorType):
@@ -212,12 +282,30 @@ class Depth(TensorType):
 
     name = "DEPTH"
     colour = "#c9a0dc"
+    description = "depth maps, a tensor [B, 1, h, w] in [0, 1], as DepthEstimate makes"
+
+    @classmethod
+    def check(cls, value: Any) -> str | None:
+        return _check_pictures(value, 1)
 
 
-class ModelType(PortType):
-    """A reference to a model (`diffgraph.nodes.models.ModelRef`: where its files are), not the
-    weights: the model cache in `ctx.services` turns it into a live model. Being small JSON, a
-    loader's result survives in the disk cache, so a second process skips re-checking the model."""
+class ModelType(PortType[ModelRef]):
+    """A reference to a model (`ModelRef`: where its files are), not the weights: the model cache
+    in `ctx.services` turns it into a live model. Being small JSON, a loader's result survives in
+    the disk cache, so a second process skips re-checking the model."""
+
+    #: the `ModelRef.kind` this port carries
+    kind: ClassVar[str] = ""
+
+    @classmethod
+    def check(cls, value: Any) -> str | None:
+        if isinstance(value, ModelRef) and value.kind == cls.kind:
+            return None
+        if isinstance(value, ModelRef):
+            return f"a reference to a {value.kind or 'model'}"
+        if value is None:  # a loader's empty output (a pixel-space DDPM model has no VAE or text encoder)
+            return "nothing: the model loaded upstream has none"
+        return describe_value(value)
 
     @classmethod
     def save(cls, value: Any, directory: Path, stem: str) -> list[str]:
@@ -237,11 +325,15 @@ class ModelType(PortType):
 class UNet(ModelType):
     name = "UNET"
     colour = "#b07cff"
+    kind = "unet"
+    description = "a UNet or transformer, as LoadPipeline or LoadUNet gives"
 
 
 class VAE(ModelType):
     name = "VAE"
     colour = "#ff6b9a"
+    kind = "vae"
+    description = "a VAE, as LoadPipeline or LoadVAE gives"
 
 
 class TextEncoder(ModelType):
@@ -249,13 +341,19 @@ class TextEncoder(ModelType):
 
     name = "TEXT_ENCODER"
     colour = "#ffd166"
+    kind = "text_encoder"
+    description = "a text encoder, as LoadPipeline or LoadTextEncoder gives"
 
 
 class Scheduler(ModelType):
     name = "SCHEDULER"
     colour = "#8ecae6"
+    kind = "scheduler"
+    description = "a scheduler, as LoadPipeline or Scheduler gives"
 
 
 class DepthModel(ModelType):
     name = "DEPTH_MODEL"
     colour = "#c9a227"
+    kind = "depth_model"
+    description = "a depth estimator, as LoadDepthModel gives"

@@ -38,6 +38,8 @@ from diffgraph.engine import (
     MemoryCache,
     ModelRoot,
     NodeRegistry,
+    OptionError,
+    RunOptions,
     WorkflowError,
     compile_workflow,
     default_registry,
@@ -87,8 +89,12 @@ NOT_BUILT = """<!doctype html><html><head><meta charset="utf-8"><title>diffgraph
 class Config:
     def __init__(self, data_dir: Path, host: str, device: str, dtype: str, token: str | None,
                  settings: Settings, model_dirs: list[Path] | None = None, allow_downloads: bool = False,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, options: RunOptions | None = None,
+                 backend: str = "local"):
         self.settings = settings
+        #: every run's speed and memory options unless its request says otherwise (serve's flags)
+        self.options = options or RunOptions()
+        self.backend = backend
         self.max_upload_bytes = settings.max_upload_bytes
         self.data_dir = data_dir
         self.host = host
@@ -317,22 +323,39 @@ async def validate(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     try:
         document = await off_loop(request.app, workflow_from, body)
-        await compile_off_loop(request.app, document, params_from(body))
+        plan = await compile_off_loop(request.app, document, params_from(body))
     except RequestError as exc:
         if "errors" not in exc.extra:
             raise
         return web.json_response({"valid": False, "errors": exc.extra["errors"]})
     except WorkflowError as exc:
         return web.json_response({"valid": False, "errors": [i.to_dict() for i in exc.issues]})
-    return web.json_response({"valid": True, "errors": []})
+    return web.json_response({"valid": True, "errors": [], "families": await off_loop(request.app, loader_families, plan)})
+
+
+def loader_families(plan: Any) -> dict[str, str]:
+    """The model family of each loader node whose model validation can tell from its files (the editor
+    shows it on the node); loaders of hub ids or linked models are left out (their run says)."""
+    # the node pack knows the families; imported by name like every node pack (no static tie)
+    family_of_loader = importlib.import_module("diffgraph.nodes.modular").family_of_loader
+    found = {}
+    for node_id, node in plan.nodes.items():
+        family = family_of_loader((node.type, node.params, ""), plan.access)
+        if family is not None:
+            found[node_id] = family.name
+    return found
 
 
 @routes.post("/api/runs")
 async def submit_run(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     document, params = await off_loop(request.app, workflow_from, body), params_from(body)
+    options = options_from(request.app, body)
     subgraphs: dict[str, Any] = {}
     if (sweep := sweeps.sweep_from(body)) is not None:
+        if "options" in body:
+            raise RequestError(400, "field 'options' does not apply to a sweep yet (sweeps run eager): leave it "
+                                    "out, or submit the runs one by one", field="options")
         return await submit_sweep(request, document, params, *sweep)
     try:
         await compile_off_loop(request.app, document, params, subgraphs)
@@ -344,9 +367,22 @@ async def submit_run(request: web.Request) -> web.Response:
         app[HUB].publish_event_threadsafe(loop, {"type": "run_queued", "run_id": run["id"], "seq": run["seq"],
                                                  "name": run["name"]})
 
-    run = await in_store(app, app[STORE].add_run, document, params, subgraphs, announce)
+    run = await in_store(app, app[STORE].add_run, document, params, subgraphs, announce, options)
     app[WORKER].wake()
     return web.json_response({"id": run["id"], "seq": run["seq"], "status": "queued"}, status=202)
+
+
+def options_from(app: web.Application, body: dict[str, Any]) -> dict[str, Any]:
+    """A request's `options` (compile, vram_budget) over the server's flags: what the run stores and
+    runs with, whatever the flags of a server that runs it after a restart."""
+    try:
+        options = RunOptions.from_json(body.get("options"), app[CONFIG].options)
+    except OptionError as exc:
+        raise RequestError(400, f"field '{exc.field}': {exc.message}", field=exc.field) from None
+    if app[CONFIG].backend == "ray" and options != app[CONFIG].options:
+        raise RequestError(400, "field 'options': runs on the Ray backend take the server's options only",
+                           field="options")
+    return options.to_json()
 
 
 async def submit_sweep(request: web.Request, document: dict[str, Any], params: dict[str, Any],
@@ -725,9 +761,11 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
              dtype: str = "fp32", extra_hosts: list[str] | None = None,
              keep_previews: int = PREVIEWS_KEEP_FILES, settings: Settings | None = None, backend: str = "local",
              ray_address: str | None = None, cpus_per_worker: float = 1.0, model_dirs: list[Path] | None = None,
-             allow_downloads: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> web.Application:
+             allow_downloads: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+             options: RunOptions | None = None) -> web.Application:
     settings = settings or Settings()  # the entry point parsed the environment; tests pass their own
-    config = Config(data_dir, host, device, dtype, token, settings, model_dirs, allow_downloads, max_image_pixels)
+    config = Config(data_dir, host, device, dtype, token, settings, model_dirs, allow_downloads, max_image_pixels,
+                    options, backend)
     store = Store(data_dir / "diffgraph.db")
     registry = default_registry()
     for problem in registry.load_errors:
@@ -750,7 +788,7 @@ def make_app(data_dir: Path, *, host: str = "127.0.0.1", token: str | None = Non
                                    cpus_per_worker=cpus_per_worker)
     else:
         worker = Worker(store, executor, compile_run, config.outputs, device, dtype,
-                        previews_keep_files=keep_previews)
+                        previews_keep_files=keep_previews, options=config.options)
     app[CONFIG], app[STORE], app[REGISTRY], app[WORKER], app[HUB] = config, store, registry, worker, Hub()
     # one validation thread: more would only fight the event loop for the GIL
     app[VALIDATOR] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffgraph-validate")
@@ -802,6 +840,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"another diffgraph server is using {data_dir}; stop it or pass another --data-dir", file=sys.stderr)
         return 1
     backend = getattr(args, "backend", "local")
+    options = RunOptions(compile=bool(getattr(args, "compile", False)), vram_budget_gb=getattr(args, "vram_budget", None))
+    if backend == "ray" and options != RunOptions():
+        print("--compile and --vram-budget do not apply to --backend ray yet", file=sys.stderr)
+        return 2
+    from diffgraph.nodes.fastpath import budget_note
+
+    if (note := budget_note(args.device, options.vram_budget_gb)) is not None:
+        print(note, file=sys.stderr)
     if backend == "ray":
         from diffgraph.ray_backend import ray_available
 
@@ -822,7 +868,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
                        backend=backend, ray_address=getattr(args, "address", None),
                        cpus_per_worker=getattr(args, "cpus_per_worker", 1.0), model_dirs=model_dirs,
                        allow_downloads=bool(getattr(args, "allow_downloads", False)),
-                       max_image_pixels=getattr(args, "max_image_pixels", None) or DEFAULT_MAX_IMAGE_PIXELS)
+                       max_image_pixels=getattr(args, "max_image_pixels", None) or DEFAULT_MAX_IMAGE_PIXELS,
+                       options=options)
     except DamagedDatabase as exc:
         print(f"diffgraph serve: {exc}", file=sys.stderr)
         return 1

@@ -180,12 +180,23 @@ class Comfy:
                 found[entry.name] = entry.resolve()
         return found
 
+    def controlnets(self) -> dict[str, Path]:
+        """control_net_name -> folder or file: <data dir>/models/controlnet (ComfyUI's models/controlnet)."""
+        folder = self.app[server.CONFIG].data_dir / "models" / "controlnet"
+        found: dict[str, Path] = {}
+        for entry in sorted(folder.iterdir()) if folder.is_dir() and not folder.is_symlink() else []:
+            if entry.is_symlink():
+                continue
+            if (entry.is_dir() and (entry / "config.json").is_file()) or (entry.is_file() and entry.suffix == ".safetensors"):
+                found[entry.name] = entry.resolve()
+        return found
+
     def loras(self) -> dict[str, Path]:
         """lora_name -> file: the .safetensors files in <data dir>/models/loras (and its subfolders), as
         ComfyUI keeps them in models/loras."""
         root = self.app[server.CONFIG].data_dir / "models" / "loras"
         found: dict[str, Path] = {}
-        for path in sorted(root.rglob("*.safetensors")) if root.is_dir() else []:
+        for path in sorted(root.rglob("*.safetensors")) if root.is_dir() and not root.is_symlink() else []:
             if len(found) >= MAX_LISTED_FILES:
                 break
             relative = path.relative_to(root).as_posix()
@@ -218,6 +229,15 @@ class Comfy:
             return None
         return str(path)
 
+    def loadable_image(self, name: str) -> str | None:
+        """What a LoadImage param takes for `name` on the server: its name inside the uploads folder
+        (the server's contained policy refuses paths)."""
+        path = self.image_path(name)
+        root = self.roots()["input"].resolve()
+        if path is not None and Path(path).is_relative_to(root):
+            return Path(path).relative_to(root).as_posix()
+        return path
+
     def resolvers(self) -> Resolvers:
         models = self.models()
 
@@ -233,8 +253,10 @@ class Comfy:
                 return str(exc)
             return None
 
-        loras = self.loras()
-        return Resolvers(checkpoint, lambda: list(models), self.image_path, check_sampler,
+        controlnets, loras = self.controlnets(), self.loras()
+        return Resolvers(checkpoint, lambda: list(models), self.loadable_image, check_sampler,
+                         controlnet=lambda name: str(controlnets[name]) if name in controlnets else None,
+                         controlnet_choices=lambda: list(controlnets),
                          lora=lambda name: str(loras[name]) if name in loras else None, lora_choices=lambda: list(loras))
 
     # -- messages ---------------------------------------------------------------------------------
@@ -756,6 +778,8 @@ def _class_info(comfy: Comfy, class_type: str) -> dict[str, Any]:
             entry[0] = list(comfy.models())
         elif name == "lora_name":
             entry[0] = list(comfy.loras())
+        elif class_type == "ControlNetLoader" and name == "control_net_name":
+            entry[0] = list(comfy.controlnets())
         elif class_type in ("LoadImage", "LoadImageMask") and name == "image":
             entry[0] = comfy.input_files()
         required[name] = entry

@@ -18,6 +18,20 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 ERROR = {"default": _json(_ref("Error"), "An error: a 4xx for bad input, with a JSON body naming the problem")}
 NULLABLE_STRING = {"type": "string", "nullable": True}
 STRING_LIST = {"type": "array", "items": {"type": "string"}}
+#: POST /api/runs' `options` (inline: schemathesis cannot generate through a $ref inside a request body)
+RUN_OPTIONS = {
+    "type": "object",
+    "additionalProperties": False,
+    "description": "POST /api/runs only (not with `sweep`): the run's speed and memory options, as `run --compile "
+                   "--vram-budget GB`; what is left out is the server's own flags",
+    "properties": {
+        "compile": {"type": "boolean", "description": "torch.compile the denoiser (the first run of each size "
+                                                      "compiles; later ones reuse it)"},
+        "vram_budget": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 4096, "nullable": True,
+                        "description": "CUDA: keep the GPU's peak under this many GiB by offloading (no effect "
+                                       "on the CPU); null: no budget"},
+    },
+}
 
 SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -70,12 +84,16 @@ SCHEMAS: dict[str, Any] = {
                       "description": "POST /api/runs only: `NAME=VALUES` items (0..9 or a,b,c), as `run --sweep`; "
                                      "each combination is queued as its own run (at most 1000)"},
             "zip": {"type": "boolean", "description": "pair the sweep's values instead of their product"},
+            "options": RUN_OPTIONS,
         },
     },
     "Validation": {
         "type": "object",
         "required": ["valid", "errors"],
-        "properties": {"valid": {"type": "boolean"}, "errors": {"type": "array", "items": _ref("Issue")}},
+        "properties": {"valid": {"type": "boolean"}, "errors": {"type": "array", "items": _ref("Issue")},
+                       "families": {"type": "object", "additionalProperties": {"type": "string"},
+                                    "description": "when valid: loader node id -> the model family its files "
+                                                   "declare (local models only)"}},
     },
     "Queued": {
         "type": "object",
@@ -113,6 +131,8 @@ SCHEMAS: dict[str, Any] = {
             "error": NULLABLE_STRING,
             "failed_node": NULLABLE_STRING,
             "sweep": {**NULLABLE_STRING, "description": "the sweep this run is one combination of"},
+            "options": {"type": "object", "description": "the speed and memory options it runs with: compile, "
+                                                         "vram_budget"},
         },
     },
     "Run": {

@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS workflows (
 """
 
 _SUMMARY_COLUMNS = ("seq, id, status, name, params, created_at, started_at, finished_at, outputs, executed, "
-                    "cached, seconds, error, failed_node, sweep")
+                    "cached, seconds, error, failed_node, sweep, options")
 _ALL_COLUMNS = _SUMMARY_COLUMNS + ", workflow, output_values"
 
 
@@ -148,6 +148,8 @@ class Store:
             self._db.execute("ALTER TABLE runs ADD COLUMN subgraphs TEXT")
         if "sweep" not in columns:  # a database from before sweeps: the runs it holds belong to none
             self._db.execute("ALTER TABLE runs ADD COLUMN sweep TEXT")
+        if "options" not in columns:  # a database from before run options: its runs ran with the server's
+            self._db.execute("ALTER TABLE runs ADD COLUMN options TEXT")
         self._db.execute("CREATE INDEX IF NOT EXISTS runs_sweep ON runs (sweep, seq)")
 
     def close(self) -> None:
@@ -166,7 +168,8 @@ class Store:
 
     def add_run(self, workflow: dict[str, Any], params: dict[str, Any],
                 subgraphs: dict[str, Any] | None = None,
-                on_added: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                on_added: Callable[[dict[str, Any]], None] | None = None,
+                options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Queue a run. `subgraphs` maps each `workflow:<name>` it uses to the document that name had
         when the run was validated (see app.library_resolver). `on_added(summary)` is called before
         the worker can claim the run (the server announces `run_queued` there, so that it always
@@ -175,9 +178,10 @@ class Store:
         name = workflow.get("name") if isinstance(workflow.get("name"), str) else None
         with self._lock:
             self._db.execute(
-                "INSERT INTO runs (id, status, name, workflow, params, created_at, subgraphs) "
-                "VALUES (?, 'queued', ?, ?, ?, ?, ?)",
-                (run_id, name, _dumps(workflow), _dumps(params), time.time(), _dumps(subgraphs or {})),
+                "INSERT INTO runs (id, status, name, workflow, params, created_at, subgraphs, options) "
+                "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?)",
+                (run_id, name, _dumps(workflow), _dumps(params), time.time(), _dumps(subgraphs or {}),
+                 None if options is None else _dumps(options)),
             )
             row = self._db.execute(f"SELECT {_SUMMARY_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
             summary = _summary(row)
@@ -340,6 +344,7 @@ def _summary(row: sqlite3.Row) -> dict[str, Any]:
         "error": row["error"],
         "failed_node": row["failed_node"],
         "sweep": row["sweep"],
+        "options": json.loads(row["options"]) if row["options"] else {},
     }
 
 

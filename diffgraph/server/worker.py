@@ -20,7 +20,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine import CancelToken, Executor, WorkflowError
+from diffgraph.engine import CancelToken, Executor, OptionError, RunOptions, WorkflowError
 from diffgraph.engine.plan import Plan
 
 from .store import SERVER_STOPPED, Store
@@ -223,7 +223,9 @@ class Worker:
 
     def __init__(self, store: Store, executor: Executor, compile_run: Callable[[dict[str, Any]], Plan],
                  outputs_root: Path, device: str, dtype: str, *, previews_keep_files: int = PREVIEWS_KEEP_FILES,
-                 previews_keep_bytes: int = PREVIEWS_KEEP_BYTES):
+                 previews_keep_bytes: int = PREVIEWS_KEEP_BYTES, options: RunOptions | None = None):
+        #: the runs' speed and memory options where a run's request gave none (serve's flags)
+        self.options = options or RunOptions()
         self.previews_keep_files = previews_keep_files
         self.previews_keep_bytes = previews_keep_bytes
         self.store = store
@@ -359,6 +361,11 @@ class Worker:
         run_id = record["id"]
         try:
             plan = self.compile_run(record)
+            options = RunOptions.from_json(record.get("options") or None, self.options)
+        except OptionError as exc:  # stored at submit, checked then: only a database edited by hand
+            self._finish(run_id, {"status": "failed", "error": f"invalid options: {exc}"},
+                         {"type": "run_failed", "run_id": run_id, "status": "failed", "error": f"invalid options: {exc}"})
+            return
         except WorkflowError as exc:
             problems = "; ".join(str(issue) for issue in exc.issues)
             self._finish(run_id, {"status": "failed", "error": f"invalid workflow: {problems}"},
@@ -378,7 +385,7 @@ class Worker:
             self._publish(event)
 
         result = self.executor.run(plan, device=self.device, dtype=self.dtype, output_dir=self.outputs_root,
-                                   cancel=token, on_event=on_event, run_id=run_id)
+                                   cancel=token, on_event=on_event, run_id=run_id, options=options)
         outputs = {node: self._names(paths) for node, paths in result.outputs.items()}
         error: str | None = result.error
         status = result.status

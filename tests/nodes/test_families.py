@@ -141,9 +141,19 @@ def test_inpaint_with_a_family_without_it_fails_at_run_time_too(family_models, s
     assert "family flux" in run.result.error and "inpaint" in run.result.error
 
 
-def test_flux_refuses_a_negative_prompt(family_models, run_template):
-    run = run_template("txt2img", expect="failed", model=str(family_models["flux"]), negative_prompt="blurry",
-                       steps=STEPS, width=32, height=32)
+def test_flux_refuses_a_negative_prompt_at_run_time_too(family_models, services, tmp_path):
+    """What validation cannot see (the model named through a link) the run still refuses."""
+    from support.templates import TEMPLATES, run_plan
+
+    from diffgraph.engine import compile_workflow, default_registry, read_document
+
+    document = read_document(TEMPLATES / "txt2img.yaml")
+    document["nodes"]["name"] = {"type": "String", "params": {"value": "$model"}}
+    document["nodes"]["load"] = {"type": "LoadPipeline", "inputs": {"model": "name.text"}}
+    plan = compile_workflow(document, default_registry(), {"model": str(family_models["flux"]), "negative_prompt":
+                                                           "blurry", "steps": STEPS, "width": 32, "height": 32},
+                            base=TEMPLATES)
+    run = run_plan(plan, services=services, output_dir=tmp_path, expect="failed")
     assert run.result.failed_node == "sample" and "field 'negative'" in run.result.error
     assert "no negative prompt" in run.result.error
 
@@ -240,16 +250,20 @@ def test_rerun_across_processes_keeps_loaders_and_text_encodings(family_models, 
 @pytest.mark.parametrize(("marker", "title"), [("conditioner.embedders.1.model.ln_final.weight", "Stable Diffusion XL"),
                                                ("double_blocks.0.img_attn.qkv.weight", "Flux.1"),
                                                ("joint_blocks.0.x_block.attn.qkv.weight", "Stable Diffusion 3")])
-def test_single_file_checkpoint_of_a_modular_family_is_named_and_refused(tmp_path, marker, title):
+def test_single_file_checkpoint_of_a_modular_family_is_named_and_needs_a_config(tmp_path, marker, title,
+                                                                                 monkeypatch):
+    """(Loading such files: tests/nodes/test_single_file.py.)"""
+    import huggingface_hub.constants
     from safetensors.torch import save_file
     from test_loading import node_error
 
     from diffgraph.nodes.loaders import LoadPipeline
 
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
     path = tmp_path / "checkpoint.safetensors"
     save_file({marker: torch.zeros(2), "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2)}, str(path))
     error = node_error(LoadPipeline, model=str(path))
-    assert error.field == "model" and f"single-file {title}" in str(error) and "diffusers folders" in str(error)
+    assert error.field == "config" and f"single-file {title}" in str(error) and "needs `config`" in str(error)
 
 
 def test_single_component_loaders_point_into_the_family_pipeline(family_models, services):

@@ -23,15 +23,21 @@ from diffgraph.engine import (
     NodeError,
     PortType,
     RunContext,
+    input_problem,
 )
 from diffgraph.nodes.images import LoadImage, MaskNode, PasteBack, PreviewImage, SaveImage
 
 
 def run_node(cls, ctx: RunContext | None = None, **values):
-    """Validate params with the node's own pydantic model, fill unlinked inputs with None, run."""
+    """Validate params with the node's own pydantic model, check inputs at the node boundary as the
+    executor does (a NodeError naming the field here), fill unlinked inputs with None, run."""
     spec = cls.__node_spec__
     params = spec.params_model.model_validate({k: v for k, v in values.items() if k in spec.params}).model_dump()
     inputs = {name: values.get(name) for name in spec.inputs}
+    for name, port in spec.inputs.items():
+        problem = input_problem(port, inputs[name])
+        if problem is not None:
+            raise NodeError(problem, name)
     return cls.instantiate({**params, **inputs}).run(ctx or RunContext(node_id="n"))
 
 

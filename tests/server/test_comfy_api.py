@@ -211,8 +211,8 @@ BAD_PROMPTS = {
     "LoRA the server does not know": (lambda p: p.update({"10": {"class_type": "LoraLoader", "inputs": {
         "model": ["4", 0], "clip": ["4", 1], "lora_name": "x.safetensors", "strength_model": 1,
         "strength_clip": 1}}}), "10", "lora_name", "not a LoRA this server knows"),
-    "ControlNet waits for the adapters": (lambda p: p.update({"11": {"class_type": "ControlNetLoader", "inputs": {
-        "control_net_name": "c.safetensors"}}}), "11", "class_type", "adapter"),
+    "ControlNet the server does not know": (lambda p: p.update({"11": {"class_type": "ControlNetLoader", "inputs": {
+        "control_net_name": "../c.safetensors"}}}), "11", "control_net_name", "not a ControlNet this server knows"),
     "unknown class": (lambda p: p.update({"12": {"class_type": "UpscaleModelLoader", "inputs": {}}}), "12",
                       "class_type", "supported: CheckpointLoaderSimple"),
     "unknown sampler": (lambda p: p["3"]["inputs"].update(sampler_name="dpmpp_3m"), "3", "sampler_name", "uni_pc"),

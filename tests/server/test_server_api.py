@@ -53,7 +53,7 @@ async def test_validate_reports_every_problem_with_node_and_field(server):
             assert response.status == 200
             report = await response.json()
         async with session.post(f"{server.url}/api/validate", json={"workflow": PRIMITIVE}) as response:
-            assert await response.json() == {"valid": True, "errors": []}
+            assert await response.json() == {"valid": True, "errors": [], "families": {}}
     assert report["valid"] is False
     assert {(e["node"], e["field"]) for e in report["errors"]} == {("a", "type"), ("b", "steps")}
 

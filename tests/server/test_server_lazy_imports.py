@@ -25,5 +25,5 @@ async def test_the_catalog_and_validation_load_no_torch(server):
         async with session.post(f"{server.url}/api/validate", json={"workflow": document}) as response:
             verdict = await response.json()
     assert [port["type"] for port in catalog["SampleLoop"]["inputs"]][:2] == ["UNET", "SCHEDULER"]
-    assert verdict == {"valid": True, "errors": []}
+    assert verdict == {"valid": True, "errors": [], "families": {"load": "sd"}}
     assert not maps_torch(server.proc.pid)

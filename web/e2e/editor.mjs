@@ -228,6 +228,9 @@ async function txt2img(page) {
     (img) => img.complete && img.naturalWidth > 0,
   );
   check.ok(loaded, "the SaveImage node shows the image it wrote");
+  // the loader shows its model's family, as validation told it from the model's own files
+  const family = await node(page, "load").getByTestId("node-family").textContent({ timeout: 10_000 }).catch(() => null);
+  check.ok(family === "sd", `the loader shows its model family (${family})`);
   check.ok((await save.getAttribute("data-state")) === "done", "SaveImage is marked done");
   await screenshot(page, options.artifacts, "e2e-txt2img-first-run");
 

@@ -347,12 +347,16 @@ function Editor() {
       try {
         const result = await api.validateWorkflow(currentDocument());
         showIssues(result.errors);
+        // loaders show their model's family; an invalid workflow keeps the last ones known
+        if (result.valid) for (const node of doc().nodes) {
+          if (stores.status.get(node.id).family !== result.families[node.id]) stores.status.update(node.id, { family: result.families[node.id] });
+        }
       } catch (error) {
         fail(error);
       }
     }, 400);
     return () => clearTimeout(timer);
-  }, [state.revision, catalog, currentDocument, showIssues, fail]);
+  }, [state.revision, catalog, currentDocument, showIssues, fail, doc, stores]);
 
   // -- editing ---------------------------------------------------------------------------------
   const setParam = useCallback((node: string, name: string, value: unknown) => dispatch({ type: "setParam", node, name, value, at: Date.now() }), []);

@@ -343,6 +343,11 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
       <div className="dg-node-header" title={spec?.doc ?? (spec ? "" : `unknown node type ${data.type}`)}>
         <NodeId id={id} />
         {!far && <span className="dg-node-type">{data.type}</span>}
+        {status.family && (
+          <span className="badge badge-family" data-testid="node-family" title="the model family, from the model's own files">
+            {status.family}
+          </span>
+        )}
         {badge && <span className={`badge badge-${state}`} data-testid="node-state">{badge}</span>}
         {status.seconds !== undefined && state === "done" && (
           <span className="badge badge-time" data-testid="node-time" title="time this node took in the last run">

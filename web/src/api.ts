@@ -97,9 +97,11 @@ export async function fetchCatalog(): Promise<Catalog> {
   return catalog;
 }
 
-export async function validateWorkflow(workflow: WorkflowDocument): Promise<{ valid: boolean; errors: Issue[] }> {
-  const payload = await request<{ valid: boolean; errors?: Issue[] }>("POST", "/api/validate", { workflow });
-  return { valid: payload.valid, errors: payload.errors ?? [] };
+export async function validateWorkflow(
+  workflow: WorkflowDocument,
+): Promise<{ valid: boolean; errors: Issue[]; families: Record<string, string> }> {
+  const payload = await request<{ valid: boolean; errors?: Issue[]; families?: Record<string, string> }>("POST", "/api/validate", { workflow });
+  return { valid: payload.valid, errors: payload.errors ?? [], families: payload.families ?? {} };
 }
 
 export async function startRun(workflow: WorkflowDocument, params?: Record<string, unknown>): Promise<string> {

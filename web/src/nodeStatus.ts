@@ -19,6 +19,8 @@ export interface NodeStatus {
   preview?: string;
   /** seconds the node took in the last run (from node_finished) */
   seconds?: number;
+  /** a loader's model family, from the model's own files (POST /api/validate's `families`) */
+  family?: string;
 }
 
 const EMPTY: NodeStatus = { issues: [], images: [] };
@@ -45,7 +47,7 @@ export class StatusStore {
         what === "issues"
           ? { ...status, issues: [] }
           : what === "run"
-            ? { issues: status.issues, images: status.images }
+            ? { issues: status.issues, images: status.images, family: status.family }
             : EMPTY;
       if (status.preview && what !== "issues") URL.revokeObjectURL(status.preview);
       this.statuses.set(id, next);

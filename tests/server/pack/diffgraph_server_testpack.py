@@ -1,6 +1,8 @@
 """A tiny node pack for the server tests, registered through a dist-info entry point.
 
-The tests put this folder on PYTHONPATH of the server subprocess; nothing here needs a model.
+The tests put this folder on PYTHONPATH of the server subprocess; nothing here needs a model. It is
+written in the current annotation style (the value a field gets; the port type as `Input`'s
+argument; outputs declared apart); tests/support/testnodes.py keeps the deprecated one working.
 """
 
 from __future__ import annotations
@@ -9,22 +11,23 @@ import os
 import sys
 import time
 import uuid
+from typing import Any
 
-from diffgraph.engine import Files, Input, Int, Node, NodeError, Output, Param, node
+from diffgraph.engine import Files, Input, Int, Node, NodeError, Output, Param, RunContext, node
 
 
 @node("TestSleep", category="test")
 class Sleep(Node):
     """Sleep `seconds` in `steps` steps, reporting progress (and a preview image) each step."""
 
-    value: Int = Input(optional=True)
+    value: int | None = Input(Int, optional=True)
     seconds: float = Param(0.1, ge=0, le=600)
     steps: int = Param(1, ge=1, le=10_000)
     preview: bool = Param(False)
     label: str = Param("")
-    out: Int = Output()
+    outputs = {"out": Output(Int)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         for step in range(self.steps):
             ctx.check_cancelled()
             time.sleep(self.seconds / self.steps)
@@ -41,12 +44,12 @@ class Sleep(Node):
 class WriteFile(Node):
     """Write a file of the given kind into the output folder, atomically."""
 
-    value: Int = Input(optional=True)
+    value: int | None = Input(Int, optional=True)
     kind: str = Param("png", choices=("png", "txt", "svg", "html"))
     prefix: str = Param("out")
-    files: Files = Output()
+    outputs = {"files": Output(Files)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         ctx.output_dir.mkdir(parents=True, exist_ok=True)
         target = ctx.output_dir / f"{self.prefix}-{uuid.uuid4().hex[:8]}.{self.kind}"
         temporary = target.with_name(f".{target.name}.tmp")
@@ -68,11 +71,11 @@ class WriteFile(Node):
 class Fail(Node):
     """Always fails with a user-facing error naming its `reason` field."""
 
-    value: Int = Input(optional=True)
+    value: int | None = Input(Int, optional=True)
     reason: str = Param("deliberate failure")
-    out: Int = Output()
+    outputs = {"out": Output(Int)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         raise NodeError(self.reason, field="reason")
 
 
@@ -80,11 +83,11 @@ class Fail(Node):
 class Exit(Node):
     """Calls sys.exit: a node's bug that no `except Exception` catches."""
 
-    value: Int = Input(optional=True)
+    value: int | None = Input(Int, optional=True)
     code: int = Param(3)
-    out: Int = Output()
+    outputs = {"out": Output(Int)}
 
-    def run(self, ctx):
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         sys.exit(self.code)
 
 
