@@ -17,8 +17,17 @@ if (!url || !name) {
   process.exit(2);
 }
 
-/** Drags the empty pane for `ms` while requestAnimationFrame records frame deltas. */
-async function panFrames(page, ms) {
+/** Chromium's own counters (seconds of script, layout, style and all main-thread tasks so far). */
+async function metrics(cdp) {
+  const { metrics: list } = await cdp.send("Performance.getMetrics");
+  const value = Object.fromEntries(list.map((m) => [m.name, m.value]));
+  return { script: value.ScriptDuration, layout: value.LayoutDuration, style: value.RecalcStyleDuration, task: value.TaskDuration };
+}
+
+/** Drags the empty pane for `ms` while requestAnimationFrame records frame deltas; with `cdp`,
+ * also where the main thread's time went (ms of script, layout, style, and the rest: paint etc). */
+async function panFrames(page, ms, cdp) {
+  const before = await metrics(cdp);
   await page.evaluate(() => {
     window.__frames = [];
     let last = performance.now();
@@ -54,9 +63,13 @@ async function panFrames(page, ms) {
     window.__recording = false;
     return window.__frames.slice(1);
   });
+  const after = await metrics(cdp);
   const sorted = [...frames].sort((a, b) => a - b);
   const round = (x) => Number((x ?? 0).toFixed(2));
+  const spent = (key) => Math.round(1000 * (after[key] - before[key]));
   return {
+    main_thread_ms: { script: spent("script"), layout: spent("layout"), style: spent("style"),
+      other: spent("task") - spent("script") - spent("layout") - spent("style") },
     frames: frames.length,
     mean: round(frames.reduce((a, b) => a + b, 0) / Math.max(frames.length, 1)),
     p95: round(sorted[Math.floor(sorted.length * 0.95)]),
@@ -67,6 +80,8 @@ async function panFrames(page, ms) {
 const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Performance.enable");
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(`${url}/?library=${encodeURIComponent(name)}`);
@@ -84,7 +99,7 @@ try {
   const firstClick = Date.now() - clickStart;
 
   const panMs = Number(options["pan-ms"]);
-  const far = await panFrames(page, panMs);
+  const far = await panFrames(page, panMs, cdp);
   await screenshot(page, options.artifacts, `bench-editor-${nodes}`);
 
   // zoom in to reading size (widgets drawn) over the middle, then pan again
@@ -102,7 +117,7 @@ try {
   await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
   const zoomInMs = Date.now() - zoomStart;
   const zoomedNodes = await page.locator(".react-flow__node").count();
-  const near = await panFrames(page, panMs);
+  const near = await panFrames(page, panMs, cdp);
   await screenshot(page, options.artifacts, `bench-editor-${nodes}-zoomed`);
   const workflowNodes = await page.evaluate(async (n) => {
     const r = await fetch(`/api/workflows/${encodeURIComponent(n)}`);
@@ -118,10 +133,12 @@ try {
       frame_ms_mean: far.mean,
       frame_ms_p95: far.p95,
       frame_ms_max: far.max,
+      pan_main_thread_ms: far.main_thread_ms,
       zoom_in_ms: zoomInMs,
       zoomed_rendered_nodes: zoomedNodes,
       zoomed_frame_ms_mean: near.mean,
       zoomed_frame_ms_p95: near.p95,
+      zoomed_pan_main_thread_ms: near.main_thread_ms,
       page_errors: errors,
     }),
   );
