@@ -703,10 +703,13 @@ async function widgets(page) {
   await frame.waitFor({ state: "detached" });
   const left = await page.locator(".react-flow__node").evaluateAll((els) => els.map((el) => el.getAttribute("data-id")).sort());
   check.ok(JSON.stringify(left) === '["loadimage","seed"]', `Delete removes the selected group and keeps its nodes (${left})`);
-  const groups = await page.evaluate(() => JSON.parse(localStorage.getItem("diffgraph:working-graph") ?? "{}").document?.metadata?.groups);
+  // the kept working graph (written a moment after each edit) no longer has the group
+  const saved = await page
+    .waitForFunction(() => JSON.parse(localStorage.getItem("diffgraph:working-graph") ?? "{}").document?.metadata?.groups === undefined, null, { timeout: 10_000 })
+    .then(() => true, () => false);
   await page.keyboard.press("Control+z");
-  await frame.waitFor();
-  check.ok(groups === undefined, "the deleted group is gone from the document; Ctrl+Z brings it back");
+  const back = await frame.waitFor({ timeout: 10_000 }).then(() => true, () => false);
+  check.ok(saved && back, `the deleted group is gone from the document (${saved}); Ctrl+Z brings it back (${back})`);
   await screenshot(page, options.artifacts, "e2e-widgets-group-deleted-and-undone");
 
   // a model param lists the models of its kind: LoadVAE offers VAEs (and pipelines holding one)
