@@ -12,14 +12,14 @@ export const LANDING_TEMPLATE = "txt2img";
 export function useStartup(catalogLoaded: boolean, loadDocument: LoadDocument, fail: (error: unknown) => void): boolean {
   const [ready, setReady] = useState(false);
   // the document named in the URL is fetched while the catalog loads, not after it
-  const startupDocument = useRef(prefetch().document);
+  const [startupDocument] = useState(() => prefetch().document);
   const started = useRef(false);
   useEffect(() => {
     if (started.current || !catalogLoaded) return;
     started.current = true;
     (async () => {
       try {
-        const opened = await startupDocument.current;
+        const opened = await startupDocument;
         const working = opened ? null : readWorkingGraph();
         if (opened) loadDocument(opened[0], opened[1], { keepHistory: false });
         else if (working) loadDocument(working.document, "your last working graph", { keepHistory: false, unsaved: working.unsaved, quiet: true });
