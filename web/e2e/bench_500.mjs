@@ -5,7 +5,8 @@
 //
 // Prints one JSON document: nodes, interactive_ms (navigation start to the graph painted),
 // first_click_ms, frame_ms_* (panning the whole graph fitted in view), zoom_in_ms and
-// zoomed_frame_ms_* (zoomed in to reading size, widgets drawn, panning again).
+// zoomed_frame_ms_* (zoomed in to reading size, widgets drawn, panning again); for each pan, where the
+// main thread's time went and how many DOM changes it made inside the nodes and links.
 
 import { launch, screenshot } from "./lib.mjs";
 
@@ -29,6 +30,12 @@ async function metrics(cdp) {
 async function panFrames(page, ms, cdp) {
   const before = await metrics(cdp);
   await page.evaluate(() => {
+    // what a pan changes inside the nodes and links (it should change nothing: only the viewport moves)
+    window.__mutations = 0;
+    window.__observer = new MutationObserver((records) => (window.__mutations += records.length));
+    for (const layer of document.querySelectorAll(".react-flow__nodes, .react-flow__edges")) {
+      window.__observer.observe(layer, { subtree: true, childList: true, attributes: true, characterData: true });
+    }
     window.__frames = [];
     let last = performance.now();
     const tick = (now) => {
@@ -59,9 +66,10 @@ async function panFrames(page, ms, cdp) {
     await page.waitForTimeout(8);
   }
   await page.mouse.up();
-  const frames = await page.evaluate(() => {
+  const [frames, mutations] = await page.evaluate(() => {
     window.__recording = false;
-    return window.__frames.slice(1);
+    window.__observer.disconnect();
+    return [window.__frames.slice(1), window.__mutations];
   });
   const after = await metrics(cdp);
   const sorted = [...frames].sort((a, b) => a - b);
@@ -71,6 +79,7 @@ async function panFrames(page, ms, cdp) {
     main_thread_ms: { script: spent("script"), layout: spent("layout"), style: spent("style"),
       other: spent("task") - spent("script") - spent("layout") - spent("style") },
     frames: frames.length,
+    mutations,
     mean: round(frames.reduce((a, b) => a + b, 0) / Math.max(frames.length, 1)),
     p95: round(sorted[Math.floor(sorted.length * 0.95)]),
     max: round(sorted[sorted.length - 1]),
@@ -134,11 +143,13 @@ try {
       frame_ms_p95: far.p95,
       frame_ms_max: far.max,
       pan_main_thread_ms: far.main_thread_ms,
+      pan_dom_mutations: far.mutations,
       zoom_in_ms: zoomInMs,
       zoomed_rendered_nodes: zoomedNodes,
       zoomed_frame_ms_mean: near.mean,
       zoomed_frame_ms_p95: near.p95,
       zoomed_pan_main_thread_ms: near.main_thread_ms,
+      zoomed_pan_dom_mutations: near.mutations,
       page_errors: errors,
     }),
   );

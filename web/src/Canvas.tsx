@@ -8,7 +8,7 @@ import type { DgEdge, DgNode } from "./convert";
 import { GROUP_PREFIX, groupFrames, type Action, type EditorState } from "./document";
 import { colourOf, EditorContext } from "./editorContext";
 import { FrameNode } from "./FrameNode";
-import { GraphNode, TypedEdge } from "./GraphNode";
+import { FAR_ZOOM, GraphNode, TypedEdge } from "./GraphNode";
 import type { useLinking } from "./useLinking";
 
 const nodeTypes = { dg: GraphNode, frame: FrameNode };
@@ -20,6 +20,10 @@ const DEFAULT_EDGE_OPTIONS = { type: "typed" };
 /** below this zoom the background's dots are a dense haze that costs a repaint of the whole pane
  * on every pan frame: the plain pane colour is drawn instead */
 const BACKGROUND_ZOOM = 0.3;
+/** from this zoom in, only the nodes and links in view are mounted. Further out nodes are bare boxes
+ * and most of the graph is in view: mounting and unmounting those crossing the edge of the view on
+ * every pan frame (each mount measures its handles) cost more than keeping them all. */
+const CULL_ZOOM = FAR_ZOOM;
 
 const isFrame = (c: NodeChange<DgNode>) => "id" in c && c.id.startsWith(GROUP_PREFIX);
 
@@ -38,6 +42,7 @@ export function Canvas({ state, dispatch, linking, onDrop, children }: {
 }) {
   const { catalog, colours } = useContext(EditorContext);
   const { base, nodes, edges } = state.doc;
+  const cull = useStore((s) => s.transform[2] >= CULL_ZOOM);
   // groups are drawn as frames behind the nodes; they are not workflow nodes
   const frames = useMemo(() => groupFrames(base, state.selectedGroups), [base, state.selectedGroups]);
   const flowNodes = useMemo(() => (frames.length > 0 ? [...(frames as unknown as DgNode[]), ...nodes] : nodes), [frames, nodes]);
@@ -78,7 +83,7 @@ export function Canvas({ state, dispatch, linking, onDrop, children }: {
         zoomOnDoubleClick={false}
         minZoom={0.05}
         maxZoom={2}
-        onlyRenderVisibleElements
+        onlyRenderVisibleElements={cull}
         proOptions={PRO_OPTIONS}
         defaultEdgeOptions={DEFAULT_EDGE_OPTIONS}
       >
