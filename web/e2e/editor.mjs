@@ -641,6 +641,8 @@ async function comfy(page) {
   await page.getByTestId("tab-nodes").click();
   await page.getByTestId("palette-LoadPipeline").click();
   await node(page, "loadpipeline").waitFor();
+  // the list of the param's kind is asked for when the first such input shows
+  await node(page, "loadpipeline").locator("datalist option").first().waitFor({ state: "attached", timeout: 10_000 }).catch(() => {});
   const choices = await node(page, "loadpipeline").locator("datalist option").evaluateAll((els) => els.map((el) => el.value));
   check.ok(choices.includes("models/tiny-sd"), `LoadPipeline's model offers the models the server knows (${choices.join(", ")})`);
 

@@ -3,7 +3,7 @@
 // stable between renders, so panning re-renders no node: only the viewport's transform changes.
 
 import { Background, Controls, MiniMap, ReactFlow, useStore, type EdgeChange, type Node, type NodeChange } from "@xyflow/react";
-import { useCallback, useContext, useMemo, type Dispatch, type DragEvent, type MouseEvent as ReactMouseEvent, type ReactNode } from "react";
+import { useCallback, useContext, useMemo, type Dispatch, type DragEvent, type ReactNode } from "react";
 import type { DgEdge, DgNode } from "./convert";
 import { GROUP_PREFIX, groupFrames, type Action, type EditorState } from "./document";
 import { colourOf, EditorContext } from "./editorContext";
@@ -63,10 +63,9 @@ export function Canvas({ state, dispatch, linking, onDrop, children }: {
     [catalog, colours],
   );
   const onDragOver = useCallback((e: DragEvent) => e.preventDefault(), []);
-  const onDoubleClick = linking.onPaneDoubleClick as (e: ReactMouseEvent) => void;
 
   return (
-    <div className="canvas" onDragOver={onDragOver} onDrop={onDrop} onDoubleClick={onDoubleClick}>
+    <div className="canvas" onDragOver={onDragOver} onDrop={onDrop} onDoubleClick={linking.onPaneDoubleClick}>
       <ReactFlow<DgNode, DgEdge>
         nodes={flowNodes}
         edges={edges}
