@@ -96,6 +96,9 @@ def main() -> int:
     print(f"pan frame time: mean {figures['frame_ms_mean']} ms, p95 {figures['frame_ms_p95']} ms "
           f"= {figures['frame_ms_mean'] / TARGET_FRAME_MS:.2f} (mean) and {figures['frame_ms_p95'] / TARGET_FRAME_MS:.2f} (p95) "
           f"x the {TARGET_FRAME_MS} ms target")
+    print(f"during the pan: {figures['pan_dom_mutations']} DOM changes inside nodes and links (zoomed in: "
+          f"{figures['zoomed_pan_dom_mutations']}, nodes entering and leaving the view); main thread ms "
+          f"{figures['pan_main_thread_ms']}")
     print(f"zoomed in to reading size: {figures['zoom_in_ms']} ms, {figures['zoomed_rendered_nodes']} nodes drawn, "
           f"pan mean {figures['zoomed_frame_ms_mean']} ms = {figures['zoomed_frame_ms_mean'] / TARGET_FRAME_MS:.2f} x target, "
           f"p95 {figures['zoomed_frame_ms_p95']} ms")

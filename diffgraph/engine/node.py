@@ -43,8 +43,11 @@ _REQUIRED: Any = object()
 
 V = TypeVar("V")
 
-#: the widget hints a param may give the editor (see `Param.widget`)
+#: the widget hints a param may give the editor (see `Param.widget`); "model:<kind>" too
 WIDGETS = ("", "upload", "seed", "model")
+#: the kinds of model a model param may ask for (`widget="model:vae"`); what GET /api/models?kind= takes
+MODEL_KINDS = ("pipeline", "unet", "transformer", "vae", "text_encoder", "controlnet", "lora", "ip_adapter",
+               "image_encoder", "depth")
 
 # Params without explicit bounds still stay inside 64 bits, so huge numbers are refused early.
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
@@ -96,7 +99,8 @@ class ParamField:
     choices: tuple[str, ...] | None = None
     multiline: bool = False
     #: which editor widget the param wants beyond its type: "upload" (an image file), "seed"
-    #: (randomize / increment after each run) or "model" (a choice of the models the server knows)
+    #: (randomize / increment after each run), "model" (a choice of the models the server knows) or
+    #: "model:<kind>" (of those, the ones of a kind in MODEL_KINDS: "model:lora")
     widget: str = ""
     doc: str = ""
     python_type: type = object  # filled from the annotation
@@ -376,8 +380,10 @@ def node(
             elif isinstance(marker, ParamField):
                 if annotation not in PARAM_PORT_TYPES:
                     raise TypeError(f"{cls.__name__}.{name}: a param is int, float, str or bool")
-                if marker.widget not in WIDGETS:
-                    raise TypeError(f"{cls.__name__}.{name}: widget {marker.widget!r} is not one of {WIDGETS[1:]}")
+                kind = marker.widget.removeprefix("model:")
+                if marker.widget not in WIDGETS and not (kind != marker.widget and kind in MODEL_KINDS):
+                    raise TypeError(f"{cls.__name__}.{name}: widget {marker.widget!r} is not one of {WIDGETS[1:]} "
+                                    f"or model:<kind> with a kind in {MODEL_KINDS}")
                 marker.python_type = annotation
                 params[name] = marker
         clash = set(inputs) & set(params)  # outputs are their own namespace (LoadImage: param and output `image`)

@@ -113,7 +113,7 @@ class LoadControlNet(Node):
     """Load a ControlNet (diffusers' ControlNetModel, or ControlNetUnionModel for SDXL), for
     ApplyControlNet. It must be trained for the model it guides (same family and text width)."""
 
-    model: str = Param(widget="model", doc=MODEL_DOC)
+    model: str = Param(widget="model:controlnet", doc=MODEL_DOC)
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
     outputs = {"control_net": Output(ControlNetType)}

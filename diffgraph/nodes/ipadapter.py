@@ -142,7 +142,7 @@ class LoadIPAdapter(Node):
     """Load an IP-Adapter (an image prompt for SD 1.x/2.x and SDXL): its weights file and the CLIP
     vision encoder it was trained with."""
 
-    ip_adapter: str = Param(widget="model", doc="the IP-Adapter .safetensors file (image_proj.* and ip_adapter.* "
+    ip_adapter: str = Param(widget="model:ip_adapter", doc="the IP-Adapter .safetensors file (image_proj.* and ip_adapter.* "
                                                 "tensors, as diffusers' load_ip_adapter reads)")
     image_encoder: str = Param("", doc="its CLIPVisionModelWithProjection folder; empty: image_encoder/ beside "
                                        "the weights file")

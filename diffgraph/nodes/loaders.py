@@ -127,7 +127,7 @@ class LoadPipeline(Node):
     transformer) and `text_encoder` all of its text encoders with their tokenizers. A model without a VAE or text encoder leaves those
     outputs empty. `family` says which family the model's own files declare."""
 
-    model: str = Param(widget="model", doc=MODEL_DOC)
+    model: str = Param(widget="model:pipeline", doc=MODEL_DOC)
     revision: str = Param("", doc="Hugging Face repo ids only: a branch, tag or commit")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
@@ -183,7 +183,7 @@ class LoadPipeline(Node):
 class LoadUNet(Node):
     """Load only the UNet of a model (a pipeline folder, a `unet` folder, or a checkpoint)."""
 
-    model: str = Param(widget="model", doc=MODEL_DOC)
+    model: str = Param(widget="model:unet", doc=MODEL_DOC)
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
@@ -200,7 +200,7 @@ class LoadUNet(Node):
 class LoadVAE(Node):
     """Load only the VAE of a model (a pipeline folder, a `vae` folder, or a checkpoint)."""
 
-    model: str = Param(widget="model", doc=MODEL_DOC)
+    model: str = Param(widget="model:vae", doc=MODEL_DOC)
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
@@ -217,7 +217,7 @@ class LoadVAE(Node):
 class LoadTextEncoder(Node):
     """Load only the text encoder and tokenizer of a model (a pipeline folder or a checkpoint)."""
 
-    model: str = Param(widget="model", doc=MODEL_DOC)
+    model: str = Param(widget="model:text_encoder", doc=MODEL_DOC)
     revision: str = Param("")
     config: str = Param("", doc=CONFIG_DOC)
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
@@ -235,7 +235,7 @@ class LoadDepthModel(Node):
     """Load a depth estimator (transformers AutoModelForDepthEstimation, such as DPT) and its image
     processor: a depth2img pipeline folder (depth_estimator/ + feature_extractor/) or a model folder."""
 
-    model: str = Param(widget="model", doc="a folder or Hugging Face repo id")
+    model: str = Param(widget="model:depth", doc="a folder or Hugging Face repo id")
     revision: str = Param("")
     allow_pickle: bool = Param(False, doc=PICKLE_DOC)
     outputs = {"depth_model": Output(DepthModel)}

@@ -621,27 +621,3 @@ def torch_dtype(ctx: Any) -> Any:
     import torch
 
     return getattr(torch, TORCH_DTYPES[ctx.dtype])
-
-
-def known_models() -> list[dict[str, str]]:
-    """The models this machine has without downloading anything, by the name a model param takes:
-    the bundled ones (`models/<name>`) and the model repos in huggingface_hub's cache."""
-    found: list[dict[str, str]] = []
-    bundled = PACKAGE_DIR / "models"
-    if bundled.is_dir():
-        for folder in sorted(bundled.iterdir()):
-            kind = "diffusers" if (folder / "model_index.json").is_file() else "transformers" if (folder / "config.json").is_file() else ""
-            if folder.is_dir() and kind:
-                found.append({"name": f"models/{folder.name}", "source": "bundled", "kind": kind})
-    try:
-        from huggingface_hub import scan_cache_dir
-
-        repos = scan_cache_dir().repos
-    except Exception:  # noqa: BLE001 - no cache folder yet (or an unreadable one): nothing cached
-        repos = frozenset()
-    for repo in sorted(repos, key=lambda r: r.repo_id):
-        if repo.repo_type == "model":
-            files = {f.file_name for revision in repo.revisions for f in revision.files}
-            kind = "diffusers" if "model_index.json" in files else "transformers" if "config.json" in files else "file"
-            found.append({"name": repo.repo_id, "source": "huggingface cache", "kind": kind})
-    return found

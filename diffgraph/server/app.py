@@ -47,6 +47,7 @@ from diffgraph.engine import (
     read_document,
 )
 from diffgraph.engine.executor import check_device
+from diffgraph.engine.node import MODEL_KINDS
 from diffgraph.engine.plan import templates_dir
 from diffgraph.settings import Settings
 
@@ -107,6 +108,8 @@ class Config:
         self.models = data_dir / "models"
         for folder in (self.uploads, self.outputs, self.cache, self.models):
             folder.mkdir(parents=True, exist_ok=True)
+        #: the folders whose models GET /api/models lists, by a name relative to them
+        self.model_dirs = [(self.models, "data dir"), *((Path(folder), "model dir") for folder in model_dirs or [])]
         self.access = FileAccess.contained(self.uploads, server_model_roots(self.models, model_dirs or []),
                                            allow_downloads=allow_downloads, max_image_pixels=max_image_pixels)
 
@@ -312,10 +315,16 @@ async def nodes(request: web.Request) -> web.Response:
 
 @routes.get("/api/models")
 async def models(request: web.Request) -> web.Response:
-    """The models this server has without downloading: what the editor offers for model params."""
-    # the node pack knows where models live; imported by name like every node pack (no static tie)
-    known_models = importlib.import_module("diffgraph.nodes.models").known_models
-    return web.json_response({"models": await asyncio.to_thread(known_models)})
+    """The models this server has without downloading: what the editor offers for model params;
+    `?kind=` only those of one kind (a param's `model:<kind>` widget hint)."""
+    kind = request.query.get("kind")
+    if kind is not None and kind not in MODEL_KINDS:
+        raise RequestError(400, f"unknown model kind {_shown(kind)}; use one of {', '.join(MODEL_KINDS)}",
+                           field="kind")
+    # the node pack knows what model files are; imported by name like every node pack (no static tie)
+    known_models = importlib.import_module("diffgraph.nodes.model_kinds").known_models
+    found = await asyncio.to_thread(known_models, request.app[CONFIG].model_dirs, kind)
+    return web.json_response({"models": found})
 
 
 @routes.post("/api/validate")
@@ -470,12 +479,29 @@ async def cancel_run(request: web.Request) -> web.Response:
 
 @routes.get("/api/outputs/{name:.+}")
 async def get_output(request: web.Request) -> web.StreamResponse:
-    name = request.match_info["name"]
-    path = contained(request.app[CONFIG].outputs, name)
-    if any(part.startswith(".") for part in name.split("/")):  # hidden: a file still being written
-        raise RequestError(404, f"no output named {name!r}")
-    if not regular_file(path):
-        raise RequestError(404, f"no output named {_shown(name)}")
+    return user_file(request.app[CONFIG].outputs, request.match_info["name"], "output")
+
+
+@routes.get("/api/uploads/{name:.+}")
+async def get_upload(request: web.Request) -> web.StreamResponse:
+    """An uploaded picture read back (the editor's thumbnails after a reload)."""
+    config = request.app[CONFIG]
+    return user_file(config.uploads, request.match_info["name"], "upload", max_bytes=config.max_upload_bytes)
+
+
+def user_file(root: Path, name: str, what: str, max_bytes: int | None = None) -> web.StreamResponse:
+    """A regular file inside `root`, sandboxed: images inline, anything else as an attachment. A
+    hidden name (a file still being written), a missing one and anything but a regular file (or one
+    larger than `max_bytes`) all get the same 404, so a request learns nothing about what exists."""
+    path = contained(root, name)
+    missing = RequestError(404, f"no {what} named {_shown(name)}")
+    if any(part.startswith(".") for part in name.split("/")) or not regular_file(path):
+        raise missing
+    try:
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise missing
+    except OSError:
+        raise missing from None
     content_type = IMAGE_TYPES.get(path.suffix.lower())
     headers = {"Content-Security-Policy": USER_CONTENT_CSP, "X-Content-Type-Options": "nosniff"}
     if content_type is None:

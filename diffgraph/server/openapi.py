@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from diffgraph.engine.node import MODEL_KINDS
+
 RUN_STATUSES = ["queued", "running", "succeeded", "failed", "cancelled"]
 
 
@@ -66,7 +68,8 @@ SCHEMAS: dict[str, Any] = {
             "inputs": {"type": "array", "items": {"type": "object", "description": "name, type, optional, doc, "
                                                    "accepts (source types a link may carry; * = any), colour"}},
             "params": {"type": "array", "items": {"type": "object", "description": "name, type, default, bounds, "
-                                                   "choices, multiline, widget (upload | seed | model), accepts, "
+                                                   "choices, multiline, widget (upload | seed | model | model:<kind>), "
+                                                   "accepts, "
                                                    "colour"}},
             "outputs": {"type": "array", "items": {"type": "object", "description": "name, type, doc, colour"}},
             "schema": {"type": "object", "description": "JSON schema of the node's params"},
@@ -223,12 +226,17 @@ def document(version: str) -> dict[str, Any]:
                                    "responses": {"200": _json({"type": "array", "items": _ref("NodeEntry")},
                                                               "Every registered node type"), **ERROR}}},
             "/api/models": {"get": {"operationId": "models",
-                                    "summary": "Models this server has without downloading (bundled, Hugging Face cache)",
+                                    "summary": "Models this server has without downloading (bundled, <data dir>/models, "
+                                               "--model-dir, Hugging Face cache)",
+                                    "parameters": [{"name": "kind", "in": "query", "required": False,
+                                                    "description": "only models that are or hold this kind",
+                                                    "schema": {"type": "string", "enum": list(MODEL_KINDS)}}],
                                     "responses": {"200": _json({"type": "object", "required": ["models"], "properties": {
                                         "models": {"type": "array", "items": {
-                                            "type": "object", "required": ["name", "source", "kind"],
+                                            "type": "object", "required": ["name", "source", "kind", "kinds"],
                                             "properties": {"name": {"type": "string"}, "source": {"type": "string"},
-                                                           "kind": {"type": "string"}}}}}},
+                                                           "kind": {"type": "string"},
+                                                           "kinds": {"type": "array", "items": {"type": "string"}}}}}}},
                                         "The models, by the name a model param takes"), **ERROR}}},
             "/api/validate": {"post": {"operationId": "validate", "summary": "Check a workflow without running it",
                                        "requestBody": WORKFLOW_BODY,
@@ -269,6 +277,12 @@ def document(version: str) -> dict[str, Any]:
                                       "content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
                                                   "application/octet-stream": {
                                                       "schema": {"type": "string", "format": "binary"}}}},
+                              **ERROR}}},
+            "/api/uploads/{name}": {"get": {
+                "operationId": "getUpload", "summary": "An uploaded image read back (the name POST /api/uploads gave)",
+                "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {"200": {"description": "The image, inline",
+                                      "content": {"image/*": {"schema": {"type": "string", "format": "binary"}}}},
                               **ERROR}}},
             "/api/uploads": {"post": {
                 "operationId": "upload", "summary": "Upload an image for LoadImage",

@@ -172,3 +172,25 @@ def test_new_user_landing_palette_notifications_reload_images_and_history(server
 def test_comfyui_habits_search_link_drop_collapse_queue_models_shortcuts(server: EditorServer) -> None:
     output = run_scenario(server, "comfy")
     assert "ok: the three runs used seeds 5, 6, 7" in output
+
+
+def test_upload_thumbnail_survives_a_reload_groups_delete_and_models_by_kind(server: EditorServer, tmp_path: Path) -> None:
+    """Issue 16's leftovers: an upload read back after a reload, Delete on a selected group, and model
+    params that list only the models of the kind they declare (`model:vae`, `model:pipeline`)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+    from safetensors.numpy import save_file
+
+    picture = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(picture)
+    models = server.data_dir / "models"
+    (models / "e2e-vae").mkdir(parents=True, exist_ok=True)
+    (models / "e2e-vae" / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
+    (models / "loras").mkdir(exist_ok=True)
+    save_file({"unet.to_q.lora_A.weight": np.zeros((2, 4), np.float32)}, str(models / "loras" / "e2e-style.safetensors"))
+    output = run_scenario(server, "widgets", "--image", str(picture))
+    assert "ok: after a reload the thumbnail still shows" in output
+    assert "ok: Delete removes the selected group and keeps its nodes" in output
+    assert "ok: LoadVAE offers VAEs and pipelines holding one" in output

@@ -71,7 +71,9 @@ def test_params_say_which_widget_they_want():
     assert widgets[("LoadImage", "image")] == "upload"
     assert widgets[("Seed", "value")] == "seed"
     assert widgets[("SampleLoop", "seed")] == "seed"
-    assert widgets[("LoadPipeline", "model")] == "model"
+    # a model param says which kind of model it takes: the editor lists only those (GET /api/models?kind=)
+    assert widgets[("LoadPipeline", "model")] == "model:pipeline"
+    assert widgets[("LoadVAE", "model")] == "model:vae"
     assert ("SaveImage", "prefix") not in widgets
     assert entry(catalog, "String")["params"][0]["multiline"] is True
 
@@ -81,3 +83,10 @@ def test_an_unknown_widget_is_refused_when_the_node_is_declared():
         @node("TestBadWidget")
         class TestBadWidget(Node):
             value: int = Param(0, widget="slider")
+
+
+def test_a_model_widget_of_an_unknown_kind_is_refused_when_the_node_is_declared():
+    with pytest.raises(TypeError, match=r"widget 'model:lroa' is not one of .* model:<kind> with a kind in .*'lora'"):
+        @node("TestBadModelKind")
+        class TestBadModelKind(Node):
+            model: str = Param("", widget="model:lroa")

@@ -10,8 +10,9 @@ async def test_models_lists_the_bundled_models_by_the_name_a_model_param_takes(s
         assert response.status == 200
         models = (await response.json())["models"]
     by_name = {m["name"]: m for m in models}
-    assert by_name["models/tiny-sd"] == {"name": "models/tiny-sd", "source": "bundled", "kind": "diffusers"}
-    assert by_name["models/tiny-depth"]["kind"] == "transformers"
+    assert by_name["models/tiny-sd"] == {"name": "models/tiny-sd", "source": "bundled", "kind": "pipeline",
+                                         "kinds": ["pipeline", "unet", "vae", "text_encoder"]}
+    assert by_name["models/tiny-depth"]["kind"] == "depth"
     # what it lists is what a workflow can name: the template's default model is among them
     async with aiohttp.ClientSession() as session, session.get(f"{server.url}/api/templates") as response:
         templates = await response.json()

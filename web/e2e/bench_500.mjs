@@ -5,7 +5,8 @@
 //
 // Prints one JSON document: nodes, interactive_ms (navigation start to the graph painted),
 // first_click_ms, frame_ms_* (panning the whole graph fitted in view), zoom_in_ms and
-// zoomed_frame_ms_* (zoomed in to reading size, widgets drawn, panning again).
+// zoomed_frame_ms_* (zoomed in to reading size, widgets drawn, panning again); for each pan, where the
+// main thread's time went and how many DOM changes it made inside the nodes and links.
 
 import { launch, screenshot } from "./lib.mjs";
 
@@ -17,9 +18,24 @@ if (!url || !name) {
   process.exit(2);
 }
 
-/** Drags the empty pane for `ms` while requestAnimationFrame records frame deltas. */
-async function panFrames(page, ms) {
+/** Chromium's own counters (seconds of script, layout, style and all main-thread tasks so far). */
+async function metrics(cdp) {
+  const { metrics: list } = await cdp.send("Performance.getMetrics");
+  const value = Object.fromEntries(list.map((m) => [m.name, m.value]));
+  return { script: value.ScriptDuration, layout: value.LayoutDuration, style: value.RecalcStyleDuration, task: value.TaskDuration };
+}
+
+/** Drags the empty pane for `ms` while requestAnimationFrame records frame deltas; with `cdp`,
+ * also where the main thread's time went (ms of script, layout, style, and the rest: paint etc). */
+async function panFrames(page, ms, cdp) {
+  const before = await metrics(cdp);
   await page.evaluate(() => {
+    // what a pan changes inside the nodes and links (it should change nothing: only the viewport moves)
+    window.__mutations = 0;
+    window.__observer = new MutationObserver((records) => (window.__mutations += records.length));
+    for (const layer of document.querySelectorAll(".react-flow__nodes, .react-flow__edges")) {
+      window.__observer.observe(layer, { subtree: true, childList: true, attributes: true, characterData: true });
+    }
     window.__frames = [];
     let last = performance.now();
     const tick = (now) => {
@@ -50,14 +66,20 @@ async function panFrames(page, ms) {
     await page.waitForTimeout(8);
   }
   await page.mouse.up();
-  const frames = await page.evaluate(() => {
+  const [frames, mutations] = await page.evaluate(() => {
     window.__recording = false;
-    return window.__frames.slice(1);
+    window.__observer.disconnect();
+    return [window.__frames.slice(1), window.__mutations];
   });
+  const after = await metrics(cdp);
   const sorted = [...frames].sort((a, b) => a - b);
   const round = (x) => Number((x ?? 0).toFixed(2));
+  const spent = (key) => Math.round(1000 * (after[key] - before[key]));
   return {
+    main_thread_ms: { script: spent("script"), layout: spent("layout"), style: spent("style"),
+      other: spent("task") - spent("script") - spent("layout") - spent("style") },
     frames: frames.length,
+    mutations,
     mean: round(frames.reduce((a, b) => a + b, 0) / Math.max(frames.length, 1)),
     p95: round(sorted[Math.floor(sorted.length * 0.95)]),
     max: round(sorted[sorted.length - 1]),
@@ -67,6 +89,8 @@ async function panFrames(page, ms) {
 const browser = await launch();
 try {
   const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  const cdp = await page.context().newCDPSession(page);
+  await cdp.send("Performance.enable");
   const errors = [];
   page.on("pageerror", (e) => errors.push(e.message));
   await page.goto(`${url}/?library=${encodeURIComponent(name)}`);
@@ -84,7 +108,7 @@ try {
   const firstClick = Date.now() - clickStart;
 
   const panMs = Number(options["pan-ms"]);
-  const far = await panFrames(page, panMs);
+  const far = await panFrames(page, panMs, cdp);
   await screenshot(page, options.artifacts, `bench-editor-${nodes}`);
 
   // zoom in to reading size (widgets drawn) over the middle, then pan again
@@ -102,7 +126,7 @@ try {
   await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
   const zoomInMs = Date.now() - zoomStart;
   const zoomedNodes = await page.locator(".react-flow__node").count();
-  const near = await panFrames(page, panMs);
+  const near = await panFrames(page, panMs, cdp);
   await screenshot(page, options.artifacts, `bench-editor-${nodes}-zoomed`);
   const workflowNodes = await page.evaluate(async (n) => {
     const r = await fetch(`/api/workflows/${encodeURIComponent(n)}`);
@@ -118,10 +142,14 @@ try {
       frame_ms_mean: far.mean,
       frame_ms_p95: far.p95,
       frame_ms_max: far.max,
+      pan_main_thread_ms: far.main_thread_ms,
+      pan_dom_mutations: far.mutations,
       zoom_in_ms: zoomInMs,
       zoomed_rendered_nodes: zoomedNodes,
       zoomed_frame_ms_mean: near.mean,
       zoomed_frame_ms_p95: near.p95,
+      zoomed_pan_main_thread_ms: near.main_thread_ms,
+      zoomed_pan_dom_mutations: near.mutations,
       page_errors: errors,
     }),
   );

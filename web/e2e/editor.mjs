@@ -2,7 +2,8 @@
 //
 //   node web/e2e/editor.mjs URL SCENARIO [--artifacts DIR] [--file WORKFLOW] [--set name=value]...
 //
-// Scenarios: palette, incompatible, broken, txt2img, library (--image PNG --out YAML), newuser (--image PNG), comfy. Prints one "ok:"/"FAIL:" line per check,
+// Scenarios: palette, incompatible, broken, txt2img, library (--image PNG --out YAML), newuser (--image PNG), comfy,
+// widgets (--image PNG). Prints one "ok:"/"FAIL:" line per check,
 // saves a screenshot of the end state under --artifacts, and exits 1 when any check failed.
 
 import { readFileSync, writeFileSync } from "node:fs";
@@ -643,6 +644,8 @@ async function comfy(page) {
   await page.getByTestId("tab-nodes").click();
   await page.getByTestId("palette-LoadPipeline").click();
   await node(page, "loadpipeline").waitFor();
+  // the list of the param's kind is asked for when the first such input shows
+  await node(page, "loadpipeline").locator("datalist option").first().waitFor({ state: "attached", timeout: 10_000 }).catch(() => {});
   const choices = await node(page, "loadpipeline").locator("datalist option").evaluateAll((els) => els.map((el) => el.value));
   check.ok(choices.includes("models/tiny-sd"), `LoadPipeline's model offers the models the server knows (${choices.join(", ")})`);
 
@@ -656,7 +659,81 @@ async function comfy(page) {
   await page.getByTestId("shortcuts").waitFor({ state: "detached" });
 }
 
-const scenarios = { palette, incompatible, broken, txt2img, library, newuser, comfy };
+/** Issue 16's leftovers: an upload's thumbnail after a reload, a group deleted with the Delete key,
+ * and model params listing only the models of their kind. */
+async function widgets(page) {
+  await newWorkflow(page);
+  await page.getByTestId("palette-LoadImage").click();
+  const load = node(page, "loadimage");
+  await load.waitFor();
+  await load.locator('input[type="file"]').setInputFiles(options.image);
+  const thumbnail = load.locator("img.thumbnail");
+  await thumbnail.waitFor();
+  const uploaded = await load.locator('input[data-param="image"]').inputValue();
+  check.ok(/^[0-9a-f]+\.png$/.test(uploaded), `the upload's name is in the node (${uploaded})`);
+  const pictureSize = (img) => img.evaluate(async (el) => (await el.decode(), [el.naturalWidth, el.naturalHeight, el.getAttribute("src")]));
+  const before = await pictureSize(thumbnail);
+  check.ok(before[0] === 64 && before[1] === 48, `the thumbnail shows the picture (${before})`);
+  await page.waitForFunction(
+    (name) => JSON.parse(localStorage.getItem("diffgraph:working-graph") ?? "{}").document?.nodes?.loadimage?.params?.image === name,
+    uploaded,
+  );
+  await page.reload();
+  await page.waitForSelector('body[data-ready="true"]');
+  await node(page, "loadimage").locator("img.thumbnail").waitFor();
+  const after = await pictureSize(node(page, "loadimage").locator("img.thumbnail"));
+  check.ok(
+    after[0] === 64 && after[1] === 48 && after[2] === `/api/uploads/${uploaded}`,
+    `after a reload the thumbnail still shows, read back from the server (${after})`,
+  );
+  await screenshot(page, options.artifacts, "e2e-widgets-thumbnail-after-reload");
+  // a name the server has no upload for shows no (broken) thumbnail
+  await node(page, "loadimage").locator('input[data-param="image"]').fill("no-such-upload.png");
+  const hidden = await node(page, "loadimage").locator("img.thumbnail").waitFor({ state: "detached", timeout: 10_000 }).then(() => true, () => false);
+  check.ok(hidden, "a name that is no upload shows no (broken) thumbnail");
+  await node(page, "loadimage").locator('input[data-param="image"]').fill(uploaded);
+
+  // a group is selected by its title and removed with the Delete key; its nodes stay
+  await page.getByTestId("palette-Seed").click();
+  await node(page, "seed").waitFor();
+  await node(page, "loadimage").locator(".dg-node-header").click();
+  await node(page, "seed").locator(".dg-node-header").click({ modifiers: ["Control"] });
+  await page.keyboard.press("Control+g");
+  const frame = page.getByTestId("group-g1");
+  await frame.waitFor();
+  await frame.locator(".frame-title span").click();
+  await page.locator('.react-flow__node-frame.selected').waitFor();
+  await screenshot(page, options.artifacts, "e2e-widgets-group-selected");
+  await page.keyboard.press("Delete");
+  await frame.waitFor({ state: "detached" });
+  const left = await page.locator(".react-flow__node").evaluateAll((els) => els.map((el) => el.getAttribute("data-id")).sort());
+  check.ok(JSON.stringify(left) === '["loadimage","seed"]', `Delete removes the selected group and keeps its nodes (${left})`);
+  // the kept working graph (written a moment after each edit) no longer has the group
+  const saved = await page
+    .waitForFunction(() => JSON.parse(localStorage.getItem("diffgraph:working-graph") ?? "{}").document?.metadata?.groups === undefined, null, { timeout: 10_000 })
+    .then(() => true, () => false);
+  await page.keyboard.press("Control+z");
+  const back = await frame.waitFor({ timeout: 10_000 }).then(() => true, () => false);
+  check.ok(saved && back, `the deleted group is gone from the document (${saved}); Ctrl+Z brings it back (${back})`);
+  await screenshot(page, options.artifacts, "e2e-widgets-group-deleted-and-undone");
+
+  // a model param lists the models of its kind: LoadVAE offers VAEs (and pipelines holding one)
+  const offered = async (type, id) => {
+    await page.getByTestId(`palette-${type}`).click();
+    await node(page, id).waitFor();
+    const list = node(page, id).locator("datalist");
+    await page.waitForFunction((el) => el.options.length > 0, await list.elementHandle());
+    return list.locator("option").evaluateAll((els) => els.map((el) => el.value));
+  };
+  const vaes = await offered("LoadVAE", "loadvae");
+  const pipelines = await offered("LoadPipeline", "loadpipeline");
+  check.ok(vaes.includes("e2e-vae") && vaes.includes("models/tiny-sd") && !vaes.includes("loras/e2e-style.safetensors"),
+    `LoadVAE offers VAEs and pipelines holding one (${vaes.join(", ")})`);
+  check.ok(pipelines.includes("models/tiny-sd") && !pipelines.includes("e2e-vae"), `LoadPipeline offers pipelines only (${pipelines.join(", ")})`);
+  await screenshot(page, options.artifacts, "e2e-widgets-models-by-kind");
+}
+
+const scenarios = { palette, incompatible, broken, txt2img, library, newuser, comfy, widgets };
 if (!scenarios[scenario]) {
   console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(", ")}`);
   process.exit(2);

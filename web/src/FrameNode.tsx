@@ -1,13 +1,13 @@
 // A group on the canvas: a titled frame behind its nodes. Dragging it moves them (the reducer's
-// `groupChange`); its bottom-right corner resizes it; double-click the title to rename it.
+// `groupChange`); its bottom-right corner resizes it; double-click the title to rename it; a click
+// on the title selects it (Delete removes it, its nodes stay).
 
-import { NodeResizeControl, type NodeProps, type Node } from "@xyflow/react";
+import { NodeResizeControl, type NodeProps } from "@xyflow/react";
 import { memo, useContext, useState } from "react";
-import { EditorContext } from "./GraphNode";
+import type { GroupFrame } from "./document";
+import { EditorContext } from "./editorContext";
 
-export type FrameNodeType = Node<{ title: string; groupId: string }, "frame">;
-
-function FrameView({ data }: NodeProps<FrameNodeType>) {
+function FrameView({ data }: NodeProps<GroupFrame>) {
   const actions = useContext(EditorContext);
   const [editing, setEditing] = useState(false);
   return (

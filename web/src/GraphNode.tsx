@@ -1,47 +1,15 @@
 // One node on the canvas: typed handles, param widgets, live run state, issues and images.
 
 import { BaseEdge, getBezierPath, Handle, Position, useStore, type EdgeProps, type NodeProps } from "@xyflow/react";
-import { createContext, memo, useContext, useEffect, useId, useRef, useState } from "react";
+import { memo, useContext, useEffect, useId, useState } from "react";
 import { createPortal } from "react-dom";
 import { MaskPainter } from "./MaskPainter";
+import { modelKind, useModels } from "./models";
+import { useUpload } from "./useUpload";
 import type { DgNode } from "./convert";
+import { colourOf, EditorContext } from "./editorContext";
 import { useNodeLinks, useNodeStatus } from "./nodeStatus";
-import { UNKNOWN_COLOUR } from "./graphRules";
-import type { Catalog, ParamSpec, PortSpec } from "./types";
-
-export interface EditorActions {
-  catalog: Catalog;
-  /** each type's colour, from the catalog */
-  colours: Map<string, string>;
-  setParam(nodeId: string, name: string, value: unknown): void;
-  /** renames a node (links and workflow outputs follow); returns why not, or null */
-  renameNode(from: string, to: string): string | null;
-  toggleFlag(nodeId: string, flag: "collapsed" | "muted" | "bypassed"): void;
-  renameGroup(groupId: string, title: string): void;
-  removeGroup(groupId: string): void;
-  upload(file: File): Promise<string>;
-  thumbnail(value: string): string | undefined;
-}
-
-export const EditorContext = createContext<EditorActions>({
-  catalog: {},
-  colours: new Map(),
-  setParam: () => {},
-  renameNode: () => null,
-  toggleFlag: () => {},
-  renameGroup: () => {},
-  removeGroup: () => {},
-  upload: async () => "",
-  thumbnail: () => undefined,
-});
-
-/** The models the server knows (choices of params whose widget is "model"). A context of its own:
- * they arrive after the graph, and only model inputs need to re-render then, not every node. */
-export const ModelsContext = createContext<string[]>([]);
-
-export function colourOf(colours: Map<string, string>, type: string | undefined): string {
-  return (type && colours.get(type)) || UNKNOWN_COLOUR;
-}
+import type { ParamSpec, PortSpec } from "./types";
 
 function isTemplateRef(value: unknown): value is string {
   return typeof value === "string" && value.startsWith("$") && !value.startsWith("$$");
@@ -102,53 +70,25 @@ function NumberWidget({ spec, value, onChange }: { spec: ParamSpec; value: unkno
 }
 
 export function UploadWidget({ value, onChange, name }: { value: unknown; onChange: (v: unknown) => void; name?: string }) {
-  const actions = useContext(EditorContext);
-  const input = useRef<HTMLInputElement>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [painting, setPainting] = useState(false);
-  const text = typeof value === "string" ? value : "";
-  const thumb = actions.thumbnail(text);
+  const upload = useUpload(value, onChange);
   return (
     <div className="upload-widget">
       <div className="row">
-        <input className="nodrag" type="text" data-param={name} value={text} onChange={(e) => onChange(e.target.value)} />
-        <button className="nodrag" onClick={() => input.current?.click()}>
+        <input className="nodrag" type="text" data-param={name} value={upload.text} onChange={(e) => onChange(e.target.value)} />
+        <button className="nodrag" onClick={upload.choose}>
           Upload…
         </button>
-        <input
-          ref={input}
-          type="file"
-          accept="image/*"
-          hidden
-          onChange={async (e) => {
-            const file = e.target.files?.[0];
-            e.target.value = "";
-            if (!file) return;
-            try {
-              setError(null);
-              onChange(await actions.upload(file));
-            } catch (err) {
-              setError((err as Error).message);
-            }
-          }}
-        />
+        <input ref={upload.input} type="file" accept="image/*" hidden onChange={upload.onFileChosen} />
       </div>
-      {thumb && <img className="thumbnail" src={thumb} alt="uploaded" />}
-      {thumb && (
-        <button className="nodrag" onClick={() => setPainting(true)}>
+      {upload.thumb && <img className="thumbnail" data-testid={`thumbnail-${name}`} src={upload.thumb} alt="uploaded" onError={upload.onThumbnailError} />}
+      {upload.thumb && (
+        <button className="nodrag" onClick={() => upload.setPainting(true)}>
           Paint mask…
         </button>
       )}
-      {painting && thumb &&
-        createPortal(
-          <MaskPainter
-            src={thumb}
-            onClose={() => setPainting(false)}
-            onSave={async (file) => onChange(await actions.upload(file))}
-          />,
-          document.body,
-        )}
-      {error && <div className="node-error">{error}</div>}
+      {upload.painting && upload.thumb &&
+        createPortal(<MaskPainter src={upload.thumb} onClose={() => upload.setPainting(false)} onSave={upload.send} />, document.body)}
+      {upload.error && <div className="node-error">{upload.error}</div>}
     </div>
   );
 }
@@ -176,7 +116,8 @@ function ParamWidget({ spec, value, onChange }: {
     );
   }
   const choices = spec.choices && spec.choices.length > 0 ? spec.choices : null;
-  if (spec.widget === "model") return <ModelInput name={spec.name} value={value} onChange={onChange} className="nodrag" />;
+  const kind = modelKind(spec.widget);
+  if (kind !== null) return <ModelInput name={spec.name} kind={kind} value={value} onChange={onChange} className="nodrag" />;
   if (choices) {
     return (
       <select className="nodrag" data-param={spec.name} value={String(value ?? "")} onChange={(e) => onChange(e.target.value)}>
@@ -208,9 +149,9 @@ function ParamWidget({ spec, value, onChange }: {
   return <input className="nodrag" type="text" data-param={spec.name} value={String(value ?? "")} onChange={(e) => onChange(e.target.value)} />;
 }
 
-/** A model param: the models the server knows as choices, and any other name typed freely. */
-export function ModelInput({ name, value, onChange, className }: { name: string; value: unknown; onChange(v: unknown): void; className?: string }) {
-  const models = useContext(ModelsContext);
+/** A model param: the models of its kind the server knows as choices, and any other name typed freely. */
+export function ModelInput({ name, kind, value, onChange, className }: { name: string; kind: string; value: unknown; onChange(v: unknown): void; className?: string }) {
+  const models = useModels(kind);
   const list = useId();
   return (
     <>

@@ -1,11 +1,14 @@
 // The side panel: node palette, workflow (template) params, template gallery, library, history.
 
-import { useContext, useEffect, useMemo, useRef, useState } from "react";
+import { useContext, useEffect, useMemo, useState } from "react";
 import { createPortal } from "react-dom";
 import * as api from "./api";
 import { outputUrl } from "./api";
-import { colourOf, EditorContext, ModelInput } from "./GraphNode";
+import { colourOf, EditorContext } from "./editorContext";
+import { ModelInput } from "./GraphNode";
 import { MaskPainter } from "./MaskPainter";
+import { modelKind } from "./models";
+import { useUpload } from "./useUpload";
 import type { TemplateParamHint } from "./templateParams";
 import type { Catalog, TemplateParam, WorkflowDocument } from "./types";
 
@@ -98,55 +101,34 @@ function TemplateImage({ name, value, set, maskParam, setTemplateParam }: {
   maskParam?: string;
   setTemplateParam: Props["setTemplateParam"];
 }) {
+  const upload = useUpload(value, set);
   const actions = useContext(EditorContext);
-  const input = useRef<HTMLInputElement>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [painting, setPainting] = useState(false);
-  const text = typeof value === "string" ? value : "";
-  const thumb = actions.thumbnail(text);
   return (
     <span className="template-image">
       <span className="row">
-        <input value={text} aria-label={name} onChange={(e) => set(e.target.value)} />
-        <button data-testid={`upload-${name}`} onClick={() => input.current?.click()}>
+        <input value={upload.text} aria-label={name} onChange={(e) => set(e.target.value)} />
+        <button data-testid={`upload-${name}`} onClick={upload.choose}>
           Upload…
         </button>
       </span>
-      <input
-        ref={input}
-        type="file"
-        accept="image/*"
-        hidden
-        data-testid={`upload-input-${name}`}
-        onChange={async (e) => {
-          const file = e.target.files?.[0];
-          e.target.value = "";
-          if (!file) return;
-          try {
-            setError(null);
-            set(await actions.upload(file));
-          } catch (err) {
-            setError(api.errorText(err));
-          }
-        }}
-      />
-      {thumb ? <img className="thumbnail" data-testid={`preview-${name}`} src={thumb} alt={`${name} preview`} /> : null}
-      {thumb && maskParam && (
-        <button data-testid={`paint-${maskParam}`} onClick={() => setPainting(true)}>
+      <input ref={upload.input} type="file" accept="image/*" hidden data-testid={`upload-input-${name}`} onChange={upload.onFileChosen} />
+      {upload.thumb ? <img className="thumbnail" data-testid={`preview-${name}`} src={upload.thumb} alt={`${name} preview`} onError={upload.onThumbnailError} /> : null}
+      {upload.thumb && maskParam && (
+        <button data-testid={`paint-${maskParam}`} onClick={() => upload.setPainting(true)}>
           Paint {maskParam}…
         </button>
       )}
-      {painting && thumb && maskParam &&
+      {upload.painting && upload.thumb && maskParam &&
         createPortal(
           <MaskPainter
-            src={thumb}
+            src={upload.thumb}
             output="luminance"
-            onClose={() => setPainting(false)}
+            onClose={() => upload.setPainting(false)}
             onSave={async (file) => setTemplateParam(maskParam, { default: await actions.upload(file) })}
           />,
           document.body,
         )}
-      {error && <span className="node-error">{error}</span>}
+      {upload.error && <span className="node-error">{upload.error}</span>}
     </span>
   );
 }
@@ -169,8 +151,8 @@ function TemplateParams({ base, hints, setTemplateParam }: Pick<Props, "base" | 
             <span>
               {name} <small>{decl?.type}</small>
             </span>
-            {hint.widget === "model" && !choices ? (
-              <ModelInput name={name} value={value} onChange={set} />
+            {modelKind(hint.widget) !== null && !choices ? (
+              <ModelInput name={name} kind={modelKind(hint.widget) ?? ""} value={value} onChange={set} />
             ) : choices ? (
               <select value={String(value ?? "")} onChange={(e) => set(e.target.value)}>
                 {!choices.includes(String(value ?? "")) && <option value={String(value ?? "")}>{String(value ?? "")}</option>}

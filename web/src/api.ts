@@ -134,9 +134,11 @@ export const saveToLibrary = (name: string, workflow: WorkflowDocument) =>
 export const deleteFromLibrary = (name: string) =>
   request<unknown>("DELETE", `/api/workflows/${encodeURIComponent(name)}`);
 
-export async function fetchModels(): Promise<string[]> {
+/** The names of the models the server knows; of one kind ("lora", "vae", ...) when `kind` is given. */
+export async function fetchModels(kind = ""): Promise<string[]> {
   try {
-    return listOf<{ name: string } | string>(await request<unknown>("GET", "/api/models"), "models").map((m) =>
+    const path = kind ? `/api/models?kind=${encodeURIComponent(kind)}` : "/api/models";
+    return listOf<{ name: string } | string>(await request<unknown>("GET", path), "models").map((m) =>
       typeof m === "string" ? m : m.name,
     );
   } catch {
@@ -149,6 +151,11 @@ export async function uploadImage(file: File): Promise<{ name: string }> {
   const form = new FormData();
   form.append("image", file, file.name);
   return request<{ name: string }>("POST", "/api/uploads", form);
+}
+
+/** URL of an uploaded picture (the name POST /api/uploads gave): the server reads it back. */
+export function uploadUrl(name: string): string {
+  return `/api/uploads/${name.split("/").map(encodeURIComponent).join("/")}`;
 }
 
 /** URL of a run output (a name relative to the server's outputs folder). */

@@ -1,7 +1,7 @@
 // The document being edited and every edit to it, as a pure reducer: (state, action) -> state.
 // Undo/redo keep whole snapshots (nodes and edges are immutable arrays, so a snapshot is cheap).
 
-import { applyEdgeChanges, applyNodeChanges, type Connection, type EdgeChange, type NodeChange } from "@xyflow/react";
+import { applyEdgeChanges, applyNodeChanges, type Connection, type EdgeChange, type Node, type NodeChange } from "@xyflow/react";
 import { edgeId, freshId, type DgEdge, type DgNode, type Graph } from "./convert";
 import type { Catalog, TemplateParam, WorkflowDocument } from "./types";
 
@@ -23,6 +23,8 @@ export interface EditorState {
   saved: number;
   /** `saved` when the document last matched a file, template or library entry (no unsaved work) */
   cleanAt: number;
+  /** the groups (frames) selected on the canvas: the Delete key removes them with the selected nodes */
+  selectedGroups: string[];
 }
 
 /** A seed the seed control advances after each run: a node param or a template param's default. */
@@ -71,6 +73,28 @@ export function groupsOf(base: WorkflowDocument): Group[] {
   return Array.isArray(groups) ? (groups.filter((g) => g && typeof g === "object" && typeof g.id === "string") as Group[]) : [];
 }
 
+/** The frames React Flow draws for the groups, behind the nodes: selectable (a click on the title)
+ * and deletable (the Delete key removes the selected ones, their nodes stay). */
+export function groupFrames(base: WorkflowDocument, selectedGroups: string[]): GroupFrame[] {
+  return groupsOf(base).map((g) => ({
+    id: `${GROUP_PREFIX}${g.id}`,
+    type: "frame",
+    position: { x: g.x, y: g.y },
+    data: { title: g.title, groupId: g.id },
+    style: { width: g.width, height: g.height },
+    width: g.width,
+    height: g.height,
+    zIndex: -1,
+    selected: selectedGroups.includes(g.id),
+    selectable: true,
+    deletable: true,
+    dragHandle: ".frame-title",
+  }));
+}
+
+/** A group as React Flow's node of type "frame" (FrameNode draws it). */
+export type GroupFrame = Node<{ title: string; groupId: string }, "frame">;
+
 function withGroups(base: WorkflowDocument, groups: Group[]): WorkflowDocument {
   const metadata = { ...((base.metadata as Record<string, unknown> | undefined) ?? {}) };
   if (groups.length > 0) metadata.groups = groups;
@@ -86,7 +110,7 @@ const inside = (p: { x: number; y: number }, g: Group) => p.x >= g.x && p.x <= g
 export type NodeFlag = "collapsed" | "muted" | "bypassed";
 
 export function initialState(graph: Graph): EditorState {
-  return { doc: { base: graph.base, nodes: graph.nodes, edges: graph.edges }, past: [], future: [], lastEdit: null, revision: 0, saved: 0, cleanAt: 0 };
+  return { doc: { base: graph.base, nodes: graph.nodes, edges: graph.edges }, past: [], future: [], lastEdit: null, revision: 0, saved: 0, cleanAt: 0, selectedGroups: [] };
 }
 
 /** Push the present onto the undo stack (unless it is a coalesced continuation of the last edit). */
@@ -139,7 +163,7 @@ export function editorReducer(state: EditorState, action: Action): EditorState {
       const keep = action.keepHistory !== false && doc.nodes.length > 0;
       const past = keep ? [...state.past, doc].slice(-HISTORY_LIMIT) : [];
       const saved = state.saved + 1;
-      return { doc: next, past, future: [], lastEdit: null, revision: state.revision + 1, saved, cleanAt: action.unsaved ? -1 : saved };
+      return { doc: next, past, future: [], lastEdit: null, revision: state.revision + 1, saved, cleanAt: action.unsaved ? -1 : saved, selectedGroups: [] };
     }
     case "markClean":
       return { ...state, cleanAt: state.saved };
@@ -303,8 +327,10 @@ export function editorReducer(state: EditorState, action: Action): EditorState {
       return edit(state, { base: withGroups(doc.base, groups) }, { meaning: false, coalesce: { key: `group:${action.id}`, at: Date.now() } });
     }
     case "groupChange": {
-      let groups = groupsOf(doc.base);
+      const original = groupsOf(doc.base);
+      let groups = original;
       let nodes = doc.nodes;
+      let selectedGroups = state.selectedGroups;
       let removed = false;
       let finished = false;
       for (const change of action.changes) {
@@ -312,8 +338,12 @@ export function editorReducer(state: EditorState, action: Action): EditorState {
         const id = change.id.slice(GROUP_PREFIX.length);
         const group = groups.find((g) => g.id === id);
         if (!group) continue;
-        if (change.type === "remove") {
+        if (change.type === "select") {
+          // selection is not an edit: no undo step, nothing to save
+          selectedGroups = change.selected ? [...selectedGroups.filter((g) => g !== id), id] : selectedGroups.filter((g) => g !== id);
+        } else if (change.type === "remove") {
           groups = groups.filter((g) => g.id !== id);
+          selectedGroups = selectedGroups.filter((g) => g !== id);
           removed = true;
         } else if (change.type === "position" && change.position) {
           const [dx, dy] = [change.position.x - group.x, change.position.y - group.y];
@@ -326,10 +356,12 @@ export function editorReducer(state: EditorState, action: Action): EditorState {
           if (!change.resizing) finished = true;
         }
       }
-      const next = { ...doc, base: withGroups(doc.base, groups), nodes };
-      if (removed) return edit(state, next, { meaning: false });
+      if (removed) return { ...edit(state, { ...doc, base: withGroups(doc.base, groups), nodes }, { meaning: false }), selectedGroups };
+      const moved = nodes !== doc.nodes || groups !== original;
+      if (!moved) return selectedGroups === state.selectedGroups ? state : { ...state, selectedGroups };
       // drag frames are not edits (the drag start was a checkpoint); the end of one is saved
-      return { ...state, doc: next, saved: state.saved + (finished ? 1 : 0) };
+      const next = { ...doc, base: withGroups(doc.base, groups), nodes };
+      return { ...state, doc: next, selectedGroups, saved: state.saved + (finished ? 1 : 0) };
     }
     case "checkpoint":
       return remember(state);

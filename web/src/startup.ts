@@ -1,5 +1,5 @@
-// What the editor fetches before React first renders: the catalog with the templates, the
-// document named in the URL, and the models the server knows.
+// What the editor fetches before React first renders: the catalog with the templates and the
+// document named in the URL.
 
 import * as api from "./api";
 import type { Catalog, WorkflowDocument } from "./types";
@@ -7,7 +7,6 @@ import type { Catalog, WorkflowDocument } from "./types";
 let requests: {
   catalog: Promise<[Catalog, api.TemplateEntry[] | Error]>;
   document: Promise<[WorkflowDocument, string] | null>;
-  models: Promise<string[]>;
 } | null = null;
 
 /** The requests the editor starts with, sent before React first renders (main.tsx calls this). */
@@ -15,7 +14,6 @@ export function prefetch() {
   requests ??= {
     catalog: Promise.all([api.fetchCatalog(), api.fetchTemplates().catch((error: Error) => error)]),
     document: fetchStartupDocument(),
-    models: api.fetchModels(),
   };
   // handled where they are awaited; this keeps an early failure from being reported as unhandled
   requests.catalog.catch(() => {});

@@ -12,7 +12,7 @@ export interface PortSpec {
 }
 
 /** Which widget a param wants beyond its type (the catalog says so; the editor does not guess). */
-export type WidgetHint = "upload" | "seed" | "model";
+export type WidgetHint = "upload" | "seed" | "model" | `model:${string}`;
 
 export interface ParamSpec {
   name: string;

@@ -3,7 +3,7 @@
 
 import { describe, expect, it } from "vitest";
 import { graphToWorkflow, workflowToGraph } from "../src/convert";
-import { editorReducer, initialState, renameProblem, selection, type Action, type EditorState } from "../src/document";
+import { editorReducer, groupFrames, groupsOf, initialState, renameProblem, selection, type Action, type EditorState } from "../src/document";
 import type { WorkflowDocument } from "../src/types";
 
 const DOC: WorkflowDocument = {
@@ -165,5 +165,30 @@ describe("groups", () => {
     state = run(state, { type: "groupChange", changes: [{ type: "remove", id: "group/g1" }] });
     expect(saved(state).metadata).toBeUndefined();
     expect(state.doc.nodes).toHaveLength(2);
+  });
+
+  it("a group is selectable, and the Delete key's changes remove the selected group, not its nodes", () => {
+    let state = run(start(), { type: "group", ids: ["seed", "scale"], title: "one", sizes });
+    expect(groupFrames(state.doc.base, state.selectedGroups)).toMatchObject([{ id: "group/g1", selected: false, selectable: true, deletable: true }]);
+    // a click on the frame: React Flow's select change; a selection is not an undo step nor a save
+    const before = state;
+    state = run(state, { type: "groupChange", changes: [{ type: "select", id: "group/g1", selected: true }] });
+    expect(state.selectedGroups).toEqual(["g1"]);
+    expect(groupFrames(state.doc.base, state.selectedGroups)[0].selected).toBe(true);
+    expect([state.past.length, state.saved, state.doc]).toEqual([before.past.length, before.saved, before.doc]);
+    // Delete: React Flow sends a remove change for each selected node, the frame among them
+    state = run(state, { type: "groupChange", changes: [{ type: "remove", id: "group/g1" }] });
+    expect(groupsOf(state.doc.base)).toEqual([]);
+    expect(state.selectedGroups).toEqual([]);
+    expect(state.doc.nodes.map((n) => n.id)).toEqual(["seed", "scale"]);
+    const undone = run(state, { type: "undo" });
+    expect(groupsOf(undone.doc.base).map((g) => g.title)).toEqual(["one"]);
+  });
+
+  it("a click elsewhere deselects the group; loading another document forgets its selection", () => {
+    let state = run(start(), { type: "group", ids: ["seed"], title: "one", sizes });
+    state = run(state, { type: "groupChange", changes: [{ type: "select", id: "group/g1", selected: true }] });
+    expect(run(state, { type: "groupChange", changes: [{ type: "select", id: "group/g1", selected: false }] }).selectedGroups).toEqual([]);
+    expect(run(state, { type: "load", graph: workflowToGraph({ format: "diffgraph/v1", nodes: {} }) }).selectedGroups).toEqual([]);
   });
 });
