@@ -68,7 +68,7 @@ class LoadLoRA(Node):
     unet: ModelRef = Input(UNet, doc="the model's denoiser (LoadPipeline, or another LoadLoRA)")
     text_encoder: ModelRef | None = Input(TextEncoder, optional=True,
                                           doc="the model's text encoder(s); leave unlinked to patch the denoiser only")
-    lora: str = Param("", doc=LORA_DOC + "; empty: no LoRA (the outputs are the inputs)")
+    lora: str = Param("", widget="model:lora", doc=LORA_DOC + "; empty: no LoRA (the outputs are the inputs)")
     strength_model: float = Param(1.0, ge=-STRENGTH_LIMIT, le=STRENGTH_LIMIT, step=0.05,
                                   doc="how strongly the LoRA changes the denoiser (0 = not at all)")
     strength_text: float = Param(1.0, ge=-STRENGTH_LIMIT, le=STRENGTH_LIMIT, step=0.05,
