@@ -3,7 +3,7 @@
 // stable between renders, so panning re-renders no node: only the viewport's transform changes.
 
 import { Background, Controls, MiniMap, ReactFlow, useStore, type EdgeChange, type Node, type NodeChange } from "@xyflow/react";
-import { useCallback, useContext, useMemo, useRef, type Dispatch, type DragEvent, type ReactNode } from "react";
+import { useCallback, useContext, useMemo, type Dispatch, type DragEvent, type ReactNode } from "react";
 import type { DgEdge, DgNode } from "./convert";
 import { GROUP_PREFIX, groupFrames, type Action, type EditorState } from "./document";
 import { colourOf, EditorContext } from "./editorContext";
@@ -63,15 +63,9 @@ export function Canvas({ state, dispatch, linking, onDrop, children }: {
     [catalog, colours],
   );
   const onDragOver = useCallback((e: DragEvent) => e.preventDefault(), []);
-  // while the view moves, the graph is one composited layer the compositor slides: a pan frame then
-  // repaints nothing (without it every frame repaints all nodes and links in software). Only while
-  // moving: a layer kept at one raster scale would leave text blurred after a zoom.
-  const canvas = useRef<HTMLDivElement>(null);
-  const onMoveStart = useCallback(() => canvas.current?.classList.add("moving"), []);
-  const onMoveEnd = useCallback(() => canvas.current?.classList.remove("moving"), []);
 
   return (
-    <div ref={canvas} className="canvas" onDragOver={onDragOver} onDrop={onDrop} onDoubleClick={linking.onPaneDoubleClick}>
+    <div className={cull ? "canvas" : "canvas far"} onDragOver={onDragOver} onDrop={onDrop} onDoubleClick={linking.onPaneDoubleClick}>
       <ReactFlow<DgNode, DgEdge>
         nodes={flowNodes}
         edges={edges}
@@ -83,8 +77,6 @@ export function Canvas({ state, dispatch, linking, onDrop, children }: {
         onConnectEnd={linking.onConnectEnd}
         isValidConnection={linking.isValidConnection}
         onNodeDragStart={onNodeDragStart}
-        onMoveStart={onMoveStart}
-        onMoveEnd={onMoveEnd}
         deleteKeyCode={DELETE_KEYS}
         multiSelectionKeyCode={MULTI_SELECT_KEYS}
         zoomOnDoubleClick={false}
