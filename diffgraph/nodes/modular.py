@@ -286,17 +286,27 @@ def _blocks(pipeline: Any) -> Any:
     return pipeline._blocks
 
 
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("diffgraph_quiet_diffusers", default=False)
+
+
 @contextlib.contextmanager
 def _quiet_diffusers() -> Iterator[None]:
     """Keep diffusers' modular logging ("Error in block" tracebacks on cancellation, the guiders'
-    "experimental feature" notice) out of the user's output: errors reach the user as NodeErrors instead."""
+    "experimental feature" notice) out of the user's output: errors reach the user as NodeErrors instead.
+    Re-entrant: only the outermost use sets the levels (each `setLevel` clears every logger's cache,
+    about a millisecond with torch, transformers and diffusers loaded), so a node quiets once."""
+    if _QUIET.get():
+        yield
+        return
     loggers = [logging.getLogger(name) for name in ("diffusers.modular_pipelines", "diffusers.guiders")]
     previous = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
+    token = _QUIET.set(True)
     try:
         yield
     finally:
+        _QUIET.reset(token)
         for logger, level in zip(loggers, previous, strict=True):
             logger.setLevel(level)
 
@@ -383,6 +393,7 @@ def negative_prompt_problems(linked: dict[str, tuple[str, dict[str, Any], str]],
 # the four nodes' family paths
 
 
+@_quiet_diffusers()
 def encode_text(ctx: Any, ref: Any, text: str) -> dict[str, Any]:
     """TextEncode: the family's text_encoder blocks on one prompt; only the positive outputs are
     kept, so the result does not depend on any sampling setting (the guider)."""
@@ -426,6 +437,7 @@ def latent_size(ctx: Any, vae_ref: Any, unet_ref: Any) -> tuple[int, int, int, i
     return channels, factor, family.size_multiple * factor, int(pipeline.default_height)
 
 
+@_quiet_diffusers()
 def decode(ctx: Any, ref: Any, samples: Any) -> Any:
     """VAEDecode: the family's decode blocks, as a [B, 3, H, W] tensor in [0, 1]."""
     pipeline = _pipeline(ctx, ref, "vae")
@@ -453,6 +465,7 @@ class Sampling:
     scheduler: Any  # a built diffusers scheduler
 
 
+@_quiet_diffusers()
 def sample(ctx: Any, ref: Any, latent: Mapping[str, Any], positive: Any, negative: Any, settings: Sampling,
            preview: Callable[[Any], Any], extra_inputs: dict[str, Any] | None = None) -> Any:
     """SampleLoop: the family's denoise blocks (input, timesteps, latents, loop), with the step
