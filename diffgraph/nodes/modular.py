@@ -287,28 +287,45 @@ def _blocks(pipeline: Any) -> Any:
 
 
 _QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("diffgraph_quiet_diffusers", default=False)
+_QUIET_LOGGERS = ("diffusers.modular_pipelines", "diffusers.guiders")
+
+
+class _QuietFilter(logging.Filter):
+    """Drops the records of diffusers' modular loggers below CRITICAL while a node is quiet."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.CRITICAL or not _QUIET.get()
+
+
+_QUIET_FILTER = _QuietFilter()
+_FILTERED = {"loggers": -1}  # how many loggers existed when the filter was last handed out
+
+
+def _filter_quiet_loggers() -> None:
+    """Give every modular logger the filter (loggers of modules imported since: when there are new ones)."""
+    loggers = logging.Logger.manager.loggerDict
+    if _FILTERED["loggers"] == len(loggers):
+        return
+    for name, logger in list(loggers.items()):
+        if name.startswith(_QUIET_LOGGERS) and isinstance(logger, logging.Logger) and \
+                _QUIET_FILTER not in logger.filters:
+            logger.addFilter(_QUIET_FILTER)
+    _FILTERED["loggers"] = len(loggers)
 
 
 @contextlib.contextmanager
 def _quiet_diffusers() -> Iterator[None]:
     """Keep diffusers' modular logging ("Error in block" tracebacks on cancellation, the guiders'
     "experimental feature" notice) out of the user's output: errors reach the user as NodeErrors instead.
-    Re-entrant: only the outermost use sets the levels (each `setLevel` clears every logger's cache,
-    about a millisecond with torch, transformers and diffusers loaded), so a node quiets once."""
-    if _QUIET.get():
-        yield
-        return
-    loggers = [logging.getLogger(name) for name in ("diffusers.modular_pipelines", "diffusers.guiders")]
-    previous = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.CRITICAL)
+    A filter on those loggers rather than their level: each `setLevel` clears every logger's cache
+    (about a millisecond with torch, transformers and diffusers loaded, several times per run)."""
+    _filter_quiet_loggers()
     token = _QUIET.set(True)
     try:
         yield
     finally:
         _QUIET.reset(token)
-        for logger, level in zip(loggers, previous, strict=True):
-            logger.setLevel(level)
+        _filter_quiet_loggers()  # loggers of modules the blocks imported: quiet from the next use on
 
 
 def run_block(pipeline: Any, name: str, **inputs: Any) -> Any:
