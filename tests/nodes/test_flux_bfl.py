@@ -8,6 +8,7 @@ released after the test."""
 from __future__ import annotations
 
 import gc
+import shutil
 
 import pytest
 from support import tiny_flux_bfl
@@ -20,8 +21,11 @@ from diffgraph.nodes import families
 
 @pytest.fixture(scope="session")
 def flux_bfl(tmp_path_factory: pytest.TempPathFactory):
-    """(the diffusers folder, the same transformer as a BFL-layout file)."""
-    return tiny_flux_bfl.build(tmp_path_factory.mktemp("flux-bfl"))
+    """(the diffusers folder, the same transformer as a BFL-layout file); removed after the session
+    (pytest keeps the temporary folders of its last three sessions: 4.2 GB each here)."""
+    root = tmp_path_factory.mktemp("flux-bfl")
+    yield tiny_flux_bfl.build(root)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def test_a_bfl_layout_flux_file_is_told_apart_as_flux(flux_bfl):
