@@ -10,7 +10,8 @@ weights, for testing `from_single_file` loading of the families beyond SD 1.x/2.
 - Flux.1: the transformer alone, as one file (how Flux.1 transformers are shared), with every other
   component from a diffusers folder. diffusers 0.42 converts Black Forest Labs' layout for Flux.1's
   real width only (its converter fixes the inner width at 3072), so the tiny file keeps diffusers'
-  own tensor names, which `from_single_file` loads as they are.
+  own tensor names, which `from_single_file` loads as they are (a BFL-layout file at that width:
+  `tiny_flux_bfl`).
 """
 
 from __future__ import annotations
