@@ -35,15 +35,9 @@ def main() -> None:
     import torch
     from PIL import Image
     from support import tiny_controlnets, tiny_models
+    from support.templates import template_plan
 
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
+    from diffgraph.engine import Cache, Executor, MemoryCache
     from diffgraph.nodes.sampling import SCHEDULERS
 
     if args.threads:
@@ -54,11 +48,9 @@ def main() -> None:
     edges = np.zeros((64, 64, 3), np.uint8)
     edges[16:48, 16] = edges[16:48, 47] = edges[16, 16:48] = edges[47, 16:48] = 255
     Image.fromarray(edges).save(work / "edges.png")
-    templates = REPO / "diffgraph" / "workflows"
-    plan = compile_workflow(read_document(templates / "controlnet.yaml"), default_registry(),
-                            {"model": str(model), "controlnet": str(controlnet), "control_image": str(work / "edges.png"),
-                             "control_scale": 0.8, "steps": args.steps, "seed": 0, "scheduler": args.scheduler},
-                            base=templates)
+    plan = template_plan("controlnet", {"model": str(model), "controlnet": str(controlnet),
+                                        "control_image": str(work / "edges.png"), "control_scale": 0.8,
+                                        "steps": args.steps, "seed": 0, "scheduler": args.scheduler})
     services: dict = {}
 
     def run_diffgraph() -> None:

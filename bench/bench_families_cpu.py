@@ -59,23 +59,15 @@ def bench_family(args: argparse.Namespace, family: str, work: Path) -> None:
     import diffusers
     import torch
     from support import tiny_families
+    from support.templates import template_plan
 
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
+    from diffgraph.engine import Cache, Executor, MemoryCache
     from diffgraph.nodes import families
 
     builder, classic_name, cfg = FAMILIES[family]
     model = getattr(tiny_families, builder)(work / family)
-    templates = REPO / "diffgraph" / "workflows"
-    plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
-                            {"model": str(model), "steps": args.steps, "seed": 0, "cfg": cfg,
-                             "width": args.size, "height": args.size}, base=templates)
+    plan = template_plan("txt2img", {"model": str(model), "steps": args.steps, "seed": 0, "cfg": cfg,
+                                     "width": args.size, "height": args.size})
     services: dict = {}
     table = families.FAMILIES[family]
 

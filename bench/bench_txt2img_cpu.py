@@ -32,15 +32,9 @@ def main() -> None:
     import diffusers
     import torch
     from support import tiny_models
+    from support.templates import template_plan
 
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
+    from diffgraph.engine import Cache, Executor, MemoryCache
     from diffgraph.nodes.sampling import SCHEDULERS
 
     if args.threads:
@@ -48,10 +42,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="diffgraph-bench-"))
     model = tiny_models.build_sd(work / "sd")
-    templates = REPO / "diffgraph" / "workflows"
-    plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
-                            {"model": str(model), "steps": args.steps, "seed": 0, "scheduler": args.scheduler},
-                            base=templates)
+    plan = template_plan("txt2img", {"model": str(model), "steps": args.steps, "seed": 0, "scheduler": args.scheduler})
     services: dict = {}
 
     node_seconds: dict[str, list[float]] = {}
