@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 #: diffusers classes a ControlNet folder may hold (ControlNet-Union: SDXL only)
 CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
 MODEL_DOC = ("a diffusers ControlNet folder (config.json + weights), a ControlNet pipeline folder (its "
-             "controlnet/), or a single-file .safetensors ControlNet in the original layout (then set config)")
+             "controlnet/), a Hugging Face repo id of either (from the hub cache, HF_HUB_OFFLINE honoured), or a "
+             "single-file .safetensors ControlNet in the original layout (then set config)")
 CONFIG_DOC = ("single .safetensors files only: a diffusers ControlNet folder whose config.json describes it "
               "(empty: the config diffusers guesses from the file, if the Hugging Face cache holds it)")
 #: the conditioning entries of control i
@@ -123,7 +124,9 @@ class LoadControlNet(Node):
     fingerprint = classmethod(_controlnet_fingerprint)
 
     def run(self, ctx):
-        path = models.resolve_model(self.model, "", field="model", access=ctx.access)
+        hub_file = models.resolve_file(self.model, "model", ctx.access) if models.hub_file(self.model) else None
+        path = hub_file or models.resolve_model(self.model, "", field="model", access=ctx.access,
+                                                hub_patterns=models.CONTROLNET_HUB_PATTERNS)
         config = ""
         if path.is_file():
             models.check_checkpoint_file(path, self.allow_pickle, "model")
@@ -351,6 +354,11 @@ def controlnet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, A
     if node_type != "LoadControlNet" or not isinstance(model, str) or not isinstance(config, str):
         return None
     path = models.local_path(model, access)
+    if path is None and models.REPO_ID.match(model.strip()):
+        try:  # a repo id: its copy in the hub cache, if there is one (never downloaded to validate)
+            path = models._from_hub(model.strip(), "", "model", False, models.CONTROLNET_HUB_PATTERNS)
+        except NodeError:
+            return None
     if path is None:
         return None
     if path.is_file():
