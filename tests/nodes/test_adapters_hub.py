@@ -19,7 +19,14 @@ from support.templates import TEMPLATES, run_plan, template_plan
 from test_ipadapter import document as ip_document
 from test_ipadapter import params as ip_params
 
-from diffgraph.engine import FileAccess, ModelRoot, WorkflowError, compile_workflow, default_registry
+from diffgraph.engine import (
+    FileAccess,
+    ModelRoot,
+    WorkflowError,
+    compile_workflow,
+    default_registry,
+    read_document,
+)
 
 CONTROLNET_REPO = "tiny-org/sd-controlnet-canny"
 IP_REPO = "tiny-org/IP-Adapter"
@@ -79,6 +86,13 @@ def test_a_controlnet_repo_id_with_weights_at_its_root_gives_the_folders_picture
     assert (ours - plain.executor.cached_outputs(plain.plan, "decode")["image"]).abs().max() > 2 / 255  # it steers
     ref = by_id.executor.cached_outputs(by_id.plan, "load_controlnet")["control_net"]
     assert Path(ref.path).is_relative_to(hub["cache"]) and ref.subfolder == ""
+    # its weights file alone, as a single file in the repo with the folder's config: the same ControlNet
+    document = read_document(TEMPLATES / "controlnet.yaml")
+    document["nodes"]["load_controlnet"]["params"]["config"] = str(hub["controlnet"])
+    single = run_plan(compile_workflow(document, default_registry(), controlnet_params(
+        tiny, f"{CONTROLNET_REPO}/diffusion_pytorch_model.safetensors", edges), base=TEMPLATES),
+        services=services, output_dir=tmp_path / "single")
+    torch.testing.assert_close(single.executor.cached_outputs(single.plan, "decode")["image"], ours)
 
 
 def test_a_controlnet_repo_id_for_another_family_is_invalid_before_anything_runs(controlnets_sdxl_repo, edges, tiny):
