@@ -27,7 +27,7 @@ SCHEDULES = {"normal": ("default", "linspace"), "karras": ("karras", "default"),
              "exponential": ("exponential", "default"), "sgm_uniform": ("default", "trailing"),
              "simple": ("default", "trailing"), "ddim_uniform": ("default", "leading"), "beta": ("beta", "default")}
 #: classes the adapters issue brings; until then a clear 400
-LATER = {"LoraLoader": "LoRA"}
+LATER: dict[str, str] = {}
 #: links carry these; everything else is a widget (a literal)
 LINK_TYPES = {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "CONTROL_NET"}
 MAX_SEED = 2**64 - 1
@@ -104,13 +104,25 @@ CLASSES: dict[str, Spec] = {
                                            "start_percent": _float(0.0, 0.0, 1.0, 0.001),
                                            "end_percent": _float(1.0, 0.0, 1.0, 0.001)},
                                 "outputs": ["CONDITIONING", "CONDITIONING"], "category": "conditioning/controlnet"},
+    "LoraLoader": {"inputs": {"model": ["MODEL"], "clip": ["CLIP"], "lora_name": [[]],
+                              "strength_model": _float(1.0, -10.0, 10.0, 0.01),
+                              "strength_clip": _float(1.0, -10.0, 10.0, 0.01)},
+                   "outputs": ["MODEL", "CLIP"], "category": "loaders",
+                   "description": "Apply a LoRA the server knows to the model and its text encoder"},
+    "LoraLoaderModelOnly": {"inputs": {"model": ["MODEL"], "lora_name": [[]],
+                                       "strength_model": _float(1.0, -10.0, 10.0, 0.01)},
+                            "outputs": ["MODEL"], "category": "loaders",
+                            "description": "Apply a LoRA the server knows to the model only"},
 }
+#: LoRA loaders: a MODEL link through them still leads to the checkpoint loader's VAE and scheduler
+LORA_CLASSES = ("LoraLoader", "LoraLoaderModelOnly")
 #: output index -> the diffgraph node's output port
 PORTS = {"CLIPTextEncode": ["conditioning"], "EmptyLatentImage": ["latent"], "KSampler": ["latent"],
          "KSamplerAdvanced": ["latent"], "VAEDecode": ["image"], "VAEEncode": ["latent"],
          "VAEEncodeForInpaint": ["latent"], "SetLatentNoiseMask": ["latent"], "LoadImage": ["image", "mask"],
          "LoadImageMask": ["mask"], "ImageScale": ["image"], "LatentUpscale": ["latent"],
-         "ControlNetLoader": ["control_net"], "ControlNetApply": ["conditioning"]}
+         "ControlNetLoader": ["control_net"], "ControlNetApply": ["conditioning"],
+         "LoraLoader": ["unet", "text_encoder"], "LoraLoaderModelOnly": ["unet"]}
 #: ControlNetApplyAdvanced becomes two ApplyControlNet nodes, one per output (the same ControlNet on both)
 ADVANCED_SUFFIXES = ("_positive", "_negative")
 OUTPUT_CLASSES = ("SaveImage", "PreviewImage")
@@ -154,6 +166,9 @@ class Resolvers:
     #: `controlnet(name)`: the LoadControlNet `model` for a control_net_name, or None (then `controlnet_choices`)
     controlnet: Callable[[str], str | None] | None = None
     controlnet_choices: Callable[[], list[str]] | None = None
+    #: lora_name -> the LoadLoRA `lora` param or None, and the names that would be valid
+    lora: Callable[[str], str | None] = lambda name: None
+    lora_choices: Callable[[], list[str]] = list
 
 
 @dataclass
@@ -285,7 +300,24 @@ class _Translator:
 
     def loader_of(self, cid: str, name: str = "model") -> str | None:
         found = self.source(cid, name, "MODEL")
-        return self.ids[found[0]] if found else None
+        return self.ids[self.checkpoint_behind(found[0])] if found else None
+
+    def unet_of(self, cid: str) -> str | None:
+        """The link for a MODEL input whose source `loader_of` checked: the loader's or a LoRA loader's unet."""
+        source = str(self.prompt[cid]["inputs"]["model"][0])
+        return f"{self.ids[source]}.unet"
+
+    def checkpoint_behind(self, cid: str) -> str:
+        """The prompt node a MODEL comes from, through any LoRA loaders (their own links are checked
+        when they are translated)."""
+        seen = {cid}
+        while self.prompt[cid].get("class_type") in LORA_CLASSES:
+            raw = self.prompt[cid].get("inputs", {}).get("model")
+            if not (isinstance(raw, list) and raw and str(raw[0]) in self.prompt) or str(raw[0]) in seen:
+                break
+            cid = str(raw[0])
+            seen.add(cid)
+        return cid
 
     def sampler_loader(self, latent_cid: str) -> str | None:
         """The checkpoint loader of a sampler fed by this latent node (EmptyLatentImage has no model
@@ -296,7 +328,7 @@ class _Translator:
                 if isinstance(raw, list) and raw and str(raw[0]) == latent_cid:
                     model = node["inputs"].get("model")
                     if isinstance(model, list) and model and str(model[0]) in self.prompt:
-                        return self.ids[str(model[0])]
+                        return self.ids[self.checkpoint_behind(str(model[0]))]
         loaders = [cid for cid, node in self.prompt.items() if node.get("class_type") == "CheckpointLoaderSimple"]
         return self.ids[loaders[0]] if len(loaders) == 1 else None
 
@@ -333,6 +365,26 @@ class _Translator:
             return
         self.add(cid, "LoadPipeline", {}, {"model": model})
 
+    def LoraLoader(self, cid: str, model_only: bool = False) -> None:
+        name = self.value(cid, "lora_name")
+        lora = self.resolvers.lora(name) if isinstance(name, str) and name else None
+        if lora is None and name is not None:
+            choices = self.resolvers.lora_choices()
+            self.problem(cid, "lora_name", f"{name!r} is not a LoRA this server knows; choose one of "
+                                           f"{', '.join(choices) or '(none: put .safetensors LoRAs in models/loras)'}")
+        strength_model = self.value(cid, "strength_model")
+        inputs = {"unet": self.link(cid, "model", "MODEL")}
+        params = {"lora": lora or "", "strength_model": strength_model}
+        if model_only:
+            params["strength_text"] = 0.0
+        else:
+            inputs["text_encoder"] = self.link(cid, "clip", "CLIP")
+            params["strength_text"] = self.value(cid, "strength_clip")
+        self.add(cid, "LoadLoRA", inputs, params)
+
+    def LoraLoaderModelOnly(self, cid: str) -> None:
+        self.LoraLoader(cid, model_only=True)
+
     def CLIPTextEncode(self, cid: str) -> None:
         text = self.value(cid, "text")
         self.add(cid, "TextEncode", {"text_encoder": self.link(cid, "clip", "CLIP")}, {"text": text or ""})
@@ -350,7 +402,7 @@ class _Translator:
     def KSampler(self, cid: str) -> None:
         loader = self.loader_of(cid)
         scheduler = self.scheduler(cid, loader)
-        inputs = {"unet": f"{loader}.unet" if loader else None, "scheduler": scheduler,
+        inputs = {"unet": self.unet_of(cid) if loader else None, "scheduler": scheduler,
                   "latent": self.link(cid, "latent_image", "LATENT"),
                   "positive": self.link(cid, "positive", "CONDITIONING"),
                   "negative": self.link(cid, "negative", "CONDITIONING")}
@@ -374,7 +426,7 @@ class _Translator:
                 self.problem(cid, "start_at_step", f"must be below steps ({steps})")
             else:
                 strength = (steps - start) / steps
-        inputs = {"unet": f"{loader}.unet" if loader else None, "scheduler": scheduler,
+        inputs = {"unet": self.unet_of(cid) if loader else None, "scheduler": scheduler,
                   "latent": self.link(cid, "latent_image", "LATENT"),
                   "positive": self.link(cid, "positive", "CONDITIONING"),
                   "negative": self.link(cid, "negative", "CONDITIONING")}
@@ -630,7 +682,7 @@ def import_file(text: str, bundled: dict[str, str], check_sampler: Callable[[str
     kept as written (a path the user can also change with `--set model=...`), images likewise."""
     prompt, problems = load_comfy_file(text)
     resolvers = Resolvers(lambda ckpt: bundled.get(ckpt, ckpt), lambda: list(bundled), lambda image: image,
-                          check_sampler, controlnet=lambda name: name)
+                          check_sampler, controlnet=lambda name: name, lora=lambda name: name)
     try:
         translation = translate_prompt(prompt, resolvers, name=name)
     except ComfyError as exc:
@@ -642,6 +694,7 @@ def import_file(text: str, bundled: dict[str, str], check_sampler: Callable[[str
     _promote(document, "LoadPipeline", "model", "model", "STRING")
     _promote(document, "LoadImage", "image", "image", "STRING")
     _promote(document, "LoadControlNet", "model", "controlnet", "STRING")
+    _promote(document, "LoadLoRA", "lora", "lora", "STRING")
     nodes = document.pop("nodes")
     document["nodes"] = nodes  # after params, as the templates read
     return document

@@ -10,7 +10,7 @@ from diffgraph.engine import NodeRegistry
 
 
 def register(registry: NodeRegistry) -> None:
-    from . import controlnet, images, ipadapter, latents, loaders, primitives, resize, sampling
+    from . import controlnet, images, ipadapter, latents, loaders, lora, primitives, resize, sampling
 
     registry.add(*primitives.NODES)
     registry.add(*images.NODES)
@@ -20,3 +20,4 @@ def register(registry: NodeRegistry) -> None:
     registry.add(*resize.NODES)
     registry.add(*ipadapter.NODES)
     registry.add(*controlnet.NODES)
+    registry.add(*lora.NODES)

@@ -87,13 +87,17 @@ class ModelRef:
     family: str = ""
     #: unets only: the IP-Adapters ApplyIPAdapter attached (JSON text; see ipadapter.py), "" = none
     ip_adapters: str = ""
+    #: LoRAs applied while a node computes with this model (LoadLoRA; the loaded model itself never
+    #: changes): (file, content digest, strength) each, in the order they stack
+    loras: tuple[tuple[str, str, float], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelRef:
-        return cls(**data)
+        loras = tuple((str(path), str(digest), float(strength)) for path, digest, strength in data.get("loras", ()))
+        return cls(**{**data, "loras": loras})
 
     @property
     def single_file(self) -> bool:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from diffgraph.engine import Float, Input, Node, NodeError, Output, Param, RunContext, node
 
-from . import controlnet, fastpath, ipadapter, models, modular
+from . import controlnet, fastpath, ipadapter, lora, models, modular
 from .models import ModelRef
 from .types import Conditioning, ConditioningValue, Depth, Latent, LatentValue, Scheduler, TextEncoder, UNet
 
@@ -91,7 +91,8 @@ class TextEncode(Node):
         import torch
 
         if modular.is_modular(self.text_encoder):
-            return {"conditioning": modular.encode_text(ctx, self.text_encoder, self.text)}
+            with lora.applied(ctx, self.text_encoder):  # LoadLoRA's LoRAs, for this node only
+                return {"conditioning": modular.encode_text(ctx, self.text_encoder, self.text)}
         pair = models.load(ctx, self.text_encoder, "text_encoder")
         tokenizer, encoder = pair.tokenizer, pair.model
         tokens = tokenizer(self.text, padding="max_length", max_length=tokenizer.model_max_length,
@@ -99,7 +100,7 @@ class TextEncode(Node):
         mask = None
         if getattr(encoder.config, "use_attention_mask", False):
             mask = tokens.attention_mask.to(ctx.device)
-        with torch.inference_mode():
+        with lora.applied(ctx, self.text_encoder, pair), torch.inference_mode():  # LoRAs, for this node only
             embeds = encoder(tokens.input_ids.to(ctx.device), attention_mask=mask)[0]
         return {"conditioning": {"embeds": embeds.float().cpu()}}
 
@@ -308,7 +309,8 @@ class SampleLoop(Node):
         if modular.is_modular(self.unet):
             settings = modular.Sampling(self.seed, self.steps, self.cfg, self.strength,
                                         models.build_scheduler(self.scheduler))
-            with torch.inference_mode(), ipadapter.loaded(ctx, self.unet):  # IP-Adapter: only while sampling
+            # LoadLoRA's LoRAs and the IP-Adapter: in the shared model only while sampling
+            with lora.applied(ctx, self.unet), torch.inference_mode(), ipadapter.loaded(ctx, self.unet):
                 samples = modular.sample(ctx, self.unet, self.latent, self.positive, self.negative, settings, preview,
                                          extra_inputs=ipadapter.modular_inputs(self.unet))
             return {"latent": {"samples": samples.float().cpu()}}
@@ -331,7 +333,8 @@ class SampleLoop(Node):
         import torch
 
         unet = models.load(ctx, self.unet, "unet")
-        with ipadapter.loaded(ctx, self.unet):  # IP-Adapter: its processors in the UNet only while sampling
+        # LoadLoRA's LoRAs and the IP-Adapter's processors: in the shared UNet only while sampling
+        with lora.applied(ctx, self.unet, unet), ipadapter.loaded(ctx, self.unet):
             unet = fastpath.denoiser(ctx, unet)  # --compile: the compiled twin (nodes/fastpath.py)
             if torch.device(ctx.device).type != "cpu" or not ctx.services.get(BATCH_INVARIANT):
                 return self._sample(ctx, unet, seeds)

@@ -191,6 +191,19 @@ class Comfy:
                 found[entry.name] = entry.resolve()
         return found
 
+    def loras(self) -> dict[str, Path]:
+        """lora_name -> file: the .safetensors files in <data dir>/models/loras (and its subfolders), as
+        ComfyUI keeps them in models/loras."""
+        root = self.app[server.CONFIG].data_dir / "models" / "loras"
+        found: dict[str, Path] = {}
+        for path in sorted(root.rglob("*.safetensors")) if root.is_dir() and not root.is_symlink() else []:
+            if len(found) >= MAX_LISTED_FILES:
+                break
+            relative = path.relative_to(root).as_posix()
+            if path.is_file() and not path.is_symlink() and not any(p.startswith(".") for p in relative.split("/")):
+                found[relative] = path.resolve()
+        return found
+
     def input_files(self) -> list[str]:
         root = self.roots()["input"]
         names: list[str] = []
@@ -240,10 +253,11 @@ class Comfy:
                 return str(exc)
             return None
 
-        controlnets = self.controlnets()
+        controlnets, loras = self.controlnets(), self.loras()
         return Resolvers(checkpoint, lambda: list(models), self.loadable_image, check_sampler,
                          controlnet=lambda name: str(controlnets[name]) if name in controlnets else None,
-                         controlnet_choices=lambda: list(controlnets))
+                         controlnet_choices=lambda: list(controlnets),
+                         lora=lambda name: str(loras[name]) if name in loras else None, lora_choices=lambda: list(loras))
 
     # -- messages ---------------------------------------------------------------------------------
 
@@ -762,6 +776,8 @@ def _class_info(comfy: Comfy, class_type: str) -> dict[str, Any]:
         entry = [list(x) if isinstance(x, list) else x for x in input_spec]
         if class_type == "CheckpointLoaderSimple" and name == "ckpt_name":
             entry[0] = list(comfy.models())
+        elif name == "lora_name":
+            entry[0] = list(comfy.loras())
         elif class_type == "ControlNetLoader" and name == "control_net_name":
             entry[0] = list(comfy.controlnets())
         elif class_type in ("LoadImage", "LoadImageMask") and name == "image":

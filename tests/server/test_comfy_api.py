@@ -208,9 +208,9 @@ def _with(change) -> dict[str, Any]:
 
 
 BAD_PROMPTS = {
-    "LoRA waits for the adapters": (lambda p: p.update({"10": {"class_type": "LoraLoader", "inputs": {
+    "LoRA the server does not know": (lambda p: p.update({"10": {"class_type": "LoraLoader", "inputs": {
         "model": ["4", 0], "clip": ["4", 1], "lora_name": "x.safetensors", "strength_model": 1,
-        "strength_clip": 1}}}), "10", "class_type", "not supported yet"),
+        "strength_clip": 1}}}), "10", "lora_name", "not a LoRA this server knows"),
     "ControlNet the server does not know": (lambda p: p.update({"11": {"class_type": "ControlNetLoader", "inputs": {
         "control_net_name": "../c.safetensors"}}}), "11", "control_net_name", "not a ControlNet this server knows"),
     "unknown class": (lambda p: p.update({"12": {"class_type": "UpscaleModelLoader", "inputs": {}}}), "12",

@@ -108,5 +108,5 @@ def test_import_names_every_node_it_cannot_convert(tmp_path: Path) -> None:
     ]))
     done = _diffgraph("import", str(source), cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
-    assert "node '10' (LoraLoader) input 'class_type'" in done.stderr
+    assert "node '10' (LoraLoader) input 'model'" in done.stderr  # a LoRA loader linked to no model
     assert "node '11' (UpscaleModelLoader) input 'class_type'" in done.stderr

@@ -1,0 +1,445 @@
+"""LoRAs: the LoadLoRA node, and how a LoRA is applied to a shared model for the length of one node.
+
+A loaded model is shared by every run in the process (the model cache), so a LoRA never changes
+it for good. LoadLoRA only checks the file and returns the model references it was given with
+one more `(file, content digest, strength)` entry (`ModelRef.loras`); several LoadLoRA in a row
+stack their entries. The nodes that compute with a model (TextEncode, SampleLoop, and the
+modular families' paths) call `applied(...)` around their work: it loads each LoRA into the live
+modules with diffusers' own loaders (`lora_state_dict` converts kohya and the other trainer
+formats; `load_lora_into_unet` / `load_lora_into_transformer` inject the layers), sets their
+strengths as `set_adapters` does, and removes every LoRA layer when the node is done, even when it
+fails. Cache keys follow the file's content (a digest) and the strengths, so nothing stale is served.
+
+Text encoders: diffusers loads their LoRAs through transformers' PEFT integration, which (in
+transformers 5.x) insists on a peft release newer than PyPI offers here; the same steps run on
+peft's own `inject_adapter_in_model` / `set_peft_model_state_dict` instead (`_load_text_encoder`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import logging
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
+from diffgraph.engine.files import describe_os_error, digest_regular, open_regular, read_regular
+
+from . import families, models, modular
+from .models import ModelRef
+from .types import TextEncoder, UNet
+
+#: the largest LoRA file read (Flux and SDXL LoRAs reach a few GB at high ranks)
+MAX_LORA_BYTES = 8 * 1024 * 1024 * 1024
+#: a LoRA's safetensors header larger than this is not one we read (real ones are well under 10 MB)
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+#: strengths beyond ComfyUI's everyday range give noise; -10..10 still allows inverted and boosted LoRAs
+STRENGTH_LIMIT = 10.0
+#: the family -> diffusers' LoRA loader mixin (its classmethods read, convert and inject LoRAs);
+#: a family missing here is refused with a clear error (a new family's loader, untested in diffgraph)
+LOADERS = {"sd": "StableDiffusionLoraLoaderMixin", "sdxl": "StableDiffusionXLLoraLoaderMixin",
+           "sd3": "SD3LoraLoaderMixin", "flux": "FluxLoraLoaderMixin", "zimage": "ZImageLoraLoaderMixin",
+           "qwenimage": "QwenImageLoraLoaderMixin", "flux2": "Flux2LoraLoaderMixin"}
+#: what a LoRA's tensor names say about the model it was trained for (original and diffusers layouts)
+_UNET_MARKERS = ("unet.", "lora_unet_down_blocks", "lora_unet_up_blocks", "lora_unet_mid_block",
+                 "lora_unet_input_blocks", "lora_unet_output_blocks", "lora_unet_middle_block")
+_TRANSFORMER_MARKERS = ("transformer.", "lora_transformer_", "lora_unet_double_blocks", "lora_unet_single_blocks",
+                        "lora_unet_joint_blocks", "diffusion_model.double_blocks", "diffusion_model.joint_blocks")
+_TWO_TEXT_ENCODER_MARKERS = ("text_encoder_2.", "lora_te1_", "lora_te2_")
+ADAPTER_PREFIX = "diffgraph_lora_"
+#: the names of a LoRA layer's first (down) matrix, in the layouts diffusers' converters produce
+_DOWN_WEIGHTS = (".lora_A.weight", ".lora.down.weight", ".lora_down.weight")
+
+LORA_DOC = ("a LoRA .safetensors file (diffusers/peft, kohya-ss and the other trainer formats diffusers reads); "
+            "on the server, a file under its model folders")
+
+
+@node("LoadLoRA", category="loaders")
+class LoadLoRA(Node):
+    """Apply a LoRA to a model: `unet` (the denoiser) at `strength_model` and `text_encoder` at
+    `strength_text` (SD 1.x/2.x, SDXL, SD3, Flux.1; Z-Image, Qwen-Image and Flux.2 [klein] take LoRAs
+    on the denoiser only). Chain several to stack them. The loaded model itself is never changed:
+    the LoRA is applied while each node that uses these outputs runs, and removed afterwards."""
+
+    unet: ModelRef = Input(UNet, doc="the model's denoiser (LoadPipeline, or another LoadLoRA)")
+    text_encoder: ModelRef | None = Input(TextEncoder, optional=True,
+                                          doc="the model's text encoder(s); leave unlinked to patch the denoiser only")
+    lora: str = Param("", widget="model:lora", doc=LORA_DOC + "; empty: no LoRA (the outputs are the inputs)")
+    strength_model: float = Param(1.0, ge=-STRENGTH_LIMIT, le=STRENGTH_LIMIT, step=0.05,
+                                  doc="how strongly the LoRA changes the denoiser (0 = not at all)")
+    strength_text: float = Param(1.0, ge=-STRENGTH_LIMIT, le=STRENGTH_LIMIT, step=0.05,
+                                 doc="how strongly the LoRA changes the text encoder(s)")
+    outputs = {"unet": Output(UNet, doc="the model with the LoRA applied while a node computes with it"),
+               "text_encoder": Output(TextEncoder, doc="the text encoder(s) with the LoRA applied likewise")}
+
+    @classmethod
+    def fingerprint(cls, params: dict[str, Any], access: FileAccess) -> str | None:
+        text = params.get("lora")
+        if not isinstance(text, str) or not text.strip():
+            return None
+        path = resolve_lora(text, access)  # a path the policy refuses is a validation error
+        try:
+            return digest_regular(path, MAX_LORA_BYTES)
+        except OSError:
+            return "unreadable"  # the run reports why; a failed node is never cached
+
+    @classmethod
+    def check_links(cls, params, linked, access):
+        text = params.get("lora")
+        if not isinstance(text, str) or not text.strip():
+            return []
+        try:
+            names = tensor_names(resolve_lora(text, access))
+        except NodeError as exc:
+            return [("lora", str(exc))]
+        family = modular.family_of_loader(linked["unet"], access) if "unet" in linked else None
+        problem = family_problem(names, family) if family is not None else None
+        return [("lora", problem)] if problem else []
+
+    def run(self, ctx):
+        if not isinstance(self.unet, models.ModelRef):
+            raise NodeError("link a model's unet (LoadPipeline or another LoadLoRA) here", "unet")
+        if not self.lora.strip():
+            return {"unet": self.unet, "text_encoder": self.text_encoder}
+        family = modular.family_of(self.unet)
+        if family.name not in LOADERS:
+            raise NodeError(f"diffgraph applies LoRAs to {', '.join(families.get(n).title for n in LOADERS)} "
+                            f"models; this model is {family.title}", "unet")
+        path = resolve_lora(self.lora, ctx.access)
+        problem = family_problem(tensor_names(path), family)
+        if problem:
+            raise NodeError(problem, "lora")
+        digest = _digest(path)
+        unet = _with_lora(self.unet, path, digest, self.strength_model)
+        text_encoder = None
+        if self.text_encoder is not None:
+            if not isinstance(self.text_encoder, models.ModelRef):
+                raise NodeError("link a model's text_encoder (LoadPipeline or another LoadLoRA) here", "text_encoder")
+            text_encoder = _with_lora(self.text_encoder, path, digest, self.strength_text)
+        # tried on the live model once (shapes, layer names), so that a LoRA that does not fit fails
+        # here, naming `lora`, rather than in every node downstream; the model is unchanged afterwards
+        reached = [part for ref in (unet, text_encoder) if ref is not None for part in try_on(ctx, ref, "lora")]
+        if not reached:
+            raise NodeError(f"the LoRA {path.name} has no weights for any part of this model "
+                            f"({'denoiser or text encoder' if text_encoder else 'denoiser; link text_encoder too?'})",
+                            "lora")
+        return {"unet": unet, "text_encoder": text_encoder}
+
+
+def _with_lora(ref: models.ModelRef, path: Path, digest: str, strength: float) -> models.ModelRef:
+    return models.ModelRef(**{**ref.to_json(), "loras": (*ref.loras, (str(path), digest, float(strength)))})
+
+
+# ---------------------------------------------------------------------------------------------
+# the file
+
+
+def resolve_lora(text: str, access: FileAccess) -> Path:
+    """The LoRA file `text` names: any local path on the CLI, a file under the model roots on the server.
+    Local files only (a Hugging Face repo holds LoRAs under names only its card tells)."""
+    path = models.local_path(text, access) if isinstance(text, str) else None
+    if path is None:
+        if isinstance(text, str) and text.strip() and not access.permissive:
+            access.model_path(text, "lora")  # the policy's refusal, which says nothing about the path
+            raise NodeError(f"{text!r} is not a LoRA file this server knows: name a .safetensors file under its "
+                            "model folders", "lora")
+        raise NodeError(f"no LoRA file {text!r}: give the path of a LoRA .safetensors file", "lora")
+    if not path.is_file():
+        raise NodeError(f"{path.name} is a folder; name the LoRA's .safetensors file inside it", "lora")
+    kind = models.sniff_format(path)
+    if kind == "pickle":
+        raise NodeError(f"{path.name} is a pickle file, not safetensors: pickle files can run arbitrary code when "
+                        "loaded; convert the LoRA to .safetensors", "lora")
+    if kind != "safetensors":
+        raise NodeError(f"{path.name} is not a .safetensors file (judged by its content)", "lora")
+    return path
+
+
+def tensor_names(path: Path) -> list[str]:
+    """The tensor names in a LoRA file's safetensors header (a bounded read, never the weights)."""
+    try:
+        with open_regular(path) as handle:
+            (length,) = struct.unpack("<Q", handle.read(8))
+            if length > MAX_HEADER_BYTES:
+                raise NodeError(f"{path.name}: its safetensors header is implausibly large ({length} bytes)", "lora")
+            header = json.loads(handle.read(length))
+    except OSError as exc:
+        raise NodeError(f"cannot read {path.name}: {describe_os_error(exc)}", "lora") from None
+    except (ValueError, struct.error) as exc:
+        raise NodeError(f"{path.name} is a damaged safetensors file ({exc})", "lora") from None
+    if not isinstance(header, dict):
+        raise NodeError(f"{path.name} is a damaged safetensors file", "lora")
+    return [name for name in header if name != "__metadata__"]
+
+
+def family_problem(names: list[str], family: families.Family) -> str | None:
+    """Why a LoRA with these tensor names cannot fit a `family` model, when the names tell (they do
+    not tell everything: SD 1.x against 2.x, or another base size, shows when the LoRA is tried)."""
+    def first(markers: tuple[str, ...]) -> str | None:
+        return next((name for name in names if name.startswith(markers)), None)
+
+    unet, transformer, two_encoders = first(_UNET_MARKERS), first(_TRANSFORMER_MARKERS), first(_TWO_TEXT_ENCODER_MARKERS)
+    denoiser_is_unet = family.denoiser == "unet"
+    if unet and not transformer and not denoiser_is_unet:
+        made_for, example = "a UNet model (Stable Diffusion 1.x/2.x or SDXL)", unet
+    elif transformer and not unet and denoiser_is_unet:
+        made_for, example = "a transformer model (SD3, Flux...)", transformer
+    elif two_encoders and family.name == "sd":
+        made_for, example = "a model with two text encoders (SDXL or SD3)", two_encoders
+    else:
+        return None
+    return (f"this LoRA was made for {made_for} (its tensor names start like {example!r}), but the model it is "
+            f"applied to is {family.title}: pick a LoRA trained for {family.title}")
+
+
+def _digest(path: Path) -> str:
+    try:
+        return digest_regular(path, MAX_LORA_BYTES)
+    except OSError as exc:
+        raise NodeError(f"cannot read {path.name}: {describe_os_error(exc)}", "lora") from None
+
+
+def _read(path_text: str, digest: str, field: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The LoRA's tensors and diffusers' adapter metadata (rank, alpha), read once into memory and
+    checked against the digest LoadLoRA took (the file must not change under a cached key)."""
+    import hashlib
+
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+    from safetensors.torch import load
+
+    path = Path(path_text)
+    try:
+        data = read_regular(path, MAX_LORA_BYTES)
+    except OSError as exc:
+        raise NodeError(f"cannot read the LoRA {path.name}: {describe_os_error(exc)}", field) from None
+    if hashlib.blake2b(data, digest_size=20).hexdigest() != digest:
+        raise NodeError(f"the LoRA {path.name} changed since LoadLoRA read it: run the workflow again", field)
+    try:
+        tensors = load(data)
+        (length,) = struct.unpack("<Q", data[:8])
+        header_metadata = json.loads(data[8:8 + length]).get("__metadata__") or {}
+        raw = header_metadata.get(LORA_ADAPTER_METADATA_KEY)
+        metadata = json.loads(raw) if raw else None
+    except Exception as exc:  # noqa: BLE001 - a damaged file is the user's input
+        raise NodeError(f"{path.name} is a damaged safetensors file ({exc})", field) from None
+    return tensors, metadata
+
+
+# ---------------------------------------------------------------------------------------------
+# applying LoRAs for the length of a node
+
+
+def _mixin(family: families.Family, field: str) -> Any:
+    import diffusers.loaders
+
+    if family.name not in LOADERS:
+        raise NodeError(f"diffgraph applies LoRAs to {', '.join(families.get(n).title for n in LOADERS)} models; "
+                        f"this model is {family.title}", field)
+    return getattr(diffusers.loaders, LOADERS[family.name])
+
+
+def lora_modules(ref: Any, live: Any) -> dict[str, Any]:
+    """The live modules a ref's LoRAs patch, by the component name diffusers' loaders use: the
+    denoiser for a unet ref, the (CLIP) text encoders for a text_encoder ref. `live` is what the
+    model cache returns for the ref (a module, a TextEncoderPair, or a family's ModularPipeline)."""
+    family = modular.family_of(ref)
+    if ref.kind == "unet":
+        return {family.denoiser: live}
+    if not family.modular:
+        return {"text_encoder": getattr(live, "model", live)}
+    loadable = _mixin(family, "text_encoder")._lora_loadable_modules
+    return {name: getattr(live, name) for name in loadable
+            if name.startswith("text_encoder") and getattr(live, name, None) is not None}
+
+
+@contextlib.contextmanager
+def applied(ctx: Any, ref: Any, live: Any = None) -> Iterator[None]:
+    """While inside, the LoRAs `ref` carries are active in the live model at their strengths; after,
+    the model is as it was (every LoRA layer removed, also when the body fails). `live`: what the
+    model cache holds for `ref` (loaded here when None)."""
+    entries = [entry for entry in getattr(ref, "loras", ()) if entry[2] != 0.0]  # 0: the model as it is
+    if not entries:
+        yield
+        return
+    live = models.load(ctx, ref, ref.kind) if live is None else live
+    modules = lora_modules(ref, live)
+    try:
+        _activate(ref, modules, entries, ref.kind, _unet_config(ref, live))
+        yield
+    finally:
+        for module in modules.values():
+            _unload(module)
+
+
+def try_on(ctx: Any, ref: Any, field: str) -> list[str]:
+    """Load the last LoRA `ref` carries into the live model and take it out again: the components it
+    reached (none: its weights fit nothing there). A LoRA that does not fit is a NodeError naming `field`."""
+    live = models.load(ctx, ref, field)
+    modules = lora_modules(ref, live)
+    try:
+        return _activate(ref, modules, [ref.loras[-1]], field, _unet_config(ref, live))
+    finally:
+        for module in modules.values():
+            _unload(module)
+
+
+def _unet_config(ref: Any, live: Any) -> Any:
+    """SDXL's loader maps original (SGM) UNet block names with the UNet's config, which its
+    `load_lora_weights` passes; the family's pipeline holds the UNet also for a text-encoder node."""
+    if modular.family_of(ref).name != "sdxl":
+        return None
+    return getattr(live if ref.kind == "unet" else getattr(live, "unet", None), "config", None)
+
+
+def _activate(ref: Any, modules: dict[str, Any], entries: list, field: str, unet_config: Any = None) -> list[str]:
+    import torch
+
+    family = modular.family_of(ref)
+    mixin = _mixin(family, field)
+    active: dict[str, list[tuple[str, float]]] = {}
+    # LoRA layers are made outside the node's inference mode
+    with torch.inference_mode(False), models.libraries_quiet(), _loader_errors_quiet():
+        for index, (path, digest, strength) in enumerate(entries):
+            tensors, metadata = _read(path, digest, field)
+            name = f"{ADAPTER_PREFIX}{index}"
+            loaded = _load(mixin, modules, tensors, metadata, name, Path(path).name, field, unet_config, family.title)
+            for component in loaded:
+                active.setdefault(component, []).append((name, strength))
+        for component, pairs in active.items():
+            _set_strengths(modules[component], [n for n, _ in pairs], [s for _, s in pairs])
+    return list(active)
+
+
+@contextlib.contextmanager
+def _loader_errors_quiet() -> Iterator[None]:
+    """diffusers logs a failed LoRA load as an error before raising it; the raise becomes our NodeError."""
+    logger = logging.getLogger("diffusers.loaders.peft")
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _load(mixin: Any, modules: dict[str, Any], tensors: dict[str, Any], metadata: Any, name: str,
+          file_name: str, field: str, unet_config: Any = None, title: str = "") -> list[str]:
+    """Load one LoRA into `modules` as adapter `name`; the components it reached."""
+    keyword: dict[str, Any] = {"unet_config": unet_config} if unet_config is not None else {}
+    if "return_alphas" in inspect.signature(mixin.lora_state_dict).parameters:
+        keyword["return_alphas"] = True
+    try:
+        result = mixin.lora_state_dict(dict(tensors), return_lora_metadata=True, **keyword)
+    except Exception as exc:  # noqa: BLE001 - diffusers' converters explain what they could not read
+        raise NodeError(f"diffusers cannot read {file_name} as a LoRA: {_reason(exc)}", field) from None
+    state_dict, alphas = result[0], (result[1] if len(result) == 3 else None)
+    if not state_dict or not all("lora" in key for key in state_dict if not key.endswith(".alpha")):
+        raise NodeError(f"{file_name} holds no LoRA weights diffusers can read (LoRA tensor names contain "
+                        "'lora': lora_A/lora_B, lora_down/lora_up)", field)
+    if metadata is not None and alphas:
+        alphas = None  # diffusers' files carry alphas in their metadata; both at once is refused
+    reached = []
+    for component, module in modules.items():
+        try:
+            if component in ("unet", "transformer"):
+                _load_denoiser(mixin, component, module, state_dict, alphas, metadata, name)
+            else:
+                _load_text_encoder(module, component, state_dict, alphas, metadata, name)
+        except Exception as exc:  # noqa: BLE001 - shapes or names that do not fit this model
+            reason = str(exc) if isinstance(exc, NodeError) else _reason(exc)
+            raise NodeError(f"the LoRA {file_name} does not fit this model's {component} ({reason}): it was "
+                            f"probably trained for another model or base size; pick a LoRA trained for this "
+                            f"{title} model's base", field) from None
+        if name in (getattr(module, "peft_config", None) or {}):
+            reached.append(component)
+    return reached
+
+
+def _load_denoiser(mixin: Any, component: str, module: Any, state_dict: dict, alphas: Any, metadata: Any,
+                   name: str) -> None:
+    if component == "unet":
+        mixin.load_lora_into_unet(state_dict, alphas, unet=module, adapter_name=name, metadata=metadata)
+    else:
+        keywords = {"network_alphas": alphas} if "network_alphas" in inspect.signature(
+            mixin.load_lora_into_transformer).parameters else {}
+        mixin.load_lora_into_transformer(state_dict, transformer=module, adapter_name=name, metadata=metadata,
+                                         **keywords)
+    # diffusers only warns about LoRA layers that found no place in the model: a LoRA applied in part
+    # would be a silently different picture
+    wanted = {key.rsplit(".", 2)[0] for key in state_dict
+              if key.startswith(f"{component}.") and key.endswith(_DOWN_WEIGHTS)}
+    placed = sum(1 for layer in module.modules() if name in (getattr(layer, "lora_A", None) or {}))
+    if wanted and placed < len(wanted):
+        raise NodeError(f"only {placed} of its {len(wanted)} {component} layers have a place in this model")
+
+
+def _load_text_encoder(text_encoder: Any, prefix: str, state_dict: dict, alphas: Any, metadata: Any,
+                       name: str) -> None:
+    """diffusers' `_load_lora_into_text_encoder`, with peft's injection in place of transformers'
+    `load_adapter` (which refuses the peft releases on PyPI today): the same key conversions, the same
+    LoraConfig (from the file's metadata, else from ranks and alphas as diffusers derives them)."""
+    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_peft
+    from diffusers.utils.peft_utils import get_peft_kwargs
+    from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
+
+    part = {key.removeprefix(f"{prefix}."): value for key, value in state_dict.items() if key.startswith(f"{prefix}.")}
+    if not part:
+        return
+    part = convert_state_dict_to_peft(convert_state_dict_to_diffusers(part))
+    if not hasattr(text_encoder, "text_model"):  # CLIPTextModel is flattened in transformers 5
+        part = {key.removeprefix("text_model."): value for key, value in part.items()}
+    if metadata is not None:
+        config = {key.removeprefix(f"{prefix}."): value for key, value in metadata.items() if key.startswith(f"{prefix}.")}
+    else:
+        ranks = {f"{module}.lora_B.weight": part[f"{module}.lora_B.weight"].shape[1]
+                 for module, _ in text_encoder.named_modules() if f"{module}.lora_B.weight" in part}
+        text_alphas = None
+        if alphas is not None:
+            text_alphas = {key.removeprefix(f"{prefix}."): value for key, value in alphas.items()
+                           if key.split(".")[0] == prefix}
+        config = get_peft_kwargs(ranks, network_alpha_dict=text_alphas, peft_state_dict=part, is_unet=False)
+    inject_adapter_in_model(LoraConfig(**config), text_encoder, adapter_name=name)
+    result = set_peft_model_state_dict(text_encoder, part, adapter_name=name)
+    unexpected = [key for key in getattr(result, "unexpected_keys", []) if "lora_" in key]
+    if unexpected:
+        raise NodeError(f"{len(unexpected)} of its {prefix} weights have no place in this model "
+                        f"(such as {unexpected[0]!r})")
+    text_encoder.to(device=text_encoder.device, dtype=text_encoder.dtype)
+
+
+def _set_strengths(module: Any, names: list[str], strengths: list[float]) -> None:
+    """Activate the adapters at their strengths, as a pipeline's `set_adapters` does per component."""
+    from diffusers.loaders.lora_base import set_adapters_for_text_encoder
+    from diffusers.loaders.peft import PeftAdapterMixin
+
+    if isinstance(module, PeftAdapterMixin):  # diffusers' models; transformers' text encoders are not
+        module.set_adapters(names, strengths)
+    else:
+        set_adapters_for_text_encoder(names, module, strengths)
+
+
+def _unload(module: Any) -> None:
+    """Every LoRA layer out: the module holds its original layers (and weights) again."""
+    from diffusers.loaders.peft import PeftAdapterMixin
+    from diffusers.utils import recurse_remove_peft_layers
+
+    if isinstance(module, PeftAdapterMixin) and getattr(module, "peft_config", None):
+        module.unload_lora()
+        return
+    recurse_remove_peft_layers(module)  # also the layers of a LoRA whose loading failed half-way
+    if getattr(module, "peft_config", None) is not None:
+        del module.peft_config
+    if hasattr(module, "_hf_peft_config_loaded"):
+        module._hf_peft_config_loaded = False
+
+
+def _reason(exc: Exception) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:300] + "...") if len(text) > 300 else (text or type(exc).__name__)
+
+
+NODES = [LoadLoRA]

@@ -1,0 +1,330 @@
+"""LoadLoRA: the txt2img_lora template computes the picture of the family's diffusers pipeline after
+`load_lora_weights` + `set_adapters` (CPU, float32, CPU generator, within 2/255), stacked LoRAs that of
+`set_adapters` with two adapters; the shared model is never left changed (runs with and without LoRAs
+in one process give each the picture of a fresh model); cache keys follow the LoRA file's content and
+the strengths; pickle files, LoRAs of another family and strengths out of range are refused naming
+node and field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from support import tiny_families, tiny_loras
+from support.templates import TEMPLATES, run_plan, template_plan
+from test_parity import SEED, assert_same_picture, generator, use_scheduler
+
+from diffgraph.engine import WorkflowError, compile_workflow, default_registry, read_document
+
+STEPS = 3
+SCALE = 0.7
+PIPELINES = {"sd": "StableDiffusionPipeline", "sdxl": "StableDiffusionXLPipeline", "sd3": "StableDiffusion3Pipeline",
+             "flux": "FluxPipeline", "zimage": "ZImagePipeline", "qwenimage": "QwenImagePipeline",
+             "flux2": "Flux2KleinPipeline"}
+#: the family's template picture size
+SIZE = {"sd": 64, "sdxl": 32, "sd3": 32, "flux": 32, "zimage": 32, "qwenimage": 32, "flux2": 32}
+#: what the template's `cfg` is called by each classic pipeline (Qwen-Image's CFG needs a negative prompt)
+GUIDANCE = {"qwenimage": {"negative_prompt": ""}}
+
+
+@pytest.fixture(scope="session")
+def lora_models(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny sd model, and tiny sdxl/, sd3/ and flux/ folders (diffusers' dummy configs)."""
+    root = tmp_path_factory.mktemp("lora-families")
+    built = {name: getattr(tiny_families, f"build_{name}")(root / name)
+             for name in ("sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2")}
+    return {"sd": tiny["sd"], **built}
+
+
+@pytest.fixture(scope="session")
+def loras(lora_models, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two random LoRAs per family as diffusers saves them (`<family>_a`, `<family>_b`), and
+    kohya-named ones for SD 1.x and SDXL (`sd_kohya`, `sdxl_kohya`: original block names)."""
+    root = tmp_path_factory.mktemp("loras")
+    made = {}
+    for family, model in lora_models.items():
+        for name, seed in (("a", 1), ("b", 2)):
+            made[f"{family}_{name}"] = tiny_loras.diffusers_lora(model, family, root / f"{family}_{name}.safetensors",
+                                                                 seed=seed)
+    made["sd_kohya"] = tiny_loras.kohya_lora(lora_models["sd"], root / "sd_kohya.safetensors", seed=3)
+    made["sdxl_kohya"] = tiny_loras.kohya_sdxl_lora(lora_models["sdxl"], root / "sdxl_kohya.safetensors", seed=4)
+    return made
+
+
+@pytest.fixture
+def transformers_loads_text_encoder_loras(monkeypatch):
+    """The reference pipeline loads text-encoder LoRAs through transformers' PEFT integration, which
+    asks for a peft release newer than PyPI has; the version gate alone is lifted for the reference."""
+    import transformers.integrations.peft as transformers_peft
+
+    monkeypatch.setattr(transformers_peft, "MIN_PEFT_VERSION", "0.17.0")
+
+
+def overrides(family: str, model: Path, **more: Any) -> dict[str, Any]:
+    cfg = 3.5 if family == "flux" else 5.0
+    return {"model": str(model), "prompt": "a red circle", "seed": SEED, "steps": STEPS, "cfg": cfg,
+            "width": SIZE[family], "height": SIZE[family], **more}
+
+
+def reference(family: str, model: Path, adapters: list[tuple[Path, Any]]):
+    """The family's classic pipeline with each LoRA loaded by `load_lora_weights`, active at its weight."""
+    import diffusers
+
+    cls = getattr(diffusers, PIPELINES[family])
+    extra = {"safety_checker": None, "requires_safety_checker": False} if family == "sd" else {}
+    pipe = cls.from_pretrained(str(model), **extra).to("cpu")
+    if family == "sd":
+        use_scheduler(pipe, "euler")  # the template's default; the tiny SD model's own is PNDM
+    if adapters:
+        for index, (path, _) in enumerate(adapters):
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=f"l{index}")
+        pipe.set_adapters([f"l{index}" for index in range(len(adapters))], [weight for _, weight in adapters])
+    settings = overrides(family, model)
+    guidance = {"true_cfg_scale": settings["cfg"]} if family == "qwenimage" else {"guidance_scale": settings["cfg"]}
+    return pipe(prompt=settings["prompt"], num_inference_steps=STEPS, **guidance, **GUIDANCE.get(family, {}),
+                height=SIZE[family], width=SIZE[family], generator=generator(), output_type="pt").images
+
+
+def stacked_plan(settings: dict[str, Any], second: Path, second_scale: float):
+    """txt2img_lora with a second LoadLoRA after the first (its outputs feed everything the first fed)."""
+    document = copy.deepcopy(read_document(TEMPLATES / "txt2img_lora.yaml"))
+    nodes = document["nodes"]
+    nodes["lora2"] = {"type": "LoadLoRA", "inputs": {"unet": "lora.unet", "text_encoder": "lora.text_encoder"},
+                      "params": {"lora": str(second), "strength_model": second_scale, "strength_text": second_scale}}
+    for node_id in ("positive", "negative"):
+        nodes[node_id]["inputs"]["text_encoder"] = "lora2.text_encoder"
+    nodes["sample"]["inputs"]["unet"] = "lora2.unet"
+    return compile_workflow(document, default_registry(), settings, base=TEMPLATES)
+
+
+def run(name_or_plan, settings: dict[str, Any], services: dict[str, Any], out: Path):
+    plan = template_plan(name_or_plan, settings) if isinstance(name_or_plan, str) else name_or_plan
+    return run_plan(plan, services=services, output_dir=out)
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2"])
+def test_template_matches_the_pipeline_after_load_lora_weights(lora_models, loras, services, tmp_path, family,
+                                                               transformers_loads_text_encoder_loras):
+    lora = loras[f"{family}_a"]
+    result = run("txt2img_lora", overrides(family, lora_models[family], lora=str(lora), lora_scale=SCALE),
+                 services, tmp_path)
+    expected = reference(family, lora_models[family], [(lora, SCALE)])
+    without = reference(family, lora_models[family], [])
+    assert (expected - without).abs().max() > 4 / 255  # the LoRA changes the picture: the comparison means something
+    assert_same_picture(result.value("decode", "image"), expected, result.result.outputs["save"][0])
+
+
+def test_separate_strengths_match_set_adapters_with_per_component_weights(lora_models, loras, services, tmp_path,
+                                                                          transformers_loads_text_encoder_loras):
+    document = copy.deepcopy(read_document(TEMPLATES / "txt2img_lora.yaml"))
+    document["nodes"]["lora"]["params"].update(strength_model=0.0, strength_text=1.0)
+    settings = overrides("sd", lora_models["sd"], lora=str(loras["sd_a"]))
+    result = run(compile_workflow(document, default_registry(), settings, base=TEMPLATES), {}, services, tmp_path)
+    expected = reference("sd", lora_models["sd"], [(loras["sd_a"], {"unet": 0.0, "text_encoder": 1.0})])
+    assert (expected - reference("sd", lora_models["sd"], [])).abs().max() > 4 / 255  # the text encoder's part counts
+    assert_same_picture(result.value("decode", "image"), expected, result.result.outputs["save"][0])
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_kohya_lora_matches_the_pipeline(lora_models, loras, services, tmp_path, family,
+                                         transformers_loads_text_encoder_loras):
+    lora = loras[f"{family}_kohya"]
+    result = run("txt2img_lora", overrides(family, lora_models[family], lora=str(lora), lora_scale=SCALE), services,
+                 tmp_path)
+    expected = reference(family, lora_models[family], [(lora, SCALE)])
+    assert (expected - reference(family, lora_models[family], [])).abs().max() > 4 / 255
+    assert_same_picture(result.value("decode", "image"), expected, result.result.outputs["save"][0])
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_two_stacked_loras_match_set_adapters_with_two_adapters(lora_models, loras, services, tmp_path, family,
+                                                                transformers_loads_text_encoder_loras):
+    first, second = loras[f"{family}_a"], loras[f"{family}_b"]
+    plan = stacked_plan(overrides(family, lora_models[family], lora=str(first), lora_scale=SCALE), second, 0.5)
+    result = run(plan, {}, services, tmp_path)
+    expected = reference(family, lora_models[family], [(first, SCALE), (second, 0.5)])
+    assert (expected - reference(family, lora_models[family], [(first, SCALE)])).abs().max() > 4 / 255
+    assert_same_picture(result.value("decode", "image"), expected, result.result.outputs["save"][0])
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_the_shared_model_is_never_changed_by_a_lora(lora_models, loras, tmp_path, family):
+    """In one process (one model cache): no LoRA, A at 0.7, A + B, no LoRA again: each run's picture is
+    the one a fresh model cache (a fresh process) gives for the same workflow."""
+    model, first, second = lora_models[family], loras[f"{family}_a"], loras[f"{family}_b"]
+    plain = overrides(family, model)
+    with_a = overrides(family, model, lora=str(first), lora_scale=SCALE)
+    sequence = [("txt2img", plain), ("txt2img_lora", with_a), (stacked_plan(with_a, second, 0.5), {}),
+                ("txt2img", plain)]
+    shared: dict[str, Any] = {}
+    pictures, loads = [], []
+    for index, (workflow, settings) in enumerate(sequence):
+        ours = run(workflow, settings, shared, tmp_path / f"shared{index}").value("decode", "image")
+        loads.append(shared["models"].loads)
+        fresh = run(workflow, settings, {}, tmp_path / f"fresh{index}").value("decode", "image")
+        assert torch.equal(ours, fresh), f"run {index} differs from a fresh process's"
+        pictures.append(ours)
+    assert not torch.equal(pictures[0], pictures[1]) and not torch.equal(pictures[1], pictures[2])
+    assert torch.equal(pictures[0], pictures[3])
+    assert loads[0] == loads[-1]  # the LoRA runs used the loaded model, never a reloaded copy
+    assert lora_layers_left(shared) == []
+
+
+def test_cache_keys_follow_the_lora_file_content_and_the_strengths(lora_models, loras, services, tmp_path):
+    import shutil
+
+    from diffgraph.engine import Cache, Executor, MemoryCache
+
+    lora = tmp_path / "mine.safetensors"
+    shutil.copyfile(loras["sd_a"], lora)
+    settings = overrides("sd", lora_models["sd"], lora=str(lora), lora_scale=SCALE)
+    first = template_plan("txt2img_lora", settings)
+    other_strength = template_plan("txt2img_lora", {**settings, "lora_scale": 0.8})
+    assert first.nodes["sample"].key != other_strength.nodes["sample"].key
+    assert first.nodes["positive"].key != other_strength.nodes["positive"].key
+    assert first.nodes["load"].key == other_strength.nodes["load"].key  # the base model is the same
+
+    executor = Executor(Cache(MemoryCache()), services=services)
+    before = executor.run(first, output_dir=tmp_path / "one")
+    assert before.status == "succeeded", before.error
+    picture = executor.cached_outputs(first, "decode")["image"]
+    shutil.copyfile(loras["sd_b"], lora)  # the same path, new content
+    replanned = template_plan("txt2img_lora", settings)
+    assert replanned.nodes["sample"].key != first.nodes["sample"].key
+    after = executor.run(replanned, output_dir=tmp_path / "two")
+    assert after.status == "succeeded", after.error
+    assert {"lora", "sample", "positive"} <= set(after.executed) and "load" in after.cached
+    assert not torch.equal(executor.cached_outputs(replanned, "decode")["image"], picture)
+
+
+def test_a_pickle_lora_is_refused_at_validation_naming_node_and_field(lora_models, tmp_path):
+    pickled = tmp_path / "lora.safetensors"  # the name says safetensors; the content is a pickle
+    torch.save({"unet.x.lora_A.weight": torch.zeros(2, 2)}, pickled)
+    with pytest.raises(WorkflowError) as raised:
+        template_plan("txt2img_lora", overrides("sd", lora_models["sd"], lora=str(pickled)))
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("lora", "lora")
+    assert "pickle" in issue.message and "safetensors" in issue.message
+
+
+@pytest.mark.parametrize(("lora", "model", "says"), [
+    ("sdxl_a", "sd", "two text encoders"), ("sd_a", "flux", "UNet"), ("flux_a", "sdxl", "transformer")])
+def test_a_lora_of_another_family_is_refused_at_validation(lora_models, loras, lora, model, says):
+    with pytest.raises(WorkflowError) as raised:
+        template_plan("txt2img_lora", overrides(model, lora_models[model], lora=str(loras[lora])))
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("lora", "lora")
+    assert says in issue.message and "pick a LoRA trained for" in issue.message
+
+
+def test_a_lora_of_another_base_size_fails_its_node_naming_the_field(lora_models, loras, services, tmp_path):
+    """An SD 1.x LoRA on SDXL: both UNets, so only trying it tells (in LoadLoRA, before any sampling)."""
+    plan = template_plan("txt2img_lora", overrides("sdxl", lora_models["sdxl"], lora=str(loras["sd_a"])))
+    result = run_plan(plan, services=services, output_dir=tmp_path, expect="failed").result
+    assert result.failed_node == "lora"
+    assert "does not fit this model's unet" in result.error and "pick a LoRA trained for this Stable Diffusion XL" in result.error
+    assert "sample" not in result.executed
+
+
+@pytest.mark.parametrize(("where", "value"), [("lora_scale", 10.5), ("lora_scale", -11.0)])
+def test_strengths_out_of_range_are_validation_errors(lora_models, loras, where, value):
+    with pytest.raises(WorkflowError) as raised:
+        template_plan("txt2img_lora", overrides("sd", lora_models["sd"], lora=str(loras["sd_a"]), **{where: value}))
+    assert any(issue.field == f"params.{where}" and "10" in issue.message for issue in raised.value.issues)
+
+
+def test_a_node_strength_out_of_range_names_node_and_field(lora_models, loras):
+    document = copy.deepcopy(read_document(TEMPLATES / "txt2img_lora.yaml"))
+    document["nodes"]["lora"]["params"]["strength_text"] = 12.0
+    with pytest.raises(WorkflowError) as raised:
+        compile_workflow(document, default_registry(), overrides("sd", lora_models["sd"], lora=str(loras["sd_a"])),
+                         base=TEMPLATES)
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("lora", "strength_text") and "10" in issue.message
+
+
+def test_an_empty_lora_leaves_the_template_as_txt2img(lora_models, services, tmp_path):
+    settings = overrides("sd", lora_models["sd"])
+    plain = run("txt2img", settings, services, tmp_path / "plain").value("decode", "image")
+    empty = run("txt2img_lora", {**settings, "lora": ""}, services, tmp_path / "lora").value("decode", "image")
+    assert torch.equal(plain, empty)
+
+
+def test_the_template_declares_txt2img_params_plus_lora_and_lora_scale():
+    lora_params = set(read_document(TEMPLATES / "txt2img_lora.yaml")["params"])
+    assert lora_params == set(read_document(TEMPLATES / "txt2img.yaml")["params"]) | {"lora", "lora_scale"}
+    compile_workflow(read_document(TEMPLATES / "txt2img_lora.yaml"), default_registry(), base=TEMPLATES)  # as shipped
+
+
+def test_validating_with_a_lora_imports_no_torch(lora_models, loras, tmp_path):
+    from test_lazy_imports import probe
+
+    from diffgraph.engine import dump_document
+
+    for name, lora in (("fits", loras["sd_a"]), ("refused", loras["sdxl_a"])):
+        document = copy.deepcopy(read_document(TEMPLATES / "txt2img_lora.yaml"))
+        document["params"]["model"]["default"], document["params"]["lora"]["default"] = str(lora_models["sd"]), str(lora)
+        (tmp_path / f"{name}.yaml").write_text(dump_document(document))
+    fits = probe(tmp_path, "validate", tmp_path / "fits.yaml")
+    assert fits["code"] == 0 and fits["imported"] == []
+    refused = probe(tmp_path, "validate", tmp_path / "refused.yaml", "--json")
+    assert refused["code"] == 2 and refused["imported"] == [] and "two text encoders" in refused["stdout"]
+
+
+def test_on_the_server_a_lora_is_a_file_under_the_model_roots(lora_models, loras, tmp_path, services):
+    """A LoRA outside the model roots is refused at validation without saying whether it exists; one
+    inside (named relative to a root) validates and runs."""
+    import shutil
+
+    from diffgraph.engine import FileAccess, ModelRoot
+
+    roots = tmp_path / "models"
+    (roots / "loras").mkdir(parents=True)
+    shutil.copyfile(loras["sd_a"], roots / "loras" / "mine.safetensors")
+    shutil.copytree(lora_models["sd"], roots / "tiny-sd")
+    access = FileAccess.contained(tmp_path / "uploads", [ModelRoot(roots, roots)])
+    document = read_document(TEMPLATES / "txt2img_lora.yaml")
+    for outside in (str(loras["sd_a"]), "../loras0/sd_a.safetensors", "/etc/hostname"):
+        with pytest.raises(WorkflowError) as raised:
+            compile_workflow(document, default_registry(), overrides("sd", "tiny-sd", lora=outside), base=TEMPLATES,
+                             access=access)
+        (issue,) = raised.value.issues
+        assert (issue.node, issue.field) == ("lora", "lora") and "not a model this server knows" in issue.message
+        assert "sd_a" not in issue.message.replace(outside, "") and str(tmp_path) not in issue.message.replace(outside, "")
+    plan = compile_workflow(document, default_registry(), overrides("sd", "tiny-sd", lora="loras/mine.safetensors",
+                                                                   lora_scale=SCALE), base=TEMPLATES, access=access)
+    assert run_plan(plan, services=services, output_dir=tmp_path / "out").result.status == "succeeded"
+
+
+def lora_layers_left(services: dict[str, Any]) -> list[str]:
+    """Names of LoRA parameters or adapter configs left in any live model of the model cache."""
+    left = []
+    for live, _ in services["models"]._entries.values():
+        parts = [live, getattr(live, "model", None), *getattr(live, "components", {}).values()]
+        for module in parts:
+            if isinstance(module, torch.nn.Module):
+                left += [name for name, _ in module.named_parameters() if "lora" in name]
+                left += ["peft_config"] if getattr(module, "peft_config", None) else []
+    return left
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_a_run_cancelled_mid_sampling_leaves_no_lora_behind(lora_models, loras, tmp_path, family):
+    from diffgraph.engine import CancelToken
+
+    services: dict[str, Any] = {}
+    token = CancelToken()
+
+    def on_event(event):
+        if event["type"] == "progress" and event["step"] == 1:
+            token.cancel()
+
+    plan = template_plan("txt2img_lora", overrides(family, lora_models[family], lora=str(loras[f"{family}_a"])))
+    run_plan(plan, services=services, output_dir=tmp_path, expect="cancelled", on_event=on_event, cancel=token)
+    assert lora_layers_left(services) == []
+    plain = overrides(family, lora_models[family])
+    after = run("txt2img", plain, services, tmp_path / "after").value("decode", "image")
+    assert torch.equal(after, run("txt2img", plain, {}, tmp_path / "fresh").value("decode", "image"))
