@@ -197,6 +197,11 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def can_download(access: FileAccess) -> bool:
+    """Whether a run under `access` may fetch from the Hugging Face Hub (allowed, and HF_HUB_OFFLINE unset)."""
+    return access.allow_downloads and not _offline()
+
+
 def _why_not_fetched(allow_downloads: bool, offline: bool) -> str:
     if not allow_downloads:
         return "downloads are off on this server: start it with `diffgraph serve --allow-downloads`"

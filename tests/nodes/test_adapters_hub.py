@@ -197,3 +197,24 @@ def test_a_controlnet_repo_is_fetched_with_its_root_weights_and_nothing_else():
     default = filter_repo_objects(root_layout, allow_patterns=list(models.PIPELINE_HUB_PATTERNS),
                                   ignore_patterns=list(models.HUB_IGNORE_PATTERNS))
     assert "diffusion_pytorch_model.safetensors" not in list(default)
+
+
+def test_a_lora_file_in_a_repo_gives_the_local_files_picture_and_validates_against_the_family(
+        tiny, hub, offline, services, tmp_path):
+    from support import tiny_loras
+
+    repo = tmp_path / "lora-repo"
+    local = tiny_loras.diffusers_lora(tiny["sd"], "sd", repo / "sd15" / "pytorch_lora_weights.safetensors", seed=3)
+    tiny_single_files.add_to_hub_cache(hub["cache"], "tiny-org/loras", repo)
+    params = {"model": str(tiny["sd"]), "steps": 2, "width": 32, "height": 32, "seed": 7, "lora_scale": 0.8}
+    by_ref = run_plan(template_plan("txt2img_lora", {**params, "lora": "tiny-org/loras/sd15/pytorch_lora_weights.safetensors"}),
+                      services=services, output_dir=tmp_path / "ref")
+    by_path = run_plan(template_plan("txt2img_lora", {**params, "lora": str(local)}), services=services,
+                       output_dir=tmp_path / "path")
+    assert torch.equal(by_ref.executor.cached_outputs(by_ref.plan, "decode")["image"],
+                       by_path.executor.cached_outputs(by_path.plan, "decode")["image"])
+    with pytest.raises(WorkflowError) as raised:  # not in the cache, offline: refused before anything runs
+        template_plan("txt2img_lora", {**params, "lora": "tiny-org/loras/sdxl/pytorch_lora_weights.safetensors"})
+    found = {(issue.node, issue.field): issue.message for issue in raised.value.issues}
+    assert "sdxl/pytorch_lora_weights.safetensors of the Hugging Face repo tiny-org/loras is not in the Hugging " \
+           "Face cache (HF_HUB_OFFLINE is set)" in found["lora", "lora"]

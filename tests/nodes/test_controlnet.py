@@ -244,7 +244,7 @@ def test_a_controlnet_for_a_family_without_controlnets_is_invalid(controlnets, e
     assert "sample a Stable Diffusion 1.x/2.x or SDXL model" in message
 
 
-def test_each_controlnet_of_a_chain_is_checked_through_an_ip_adapter(tiny, controlnets, edges_picture, tmp_path):
+def test_each_controlnet_of_a_chain_is_checked_through_an_ip_adapter_and_a_lora(tiny, controlnets, edges_picture, tmp_path):
     from diffusers import UNet2DConditionModel
     from support import tiny_ipadapter
 
@@ -254,7 +254,8 @@ def test_each_controlnet_of_a_chain_is_checked_through_an_ip_adapter(tiny, contr
     nodes["ip"] = {"type": "LoadIPAdapter", "params": {"ip_adapter": str(adapter)}}
     nodes["apply_ip"] = {"type": "ApplyIPAdapter", "inputs": {
         "unet": "load.unet", "ip_adapter": "ip.ip_adapter", "image": "control_picture.image"}}
-    nodes["sample"]["inputs"]["unet"] = "apply_ip.unet"
+    nodes["lora"] = {"type": "LoadLoRA", "inputs": {"unet": "apply_ip.unet"}}  # no file: its unet is its input
+    nodes["sample"]["inputs"]["unet"] = "lora.unet"
     nodes["load_controlnet_2"] = {"type": "LoadControlNet", "params": {"model": str(controlnets["sdxl"])}}
     nodes["control_2"] = {"type": "ApplyControlNet", "inputs": {
         "conditioning": "control.conditioning", "control_net": "load_controlnet_2.control_net",
