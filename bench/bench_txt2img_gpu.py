@@ -399,12 +399,14 @@ def bench_adapters(args: argparse.Namespace) -> None:
         "height": size}, base=templates)
     services: dict = {}
     pictures: dict[str, np.ndarray] = {}
+    node_seconds: list[dict[str, float]] = []
 
     def ours() -> None:
         result = Executor(Cache(MemoryCache()), services=services).run(plan, device=args.device, dtype=dtype_name,
                                                                       output_dir=work / "ours")
         assert result.status == "succeeded", result.error
         pictures["diffgraph"] = np.asarray(Image.open(result.outputs["save"][0]).convert("RGB"))
+        node_seconds.append(result.seconds)
 
     rows = {"diffgraph (controlnet template + 2 LoadLoRA)": timed(ours)}
     services.clear()
@@ -436,6 +438,8 @@ def bench_adapters(args: argparse.Namespace) -> None:
           f"({args.scheduler}), {dtype_name}, {device_name}, median of {args.repeats}")
     for name, seconds in rows.items():
         print(f"  {name:<56} {args.steps / seconds:8.2f} it/s ({seconds:.3f} s)")
+    slowest = sorted(node_seconds[-1].items(), key=lambda item: -item[1])[:4]
+    print("  diffgraph's last generation by node: " + ", ".join(f"{node} {sec:.3f} s" for node, sec in slowest))
     ratio = rows["diffusers StableDiffusionXLControlNetPipeline + 2 LoRAs"] / rows[
         "diffgraph (controlnet template + 2 LoadLoRA)"]
     difference = np.abs(pictures["diffgraph"].astype(int) - pictures["diffusers"].astype(int)).max()
