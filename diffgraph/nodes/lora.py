@@ -85,13 +85,9 @@ class LoadLoRA(Node):
         if models.hub_file(text) is not None and models.local_path(text, access) is None:
             # a repo file: the cached copy's digest, else (downloads allowed) the run fetches it; validating
             # never downloads. Not in the cache of a server without downloads: a validation error.
-            if not models.can_download(access):  # a lookup in the cache; its error says why nothing is fetched
-                path = resolve_lora(text, access)
-            else:
-                try:
-                    path = resolve_lora(text, dataclasses.replace(access, allow_downloads=False))
-                except NodeError:
-                    return f"hub:{text.strip()}"
+            if models.cached_hub_file(text, "lora", access) is None:
+                return f"hub:{text.strip()}"
+            path = resolve_lora(text, dataclasses.replace(access, allow_downloads=False))
         else:
             path = resolve_lora(text, access)  # a path the policy refuses is a validation error
         try:

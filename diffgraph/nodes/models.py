@@ -193,6 +193,18 @@ def resolve_file(text: str, field: str, access: FileAccess = PERMISSIVE) -> Path
         raise NodeError(f"could not fetch {filename} from the Hugging Face repo {repo_id}: {exc}", field) from None
 
 
+def cached_hub_file(text: str, field: str, access: FileAccess) -> Path | None:
+    """The hub cache's copy of a repo file (`hub_file`), never downloading (validation): None when the
+    cache lacks it and a run may fetch it; a NodeError saying why when a run may not (offline, or a
+    server without --allow-downloads)."""
+    if not can_download(access):
+        return resolve_file(text, field, access)  # a lookup in the cache only
+    try:
+        return resolve_file(text, field, dataclasses.replace(access, allow_downloads=False))
+    except NodeError:
+        return None
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -240,19 +252,12 @@ def local_fingerprint(text: str, access: FileAccess = PERMISSIVE, field: str = "
         path = Path(text).expanduser()
         candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
         if hub_file(text) is not None and not any(candidate.exists() for candidate in candidates):
-            with contextlib.suppress(NodeError):  # a repo file: its cached copy's path names the commit
-                cached = resolve_file(text, field, dataclasses.replace(access, allow_downloads=False))
-                candidates = [cached] if cached is not None else []
+            cached = cached_hub_file(text, field, access)  # its path names the commit
+            candidates = [cached] if cached is not None else []
     else:
         found = access.model_path(text, field)
         if found is None and hub_file(text) is not None:
-            # a repo file: its cached copy (the path names the commit), looked up without downloading
-            no_downloads = dataclasses.replace(access, allow_downloads=False)
-            try:
-                found = resolve_file(text, field, no_downloads)
-            except NodeError:
-                if not access.allow_downloads:
-                    raise
+            found = cached_hub_file(text, field, access)
         elif found is None and not REPO_ID.match(text):
             access.model_path("/", field)  # the policy's refusal
         if found is None and not access.allow_downloads and hub_file(text) is None:
