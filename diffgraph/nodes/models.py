@@ -184,13 +184,14 @@ def resolve_file(text: str, field: str, access: FileAccess = PERMISSIVE) -> Path
         return Path(hf_hub_download(repo_id, filename, revision=revision or None,
                                     local_files_only=offline or not access.allow_downloads))
     except LocalEntryNotFoundError:
-        raise NodeError(f"{filename} of the Hugging Face repo {repo_id} is not in the Hugging Face cache "
-                        f"({_why_not_fetched(access.allow_downloads, offline)}); download it first or give a "
-                        "local file", field) from None
+        raise NodeError(f"{text!r} is no local file, and {filename} of the Hugging Face repo {repo_id} is not in the "
+                        f"Hugging Face cache ({_why_not_fetched(access.allow_downloads, offline)}); download it "
+                        "first or give a local file", field) from None
     except RepositoryNotFoundError:
-        raise NodeError(f"{repo_id!r} is not a Hugging Face repo (in {text!r})", field) from None
+        raise NodeError(f"{text!r} is no local file, and {repo_id!r} is not a Hugging Face repo", field) from None
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        raise NodeError(f"could not fetch {filename} from the Hugging Face repo {repo_id}: {exc}", field) from None
+        raise NodeError(f"{text!r} is no local file, and {filename} could not be fetched from the Hugging Face "
+                        f"repo {repo_id}: {exc}", field) from None
 
 
 def cached_hub_file(text: str, field: str, access: FileAccess) -> Path | None:

@@ -321,7 +321,7 @@ def test_controls_survive_the_disk_cache_as_one_safetensors_file(tiny, controlne
 def test_the_catalog_shows_the_controlnet_nodes_and_the_template_uploads_the_control_picture():
     catalog = {spec["type"]: spec for spec in default_registry().catalog()}
     load, apply, canny = catalog["LoadControlNet"], catalog["ApplyControlNet"], catalog["Canny"]
-    assert next(p for p in load["params"] if p["name"] == "model")["widget"] == "model"
+    assert next(p for p in load["params"] if p["name"] == "model")["widget"] == "model:controlnet"
     assert [o["type"] for o in load["outputs"]] == ["CONTROL_NET"]
     assert {i["name"]: i["type"] for i in apply["inputs"]} == {"conditioning": "CONDITIONING",
                                                                "control_net": "CONTROL_NET", "image": "IMAGE"}
