@@ -304,29 +304,14 @@ def _family_problem(cn: Mapping[str, Any], un: Mapping[str, Any]) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # validation: what the files named upstream already tell
 
-#: nodes that hand their `unet` input on with an adapter attached (validation walks through them)
-_UNET_PASS_THROUGH = ("ApplyIPAdapter", "LoadLoRA")
-#: the most nodes a validation walk follows upstream (a chain longer than this is left to the run)
-_MAX_WALK = 256
 #: the families whose models take ControlNets here
 FAMILIES = ("sd", "sdxl")
-
-
-def _walk(source: Any, port: str, through: tuple[str, ...]) -> Any:
-    """Follow `port` upstream while the source is one of `through`; the first other source, or None."""
-    for _ in range(_MAX_WALK):
-        if source[0] not in through:
-            return source
-        source = getattr(source, "upstream", {}).get(port)
-        if source is None:
-            return None
-    return None
 
 
 def _controls_upstream(source: Any) -> list[tuple[str, Any]]:
     """(ApplyControlNet node id, what feeds its control_net) along the ApplyControlNet chain `source` ends."""
     found = []
-    for _ in range(_MAX_WALK):
+    for _ in range(models.MAX_WALK):
         if source is None or source[0] != "ApplyControlNet" or not hasattr(source, "upstream"):
             break
         upstream = source.upstream
@@ -377,7 +362,7 @@ def _unet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, Any]] 
     """At validation time: (the model's name, what is known of its UNet's config) for the loader a
     SampleLoop's unet comes from (through LoadLoRA and ApplyIPAdapter): the UNet's config.json of a
     local folder, else only its family (a single file); None when unknown."""
-    loader = _walk(source, "unet", _UNET_PASS_THROUGH)
+    loader = models.walk_upstream(source, "unet")
     if loader is None or loader[0] not in modular.LOADERS:
         return None
     model = loader[1].get("model")

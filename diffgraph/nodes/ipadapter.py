@@ -199,10 +199,11 @@ class ApplyIPAdapter(Node):
     def check_links(cls, params, linked, access):
         """What the files named upstream already tell: the model's family, and whether the adapter's
         cross-attention width is the UNet's (the run checks every layer)."""
-        family = modular.family_of_loader(linked["unet"], access) if "unet" in linked else None
+        loader = models.walk_upstream(linked.get("unet"), "unet")  # through LoRAs and other IP-Adapters
+        family = modular.family_of_loader(loader, access) if loader is not None else None
         if family is not None and family.name not in FAMILIES:
             return [("unet", family_problem(family.name))]
-        width = _loader_cross_attention(linked["unet"], access) if "unet" in linked else None
+        width = _loader_cross_attention(loader, access) if loader is not None else None
         adapter = _adapter_shapes(linked["ip_adapter"], access) if "ip_adapter" in linked else None
         if width is None or adapter is None:
             return []
@@ -284,6 +285,11 @@ def _adapter_shapes(source: tuple[str, dict[str, Any], str], access: FileAccess)
     if node_type != "LoadIPAdapter" or not isinstance(params.get("ip_adapter"), str):
         return None
     path = models.local_path(params["ip_adapter"], access)
+    if path is None and models.hub_file(params["ip_adapter"]) is not None:
+        try:  # a repo file already in the hub cache (validating never downloads)
+            path = models.cached_hub_file(params["ip_adapter"], "ip_adapter", access)
+        except NodeError:
+            return None  # LoadIPAdapter reports it
     if path is None or not path.is_file():
         return None
     try:

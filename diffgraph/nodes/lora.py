@@ -107,7 +107,8 @@ class LoadLoRA(Node):
             if models.hub_file(text) is not None and models.can_download(access):
                 return []  # a repo file not fetched yet: the run fetches and checks it
             return [("lora", str(exc))]
-        family = modular.family_of_loader(linked["unet"], access) if "unet" in linked else None
+        loader = models.walk_upstream(linked.get("unet"), "unet")  # through stacked LoRAs and IP-Adapters
+        family = modular.family_of_loader(loader, access) if loader is not None else None
         problem = family_problem(names, family) if family is not None else None
         return [("lora", problem)] if problem else []
 

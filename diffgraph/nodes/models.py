@@ -221,6 +221,23 @@ def _why_not_fetched(allow_downloads: bool, offline: bool) -> str:
     return "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
 
 
+#: nodes that hand their `unet` input on with an adapter attached (validation walks through them)
+UNET_PASS_THROUGH = ("ApplyIPAdapter", "LoadLoRA")
+#: the most nodes a validation walk follows upstream (a longer chain is left to the run)
+MAX_WALK = 256
+
+
+def walk_upstream(source: Any, port: str, through: tuple[str, ...] = UNET_PASS_THROUGH) -> Any:
+    """At validation time (`check_links`): follow `port` upstream from a linked source while the source
+    is one of `through` (by default, to the loader behind LoadLoRA and ApplyIPAdapter); the first other
+    source, or None."""
+    for _ in range(MAX_WALK):
+        if source is None or source[0] not in through:
+            return source
+        source = getattr(source, "upstream", {}).get(port)
+    return None
+
+
 def local_path(text: str, access: FileAccess = PERMISSIVE) -> Path | None:
     """The local file or folder `text` names (as resolve_model finds local paths), or None: never
     a Hugging Face lookup, and nothing the policy refuses, so validation can call it."""
