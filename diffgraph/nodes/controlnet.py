@@ -287,16 +287,17 @@ def _kind(config: Mapping[str, Any]) -> str:
 
 def _family_problem(cn: Mapping[str, Any], un: Mapping[str, Any]) -> str | None:
     """Why a ControlNet (its config) does not fit a UNet (its config: family, text width, latent
-    channels), or None. A UNet config without a key (known only by its family) is not checked on it."""
+    channels), or None. A key either config lacks (a model known only by its family, a ControlNet only by
+    its tensor names) is not checked."""
     what, model = _kind(cn), _kind(un)
     if cn.get("_class_name") == "ControlNetUnionModel" and model != "SDXL":
         return f"is a ControlNetUnionModel, but the model sampling is {model} (ControlNet-Union is SDXL only)"
     if what != model:
         return f"is a {what} ControlNet, but the model sampling is {model}"
-    if "cross_attention_dim" in un and cn.get("cross_attention_dim") != un["cross_attention_dim"]:
+    if "cross_attention_dim" in un and "cross_attention_dim" in cn and cn["cross_attention_dim"] != un["cross_attention_dim"]:
         return (f"takes text of width {cn.get('cross_attention_dim')}, but this {model} UNet's is "
                 f"{un['cross_attention_dim']} (a ControlNet for another base model, such as SD 2.x for SD 1.x)")
-    if "out_channels" in un and cn.get("in_channels") != un["out_channels"]:
+    if "out_channels" in un and "in_channels" in cn and cn["in_channels"] != un["out_channels"]:
         return f"takes {cn.get('in_channels')}-channel latents, but this UNet's are {un['out_channels']}-channel"
     return None
 
@@ -348,6 +349,9 @@ def controlnet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, A
         return None
     if path.is_file():
         folder = models.local_path(config, access) if config.strip() else None
+        if not config.strip():
+            found = _config_from_header(path)
+            return (model, found) if found else None
         candidates = [folder / "config.json"] if folder is not None and folder.is_dir() else []
     else:
         candidates = [path / "config.json", path / "controlnet" / "config.json"]
@@ -356,6 +360,30 @@ def controlnet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, A
         if data is not None and data.get("_class_name") in CONTROLNET_CLASSES:
             return model, data
     return None
+
+
+def _config_from_header(path: Path) -> dict[str, Any] | None:
+    """What a single-file ControlNet's tensor names and shapes tell of its config (diffusers' or the original
+    layout): its class, text width, latent channels, SDXL or not; None when unreadable (the run decides)."""
+    from .ipadapter import tensor_shapes
+
+    try:
+        shapes = tensor_shapes(path, "model")
+    except NodeError:
+        return None
+    config: dict[str, Any] = {"_class_name": "ControlNetModel"}
+    if any(key.startswith(("task_embedding", "control_add_embedding")) for key in shapes):
+        config["_class_name"] = "ControlNetUnionModel"
+    if any(key.startswith(("add_embedding.", "control_model.label_emb.")) for key in shapes):
+        config["addition_embed_type"] = "text_time"
+    width = next((shape[1] for key, shape in shapes.items() if key.endswith("attn2.to_k.weight") and len(shape) == 2),
+                 None)
+    if width is not None:
+        config["cross_attention_dim"] = width
+    conv_in = shapes.get("conv_in.weight") or shapes.get("control_model.input_blocks.0.0.weight")
+    if conv_in is not None and len(conv_in) == 4:
+        config["in_channels"] = conv_in[1]
+    return config
 
 
 def _unet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, Any]] | None:

@@ -211,6 +211,16 @@ def test_a_controlnet_for_another_family_is_invalid_naming_sampleloop_the_nodes_
     assert "is a Stable Diffusion 1.x/2.x ControlNet, but the model sampling is SDXL" in found["sample", "positive"]
 
 
+def test_a_single_file_controlnet_for_another_family_is_invalid_by_its_tensor_names(tiny, controlnets,
+                                                                                     edges_picture, tmp_path):
+    import shutil
+
+    single = tmp_path / "sdxl-controlnet.safetensors"  # no config: its tensor names and shapes tell
+    shutil.copy(controlnets["sdxl"] / "diffusion_pytorch_model.safetensors", single)
+    found = validation_issues(model=str(tiny["sd"]), controlnet=str(single), control_image=str(edges_picture["full"]))
+    assert "is a SDXL ControlNet, but the model sampling is Stable Diffusion 1.x/2.x" in found["sample", "positive"]
+
+
 def test_a_controlnet_union_for_stable_diffusion_is_invalid(tiny, controlnets, edges_picture):
     found = validation_issues(model=str(tiny["sd"]), controlnet=str(controlnets["sdxl_union"]),
                               control_image=str(edges_picture["full"]))
