@@ -217,3 +217,20 @@ def test_a_lora_file_in_a_repo_gives_the_local_files_picture_and_validates_again
     found = {(issue.node, issue.field): issue.message for issue in raised.value.issues}
     assert "sdxl/pytorch_lora_weights.safetensors of the Hugging Face repo tiny-org/loras is not in the Hugging " \
            "Face cache (HF_HUB_OFFLINE is set)" in found["lora", "lora"]
+
+
+def test_diffgraph_run_takes_a_controlnet_repo_id_from_hf_home_offline(tiny, hub, edges, services, tmp_path):
+    """The command line, in a fresh process with HF_HOME and HF_HUB_OFFLINE=1: the picture of the folder."""
+    from test_templates_cli import run_json
+
+    home = tmp_path / "hf-home"
+    tiny_single_files.add_to_hub_cache(home / "hub", CONTROLNET_REPO, hub["controlnet"])
+    sets = [f"{name}={value}" for name, value in controlnet_params(tiny, CONTROLNET_REPO, edges).items()]
+    done = run_json(TEMPLATES / "controlnet.yaml", *sets, cwd=tmp_path, cache=tmp_path / "cache",
+                    env={"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"})
+    assert done["status"] == "succeeded"
+    by_folder = run_plan(template_plan("controlnet", controlnet_params(tiny, str(hub["controlnet"]), edges)),
+                         services=services, output_dir=tmp_path / "folder")
+    pictures = [np.asarray(Image.open(path)) for path in (done["outputs"]["save"][0],
+                                                          by_folder.result.outputs["save"][0])]
+    assert np.array_equal(pictures[0], pictures[1])
