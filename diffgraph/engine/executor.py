@@ -142,7 +142,9 @@ class Executor:
                 else:
                     ctx = RunContext(node_id=node_id, device=device, dtype=dtype, output_dir=output_dir,
                                      cancel=cancel, workflow=plan.document, template_params=plan.template_params,
-                                     services=self.services, access=plan.access, on_progress=progress,
+                                     services=self.services, access=plan.access,
+                                     # nobody listens: the nodes then skip their step previews
+                                     on_progress=progress if on_event is not None else None,
                                      options=options, on_stage=stage)
                     emit("node_started", node=node_id, node_type=node.type)
                     started = time.perf_counter()

@@ -42,6 +42,10 @@ class Family:
     #: "embedded": guidance-distilled, cfg is an input of the denoiser (Flux.1) and there is no
     #:   negative prompt
     guidance: str = "guider"
+    #: the guider's conditional and unconditional passes run as one batched denoiser call, as the
+    #: classic pipeline runs them (diffusers' modular loop calls the denoiser once per pass); only
+    #: where every denoiser input is a tensor with a batch axis (not Z-Image's lists of tensors)
+    batched_guidance: bool = False
     #: an empty negative prompt encodes as zeros when the model's `force_zeros_for_empty_prompt`
     #: says so (SDXL), as the classic pipeline does for a missing negative prompt
     zeros_for_empty_negative: bool = False
@@ -74,7 +78,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
         modular=False, conditioning=("embeds",)),
     Family("sdxl", "Stable Diffusion XL", (
         "StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline", "StableDiffusionXLInpaintPipeline"),
-        zeros_for_empty_negative=True,
+        zeros_for_empty_negative=True, batched_guidance=True,
         notes="refiner: load it as a second model and run it as img2img on the base model's picture",
         single_file_parts=(("unet", ("model.diffusion_model.",)), ("vae", ("first_stage_model.",)),
                            ("text_encoder", ("conditioner.embedders.0.",)),
@@ -82,6 +86,7 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
     Family("sd3", "Stable Diffusion 3 / 3.5", (
         "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
         denoiser="transformer", latent_normalization="shift_scale", tasks=("txt2img", "img2img"),
+        batched_guidance=True,
         notes="samplers: its own flow-matching euler only; inpaint: not in diffusers' modular SD3 blocks",
         single_file_parts=(("transformer", ("model.diffusion_model.", "joint_blocks.")),
                            ("vae", ("first_stage_model.",)), ("text_encoder", ("text_encoders.clip_l.",)),

@@ -8,7 +8,8 @@ beyond float noise; both are off unless asked.
   of the same shapes compiles nothing. Regional compilation (the repeated transformer blocks,
   diffusers' `compile_repeated_blocks`) where the model declares them, else its whole forward; static
   shapes; CUDA graphs (`mode="reduce-overhead"`) on CUDA only. The first call of each new shape
-  is announced as a `compile` stage, then `compiled` with its seconds.
+  is announced as a `compile` stage, then `compiled` with its seconds; a denoiser left eager (offloaded,
+  or carrying an adapter) is an `eager` stage saying why.
 - VRAM budget (CUDA only; on the CPU it does nothing, and the entry points say so): `plan_offload`
   picks, per component and from the sizes alone, whether it stays on the GPU, visits it only while
   it runs (accelerate's CPU-offload hook, text encoders leave right after encoding), streams block
@@ -138,10 +139,10 @@ def denoiser(ctx: Any, module: Any, name: str = "unet") -> Any:
     from .models import model_cache
 
     if getattr(module, "_diffgraph_offload", "resident") != "resident":  # hooks move its weights: eager
-        ctx.stage("compile", f"not compiling the {name}: under --vram-budget it moves between the CPU and the GPU")
+        ctx.stage("eager", f"not compiling the {name}: under --vram-budget it moves between the CPU and the GPU")
         return module
     if adapted(module):  # the twin was made from the plain model: it would sample without the adapter
-        ctx.stage("compile", f"not compiling the {name}: a LoRA or IP-Adapter is applied to it for this run")
+        ctx.stage("eager", f"not compiling the {name}: a LoRA or IP-Adapter is applied to it for this run")
         return module
     twin = model_cache(ctx).derived(module, "compiled", lambda: compiled_twin(module, ctx.device, name))
     twin._diffgraph_watch.ctx = ctx

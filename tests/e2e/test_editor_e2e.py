@@ -194,3 +194,32 @@ def test_upload_thumbnail_survives_a_reload_groups_delete_and_models_by_kind(ser
     assert "ok: after a reload the thumbnail still shows" in output
     assert "ok: Delete removes the selected group and keeps its nodes" in output
     assert "ok: LoadVAE offers VAEs and pipelines holding one" in output
+
+
+def test_compile_toggle_shows_the_compile_stage_on_the_sampler(server: EditorServer, tiny_sd: str) -> None:
+    """Issue 15 in the editor: a run with compile on asks for it and shows "compiling… N s", then the seconds."""
+    output = run_scenario(
+        server, "compile",
+        "--set", f"model={tiny_sd}", "--set", "steps=2", "--set", "width=64", "--set", "height=64",
+        timeout=500,
+    )
+    assert "ok: the run was submitted with options.compile" in output
+    assert re.search(r"ok: then it says how long compiling took \(compiled the unet in [\d.]+s", output), output
+
+
+def test_controlnet_template_upload_model_choices_and_run(server: EditorServer, tiny_sd: str, tmp_path: Path) -> None:
+    """Issue 12 in the editor: the controlnet template's control image is an upload, its controlnet
+    param lists the server's ControlNets (GET /api/models?kind=controlnet), and it runs."""
+    from PIL import Image
+    from support.tiny_controlnets import build_sd_controlnet
+
+    build_sd_controlnet(server.data_dir / "models" / "e2e-controlnet")
+    picture = tmp_path / "edges.png"
+    Image.new("RGB", (64, 64), (255, 255, 255)).save(picture)
+    output = run_scenario(
+        server, "controlnet", "--image", str(picture),
+        "--set", f"model={tiny_sd}", "--set", "steps=2", "--set", "width=64", "--set", "height=64",
+        timeout=400,
+    )
+    assert "ok: the controlnet param offers the server's ControlNets only" in output
+    assert "ok: the controlnet template ran and shows its picture" in output

@@ -332,7 +332,8 @@ def test_a_seed_sweep_over_a_family_model_runs_each_seed_on_its_own(family_model
     from diffgraph.sweep import MANIFEST, run_local
 
     sweep = txt2img_sweep(["seed=1..2"], model=str(family_models["flux"]), steps=2, width=32, height=32)
-    run_local(sweep, fresh_executor(services), output_dir=tmp_path / "swept", batch=2)
+    # a copy: a sweep executor marks its services batch-invariant, which must not leak into later tests
+    run_local(sweep, fresh_executor(dict(services)), output_dir=tmp_path / "swept", batch=2)
     lines = [json.loads(line) for line in (tmp_path / "swept" / MANIFEST).read_text().splitlines()]
     assert sorted(line["params"]["seed"] for line in lines) == [1, 2]
     swept = {line["params"]["seed"]: pixels(tmp_path / "swept" / line["files"][0]) for line in lines}

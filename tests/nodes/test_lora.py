@@ -328,3 +328,31 @@ def test_a_run_cancelled_mid_sampling_leaves_no_lora_behind(lora_models, loras, 
     plain = overrides(family, lora_models[family])
     after = run("txt2img", plain, services, tmp_path / "after").value("decode", "image")
     assert torch.equal(after, run("txt2img", plain, {}, tmp_path / "fresh").value("decode", "image"))
+
+
+
+def test_compile_keeps_the_lora(lora_models, loras, tmp_path):
+    """--compile's twin is made from the plain model: with a LoRA applied the denoiser runs eager (a
+    stage says so), so the picture is the eager LoRA run's, not the plain model's."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from diffgraph.engine import Cache, Executor, MemoryCache, RunOptions
+
+    def picture(name: str, settings: dict[str, Any], out: Path, options: RunOptions, events: list) -> np.ndarray:
+        result = Executor(Cache(MemoryCache()), services=services).run(
+            template_plan(name, settings), output_dir=out, options=options, on_event=events.append)
+        assert result.status == "succeeded", result.error
+        (path,) = result.outputs["save"]
+        return np.asarray(PILImage.open(path).convert("RGB"), dtype=np.int16)
+
+    services: dict[str, Any] = {}
+    settings = overrides("sd", lora_models["sd"], lora=str(loras["sd_a"]), lora_scale=SCALE)
+    eager = picture("txt2img_lora", settings, tmp_path / "eager", RunOptions(), [])
+    plain = picture("txt2img", overrides("sd", lora_models["sd"]), tmp_path / "plain", RunOptions(), [])
+    events: list[dict[str, Any]] = []
+    compiled = picture("txt2img_lora", settings, tmp_path / "compiled", RunOptions(compile=True), events)
+    stages = [event["message"] for event in events if event["type"] == "node_stage"]
+    assert any("not compiling the unet: a LoRA" in message for message in stages), stages
+    assert np.abs(compiled - eager).max() <= 2
+    assert np.abs(compiled - plain).max() > 2  # the LoRA is in it

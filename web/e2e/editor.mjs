@@ -3,7 +3,7 @@
 //   node web/e2e/editor.mjs URL SCENARIO [--artifacts DIR] [--file WORKFLOW] [--set name=value]...
 //
 // Scenarios: palette, incompatible, broken, txt2img, library (--image PNG --out YAML), newuser (--image PNG), comfy,
-// widgets (--image PNG). Prints one "ok:"/"FAIL:" line per check,
+// widgets (--image PNG), compile (--set ...), controlnet (--image PNG --set ...). Prints one "ok:"/"FAIL:" line per check,
 // saves a screenshot of the end state under --artifacts, and exits 1 when any check failed.
 
 import { readFileSync, writeFileSync } from "node:fs";
@@ -733,7 +733,78 @@ async function widgets(page) {
   await screenshot(page, options.artifacts, "e2e-widgets-models-by-kind");
 }
 
-const scenarios = { palette, incompatible, broken, txt2img, library, newuser, comfy, widgets };
+/** Opens a template and sets its params from --set (and a prompt no cache holds yet). */
+async function openTemplate(page, name) {
+  await page.getByTestId("tab-templates").click();
+  await page.getByTestId(`template-${name}`).click();
+  await page.locator('[data-node-type="SaveImage"]').first().waitFor();
+  await page.getByTestId("tab-params").click();
+  for (const pair of options.set) {
+    const [param, ...value] = pair.split("=");
+    check.ok(await setTemplateParam(page, param, value.join("=")), `template param ${param} is editable`);
+  }
+  await setTemplateParam(page, "prompt", `${name} in the browser ${Date.now()}`);
+}
+
+/** Issue 15 in the editor: the compile toggle asks for `options.compile`, and the sampler shows the
+ * compile stage (counting seconds) and then how long compiling took, instead of a silent pause. */
+async function compile(page) {
+  await openTemplate(page, "txt2img");
+  const toggle = page.getByTestId("compile-toggle");
+  check.ok(!(await toggle.isChecked()), "compile is off until asked for");
+  await toggle.check();
+  await page.getByTestId("run").click();
+  const sampler = page.locator('[data-node-type="SampleLoop"]').first();
+  const counting = await sampler
+    .locator('[data-testid="node-state"]', { hasText: /^compiling… \d+ s$/ })
+    .waitFor({ timeout: 120_000 })
+    .then(() => true, () => false);
+  const compilingWords = await sampler.locator('[data-testid="node-stage"][data-stage="compile"]').textContent({ timeout: 1000 }).catch(() => "");
+  check.ok(counting && /compiling the unet for \S+ inputs/.test(compilingWords), `the sampler shows "compiling… N s" while the denoiser compiles (${compilingWords})`);
+  await screenshot(page, options.artifacts, "e2e-compile-compiling");
+  const compiled = sampler.locator('[data-testid="node-stage"][data-stage="compiled"]');
+  await compiled.waitFor({ timeout: 240_000 });
+  const compiledWords = await compiled.textContent();
+  check.ok(/^compiled the unet in \d+(\.\d)?s/.test(compiledWords), `then it says how long compiling took (${compiledWords})`);
+  await waitForRunEnd(page);
+  const save = page.locator('[data-node-type="SaveImage"]').first();
+  check.ok((await save.getAttribute("data-state")) === "done" && (await save.locator('[data-testid="node-images"] img').count()) > 0, "the compiled run wrote its image");
+  check.ok((await compiled.count()) === 1, "the compile seconds stay on the sampler after the run");
+  const run = await page.evaluate(async () => (await (await fetch("/api/runs?limit=1")).json()).runs[0]);
+  check.ok(run?.options?.compile === true && run.status === "succeeded", `the run was submitted with options.compile (${JSON.stringify(run?.options)})`);
+  await screenshot(page, options.artifacts, "e2e-compile-compiled");
+}
+
+/** Issue 12 in the editor with no editor change beyond widgets: the controlnet template's control
+ * image is an upload, its controlnet param lists the server's ControlNets, and it runs. */
+async function controlnet(page) {
+  await openTemplate(page, "controlnet");
+  const controlImage = page.getByTestId("template-param-control_image");
+  check.ok((await controlImage.getByTestId("upload-control_image").count()) === 1, "control_image is an upload widget in the params panel");
+  await page.getByTestId("upload-input-control_image").setInputFiles(options.image);
+  await page.getByTestId("preview-control_image").waitFor();
+  const uploaded = await page.getByRole("textbox", { name: "control_image", exact: true }).inputValue();
+  check.ok(/^[0-9a-f]+\.png$/.test(uploaded), `uploading sets the control_image param to the upload (${uploaded})`);
+  const list = page.getByTestId("template-param-controlnet").locator("datalist");
+  await page.waitForFunction((el) => el.options.length > 0, await list.elementHandle(), { timeout: 10_000 }).catch(() => {});
+  const offered = await list.locator("option").evaluateAll((els) => els.map((el) => el.value));
+  check.ok(offered.includes("e2e-controlnet") && !offered.includes("e2e-sd"), `the controlnet param offers the server's ControlNets only (${offered.join(", ")})`);
+  await page.getByTestId("template-param-controlnet").locator('input[data-param="controlnet"]').fill("e2e-controlnet");
+  await screenshot(page, options.artifacts, "e2e-controlnet-params");
+  await page.getByTestId("run").click();
+  const save = page.locator('[data-node-type="SaveImage"]').first();
+  await save.locator('[data-testid="node-images"] img').first().waitFor({ timeout: 240_000 });
+  await waitForRunEnd(page);
+  const picture = await save.locator('[data-testid="node-images"] img').first().evaluate(async (img) => (await img.decode(), [img.naturalWidth, img.naturalHeight]));
+  check.ok(picture[0] > 0 && picture[1] > 0, `the controlnet template ran and shows its picture (${picture})`);
+  const states = await page.locator(".react-flow__node [data-testid^='node-'][data-state]").evaluateAll((els) =>
+    Object.fromEntries(els.map((el) => [el.getAttribute("data-node-type"), el.getAttribute("data-state")])),
+  );
+  check.ok(["LoadControlNet", "ApplyControlNet", "LoadImage"].every((t) => states[t] === "done" || states[t] === "cached"), `the ControlNet nodes ran (${JSON.stringify(states)})`);
+  await screenshot(page, options.artifacts, "e2e-controlnet-ran");
+}
+
+const scenarios = { palette, incompatible, broken, txt2img, library, newuser, comfy, widgets, compile, controlnet };
 if (!scenarios[scenario]) {
   console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(", ")}`);
   process.exit(2);

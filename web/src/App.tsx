@@ -107,6 +107,8 @@ function Editor() {
               setQueueCount={runs.setQueueCount}
               seedControl={runs.seedControl}
               setSeedControl={runs.setSeedControl}
+              compile={runs.compile}
+              setCompile={runs.setCompile}
               showHelp={() => setHelp(true)}
             />
             <div className="main">

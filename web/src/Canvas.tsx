@@ -65,7 +65,7 @@ export function Canvas({ state, dispatch, linking, onDrop, children }: {
   const onDragOver = useCallback((e: DragEvent) => e.preventDefault(), []);
 
   return (
-    <div className="canvas" onDragOver={onDragOver} onDrop={onDrop} onDoubleClick={linking.onPaneDoubleClick}>
+    <div className={cull ? "canvas" : "canvas far"} onDragOver={onDragOver} onDrop={onDrop} onDoubleClick={linking.onPaneDoubleClick}>
       <ReactFlow<DgNode, DgEdge>
         nodes={flowNodes}
         edges={edges}

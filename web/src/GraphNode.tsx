@@ -1,15 +1,17 @@
 // One node on the canvas: typed handles, param widgets, live run state, issues and images.
 
 import { BaseEdge, getBezierPath, Handle, Position, useStore, type EdgeProps, type NodeProps } from "@xyflow/react";
-import { memo, useContext, useEffect, useId, useState } from "react";
+import { lazy, memo, Suspense, useContext, useEffect, useId, useState } from "react";
 import { createPortal } from "react-dom";
-import { MaskPainter } from "./MaskPainter";
 import { modelKind, useModels } from "./models";
 import { useUpload } from "./useUpload";
 import type { DgNode } from "./convert";
 import { colourOf, EditorContext } from "./editorContext";
 import { useNodeLinks, useNodeStatus } from "./nodeStatus";
 import type { ParamSpec, PortSpec } from "./types";
+
+/** the mask painter is opened rarely: its code loads when it is first opened, not at startup */
+export const MaskPainter = lazy(() => import("./MaskPainter").then((m) => ({ default: m.MaskPainter })));
 
 function isTemplateRef(value: unknown): value is string {
   return typeof value === "string" && value.startsWith("$") && !value.startsWith("$$");
@@ -87,7 +89,12 @@ export function UploadWidget({ value, onChange, name }: { value: unknown; onChan
         </button>
       )}
       {upload.painting && upload.thumb &&
-        createPortal(<MaskPainter src={upload.thumb} onClose={() => upload.setPainting(false)} onSave={upload.send} />, document.body)}
+        createPortal(
+          <Suspense fallback={null}>
+            <MaskPainter src={upload.thumb} onClose={() => upload.setPainting(false)} onSave={upload.send} />
+          </Suspense>,
+          document.body,
+        )}
       {upload.error && <div className="node-error">{upload.error}</div>}
     </div>
   );
@@ -232,6 +239,21 @@ function formatSeconds(seconds: number): string {
   return seconds < 10 ? `${seconds.toFixed(2)} s` : `${seconds.toFixed(1)} s`;
 }
 
+/** "compiling… 12 s", counting while torch.compile works (it sends nothing until it is done). */
+function CompilingBadge({ since }: { since: number }) {
+  const [now, setNow] = useState(() => Date.now());
+  useEffect(() => {
+    const timer = setInterval(() => setNow(Date.now()), 1000);
+    return () => clearInterval(timer);
+  }, []);
+  const seconds = Math.max(0, Math.floor((now - since) / 1000));
+  return (
+    <span className="badge badge-running badge-compiling" data-testid="node-state" title="torch.compile is compiling the denoiser (once per image size in this server)">
+      compiling… {seconds} s
+    </span>
+  );
+}
+
 function summarize(value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value) ?? "";
   return text.length > 24 ? `${text.slice(0, 23)}…` : text;
@@ -272,9 +294,12 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
   const collapsed = data.metadata?.collapsed === true;
   const muted = data.metadata?.muted === true;
   const bypassed = data.metadata?.bypassed === true;
+  const compiling = state === "running" && status.stage?.name === "compile";
   const badge =
     state === "running"
-      ? status.total
+      ? compiling
+        ? null
+        : status.total
         ? `running ${status.step ?? 0}/${status.total}`
         : "running"
       : state;
@@ -289,6 +314,7 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
             {status.family}
           </span>
         )}
+        {compiling && status.stage && <CompilingBadge since={status.stage.since} />}
         {badge && <span className={`badge badge-${state}`} data-testid="node-state">{badge}</span>}
         {status.seconds !== undefined && state === "done" && (
           <span className="badge badge-time" data-testid="node-time" title="time this node took in the last run">
@@ -330,6 +356,11 @@ function GraphNodeView({ id, data, selected }: NodeProps<DgNode>) {
           <div style={{ width: `${(100 * (status.step ?? 0)) / status.total}%` }} />
         </div>
       ) : null}
+      {status.stage && !far && (
+        <div className={`node-stage stage-${status.stage.name}`} data-testid="node-stage" data-stage={status.stage.name}>
+          {status.stage.message}
+        </div>
+      )}
       <div className={`dg-node-body ${collapsed ? "collapsed" : ""}`}>
         {outputs.map((port) => (
           <div className="port-row output" key={`out-${port.name}`}>
@@ -420,7 +451,8 @@ export const TypedEdge = memo(function TypedEdge(props: EdgeProps) {
     <BaseEdge
       id={props.id}
       path={path}
-      style={{ stroke: props.selected ? "#5b9dff" : colourOf(colours, type), strokeWidth: props.selected ? 3 : 2, opacity: 0.85 }}
+      // strokeOpacity, not opacity: `opacity` paints each of hundreds of links into its own layer
+      style={{ stroke: props.selected ? "#5b9dff" : colourOf(colours, type), strokeWidth: props.selected ? 3 : 2, strokeOpacity: 0.85 }}
     />
   );
 });

@@ -1,12 +1,11 @@
 // The side panel: node palette, workflow (template) params, template gallery, library, history.
 
-import { useContext, useEffect, useMemo, useState } from "react";
+import { Suspense, useContext, useEffect, useMemo, useState } from "react";
 import { createPortal } from "react-dom";
 import * as api from "./api";
 import { outputUrl } from "./api";
 import { colourOf, EditorContext } from "./editorContext";
-import { ModelInput } from "./GraphNode";
-import { MaskPainter } from "./MaskPainter";
+import { MaskPainter, ModelInput } from "./GraphNode";
 import { modelKind } from "./models";
 import { useUpload } from "./useUpload";
 import type { TemplateParamHint } from "./templateParams";
@@ -120,12 +119,14 @@ function TemplateImage({ name, value, set, maskParam, setTemplateParam }: {
       )}
       {upload.painting && upload.thumb && maskParam &&
         createPortal(
-          <MaskPainter
-            src={upload.thumb}
-            output="luminance"
-            onClose={() => upload.setPainting(false)}
-            onSave={async (file) => setTemplateParam(maskParam, { default: await actions.upload(file) })}
-          />,
+          <Suspense fallback={null}>
+            <MaskPainter
+              src={upload.thumb}
+              output="luminance"
+              onClose={() => upload.setPainting(false)}
+              onSave={async (file) => setTemplateParam(maskParam, { default: await actions.upload(file) })}
+            />
+          </Suspense>,
           document.body,
         )}
       {upload.error && <span className="node-error">{upload.error}</span>}

@@ -22,6 +22,8 @@ export interface ToolbarProps {
   setQueueCount(n: number): void;
   seedControl: SeedControl;
   setSeedControl(control: SeedControl): void;
+  compile: boolean;
+  setCompile(on: boolean): void;
   showHelp(): void;
 }
 
@@ -81,6 +83,13 @@ export function Toolbar(p: ToolbarProps) {
         <option value="increment">seed: increment</option>
         <option value="randomize">seed: randomize</option>
       </select>
+      <label
+        className="compile-toggle"
+        title="torch.compile the denoiser for these runs (like `diffgraph run --compile`): the first run of each image size pays the compile time, later ones run faster. Unchecked, runs take the server's own setting."
+      >
+        <input type="checkbox" data-testid="compile-toggle" checked={p.compile} onChange={(e) => p.setCompile(e.target.checked)} />
+        compile
+      </label>
       <button data-testid="cancel" onClick={p.cancel} disabled={!p.running}>
         Cancel
       </button>

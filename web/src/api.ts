@@ -104,8 +104,16 @@ export async function validateWorkflow(
   return { valid: payload.valid, errors: payload.errors ?? [], families: payload.families ?? {} };
 }
 
-export async function startRun(workflow: WorkflowDocument, params?: Record<string, unknown>): Promise<string> {
-  const payload = await request<{ id: string }>("POST", "/api/runs", params ? { workflow, params } : { workflow });
+/** A run's speed options (POST /api/runs' `options`); left out, the run takes the server's flags. */
+export interface RunOptions {
+  compile?: boolean;
+}
+
+export async function startRun(workflow: WorkflowDocument, params?: Record<string, unknown>, options?: RunOptions): Promise<string> {
+  const body: Record<string, unknown> = { workflow };
+  if (params) body.params = params;
+  if (options && Object.keys(options).length > 0) body.options = options;
+  const payload = await request<{ id: string }>("POST", "/api/runs", body);
   return payload.id;
 }
 

@@ -19,6 +19,9 @@ export interface NodeStatus {
   preview?: string;
   /** seconds the node took in the last run (from node_finished) */
   seconds?: number;
+  /** a named stage of the node's work that is not a sampling step (`compile`, `compiled`, `eager`:
+   * torch.compile of the denoiser under the run's compile option), its words and when it began */
+  stage?: { name: string; message: string; since: number };
   /** a loader's model family, from the model's own files (POST /api/validate's `families`) */
   family?: string;
 }

@@ -54,7 +54,13 @@ export function applyRunEvent(statusStore: StatusStore, event: RunEvent): { done
       if (id) statusStore.update(id, { state: "cached", error: undefined });
       break;
     case "node_started":
-      if (id) statusStore.update(id, { state: "running", step: undefined, total: undefined, error: undefined });
+      if (id) statusStore.update(id, { state: "running", step: undefined, total: undefined, error: undefined, stage: undefined });
+      break;
+    case "node_stage":
+      if (id && typeof event.stage === "string") {
+        const message = typeof event.message === "string" ? event.message : event.stage;
+        statusStore.update(id, { state: "running", stage: { name: event.stage, message, since: Date.now() } });
+      }
       break;
     case "progress":
       if (id) statusStore.update(id, { state: "running", step: event.step, total: event.total });

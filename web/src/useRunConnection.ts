@@ -23,7 +23,7 @@ export interface RunConnection {
   runId: string | null;
   /** bumps whenever any run ends, so the history can refresh */
   historyRevision: number;
-  run(doc: WorkflowDocument): Promise<string | null>;
+  run(doc: WorkflowDocument, options?: api.RunOptions): Promise<string | null>;
   cancel(): Promise<void>;
 }
 
@@ -115,7 +115,7 @@ export function useRunConnection(options: RunConnectionOptions): RunConnection {
   }, [handleEvent]);
 
   const run = useCallback(
-    async (doc: WorkflowDocument): Promise<string | null> => {
+    async (doc: WorkflowDocument, runOptions?: api.RunOptions): Promise<string | null> => {
       const { stores, say, showIssues, nodeIds, edges } = opts.current;
       if (runRef.current) {
         say("A run is already in progress; cancel it first.", true);
@@ -128,7 +128,7 @@ export function useRunConnection(options: RunConnectionOptions): RunConnection {
         early.current = [];
         let id: string;
         try {
-          id = await api.startRun(doc);
+          id = await api.startRun(doc, undefined, runOptions);
         } finally {
           starting.current = false;
         }

@@ -21,6 +21,8 @@ export function useRunQueue(options: {
   const { stores, doc, currentDocument, dispatch, say, showIssues } = options;
   const [queueCount, setQueueCount] = useState(1);
   const [seedControl, setSeedControl] = useState<SeedControl>("fixed");
+  // unchecked, a run says nothing and takes the server's --compile flag; checked, it asks for compile
+  const [compile, setCompile] = useState(false);
   /** runs still to start after the current one */
   const queued = useRef(0);
   const runAgain = useRef<() => void>(() => {});
@@ -45,6 +47,7 @@ export function useRunQueue(options: {
   });
 
   const run = useCallback(async () => {
+    const runOptions = compile ? { compile: true } : undefined;
     if (connection.runId) {
       say("A run is already in progress; cancel it first.", true);
       return;
@@ -58,15 +61,15 @@ export function useRunQueue(options: {
     runAgain.current = () => {
       queued.current -= 1;
       // the seed control has been applied to the document by now (one render later)
-      requestAnimationFrame(() => connection.run(runnable()));
+      requestAnimationFrame(() => connection.run(runnable(), runOptions));
     };
-    await connection.run(runnable());
-  }, [connection, currentDocument, queueCount, say]);
+    await connection.run(runnable(), runOptions);
+  }, [compile, connection, currentDocument, queueCount, say]);
 
   const cancel = useCallback(() => {
     queued.current = 0;
     connection.cancel();
   }, [connection]);
 
-  return { running: !!connection.runId, historyRevision: connection.historyRevision, run, cancel, queueCount, setQueueCount, seedControl, setSeedControl };
+  return { running: !!connection.runId, historyRevision: connection.historyRevision, run, cancel, queueCount, setQueueCount, seedControl, setSeedControl, compile, setCompile };
 }

@@ -25,6 +25,27 @@ describe("run events", () => {
     for (const id of IDS) statusStore.update(id, { state: "queued" });
   });
 
+  it("shows a compile stage on its node, then the compiled stage's words, until the next run clears it", () => {
+    applyRunEvent(statusStore, { type: "node_started", run_id: "r", node: "sample" });
+    const before = Date.now();
+    applyRunEvent(statusStore, { type: "node_stage", run_id: "r", node: "sample", stage: "compile", message: "compiling the unet for 2x4x8x8 inputs" });
+    const compiling = statusStore.get("sample");
+    expect(compiling).toMatchObject({ state: "running", stage: { name: "compile", message: "compiling the unet for 2x4x8x8 inputs" } });
+    expect(compiling.stage!.since).toBeGreaterThanOrEqual(before);
+    applyRunEvent(statusStore, { type: "node_stage", run_id: "r", node: "sample", stage: "compiled", message: "compiled the unet in 12.3s" });
+    applyRunEvent(statusStore, { type: "progress", run_id: "r", node: "sample", step: 1, total: 2 });
+    expect(statusStore.get("sample")).toMatchObject({ state: "running", step: 1, stage: { name: "compiled", message: "compiled the unet in 12.3s" } });
+    applyRunEvent(statusStore, { type: "node_finished", run_id: "r", node: "sample" });
+    expect(statusStore.get("sample").stage?.name).toBe("compiled");  // the seconds stay readable after the run
+    statusStore.clear("run");
+    expect(statusStore.get("sample").stage).toBeUndefined();
+  });
+
+  it("a stage of an inner node of a subgraph shows on the outer node", () => {
+    applyRunEvent(statusStore, { type: "node_stage", run_id: "r", node: "sample/inner", stage: "eager", message: "not compiling the unet: a LoRA" });
+    expect(statusStore.get("sample").stage).toMatchObject({ name: "eager", message: "not compiling the unet: a LoRA" });
+  });
+
   it("shows running with step i/n, then done, and images from run_finished outputs", () => {
     applyRunEvent(statusStore, { type: "node_started", run_id: "r", node: "sample" });
     applyRunEvent(statusStore, { type: "progress", run_id: "r", node: "sample", step: 3, total: 10 });
