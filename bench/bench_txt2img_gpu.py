@@ -2,7 +2,7 @@
 and diffusers + torch.compile, and SDXL under --vram-budget 8, in one run.
 
     python bench/bench_txt2img_gpu.py                         # both sizes: 512x512 SD1.5, 1024x1024 SDXL; cuda, fp16
-    python bench/bench_txt2img_gpu.py --family sdxl           # one of them
+    python bench/bench_txt2img_gpu.py --family sdxl           # one of them (sd, sdxl, adapters)
     python bench/bench_txt2img_gpu.py --cpu-tiny              # no GPU: the tiny test models on the CPU, float32
     python bench/bench_txt2img_gpu.py --tiny --device cpu     # one tiny family on the CPU (smoke mode)
 
@@ -11,7 +11,10 @@ The components are random-weight models built offline with the real architecture
 text encoders), saved once as diffusers folders. Every row runs the same folder, scheduler, seed
 and steps (30); models are loaded before timing. Rows: diffgraph eager, diffgraph --compile,
 diffusers eager, diffusers + torch.compile (the whole UNet, the usual recipe; CUDA graphs on CUDA);
-then SDXL through diffgraph under --vram-budget 8. Prints it/s (steps / seconds of a whole
+then SDXL through diffgraph under --vram-budget 8. The adapters row (issue 12): the SDXL-sized model with
+one ControlNet (ControlNetModel.from_unet of its UNet) and two random rank-32 denoiser LoRAs made with peft,
+the controlnet template + two LoadLoRA against StableDiffusionXLControlNetPipeline after
+load_lora_weights + set_adapters; without CUDA it says "not measured". Prints it/s (steps / seconds of a whole
 generation, text encoding and decoding included), compile seconds (the first generation less a
 steady one), peak accelerator memory (torch.cuda.max_memory_allocated) and the ratios (targets:
 eager it/s >= 0.97 of diffusers; --compile >= 150 it/s at SD1.5 size and >= 25 it/s at SDXL size on
@@ -112,6 +115,30 @@ def build_sdxl(directory: Path, dtype) -> Path:
     return directory
 
 
+def build_controlnet(model: Path, directory: Path, dtype, tiny: bool) -> Path:
+    """A ControlNet built from the model's UNet config and weights (ControlNetModel.from_unet: the UNet's
+    encoder and SDXL's conditioning embedding), its zero-initialized output convolutions given random
+    weights so that it steers (tests/support/tiny_controlnets for the tiny model)."""
+    import torch
+    from diffusers import ControlNetModel, UNet2DConditionModel
+    from support import tiny_controlnets
+
+    unet = UNet2DConditionModel.from_pretrained(str(model), subfolder="unet")
+    if tiny:
+        net = tiny_controlnets.controlnet_from_unet(unet)
+    else:
+        net = ControlNetModel.from_unet(unet)  # the real conditioning embedding (16, 32, 96, 256): factor 8
+        generator = torch.Generator("cpu").manual_seed(0)
+        with torch.no_grad():
+            for module in [*net.controlnet_down_blocks, net.controlnet_mid_block, net.controlnet_cond_embedding.conv_out]:
+                for parameter in module.parameters():
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.02)
+    net.to(dtype).save_pretrained(str(directory), safe_serialization=True)
+    del unet, net
+    gc.collect()
+    return directory
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="smoke mode: the tiny test model")
@@ -124,8 +151,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--scheduler", default="euler")
     parser.add_argument("--model", default=None, help="reuse a folder built by an earlier run (one --family)")
-    parser.add_argument("--family", choices=("sd", "sdxl", "both"), default="both",
-                        help="sd: SD1.5-sized (512 px); sdxl: SDXL-sized (1024 px), through the modular blocks")
+    parser.add_argument("--family", choices=("sd", "sdxl", "adapters", "both"), default="both",
+                        help="sd: SD1.5-sized (512 px); sdxl: SDXL-sized (1024 px), through the modular blocks; "
+                             "adapters: SDXL-sized + one ControlNet + two LoRAs against StableDiffusionXLControlNetPipeline; "
+                             "both: all three")
     parser.add_argument("--budget", type=float, default=8.0, help="the SDXL --vram-budget row's GiB (default 8)")
     parser.add_argument("--no-compile", action="store_true", help="eager rows only")
     args = parser.parse_args()
@@ -137,10 +166,16 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print(f"no CUDA device here (torch {torch.__version__}): the GPU figures need one; --cpu-tiny gives "
               "the tiny models' CPU figures")
+        if args.family in ("adapters", "both"):
+            print(f"  adapters row (SDXL-sized + one ControlNet + two LoRAs, 1024x1024, {args.steps} steps, fp16): "
+                  "not measured")
         return
-    families = ("sd", "sdxl") if args.family == "both" else (args.family,)
+    families = ("sd", "sdxl", "adapters") if args.family == "both" else (args.family,)
     for family in families:
-        bench_family(args, family)
+        if family == "adapters":
+            bench_adapters(args)
+        else:
+            bench_family(args, family)
 
 
 def bench_family(args: argparse.Namespace, family: str) -> None:
@@ -285,6 +320,131 @@ def bench_family(args: argparse.Namespace, family: str) -> None:
     budget = f"diffgraph --vram-budget {args.budget:g}"
     if budget in rows:
         print(f"  peak under --vram-budget {args.budget:g}: {rows[budget][2]:.2f} GiB (target < {args.budget:g})")
+
+
+
+def bench_adapters(args: argparse.Namespace) -> None:
+    """The adapters row: the controlnet template with two LoadLoRA (denoiser LoRAs made with peft, strengths
+    0.8 and 0.5) on an SDXL-sized model against StableDiffusionXLControlNetPipeline after
+    load_lora_weights + set_adapters with the same files and strengths; same ControlNet, control picture
+    (scale 0.8), scheduler, seed and steps."""
+    import diffusers
+    import numpy as np
+    import torch
+    from PIL import Image
+    from support import tiny_families, tiny_loras
+
+    from diffgraph.engine import (
+        Cache,
+        Executor,
+        MemoryCache,
+        compile_workflow,
+        default_registry,
+        read_document,
+    )
+    from diffgraph.nodes.sampling import SCHEDULERS
+
+    dtype_name = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    cuda = args.device.startswith("cuda")
+    size = args.size or (32 if args.tiny else 1024)
+    work = Path(tempfile.mkdtemp(prefix="diffgraph-gpu-bench-adapters-"))
+    started = time.perf_counter()
+    if args.model:
+        model = Path(args.model)
+    elif args.tiny:
+        model = tiny_families.build_sdxl(work / "tiny-sdxl")
+    else:
+        model = build_sdxl(work / "sdxl", dtype)
+    controlnet = build_controlnet(model, work / "controlnet", dtype, args.tiny)
+    rank = 4 if args.tiny else 32
+    strengths = (0.8, 0.5)
+    loras = [tiny_loras.diffusers_lora(model, "sdxl", work / "loras" / f"lora_{name}.safetensors", seed=seed,
+                                       rank=rank, alpha=rank, text=False, scale=0.3 if args.tiny else 0.01)
+             for seed, name in enumerate("ab")]
+    y, x = np.mgrid[0:size, 0:size]
+    edges = np.zeros((size, size, 3), np.uint8)
+    edges[np.abs(np.hypot(x - size / 2, y - size / 2) - size / 3) < max(1, size / 64)] = 255
+    control_image = work / "edges.png"
+    Image.fromarray(edges).save(control_image)
+    print(f"built the adapters row's model, ControlNet and two rank-{rank} LoRAs in "
+          f"{time.perf_counter() - started:.0f} s: {work}")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def timed(run) -> float:
+        run()  # warm-up: loading
+        seconds = []
+        for _ in range(args.repeats):
+            sync()
+            begun = time.perf_counter()
+            run()
+            sync()
+            seconds.append(time.perf_counter() - begun)
+        return statistics.median(seconds)
+
+    templates = REPO / "diffgraph" / "workflows"
+    document = read_document(templates / "controlnet.yaml")
+    nodes = document["nodes"]
+    nodes["lora_a"] = {"type": "LoadLoRA", "inputs": {"unet": "load.unet"},
+                       "params": {"lora": str(loras[0]), "strength_model": strengths[0]}}
+    nodes["lora_b"] = {"type": "LoadLoRA", "inputs": {"unet": "lora_a.unet"},
+                       "params": {"lora": str(loras[1]), "strength_model": strengths[1]}}
+    nodes["sample"]["inputs"]["unet"] = "lora_b.unet"
+    plan = compile_workflow(document, default_registry(), {
+        "model": str(model), "controlnet": str(controlnet), "control_image": str(control_image),
+        "control_scale": 0.8, "steps": args.steps, "seed": 0, "scheduler": args.scheduler, "width": size,
+        "height": size}, base=templates)
+    services: dict = {}
+    pictures: dict[str, np.ndarray] = {}
+    node_seconds: list[dict[str, float]] = []
+
+    def ours() -> None:
+        result = Executor(Cache(MemoryCache()), services=services).run(plan, device=args.device, dtype=dtype_name,
+                                                                      output_dir=work / "ours")
+        assert result.status == "succeeded", result.error
+        pictures["diffgraph"] = np.asarray(Image.open(result.outputs["save"][0]).convert("RGB"))
+        node_seconds.append(result.seconds)
+
+    rows = {"diffgraph (controlnet template + 2 LoadLoRA)": timed(ours)}
+    services.clear()
+    gc.collect()
+    if cuda:
+        torch.cuda.empty_cache()
+
+    pipe = diffusers.StableDiffusionXLControlNetPipeline.from_pretrained(
+        str(model), controlnet=diffusers.ControlNetModel.from_pretrained(str(controlnet), dtype=dtype),
+        dtype=dtype).to(args.device)
+    class_name, overrides = SCHEDULERS[args.scheduler]
+    pipe.scheduler = getattr(diffusers, class_name).from_config(pipe.scheduler.config, **overrides)
+    pipe.set_progress_bar_config(disable=True)
+    for name, path in zip("ab", loras, strict=True):
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+    pipe.set_adapters(["a", "b"], adapter_weights=list(strengths))
+    control = Image.open(control_image).convert("RGB")
+
+    def theirs() -> None:
+        image = pipe(plan.template_params["prompt"], image=control, controlnet_conditioning_scale=0.8,
+                     num_inference_steps=args.steps, guidance_scale=7.5, width=size, height=size,
+                     generator=torch.Generator("cpu").manual_seed(0)).images[0]
+        pictures["diffusers"] = np.asarray(image.convert("RGB"))
+
+    rows["diffusers StableDiffusionXLControlNetPipeline + 2 LoRAs"] = timed(theirs)
+    device_name = torch.cuda.get_device_name() if cuda else args.device
+    label = "tiny SDXL-sized model" if args.tiny else "SDXL-sized model, random weights"
+    print(f"{label} + one ControlNet (scale 0.8) + two rank-{rank} LoRAs (0.8, 0.5), {size} px, {args.steps} steps "
+          f"({args.scheduler}), {dtype_name}, {device_name}, median of {args.repeats}")
+    for name, seconds in rows.items():
+        print(f"  {name:<56} {args.steps / seconds:8.2f} it/s ({seconds:.3f} s)")
+    slowest = sorted(node_seconds[-1].items(), key=lambda item: -item[1])[:4]
+    print("  diffgraph's last generation by node: " + ", ".join(f"{node} {sec:.3f} s" for node, sec in slowest))
+    ratio = rows["diffusers StableDiffusionXLControlNetPipeline + 2 LoRAs"] / rows[
+        "diffgraph (controlnet template + 2 LoadLoRA)"]
+    difference = np.abs(pictures["diffgraph"].astype(int) - pictures["diffusers"].astype(int)).max()
+    print(f"  it/s ratio diffgraph / diffusers: {ratio:.3f}; largest pixel difference of the two pictures: "
+          f"{difference}/255")
 
 
 if __name__ == "__main__":

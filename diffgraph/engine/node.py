@@ -313,8 +313,9 @@ class Node:
     def check_links(cls, params: dict[str, Any], linked: dict[str, tuple[str, dict[str, Any], str]],
                     access: FileAccess) -> list[tuple[str, str]]:
         """Validation-time checks of what feeds this node, beyond port types: `linked` maps each
-        linked port to (source node type, source params, source output); paths resolve through
-        `access`. Returns (field, message) problems; a check that cannot decide from params alone
+        linked port to (source node type, source params, source output), a tuple that also has the
+        source's `node_id` and `upstream` (its own linked ports, alike: see plan.Linked); paths
+        resolve through `access`. Returns (field, message) problems; a check that cannot decide from params alone
         returns none (the run decides)."""
         return []
 

@@ -528,6 +528,32 @@ def _resolve_link(link: str, aliases: Mapping[tuple[str, str], str]) -> tuple[st
     return source, output
 
 
+class Linked(tuple[str, dict[str, Any], str]):
+    """What feeds one port at validation time: (source node type, source params, source output),
+    plus the source's `node_id` and its own `upstream` links, so a check can follow a chain of
+    nodes (SampleLoop <- ApplyControlNet <- LoadControlNet). Built lazily: walking is the check's
+    choice, never a cost of planning."""
+
+    node_id: str
+    _planned: Mapping[str, PlannedNode]
+
+    def __new__(cls, planned: Mapping[str, PlannedNode], node_id: str, output: str) -> Linked:
+        source = planned[node_id]
+        linked = super().__new__(cls, (source.type, source.params, output))
+        linked.node_id, linked._planned = node_id, planned
+        return linked
+
+    @property
+    def upstream(self) -> dict[str, Linked]:
+        """The source node's own linked ports, alike."""
+        return Linked.links_of(self._planned, self.node_id)
+
+    @staticmethod
+    def links_of(planned: Mapping[str, PlannedNode], node_id: str) -> dict[str, Linked]:
+        return {port: Linked(planned, source, output)
+                for port, (source, output) in planned[node_id].links.items() if source in planned}
+
+
 def _check_links(planned: Mapping[str, PlannedNode], issues: list[Issue], access: FileAccess) -> None:
     """Each node type's own checks of what feeds it (`Node.check_links`), such as a task the linked
     model's family cannot do."""
@@ -535,8 +561,7 @@ def _check_links(planned: Mapping[str, PlannedNode], issues: list[Issue], access
         if node.spec.cls.check_links.__func__ is Node.check_links.__func__:  # type: ignore[attr-defined]
             continue
         check = node.spec.cls.check_links
-        linked = {port: (planned[source].type, planned[source].params, output)
-                  for port, (source, output) in node.links.items() if source in planned}
+        linked: dict[str, tuple[str, dict[str, Any], str]] = dict(Linked.links_of(planned, node.id))
         try:
             problems = check(node.params, linked, access)
         except Exception:  # noqa: BLE001 - a check that cannot decide leaves it to the run

@@ -21,13 +21,15 @@ picture (8-bit, Lanczos); one of the same size is used as it is.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
+from diffgraph.engine.files import read_regular
 
-from . import models
+from . import models, modular
 from .loaders import PICKLE_DOC
 from .models import ModelRef
 from .types import Conditioning, ConditioningValue, Image, ModelType
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
 #: diffusers classes a ControlNet folder may hold (ControlNet-Union: SDXL only)
 CONTROLNET_CLASSES = ("ControlNetModel", "ControlNetUnionModel")
 MODEL_DOC = ("a diffusers ControlNet folder (config.json + weights), a ControlNet pipeline folder (its "
-             "controlnet/), or a single-file .safetensors ControlNet in the original layout (then set config)")
+             "controlnet/), a Hugging Face repo id of either (from the hub cache, HF_HUB_OFFLINE honoured), or a "
+             "single-file .safetensors ControlNet in the original layout (then set config)")
 CONFIG_DOC = ("single .safetensors files only: a diffusers ControlNet folder whose config.json describes it "
               "(empty: the config diffusers guesses from the file, if the Hugging Face cache holds it)")
 #: the conditioning entries of control i
@@ -121,7 +124,9 @@ class LoadControlNet(Node):
     fingerprint = classmethod(_controlnet_fingerprint)
 
     def run(self, ctx):
-        path = models.resolve_model(self.model, "", field="model", access=ctx.access)
+        hub_file = models.resolve_file(self.model, "model", ctx.access) if models.hub_file(self.model) else None
+        path = hub_file or models.resolve_model(self.model, "", field="model", access=ctx.access,
+                                                hub_patterns=models.CONTROLNET_HUB_PATTERNS)
         config = ""
         if path.is_file():
             models.check_checkpoint_file(path, self.allow_pickle, "model")
@@ -212,9 +217,23 @@ class ApplyControlNet(Node):
     @classmethod
     def check_links(cls, params, linked, access):
         start, end = params.get("start", 0.0), params.get("end", 1.0)
+        problems = []
         if isinstance(start, (int, float)) and isinstance(end, (int, float)) and start > end:
-            return [("end", f"end {end} is before start {start}; end must be at least start (0 <= start <= end <= 1)")]
-        return []
+            problems.append(("end", f"end {end} is before start {start}; end must be at least start "
+                                    "(0 <= start <= end <= 1)"))
+        found = controlnet_config(linked["control_net"], access) if "control_net" in linked else None
+        mode = params.get("union_mode", -1)
+        if found is not None and isinstance(mode, int):
+            name, config = found
+            if config.get("_class_name") == "ControlNetUnionModel":
+                count = config.get("num_control_type")
+                if isinstance(count, int) and not 0 <= mode < count:
+                    problems.append(("union_mode", f"the ControlNet {name} is a ControlNet-Union: set union_mode to "
+                                                   f"its control type, 0..{count - 1} (got {mode})"))
+            elif mode != -1:
+                problems.append(("union_mode", f"the ControlNet {name} is a plain ControlNet: leave union_mode at -1 "
+                                               f"(got {mode}; union_mode is for ControlNet-Union models)"))
+        return problems
 
     def run(self, ctx):
         import torch
@@ -262,19 +281,162 @@ def _keep(step: int, total: int, start: float, end: float) -> float:
     return 1.0 - float(step / total < start or (step + 1) / total > end)
 
 
-def _family_problem(net: Any, unet: Any) -> str | None:
-    """Why a ControlNet does not fit a UNet (family, text width, latent channels), or None."""
-    cn, un = net.config, unet.config
-    what = "SDXL" if getattr(cn, "addition_embed_type", None) == "text_time" else "Stable Diffusion 1.x/2.x"
-    model = "SDXL" if getattr(un, "addition_embed_type", None) == "text_time" else "Stable Diffusion 1.x/2.x"
+def _kind(config: Mapping[str, Any]) -> str:
+    return "SDXL" if config.get("addition_embed_type") == "text_time" else "Stable Diffusion 1.x/2.x"
+
+
+def _family_problem(cn: Mapping[str, Any], un: Mapping[str, Any]) -> str | None:
+    """Why a ControlNet (its config) does not fit a UNet (its config: family, text width, latent
+    channels), or None. A key either config lacks (a model known only by its family, a ControlNet only by
+    its tensor names) is not checked."""
+    what, model = _kind(cn), _kind(un)
+    if cn.get("_class_name") == "ControlNetUnionModel" and model != "SDXL":
+        return f"is a ControlNetUnionModel, but the model sampling is {model} (ControlNet-Union is SDXL only)"
     if what != model:
         return f"is a {what} ControlNet, but the model sampling is {model}"
-    if cn.cross_attention_dim != un.cross_attention_dim:
-        return (f"takes text of width {cn.cross_attention_dim}, but this {model} UNet's is {un.cross_attention_dim} "
-                "(a ControlNet for another base model, such as SD 2.x for SD 1.x)")
-    if cn.in_channels != un.out_channels:
-        return f"takes {cn.in_channels}-channel latents, but this UNet's are {un.out_channels}-channel"
+    if "cross_attention_dim" in un and "cross_attention_dim" in cn and cn["cross_attention_dim"] != un["cross_attention_dim"]:
+        return (f"takes text of width {cn.get('cross_attention_dim')}, but this {model} UNet's is "
+                f"{un['cross_attention_dim']} (a ControlNet for another base model, such as SD 2.x for SD 1.x)")
+    if "out_channels" in un and "in_channels" in cn and cn["in_channels"] != un["out_channels"]:
+        return f"takes {cn.get('in_channels')}-channel latents, but this UNet's are {un['out_channels']}-channel"
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# validation: what the files named upstream already tell
+
+#: the families whose models take ControlNets here
+FAMILIES = ("sd", "sdxl")
+
+
+def _controls_upstream(source: Any) -> list[tuple[str, Any]]:
+    """(ApplyControlNet node id, what feeds its control_net) along the ApplyControlNet chain `source` ends."""
+    found = []
+    for _ in range(models.MAX_WALK):
+        if source is None or source[0] != "ApplyControlNet" or not hasattr(source, "upstream"):
+            break
+        upstream = source.upstream
+        if "control_net" in upstream:
+            found.append((source.node_id, upstream["control_net"]))
+        source = upstream.get("conditioning")
+    return found
+
+
+def _config_file(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(read_regular(path, models.MAX_CONFIG_BYTES).decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def controlnet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, Any]] | None:
+    """At validation time: (the name the user gave, config.json) of the ControlNet a LoadControlNet link
+    names, when its local files tell (a hub id or an unreadable file: None, the run decides)."""
+    node_type, params, _ = source
+    model, config = params.get("model"), params.get("config") or ""
+    if node_type != "LoadControlNet" or not isinstance(model, str) or not isinstance(config, str):
+        return None
+    path = models.local_path(model, access)
+    if path is None and models.REPO_ID.match(model.strip()):
+        try:  # a repo id: its copy in the hub cache, if there is one (never downloaded to validate)
+            path = models._from_hub(model.strip(), "", "model", False, models.CONTROLNET_HUB_PATTERNS)
+        except NodeError:
+            return None
+    if path is None:
+        return None
+    if path.is_file():
+        folder = models.local_path(config, access) if config.strip() else None
+        if not config.strip():
+            found = _config_from_header(path)
+            return (model, found) if found else None
+        candidates = [folder / "config.json"] if folder is not None and folder.is_dir() else []
+    else:
+        candidates = [path / "config.json", path / "controlnet" / "config.json"]
+    for candidate in candidates:
+        data = _config_file(candidate)
+        if data is not None and data.get("_class_name") in CONTROLNET_CLASSES:
+            return model, data
+    return None
+
+
+def _config_from_header(path: Path) -> dict[str, Any] | None:
+    """What a single-file ControlNet's tensor names and shapes tell of its config (diffusers' or the original
+    layout): its class, text width, latent channels, SDXL or not; None when unreadable (the run decides)."""
+    from .ipadapter import tensor_shapes
+
+    try:
+        shapes = tensor_shapes(path, "model")
+    except NodeError:
+        return None
+    config: dict[str, Any] = {"_class_name": "ControlNetModel"}
+    if any(key.startswith(("task_embedding", "control_add_embedding")) for key in shapes):
+        config["_class_name"] = "ControlNetUnionModel"
+    if any(key.startswith(("add_embedding.", "control_model.label_emb.")) for key in shapes):
+        config["addition_embed_type"] = "text_time"
+    width = next((shape[1] for key, shape in shapes.items() if key.endswith("attn2.to_k.weight") and len(shape) == 2),
+                 None)
+    if width is not None:
+        config["cross_attention_dim"] = width
+    conv_in = shapes.get("conv_in.weight") or shapes.get("control_model.input_blocks.0.0.weight")
+    if conv_in is not None and len(conv_in) == 4:
+        config["in_channels"] = conv_in[1]
+    return config
+
+
+def _unet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, Any]] | None:
+    """At validation time: (the model's name, what is known of its UNet's config) for the loader a
+    SampleLoop's unet comes from (through LoadLoRA and ApplyIPAdapter): the UNet's config.json of a
+    local folder, else only its family (a single file); None when unknown."""
+    loader = models.walk_upstream(source, "unet")
+    if loader is None or loader[0] not in modular.LOADERS:
+        return None
+    model = loader[1].get("model")
+    family = modular.family_of_loader(loader, access)
+    if family is not None and family.name not in FAMILIES:
+        return str(model), {"family": family.name, "title": family.title}
+    path = models.local_path(model, access) if isinstance(model, str) else None
+    if path is not None and path.is_dir():
+        for candidate in (path / "unet" / "config.json", path / "config.json"):
+            data = _config_file(candidate)
+            if data is not None and data.get("_class_name") == "UNet2DConditionModel":
+                return str(model), data
+    if family is not None:  # a single file: its family only
+        return str(model), {"addition_embed_type": "text_time"} if family.name == "sdxl" else {}
+    return None
+
+
+def link_problems(linked: Mapping[str, Any], access: FileAccess) -> list[tuple[str, str]]:
+    """At validation time (SampleLoop): the ControlNets applied to `positive` that cannot guide the model
+    linked to `unet` (another family, text width or latent channels), when the files tell."""
+    if "unet" not in linked or "positive" not in linked:
+        return []
+    controls = _controls_upstream(linked["positive"])
+    if not controls:
+        return []
+    model = _unet_config(linked["unet"], access)
+    if model is None:
+        return []
+    name, unet = model
+    if "family" in unet:
+        return [("positive", f"ApplyControlNet {controls[0][0]!r} applies a ControlNet, but {unet['title']} models "
+                             "take no ControlNet in diffgraph (diffusers' modular blocks have ControlNet steps for "
+                             "SDXL only; Stable Diffusion 1.x/2.x runs diffgraph's own loop): sample a "
+                             "Stable Diffusion 1.x/2.x or SDXL model, or remove the ApplyControlNet")]
+    problems = []
+    for apply_id, source in controls:
+        found = controlnet_config(source, access)
+        if found is None:
+            continue
+        problem = _family_problem(found[1], unet)
+        if problem:
+            wanted = f"a {_kind(unet)} ControlNet" + (f" of text width {unet['cross_attention_dim']}"
+                                                       if "cross_attention_dim" in unet else "")
+            problems.append(("positive", f"the ControlNet {found[0]} (LoadControlNet {source.node_id!r}, applied by "
+                                         f"{apply_id!r}) {problem}; the model is {name}: load {wanted}"))
+    return problems
 
 
 def _check_union_mode(net: Any, control: Control) -> None:
@@ -344,7 +506,7 @@ def prepare_for_loop(ctx: Any, unet: Any, positive: Any, negative: Any, guided: 
         if type(net).__name__ != "ControlNetModel":
             raise NodeError(f"the ControlNet {control.ref.describe()} is a {type(net).__name__}: Stable Diffusion "
                             "1.x/2.x takes a ControlNetModel (ControlNet-Union is SDXL only)", "positive")
-        problem = _family_problem(net, unet)
+        problem = _family_problem(net.config, unet.config)
         if problem:
             raise NodeError(f"the ControlNet {control.ref.describe()} applied to this conditioning {problem}; "
                             "load a ControlNet trained for this model", "positive")
@@ -380,7 +542,7 @@ def modular_inputs(ctx: Any, pipeline: Any, family: Any, positive: Any, negative
     nets = []
     for control in controls:
         net = load_controlnet(ctx, control.ref, "positive")
-        problem = _family_problem(net, pipeline.unet)
+        problem = _family_problem(net.config, pipeline.unet.config)
         if problem:
             raise NodeError(f"the ControlNet {control.ref.describe()} applied to this conditioning {problem}; "
                             "load a ControlNet trained for this model", "positive")

@@ -25,6 +25,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import re
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,9 @@ if TYPE_CHECKING:
 FAMILIES = ("sd", "sdxl")
 #: the largest safetensors header read (an IP-Adapter's is a few KB)
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+#: a folder in a Hugging Face repo (the image encoder's): `org/name[@revision]/path/in/repo`
+HUB_FOLDER = re.compile(r"^(?:hf://)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<revision>[\w.-]+))?"
+                        r"/(?P<path>[\w.-]+(?:/[\w.-]+)*)$")
 #: the CLIP vision encoder class diffusers' `load_ip_adapter` loads
 ENCODER_CLASS = "CLIPVisionModelWithProjection"
 #: cross-attention width -> the models whose UNets have it, for errors
@@ -60,19 +64,39 @@ class IPAdapter(ModelType):
 
 
 def _weights_file(text: str, access: FileAccess) -> Path:
-    path = models.resolve_model(text, field="ip_adapter", access=access)
+    path = models.resolve_file(text, "ip_adapter", access) if models.hub_file(text) else None
+    path = path or models.resolve_model(text, field="ip_adapter", access=access)
     if not path.is_file():
         raise NodeError(f"{text!r} is a folder; name the IP-Adapter weights file in it (a .safetensors file with "
-                        "image_proj.* and ip_adapter.* tensors)", "ip_adapter")
+                        "image_proj.* and ip_adapter.* tensors; in a Hugging Face repo: "
+                        "org/name/path/in/repo.safetensors)", "ip_adapter")
     if models.sniff_format(path) == "pickle":
         raise NodeError(f"{path.name} is a pickle file, not safetensors: pickle files can run arbitrary code when "
                         "loaded; use the .safetensors release of this IP-Adapter", "ip_adapter")
     return path
 
 
-def _encoder_folder(text: str, weights: Path, access: FileAccess) -> Path:
+def _hub_folder(text: str, access: FileAccess) -> Path | None:
+    """The hub cache's copy of a folder in a Hugging Face repo, `org/name[@revision]/path/in/repo` (as
+    diffusers' load_ip_adapter takes `image_encoder_folder` in the repo); None when `text` names none."""
+    found = HUB_FOLDER.match(text.strip())
+    if found is None or models.local_path(text, access) is not None or any(
+            part in (".", "..") for part in found["path"].split("/")):
+        return None
+    path = found["path"]
+    snapshot = models._from_hub(found["repo"], found["revision"] or "", "image_encoder", access.allow_downloads,
+                                (f"{path}/*.json", f"{path}/*.safetensors"))
+    return snapshot / path
+
+
+def _encoder_folder(text: str, weights: Path, access: FileAccess, weights_text: str = "") -> Path:
+    hub_weights = models.hub_file(weights_text) if models.local_path(weights_text, access) is None else None
     if text.strip():
-        folder = models.resolve_model(text, field="image_encoder", access=access)
+        folder = _hub_folder(text, access) or models.resolve_model(text, field="image_encoder", access=access)
+    elif hub_weights is not None:  # image_encoder/ beside the weights in their repo, as load_ip_adapter looks
+        repo_id, revision, path = hub_weights
+        beside = "/".join([*path.split("/")[:-1], "image_encoder"])
+        folder = _hub_folder(f"{repo_id}{'@' + revision if revision else ''}/{beside}", access) or weights
     else:  # where diffusers' load_ip_adapter looks by default: image_encoder/ beside the weights
         folder = weights.parent / "image_encoder"
         missing = NodeError(f"no image_encoder folder beside {weights.name}: name the IP-Adapter's CLIP vision "
@@ -142,10 +166,10 @@ class LoadIPAdapter(Node):
     """Load an IP-Adapter (an image prompt for SD 1.x/2.x and SDXL): its weights file and the CLIP
     vision encoder it was trained with."""
 
-    ip_adapter: str = Param(widget="model:ip_adapter", doc="the IP-Adapter .safetensors file (image_proj.* and ip_adapter.* "
-                                                "tensors, as diffusers' load_ip_adapter reads)")
-    image_encoder: str = Param("", doc="its CLIPVisionModelWithProjection folder; empty: image_encoder/ beside "
-                                       "the weights file")
+    ip_adapter: str = Param(widget="model:ip_adapter", doc="the IP-Adapter .safetensors file (image_proj.* and "
+                            "ip_adapter.* tensors, as diffusers' load_ip_adapter reads); " + models.HUB_FILE_DOC)
+    image_encoder: str = Param("", doc="its CLIPVisionModelWithProjection folder (or a repo's, "
+                               "org/name/path/in/repo); empty: image_encoder/ beside the weights file (in its repo)")
     outputs = {"ip_adapter": Output(IPAdapter)}
 
     fingerprint = classmethod(_fingerprint)
@@ -153,7 +177,7 @@ class LoadIPAdapter(Node):
     def run(self, ctx):
         weights = _weights_file(self.ip_adapter, ctx.access)
         _check_layout(weights, tensor_shapes(weights))
-        encoder = _encoder_folder(self.image_encoder, weights, ctx.access)
+        encoder = _encoder_folder(self.image_encoder, weights, ctx.access, self.ip_adapter)
         ref = models.ModelRef(kind="ip_adapter", path=str(weights), config=str(encoder),
                               fingerprint=models.local_fingerprint(str(weights)) or "")
         _image_encoder(ctx, ref, "image_encoder")  # a broken encoder fails here, not in the sampler
@@ -175,10 +199,11 @@ class ApplyIPAdapter(Node):
     def check_links(cls, params, linked, access):
         """What the files named upstream already tell: the model's family, and whether the adapter's
         cross-attention width is the UNet's (the run checks every layer)."""
-        family = modular.family_of_loader(linked["unet"], access) if "unet" in linked else None
+        loader = models.walk_upstream(linked.get("unet"), "unet")  # through LoRAs and other IP-Adapters
+        family = modular.family_of_loader(loader, access) if loader is not None else None
         if family is not None and family.name not in FAMILIES:
             return [("unet", family_problem(family.name))]
-        width = _loader_cross_attention(linked["unet"], access) if "unet" in linked else None
+        width = _loader_cross_attention(loader, access) if loader is not None else None
         adapter = _adapter_shapes(linked["ip_adapter"], access) if "ip_adapter" in linked else None
         if width is None or adapter is None:
             return []
@@ -260,6 +285,11 @@ def _adapter_shapes(source: tuple[str, dict[str, Any], str], access: FileAccess)
     if node_type != "LoadIPAdapter" or not isinstance(params.get("ip_adapter"), str):
         return None
     path = models.local_path(params["ip_adapter"], access)
+    if path is None and models.hub_file(params["ip_adapter"]) is not None:
+        try:  # a repo file already in the hub cache (validating never downloads)
+            path = models.cached_hub_file(params["ip_adapter"], "ip_adapter", access)
+        except NodeError:
+            return None  # LoadIPAdapter reports it
     if path is None or not path.is_file():
         return None
     try:

@@ -18,6 +18,7 @@ peft's own `inject_adapter_in_model` / `set_peft_model_state_dict` instead (`_lo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -55,7 +56,7 @@ ADAPTER_PREFIX = "diffgraph_lora_"
 _DOWN_WEIGHTS = (".lora_A.weight", ".lora.down.weight", ".lora_down.weight")
 
 LORA_DOC = ("a LoRA .safetensors file (diffusers/peft, kohya-ss and the other trainer formats diffusers reads); "
-            "on the server, a file under its model folders")
+            "on the server, a file under its model folders; " + models.HUB_FILE_DOC)
 
 
 @node("LoadLoRA", category="loaders")
@@ -81,7 +82,14 @@ class LoadLoRA(Node):
         text = params.get("lora")
         if not isinstance(text, str) or not text.strip():
             return None
-        path = resolve_lora(text, access)  # a path the policy refuses is a validation error
+        if models.hub_file(text) is not None and models.local_path(text, access) is None:
+            # a repo file: the cached copy's digest, else (downloads allowed) the run fetches it; validating
+            # never downloads. Not in the cache of a server without downloads: a validation error.
+            if models.cached_hub_file(text, "lora", access) is None:
+                return f"hub:{text.strip()}"
+            path = resolve_lora(text, dataclasses.replace(access, allow_downloads=False))
+        else:
+            path = resolve_lora(text, access)  # a path the policy refuses is a validation error
         try:
             return digest_regular(path, MAX_LORA_BYTES)
         except OSError:
@@ -93,10 +101,14 @@ class LoadLoRA(Node):
         if not isinstance(text, str) or not text.strip():
             return []
         try:
-            names = tensor_names(resolve_lora(text, access))
+            lookup = dataclasses.replace(access, allow_downloads=False) if models.can_download(access) else access
+            names = tensor_names(resolve_lora(text, lookup))
         except NodeError as exc:
+            if models.hub_file(text) is not None and models.can_download(access):
+                return []  # a repo file not fetched yet: the run fetches and checks it
             return [("lora", str(exc))]
-        family = modular.family_of_loader(linked["unet"], access) if "unet" in linked else None
+        loader = models.walk_upstream(linked.get("unet"), "unet")  # through stacked LoRAs and IP-Adapters
+        family = modular.family_of_loader(loader, access) if loader is not None else None
         problem = family_problem(names, family) if family is not None else None
         return [("lora", problem)] if problem else []
 
@@ -139,9 +151,12 @@ def _with_lora(ref: models.ModelRef, path: Path, digest: str, strength: float) -
 
 
 def resolve_lora(text: str, access: FileAccess) -> Path:
-    """The LoRA file `text` names: any local path on the CLI, a file under the model roots on the server.
-    Local files only (a Hugging Face repo holds LoRAs under names only its card tells)."""
+    """The LoRA file `text` names: any local path on the CLI, a file under the model roots on the server,
+    or a file in a Hugging Face repo (`org/name/path/in/repo.safetensors`: diffusers' repo id + weight_name)
+    from the hub cache, fetched only where `access` allows downloads."""
     path = models.local_path(text, access) if isinstance(text, str) else None
+    if path is None and isinstance(text, str) and models.hub_file(text) is not None:
+        path = models.resolve_file(text, "lora", access)
     if path is None:
         if isinstance(text, str) and text.strip() and not access.permissive:
             access.model_path(text, "lora")  # the policy's refusal, which says nothing about the path

@@ -19,6 +19,7 @@ in with `allow_pickle`. The format is judged by the file's content, never by its
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -39,6 +40,22 @@ from . import fastpath
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+#: one file in a Hugging Face repo, as huggingface_hub's HfFileSystem names it (`hf://` optional):
+#: `org/name/path/in/repo.safetensors`, or `org/name@revision/path/in/repo.safetensors`
+HUB_FILE = re.compile(r"^(?:hf://)?(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<revision>[\w.-]+))?"
+                      r"/(?P<path>(?:[\w.-]+/)*[\w.-]+\.safetensors)$")
+HUB_FILE_DOC = ("a file in a Hugging Face repo is `org/name/path/in/repo.safetensors` (diffusers' repo id + "
+                "weight_name; `hf://` before it and `@revision` after the name optional), read from the hub cache")
+#: what a diffusers pipeline repo is fetched with: configs and the components' safetensors weights, not the
+#: multi-GB single-file checkpoints some repos also keep at their root
+PIPELINE_HUB_PATTERNS = ("*.json", "*.txt", "*/*.safetensors", "*.model")
+#: never fetched: half-precision and EMA variants
+HUB_IGNORE_PATTERNS = ("*.fp16.safetensors", "*non_ema*", "*.ema.safetensors")
+#: what a ControlNet repo holds (diffusers' layout at the root, or a pipeline's controlnet/): its config
+#: and safetensors weights, not the pickle or half-precision variants beside them
+CONTROLNET_HUB_PATTERNS = ("*.json", "diffusion_pytorch_model.safetensors", "diffusion_pytorch_model-*-of-*.safetensors",
+                           "controlnet/diffusion_pytorch_model.safetensors",
+                           "controlnet/diffusion_pytorch_model-*-of-*.safetensors")
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PICKLE_HELP = ("pickle files can run arbitrary code when loaded; convert the checkpoint to .safetensors, "
                "or set allow_pickle=true if you trust its source")
@@ -115,7 +132,8 @@ def sniff_format(path: Path) -> str:
     return "unknown"
 
 
-def resolve_model(text: str, revision: str = "", field: str = "model", access: FileAccess = PERMISSIVE) -> Path:
+def resolve_model(text: str, revision: str = "", field: str = "model", access: FileAccess = PERMISSIVE,
+                  hub_patterns: tuple[str, ...] | None = None) -> Path:
     """A local path for `text`. Permissive (the CLI): a path (absolute, relative to the working folder
     or to the diffgraph package) or a Hugging Face repo id found through huggingface_hub's cache.
     Contained (the server): a model under `access`'s model roots or a repo id in the hub cache."""
@@ -128,7 +146,7 @@ def resolve_model(text: str, revision: str = "", field: str = "model", access: F
             return found
         if not REPO_ID.match(text):
             access.model_path("/", field)  # raises the policy's refusal, which says nothing about the path
-        return _from_hub(text, revision, field, access.allow_downloads)
+        return _from_hub(text, revision, field, access.allow_downloads, hub_patterns)
     path = Path(text).expanduser()
     candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
     for candidate in candidates:
@@ -136,7 +154,88 @@ def resolve_model(text: str, revision: str = "", field: str = "model", access: F
             return candidate.resolve()
     if path.is_absolute() or text.startswith(".") or not REPO_ID.match(text):
         raise NodeError(f"{text!r} does not exist", field)
-    return _from_hub(text, revision, field, access.allow_downloads)
+    return _from_hub(text, revision, field, access.allow_downloads, hub_patterns)
+
+
+def hub_file(text: str) -> tuple[str, str, str] | None:
+    """(repo id, revision, path in the repo) of a `org/name[@revision]/path/file.safetensors` reference, or None."""
+    found = HUB_FILE.match(text.strip())
+    if found is None or any(part in (".", "..") for part in found["path"].split("/")):
+        return None
+    return found["repo"], found["revision"] or "", found["path"]
+
+
+def resolve_file(text: str, field: str, access: FileAccess = PERMISSIVE) -> Path | None:
+    """The local file or folder `text` names (as `local_path`), else the hub cache's copy of the repo
+    file it names (`hub_file`): fetched only where downloads are allowed (the CLI; a server started
+    with --allow-downloads) and HF_HUB_OFFLINE is not set. None when `text` is neither."""
+    found = local_path(text, access)
+    if found is not None:
+        return found
+    reference = hub_file(text)
+    if reference is None:
+        return None
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    repo_id, revision, filename = reference
+    offline = _offline()
+    try:
+        return Path(hf_hub_download(repo_id, filename, revision=revision or None,
+                                    local_files_only=offline or not access.allow_downloads))
+    except LocalEntryNotFoundError:
+        raise NodeError(f"{text!r} is no local file, and {filename} of the Hugging Face repo {repo_id} is not in the "
+                        f"Hugging Face cache ({_why_not_fetched(access.allow_downloads, offline)}); download it "
+                        "first or give a local file", field) from None
+    except RepositoryNotFoundError:
+        raise NodeError(f"{text!r} is no local file, and {repo_id!r} is not a Hugging Face repo", field) from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise NodeError(f"{text!r} is no local file, and {filename} could not be fetched from the Hugging Face "
+                        f"repo {repo_id}: {exc}", field) from None
+
+
+def cached_hub_file(text: str, field: str, access: FileAccess) -> Path | None:
+    """The hub cache's copy of a repo file (`hub_file`), never downloading (validation): None when the
+    cache lacks it and a run may fetch it; a NodeError saying why when a run may not (offline, or a
+    server without --allow-downloads)."""
+    if not can_download(access):
+        return resolve_file(text, field, access)  # a lookup in the cache only
+    try:
+        return resolve_file(text, field, dataclasses.replace(access, allow_downloads=False))
+    except NodeError:
+        return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def can_download(access: FileAccess) -> bool:
+    """Whether a run under `access` may fetch from the Hugging Face Hub (allowed, and HF_HUB_OFFLINE unset)."""
+    return access.allow_downloads and not _offline()
+
+
+def _why_not_fetched(allow_downloads: bool, offline: bool) -> str:
+    if not allow_downloads:
+        return "downloads are off on this server: start it with `diffgraph serve --allow-downloads`"
+    return "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
+
+
+#: nodes that hand their `unet` input on with an adapter attached (validation walks through them)
+UNET_PASS_THROUGH = ("ApplyIPAdapter", "LoadLoRA")
+#: the most nodes a validation walk follows upstream (a longer chain is left to the run)
+MAX_WALK = 256
+
+
+def walk_upstream(source: Any, port: str, through: tuple[str, ...] = UNET_PASS_THROUGH) -> Any:
+    """At validation time (`check_links`): follow `port` upstream from a linked source while the source
+    is one of `through` (by default, to the loader behind LoadLoRA and ApplyIPAdapter); the first other
+    source, or None."""
+    for _ in range(MAX_WALK):
+        if source is None or source[0] not in through:
+            return source
+        source = getattr(source, "upstream", {}).get(port)
+    return None
 
 
 def local_path(text: str, access: FileAccess = PERMISSIVE) -> Path | None:
@@ -170,11 +269,16 @@ def local_fingerprint(text: str, access: FileAccess = PERMISSIVE, field: str = "
     if access.permissive:
         path = Path(text).expanduser()
         candidates = [path] if path.is_absolute() else [Path.cwd() / path, PACKAGE_DIR / path]
+        if hub_file(text) is not None and not any(candidate.exists() for candidate in candidates):
+            cached = cached_hub_file(text, field, access)  # its path names the commit
+            candidates = [cached] if cached is not None else []
     else:
         found = access.model_path(text, field)
-        if found is None and not REPO_ID.match(text):
+        if found is None and hub_file(text) is not None:
+            found = cached_hub_file(text, field, access)
+        elif found is None and not REPO_ID.match(text):
             access.model_path("/", field)  # the policy's refusal
-        if found is None and not access.allow_downloads:
+        if found is None and not access.allow_downloads and hub_file(text) is None:
             _from_hub(text, revision, field, allow_downloads=False)  # a local lookup in the hub cache
         candidates = [found] if found is not None else []
     for candidate in candidates:
@@ -193,22 +297,19 @@ def local_fingerprint(text: str, access: FileAccess = PERMISSIVE, field: str = "
     return None
 
 
-def _from_hub(repo_id: str, revision: str, field: str, allow_downloads: bool = True) -> Path:
+def _from_hub(repo_id: str, revision: str, field: str, allow_downloads: bool = True,
+              patterns: tuple[str, ...] | None = None) -> Path:
+    """`patterns`: the files a repo of this kind is fetched with (default: a diffusers pipeline's)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    offline = _offline()
     try:
-        # configs and the components' safetensors weights only: not the multi-GB single-file
-        # checkpoints some repos also keep at their root, nor half-precision or EMA variants
         folder = snapshot_download(repo_id, revision=revision or None, local_files_only=offline or not allow_downloads,
-                                   allow_patterns=["*.json", "*.txt", "*/*.safetensors", "*.model"],
-                                   ignore_patterns=["*.fp16.safetensors", "*non_ema*", "*.ema.safetensors"])
+                                   allow_patterns=list(patterns or PIPELINE_HUB_PATTERNS),
+                                   ignore_patterns=list(HUB_IGNORE_PATTERNS))
     except LocalEntryNotFoundError:
-        if not allow_downloads:
-            where = "downloads are off on this server: start it with `diffgraph serve --allow-downloads`"
-        else:
-            where = "HF_HUB_OFFLINE is set" if offline else "the Hub could not be reached"
+        where = _why_not_fetched(allow_downloads, offline)
         raise NodeError(f"{repo_id!r} is not a local model, and the Hugging Face repo is not in the cache "
                         f"({where}); download it first or give a local folder", field) from None
     except RepositoryNotFoundError:

@@ -301,7 +301,7 @@ class SampleLoop(Node):
 
     @classmethod
     def check_links(cls, params, linked, access):  # what the model's family refuses, before anything runs
-        return modular.negative_prompt_problems(linked, access)
+        return modular.negative_prompt_problems(linked, access) + controlnet.link_problems(linked, access)
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         import torch

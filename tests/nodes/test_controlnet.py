@@ -154,9 +154,11 @@ def test_an_sdxl_controlnet_union_matches_the_union_pipeline(controlnets, edges_
                         ours.result.outputs["save"][0])
     other_mode = run(1)  # the control type matters: another one gives another picture
     assert (other_mode.executor.cached_outputs(other_mode.plan, "decode")["image"] - expected).abs().max() > 2 / 255
-    error = str(run(-1, expect="failed").result.error)
-    assert "field 'positive'" in error and "is a ControlNet-Union: set ApplyControlNet's union_mode" in error
-    assert "0..5" in error
+    with pytest.raises(WorkflowError) as raised:  # the ControlNet's config.json tells at validation time
+        run(-1)
+    (issue,) = raised.value.issues
+    assert (issue.node, issue.field) == ("control", "union_mode")
+    assert "is a ControlNet-Union: set union_mode to its control type, 0..5 (got -1)" in issue.message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,23 +191,92 @@ def test_strength_out_of_range_and_a_mask_as_control_picture_are_invalid(tiny, c
     assert "MASK" in found["control", "image"] and "IMAGE" in found["control", "image"]
 
 
-def test_a_controlnet_for_another_family_is_refused_naming_sampleloop_and_the_family(tiny, controlnets, edges_picture,
-                                                                                     run_template):
-    error = error_of(run_template, model=str(tiny["sd"]), controlnet=str(controlnets["sdxl"]),
-                     control_image=str(edges_picture["full"]), steps=1)
-    assert "node 'sample' (SampleLoop), field 'positive'" in error
-    assert "is a SDXL ControlNet, but the model sampling is Stable Diffusion 1.x/2.x" in error
+def validation_issues(**overrides) -> dict[tuple[str | None, str], str]:
+    with pytest.raises(WorkflowError) as raised:
+        template_plan("controlnet", overrides)
+    return {(issue.node, issue.field): issue.message for issue in raised.value.issues}
 
 
-def test_a_controlnet_for_another_text_width_is_refused(tiny, edges_picture, run_template, tmp_path):
+def test_a_controlnet_for_another_family_is_invalid_naming_sampleloop_the_nodes_and_what_fits(tiny, controlnets,
+                                                                                              edges_picture):
+    found = validation_issues(model=str(tiny["sd"]), controlnet=str(controlnets["sdxl"]),
+                              control_image=str(edges_picture["full"]))
+    message = found.pop(("sample", "positive"))
+    assert not found
+    assert "(LoadControlNet 'load_controlnet', applied by 'control')" in message
+    assert "is a SDXL ControlNet, but the model sampling is Stable Diffusion 1.x/2.x" in message
+    assert "load a Stable Diffusion 1.x/2.x ControlNet of text width 32" in message
+    found = validation_issues(model=str(controlnets["sdxl_model"]), controlnet=str(controlnets["sd"]),
+                              control_image=str(edges_picture["full"]))  # and the other way round
+    assert "is a Stable Diffusion 1.x/2.x ControlNet, but the model sampling is SDXL" in found["sample", "positive"]
+
+
+def test_a_single_file_controlnet_for_another_family_is_invalid_by_its_tensor_names(tiny, controlnets,
+                                                                                     edges_picture, tmp_path):
+    import shutil
+
+    single = tmp_path / "sdxl-controlnet.safetensors"  # no config: its tensor names and shapes tell
+    shutil.copy(controlnets["sdxl"] / "diffusion_pytorch_model.safetensors", single)
+    found = validation_issues(model=str(tiny["sd"]), controlnet=str(single), control_image=str(edges_picture["full"]))
+    assert "is a SDXL ControlNet, but the model sampling is Stable Diffusion 1.x/2.x" in found["sample", "positive"]
+
+
+def test_a_controlnet_union_for_stable_diffusion_is_invalid(tiny, controlnets, edges_picture):
+    found = validation_issues(model=str(tiny["sd"]), controlnet=str(controlnets["sdxl_union"]),
+                              control_image=str(edges_picture["full"]))
+    assert "ControlNet-Union is SDXL only" in found["sample", "positive"]
+
+
+def test_a_controlnet_for_another_text_width_is_invalid(tiny, edges_picture, run_template, tmp_path):
     from diffusers import UNet2DConditionModel
 
     config = {**dict(UNet2DConditionModel.load_config(str(tiny["sd"] / "unet"))), "cross_attention_dim": 64}
     wide = UNet2DConditionModel.from_config(config)
     tiny_controlnets.controlnet_from_unet(wide).save_pretrained(str(tmp_path / "wide"), safe_serialization=True)
-    error = error_of(run_template, model=str(tiny["sd"]), controlnet=str(tmp_path / "wide"),
-                     control_image=str(edges_picture["full"]), steps=1)
-    assert "field 'positive'" in error and "text of width 64, but this Stable Diffusion 1.x/2.x UNet's is 32" in error
+    found = validation_issues(model=str(tiny["sd"]), controlnet=str(tmp_path / "wide"),
+                              control_image=str(edges_picture["full"]))
+    assert "text of width 64, but this Stable Diffusion 1.x/2.x UNet's is 32" in found["sample", "positive"]
+    # the run refuses it with the same check on the live models, where validation cannot tell (a hub id)
+    from diffgraph.nodes import controlnet as controlnet_nodes
+
+    assert controlnet_nodes._family_problem(load_net(tmp_path / "wide").config,
+                                            UNet2DConditionModel.from_pretrained(str(tiny["sd"] / "unet")).config)
+
+
+def test_a_controlnet_for_a_family_without_controlnets_is_invalid(controlnets, edges_picture, tmp_path):
+    flux = tmp_path / "flux"  # what validation reads of a model: its model_index.json
+    flux.mkdir()
+    (flux / "model_index.json").write_text('{"_class_name": "FluxPipeline"}')
+    found = validation_issues(model=str(flux), controlnet=str(controlnets["sdxl"]),
+                              control_image=str(edges_picture["full"]))
+    message = found["sample", "positive"]
+    assert "ApplyControlNet 'control' applies a ControlNet, but Flux.1 dev / schnell models take no ControlNet" in message
+    assert "sample a Stable Diffusion 1.x/2.x or SDXL model" in message
+
+
+def test_each_controlnet_of_a_chain_is_checked_through_an_ip_adapter_and_a_lora(tiny, controlnets, edges_picture, tmp_path):
+    from diffusers import UNet2DConditionModel
+    from support import tiny_ipadapter
+
+    adapter = tiny_ipadapter.build(tmp_path / "ip", UNet2DConditionModel.from_pretrained(str(tiny["sd"] / "unet")))
+    document = read_document(TEMPLATES / "controlnet.yaml")
+    nodes = document["nodes"]
+    nodes["ip"] = {"type": "LoadIPAdapter", "params": {"ip_adapter": str(adapter)}}
+    nodes["apply_ip"] = {"type": "ApplyIPAdapter", "inputs": {
+        "unet": "load.unet", "ip_adapter": "ip.ip_adapter", "image": "control_picture.image"}}
+    nodes["lora"] = {"type": "LoadLoRA", "inputs": {"unet": "apply_ip.unet"}}  # no file: its unet is its input
+    nodes["sample"]["inputs"]["unet"] = "lora.unet"
+    nodes["load_controlnet_2"] = {"type": "LoadControlNet", "params": {"model": str(controlnets["sdxl"])}}
+    nodes["control_2"] = {"type": "ApplyControlNet", "inputs": {
+        "conditioning": "control.conditioning", "control_net": "load_controlnet_2.control_net",
+        "image": "control_picture.image"}}
+    nodes["sample"]["inputs"]["positive"] = "control_2.conditioning"
+    with pytest.raises(WorkflowError) as raised:
+        compile_workflow(document, default_registry(), {"model": str(tiny["sd"]), "controlnet": str(controlnets["sd"]),
+                                                        "control_image": str(edges_picture["full"])}, base=TEMPLATES)
+    (issue,) = raised.value.issues  # the first ControlNet fits; the second, for SDXL, does not
+    assert (issue.node, issue.field) == ("sample", "positive")
+    assert "LoadControlNet 'load_controlnet_2', applied by 'control_2'" in issue.message
 
 
 def test_a_folder_that_is_no_controlnet_and_a_pickle_file_are_refused(tiny, edges_picture, run_template, tmp_path):
@@ -260,7 +331,7 @@ def test_controls_survive_the_disk_cache_as_one_safetensors_file(tiny, controlne
 def test_the_catalog_shows_the_controlnet_nodes_and_the_template_uploads_the_control_picture():
     catalog = {spec["type"]: spec for spec in default_registry().catalog()}
     load, apply, canny = catalog["LoadControlNet"], catalog["ApplyControlNet"], catalog["Canny"]
-    assert next(p for p in load["params"] if p["name"] == "model")["widget"] == "model"
+    assert next(p for p in load["params"] if p["name"] == "model")["widget"] == "model:controlnet"
     assert [o["type"] for o in load["outputs"]] == ["CONTROL_NET"]
     assert {i["name"]: i["type"] for i in apply["inputs"]} == {"conditioning": "CONDITIONING",
                                                                "control_net": "CONTROL_NET", "image": "IMAGE"}
