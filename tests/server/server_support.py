@@ -31,6 +31,9 @@ class Server:
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACK), environment.get("PYTHONPATH")]))
         environment.pop("DIFFGRAPH_TOKEN", None)
+        # one torch thread: the CPUs free at each run ("auto") vary with the load, and with them the
+        # float rounding, so two servers' pictures of one prompt could differ in a bit
+        environment.setdefault("DIFFGRAPH_THREADS", "1")
         environment.update(env or {})
         command = [sys.executable, "-m", "diffgraph.cli", "serve", "--data-dir", str(data_dir)]
         if "--port" not in args:
