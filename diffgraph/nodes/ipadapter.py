@@ -218,19 +218,10 @@ class ApplyIPAdapter(Node):
         import torch
 
         unet_ref = self.unet
-        if not isinstance(unet_ref, models.ModelRef) or unet_ref.kind != "unet":
-            raise NodeError("link a model's unet (LoadPipeline, LoadUNet) here", "unet")
         family = unet_ref.family or "sd"
         if family not in FAMILIES:
             raise NodeError(family_problem(family), "unet")
-        adapter = self.ip_adapter
-        if not isinstance(adapter, models.ModelRef) or adapter.kind != "ip_adapter":
-            raise NodeError("link a LoadIPAdapter here", "ip_adapter")
-        image = self.image
-        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
-            shape = tuple(getattr(image, "shape", ()))
-            raise NodeError(f"an RGB picture batch [B, 3, H, W] is linked here (LoadImage), not {shape or image!r}",
-                            "image")
+        adapter, image = self.ip_adapter, self.image  # their types checked at the node boundary (engine)
         unet = models.load(ctx, unet_ref, "unet")
         shapes = tensor_shapes(Path(adapter.path))
         check_fits(shapes, unet, Path(adapter.path).name)

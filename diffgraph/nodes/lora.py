@@ -113,8 +113,6 @@ class LoadLoRA(Node):
         return [("lora", problem)] if problem else []
 
     def run(self, ctx):
-        if not isinstance(self.unet, models.ModelRef):
-            raise NodeError("link a model's unet (LoadPipeline or another LoadLoRA) here", "unet")
         if not self.lora.strip():
             return {"unet": self.unet, "text_encoder": self.text_encoder}
         family = modular.family_of(self.unet)
@@ -129,8 +127,6 @@ class LoadLoRA(Node):
         unet = _with_lora(self.unet, path, digest, self.strength_model)
         text_encoder = None
         if self.text_encoder is not None:
-            if not isinstance(self.text_encoder, models.ModelRef):
-                raise NodeError("link a model's text_encoder (LoadPipeline or another LoadLoRA) here", "text_encoder")
             text_encoder = _with_lora(self.text_encoder, path, digest, self.strength_text)
         # tried on the live model once (shapes, layer names), so that a LoRA that does not fit fails
         # here, naming `lora`, rather than in every node downstream; the model is unchanged afterwards
