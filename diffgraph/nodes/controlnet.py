@@ -92,13 +92,12 @@ def load_controlnet(ctx: Any, ref: Any, field: str) -> Any:
     if not ref.single_file:
         return cache.load(ref, ctx.device, ctx.dtype, field)
     key = (ref.kind, ref.path, "", ref.revision, ref.config, ref.fingerprint, ctx.device, ctx.dtype)
-    entry = cache._entries.get(key)  # the cache's own bookkeeping, for a loader it does not know
-    if entry is not None:
-        cache._entries.move_to_end(key)
-        return entry[0]
+    return cache.get_or_load(key, lambda: _load_single_file(ref, models.torch_dtype(ctx), ctx.device, field))
+
+
+def _load_single_file(ref: Any, dtype: Any, device: str, field: str) -> Any:
     from diffusers import ControlNetModel
 
-    dtype = models.torch_dtype(ctx)
     models.check_checkpoint_file(Path(ref.path), ref.allow_pickle, field)
     # without `config`, diffusers guesses the model's config repo and reads it from the Hugging Face cache only
     where = f"with the config of {ref.config}" if ref.config else "(set config to a diffusers ControlNet folder " \
@@ -106,9 +105,7 @@ def load_controlnet(ctx: Any, ref: Any, field: str) -> Any:
     with models._loading(f"{Path(ref.path).name} as a ControlNet {where}", field):
         model = ControlNetModel.from_single_file(ref.path, config=ref.config or None, local_files_only=True,
                                                  **models._diffusers_dtype(dtype))
-    cache.loads += 1
-    cache._put(key, models._placed(model, ctx.device, dtype))
-    return model
+    return models._placed(model, device, dtype)
 
 
 @node("LoadControlNet", category="loaders")

@@ -567,10 +567,8 @@ class ModelCache:
         budget_gb = budget_gb if fastpath.is_cuda(device) else None
         placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
         key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, ref.fingerprint, placement, dtype)
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-            return entry[0]
+        if (live := self._kept(key)) is not None:
+            return live
         import torch
 
         torch_dtype = getattr(torch, TORCH_DTYPES[dtype])
@@ -612,6 +610,24 @@ class ModelCache:
         return fastpath.plan_offload(sizes, int(budget_gb * fastpath.GIB),
                                      fastpath.working_bytes(1024 * 1024), blocks)
 
+    def get_or_load(self, key: tuple, load: Callable[[], Any]) -> Any:
+        """The live model kept under `key`, else `load()`'s (which reads it from disk and places it), kept
+        under `key` by the same LRU and budget as every model: for a loader this cache does not know
+        (single-file ControlNets)."""
+        if (live := self._kept(key)) is not None:
+            return live
+        model = load()
+        self.loads += 1
+        self._put(key, model)
+        return model
+
+    def _kept(self, key: tuple) -> Any:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
+
     def derived(self, base: Any, kind: str, build: Callable[[], Any]) -> Any:
         """Something made from the live model `base` (its compiled twin), made once and kept as long as
         `base` is: dropped with it when the budget evicts it."""
@@ -630,10 +646,8 @@ class ModelCache:
         budget_gb = budget_gb if fastpath.is_cuda(device) else None
         placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
         key = ("pipeline", ref.path, "", ref.revision, ref.config, ref.fingerprint, placement, dtype)
-        entry = self._entries.get(key)
-        if entry is not None:
-            self._entries.move_to_end(key)
-            return entry[0]
+        if (live := self._kept(key)) is not None:
+            return live
         import torch
 
         from . import modular

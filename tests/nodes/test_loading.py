@@ -115,6 +115,23 @@ def test_model_cache_unloads_least_recently_used_under_its_budget(tiny):
     assert cache.loads == loads + 1
 
 
+def test_a_model_the_cache_cannot_load_itself_is_kept_under_its_key_and_the_same_budget():
+    made = []
+
+    def load(size: int):
+        made.append(size)
+        return torch.nn.Linear(size, size)
+
+    first = torch.nn.Linear(8, 8)
+    budget = models._module_bytes(first) + 1
+    cache = models.ModelCache(max_bytes=budget)
+    a = cache.get_or_load(("controlnet", "a"), lambda: load(8))
+    assert cache.get_or_load(("controlnet", "a"), lambda: load(8)) is a and made == [8] and cache.loads == 1
+    cache.get_or_load(("controlnet", "b"), lambda: load(8))  # over budget: the least recently used goes
+    assert cache.bytes <= budget and len(cache) == 1
+    assert cache.get_or_load(("controlnet", "a"), lambda: load(8)) is not a and made == [8, 8, 8]
+
+
 def test_model_cache_keys_include_dtype(tiny):
     cache = models.ModelCache()
     ref = models.ModelRef(kind="vae", path=str(tiny["sd"]), subfolder="vae")
