@@ -646,6 +646,9 @@ def sample(ctx: Any, ref: Any, latent: Mapping[str, Any], positive: Any, negativ
         _STEP_HOOK.reset(token)
         controlnet.clear_modular(pipeline)  # ControlNet (controlnet.py)
     latents = state.get("latents")
+    if latents.numel() == 0:  # an image start that skips every step: diffusers' blocks then make no latents
+        raise NodeError(f"strength {settings.strength} with {settings.steps} steps leaves no step to run; "
+                        "raise strength or steps", "strength")
     if family.latent_frames and latents.ndim == 5:
         latents = latents.squeeze(2)
     return _unpacked(latents, family, channels, height, width)

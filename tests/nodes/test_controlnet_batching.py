@@ -6,6 +6,7 @@ in test_controlnet.py; guess mode's (which diffgraph's nodes do not set) here.""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from test_parity import SEED, assert_same_picture, generator
 
 from diffgraph.engine import compile_workflow, default_registry, read_document
 from diffgraph.nodes import controlnet as controlnet_nodes
+from diffgraph.nodes import modular
 
 STEPS = 2
 SIZE = 32
@@ -29,16 +31,31 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ring.paste((255, 255, 255), (8, 8, 24, 24))
     ring.paste((0, 0, 0), (10, 10, 22, 22))
     ring.save(root / "control.png")
-    return {"model": sdxl, "plain": tiny_controlnets.build_sdxl_controlnet(sdxl, root / "cn"),
+    Image.radial_gradient("L").resize((SIZE, SIZE)).convert("RGB").save(root / "picture.png")
+    mask = Image.new("L", (SIZE, SIZE))
+    mask.paste(255, (4, 12, 28, 28))
+    mask.save(root / "mask.png")
+    return {"image": root / "picture.png", "mask": root / "mask.png", "model": sdxl, "plain": tiny_controlnets.build_sdxl_controlnet(sdxl, root / "cn"),
             "union": tiny_controlnets.build_sdxl_controlnet(sdxl, root / "union", union=True),
             "picture": root / "control.png"}
 
 
-def controlnet_plan(models: dict[str, Any], kind: str, **overrides: Any):
+def controlnet_plan(models: dict[str, Any], kind: str, task: str = "txt2img", **overrides: Any):
     """The controlnet template with a plain ControlNet, a ControlNet-Union (mode 3) or two chained
-    plain ones (the second at strength 0.4 from 30% of the steps: a MultiControlNet)."""
+    plain ones (the second at strength 0.4 from 30% of the steps: a MultiControlNet); for img2img and
+    inpaint, sampling from a VAEEncode of a picture (and a mask) at strength 0.7."""
     document = read_document(TEMPLATES / "controlnet.yaml")
     nodes = document["nodes"]
+    if task != "txt2img":
+        del nodes["empty"]
+        nodes["picture"] = {"type": "LoadImage", "params": {"image": str(models["image"])}}
+        nodes["encode"] = {"type": "VAEEncode", "inputs": {"vae": "load.vae", "image": "picture.image"}}
+        nodes["sample"]["inputs"]["latent"] = "encode.latent"
+        nodes["sample"]["params"]["strength"] = 0.7
+    if task == "inpaint":
+        nodes["mask_picture"] = {"type": "LoadImage", "params": {"image": str(models["mask"])}}
+        nodes["mask"] = {"type": "Mask", "inputs": {"image": "mask_picture.image"}}
+        nodes["encode"]["inputs"]["mask"] = "mask.mask"
     if kind == "union":
         nodes["control"]["params"]["union_mode"] = 3
     if kind == "multi":
@@ -53,10 +70,12 @@ def controlnet_plan(models: dict[str, Any], kind: str, **overrides: Any):
     return compile_workflow(document, default_registry(), params, base=TEMPLATES)
 
 
-def model_batches(services: dict[str, Any], models: dict[str, Any], kind: str, tmp_path, **overrides: Any):
+def model_batches(services: dict[str, Any], models: dict[str, Any], kind: str, tmp_path, task: str = "txt2img",
+                  **overrides: Any):
     """The batch size of every UNet and ControlNet call during one run (after a run that loads the
     models), as (class name, batch) in call order."""
-    run_plan(controlnet_plan(models, kind, steps=1), services=services, output_dir=tmp_path / "warm")
+    warm_steps = 1 if task == "txt2img" else 2  # at strength 0.7, 2 steps run 1
+    run_plan(controlnet_plan(models, kind, task, steps=warm_steps), services=services, output_dir=tmp_path / "warm")
     net_path = str(models["union" if kind == "union" else "plain"])
     entries = services["models"]._entries
     (pipeline,) = [entry[0] for key, entry in entries.items() if key[:2] == ("pipeline", str(models["model"]))]
@@ -69,7 +88,8 @@ def model_batches(services: dict[str, Any], models: dict[str, Any], kind: str, t
         lambda module, args, kwargs: calls.append((type(module).__name__, (args[0] if args else kwargs["sample"])
                                                    .shape[0])), with_kwargs=True) for model in watched]
     try:
-        run = run_plan(controlnet_plan(models, kind, **overrides), services=services, output_dir=tmp_path / "out")
+        run = run_plan(controlnet_plan(models, kind, task, **overrides), services=services,
+                       output_dir=tmp_path / "out")
     finally:
         for hook in hooks:
             hook.remove()
@@ -83,6 +103,19 @@ def test_guided_sampling_calls_each_controlnet_and_the_unet_once_per_step_at_twi
         models, services, tmp_path, kind, controlnet_class, nets):
     calls, _ = model_batches(services, models, kind, tmp_path)
     assert calls == ([(controlnet_class, 2)] * nets + [("UNet2DConditionModel", 2)]) * STEPS
+
+
+@pytest.mark.parametrize("task", ["img2img", "inpaint"])
+def test_img2img_and_inpaint_with_a_controlnet_batch_too_and_give_the_unbatched_picture(
+        models, services, tmp_path, monkeypatch, task):
+    calls, batched = model_batches(services, models, "plain", tmp_path / "batched", task, steps=3)
+    assert calls == [("ControlNetModel", 2), ("UNet2DConditionModel", 2)] * 2  # strength 0.7 of 3 steps: 2 run
+    monkeypatch.setattr(modular, "_batched_denoiser", lambda pipeline, family: contextlib.nullcontext())
+    calls, unbatched = model_batches(services, models, "plain", tmp_path / "unbatched", task, steps=3)
+    assert calls == [("ControlNetModel", 1), ("UNet2DConditionModel", 1)] * 4  # one of each per pass
+    ours, theirs = (run.executor.cached_outputs(run.plan, "decode")["image"] for run in (batched, unbatched))
+    assert (ours - theirs).abs().max() < 1e-4  # float noise of a batched matmul
+    assert theirs.std() > 0.01
 
 
 def test_unguided_sampling_calls_the_controlnet_and_the_unet_once_per_step(models, services, tmp_path):
@@ -106,3 +139,11 @@ def test_guess_mode_runs_the_controlnet_on_the_conditional_pass_only_and_matches
                     controlnet_conditioning_scale=0.8, generator=generator(), output_type="pt").images
     assert_same_picture(run.executor.cached_outputs(run.plan, "decode")["image"], expected,
                         run.result.outputs["save"][0])
+
+
+def test_an_image_start_that_leaves_no_step_is_refused_naming_strength(models, services, tmp_path):
+    run = run_plan(controlnet_plan(models, "plain", "img2img", steps=1), services=services, output_dir=tmp_path,
+                   expect="failed")
+    error = str(run.result.error)
+    assert "node 'sample' (SampleLoop), field 'strength'" in error
+    assert "strength 0.7 with 1 steps leaves no step to run; raise strength or steps" in error
