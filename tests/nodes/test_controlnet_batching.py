@@ -1,8 +1,9 @@
 """SDXL with ControlNets batches the guider's passes as StableDiffusionXLControlNetPipeline does: one
 ControlNet call and one UNet call per step at twice the batch, for a plain ControlNet, a
 ControlNet-Union and a chain of two (MultiControlNet); with guess mode the ControlNet sees the
-conditional pass only and the UNet still runs once. The pictures' parity with the pipelines is tested
-in test_controlnet.py; guess mode's (which diffgraph's nodes do not set) here."""
+conditional pass only and the UNet still runs once; img2img and inpaint with a ControlNet batch too
+and give the unbatched picture. The pictures' parity with the pipelines is tested in
+test_controlnet.py; guess mode's (which diffgraph's nodes do not set) here."""
 
 from __future__ import annotations
 
@@ -27,17 +28,17 @@ SIZE = 32
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("tiny-controlnet-batching")
     sdxl = tiny_families.build_sdxl(root / "sdxl")
-    ring = Image.new("RGB", (SIZE, SIZE))
-    ring.paste((255, 255, 255), (8, 8, 24, 24))
-    ring.paste((0, 0, 0), (10, 10, 22, 22))
-    ring.save(root / "control.png")
+    square = Image.new("RGB", (SIZE, SIZE))  # a white square outline: the control picture
+    square.paste((255, 255, 255), (8, 8, 24, 24))
+    square.paste((0, 0, 0), (10, 10, 22, 22))
+    square.save(root / "control.png")
     Image.radial_gradient("L").resize((SIZE, SIZE)).convert("RGB").save(root / "picture.png")
     mask = Image.new("L", (SIZE, SIZE))
     mask.paste(255, (4, 12, 28, 28))
     mask.save(root / "mask.png")
-    return {"image": root / "picture.png", "mask": root / "mask.png", "model": sdxl, "plain": tiny_controlnets.build_sdxl_controlnet(sdxl, root / "cn"),
+    return {"model": sdxl, "plain": tiny_controlnets.build_sdxl_controlnet(sdxl, root / "cn"),
             "union": tiny_controlnets.build_sdxl_controlnet(sdxl, root / "union", union=True),
-            "picture": root / "control.png"}
+            "picture": root / "control.png", "image": root / "picture.png", "mask": root / "mask.png"}
 
 
 def controlnet_plan(models: dict[str, Any], kind: str, task: str = "txt2img", **overrides: Any):
