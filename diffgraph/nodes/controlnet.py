@@ -12,7 +12,8 @@ batch, as diffusers' ControlNet pipelines do (guess mode off):
   - Stable Diffusion 1.x/2.x: diffgraph's own loop calls `LoopControls.residuals` each step, which
     runs diffusers' `ControlNetModel`s as StableDiffusionControlNetPipeline does and hands the
     summed residuals to the UNet;
-  - SDXL: the family's modular denoise blocks run their own ControlNet steps (`modular_inputs`).
+  - SDXL: the family's modular denoise blocks run their own ControlNet steps (`modular_inputs`),
+    the guider's passes batched into one ControlNet call and one UNet call per step (modular.py).
 `start` and `end` are fractions of the steps that run (diffusers' `control_guidance_start/end`).
 A control picture of another size than the latent's is resized to it as diffusers resizes a PIL
 picture (8-bit, Lanczos); one of the same size is used as it is.

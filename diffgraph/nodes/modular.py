@@ -18,6 +18,8 @@ The modular loop calls the denoiser once per guider pass (conditional, then unco
 classic pipelines make one call at twice the batch, which for a small model on the CPU is nearly
 twice as fast. Where the family's table allows it (`batched_guidance`), the loop's guidance block
 runs twice per step around one batched call (`BatchedDenoiser`); the guider does the guidance math.
+SDXL's ControlNet guidance block (which runs the ControlNet, then the UNet on its residuals, per
+pass) runs three times per step around one batched ControlNet call and one batched UNet call.
 """
 
 from __future__ import annotations
@@ -133,18 +135,35 @@ def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickl
     return pipeline
 
 
-class BatchedDenoiser:
-    """Stands in for the denoiser (`unet` or `transformer`) while a family with `batched_guidance`
-    denoises. A guidance block that learnt to batch (`_batch_guidance_of`) runs twice per step: first
-    it calls this once per guider pass, which records the inputs and answers placeholders, then one
-    batched call computes every pass, and the block runs again on the recorded answers' slices."""
+def _denoiser_placeholder(shaped: Any) -> Any:
+    """What a recording denoiser answers: a noise prediction of zeros."""
+    import torch
 
-    def __init__(self, model: Any) -> None:
+    return (torch.zeros_like(shaped),)
+
+
+def _controlnet_placeholder(shaped: Any) -> Any:
+    """What a recording ControlNet answers (down residuals, mid residual): the guidance block only
+    hands them on to the denoiser, which is recording or answering too, never computing."""
+    import torch
+
+    return [], torch.zeros_like(shaped)
+
+
+class BatchedDenoiser:
+    """Stands in for a model the guidance block calls once per guider pass (the denoiser `unet` or
+    `transformer`; SDXL's `controlnet`) while a family with `batched_guidance` denoises. A guidance
+    block that learnt to batch (`_batch_guidance_of`) runs more than once per step: first it calls
+    this once per guider pass, which records the inputs and answers placeholders, then one batched
+    call computes every pass, and the block runs again on the recorded answers' slices."""
+
+    def __init__(self, model: Any, placeholder: Callable[[Any], Any] = _denoiser_placeholder) -> None:
         self.model = model
+        self.placeholder = placeholder
         self.recorded: list[tuple[tuple[Any, ...], dict[str, Any]]] | None = None
         self.answers: list[Any] = []
 
-    def __getattr__(self, name: str) -> Any:  # config, dtype, device...: the model's own
+    def __getattr__(self, name: str) -> Any:  # config, dtype, device, forward...: the model's own
         if name == "model":  # not set yet (copy, pickle): no recursion
             raise AttributeError(name)
         return getattr(self.model, name)
@@ -155,15 +174,14 @@ class BatchedDenoiser:
         if self.recorded is not None:
             self.recorded.append((args, kwargs))
             shaped = next(value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor))
-            return (torch.zeros_like(shaped),)  # its guidance is computed, then thrown away
+            return self.placeholder(shaped)  # its guidance is computed, then thrown away
         if self.answers:
-            return (self.answers.pop(0),)
+            return self.answers.pop(0)
         return self.model(*args, **kwargs)
 
     def run_recorded(self) -> None:
-        """One denoiser call for every recorded pass (one by one where their inputs do not stack)."""
-        import torch
-
+        """One model call for every recorded pass (one by one where their inputs do not stack); its
+        output's batch-axis tensors are sliced into each pass's answer."""
         calls, self.recorded = self.recorded or [], None
         if len(calls) > 1:
             try:
@@ -172,11 +190,12 @@ class BatchedDenoiser:
             except _Unstackable:
                 pass
             else:
-                output = self.model(*args, **kwargs)[0]
-                if isinstance(output, torch.Tensor) and output.shape[0] % len(calls) == 0:
-                    self.answers = list(output.chunk(len(calls)))
+                try:
+                    self.answers = _split(self.model(*args, **kwargs), len(calls))
                     return
-        self.answers = [self.model(*args, **kwargs)[0] for args, kwargs in calls]
+                except _Unstackable:
+                    pass
+        self.answers = [self.model(*args, **kwargs) for args, kwargs in calls]
 
 
 class _Unstackable(Exception):
@@ -184,7 +203,7 @@ class _Unstackable(Exception):
 
 
 def _stacked(values: list[Any]) -> Any:
-    """The guider passes' denoiser inputs as one batch: batch-axis tensors concatenated (in the
+    """The guider passes' model inputs as one batch: batch-axis tensors concatenated (in the
     passes' order), everything else (the timestep, flags, None) the same in every pass."""
     import torch
 
@@ -211,12 +230,26 @@ def _stacked(values: list[Any]) -> Any:
     raise _Unstackable
 
 
+def _split(output: Any, parts: int) -> list[Any]:
+    """A batched call's output as `parts` outputs, one per pass: each batch-axis tensor in equal
+    slices, tuples and lists kept as they are (a ControlNet's (down residuals, mid residual))."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        if output.ndim == 0 or output.shape[0] % parts:
+            raise _Unstackable
+        return list(output.chunk(parts))
+    if isinstance(output, (list, tuple)):
+        columns = [_split(item, parts) for item in output]
+        return [type(output)(column[part] for column in columns) for part in range(parts)]
+    raise _Unstackable
+
+
 def _batch_guidance_of(block: Any) -> None:
-    """Make a denoise loop's guidance block (the one that calls the denoiser once per guider pass)
-    run twice per step around one batched call when the denoiser is a `BatchedDenoiser`. Blocks
-    that also run a ControlNet per pass are left as they are (the ControlNet would run twice)."""
+    """Make a denoise loop's guidance block (the one that calls the denoiser once per guider pass,
+    SDXL's ControlNet one too) batch the guider's passes when the denoiser is a `BatchedDenoiser`."""
     names = {spec.name for spec in getattr(block, "expected_components", [])}
-    if "guider" not in names or "controlnet" in names or isinstance(block, _BatchedGuidance):
+    if "guider" not in names or isinstance(block, _BatchedGuidance):
         return
     block.__class__ = type(f"Batched{type(block).__name__}", (_BatchedGuidance, type(block)), {})
 
@@ -230,12 +263,39 @@ class _BatchedGuidance:
                          if isinstance(value, BatchedDenoiser)), None)
         if denoiser is None:
             return run(components, block_state, i, t)
+        if "controlnet" in {spec.name for spec in self.expected_components}:  # type: ignore[attr-defined]
+            return self._with_controlnet(run, denoiser, components, block_state, i, t)
         denoiser.recorded = []
         try:
             run(components, block_state, i, t)
             denoiser.run_recorded()
             return run(components, block_state, i, t)
         finally:
+            denoiser.recorded, denoiser.answers = None, []
+
+    @staticmethod
+    def _with_controlnet(run: Callable[..., Any], denoiser: BatchedDenoiser, components: Any, block_state: Any,
+                         i: int, t: Any) -> Any:
+        """The ControlNet block (per pass: the ControlNet, then the denoiser on its residuals) three
+        times: the ControlNet's passes recorded, then computed in one call; the denoiser's passes
+        recorded on those residuals, then computed in one call; the guider's math on the answers.
+        The ControlNet stands in only here: the blocks before the loop check its class."""
+        plain = components.controlnet
+        if plain is None:
+            return run(components, block_state, i, t)
+        controlnet = BatchedDenoiser(plain, _controlnet_placeholder)
+        components.controlnet = controlnet
+        try:
+            controlnet.recorded, denoiser.recorded = [], []
+            run(components, block_state, i, t)  # the denoiser's passes, on placeholder residuals, are dropped
+            controlnet.run_recorded()
+            denoiser.recorded = []
+            run(components, block_state, i, t)
+            denoiser.run_recorded()
+            controlnet.recorded = []  # the denoiser answers whatever the residuals: no ControlNet call needed
+            return run(components, block_state, i, t)
+        finally:
+            components.controlnet = plain
             denoiser.recorded, denoiser.answers = None, []
 
 
@@ -586,6 +646,9 @@ def sample(ctx: Any, ref: Any, latent: Mapping[str, Any], positive: Any, negativ
         _STEP_HOOK.reset(token)
         controlnet.clear_modular(pipeline)  # ControlNet (controlnet.py)
     latents = state.get("latents")
+    if latents.numel() == 0:  # an image start that skips every step: diffusers' blocks then make no latents
+        raise NodeError(f"strength {settings.strength} with {settings.steps} steps leaves no step to run; "
+                        "raise strength or steps", "strength")
     if family.latent_frames and latents.ndim == 5:
         latents = latents.squeeze(2)
     return _unpacked(latents, family, channels, height, width)
