@@ -182,3 +182,26 @@ def test_an_fp8_bfl_file_loads_at_bf16_with_the_folders_weights_rounded_through_
     finally:
         target.unlink()
         gc.collect()
+
+
+def test_a_scaled_fp8_file_is_refused_on_model_since_diffusers_would_drop_its_scales(tmp_path):
+    """ComfyUI's scaled fp8 files keep a scale beside each fp8 weight (`scale_weight`) and a `scaled_fp8`
+    marker; diffusers' converter drops both and would load the weights unscaled, a wrong model without
+    an error. The loader refuses such a file before anything loads, naming what would load."""
+    import torch
+    from safetensors.torch import save_file
+
+    target = tmp_path / "flux1-dev-fp8-scaled.safetensors"
+    prefix = tiny_flux_bfl.COMFY_PREFIX
+    save_file({prefix + "double_blocks.0.img_attn.qkv.weight": torch.ones(6, 4).to(torch.float8_e4m3fn),
+               prefix + "double_blocks.0.img_attn.qkv.scale_weight": torch.tensor(0.5),
+               prefix + "scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}, str(target))
+    try:
+        assert families.family_of_checkpoint(target).name == "flux"
+        run = run_plan(txt2img(target), services={}, output_dir=tmp_path, expect="failed")
+        error = str(run.result.error)
+        assert error.startswith("node 'load' (LoadPipeline), field 'model': flux1-dev-fp8-scaled.safetensors")
+        assert "2 tensors such as model.diffusion_model.double_blocks.0.img_attn.qkv.scale_weight" in error
+        assert "float32, bfloat16, float16 or plain float8_e4m3fn" in error
+    finally:
+        target.unlink()
