@@ -106,6 +106,14 @@ def _header_dtypes(path: Path, prefix: str) -> set[str]:
     return {entry["dtype"] for name, entry in families.checkpoint_header(path).items() if name.startswith(prefix)}
 
 
+def _latent_factors(folder: Path) -> tuple[float, float]:
+    """The VAE's (scaling_factor, shift_factor) in `folder`'s config."""
+    import json
+
+    config = json.loads((folder / "vae" / "config.json").read_text())
+    return config["scaling_factor"], config["shift_factor"]
+
+
 def test_a_bf16_bfl_file_with_comfyuis_prefix_loads_the_folders_weights_rounded_to_bf16(flux_bfl, tmp_path):
     """`flux1-dev.safetensors` as ComfyUI saves it: bf16, `model.diffusion_model.` before BFL's names;
     loaded by the template's loader at its default dtype, float32."""
@@ -156,14 +164,6 @@ def test_a_whole_fp8_checkpoint_as_comfyui_saves_it_gives_all_four_components_fr
     finally:
         target.unlink()
         gc.collect()
-
-
-def _latent_factors(folder: Path) -> tuple[float, float]:
-    """The VAE's (scaling_factor, shift_factor) in `folder`'s config."""
-    import json
-
-    config = json.loads((folder / "vae" / "config.json").read_text())
-    return config["scaling_factor"], config["shift_factor"]
 
 
 def test_an_fp8_bfl_file_loads_at_bf16_with_the_folders_weights_rounded_through_fp8(flux_bfl, tmp_path):
