@@ -34,6 +34,15 @@ def flux_bfl(tmp_path_factory: pytest.TempPathFactory):
     shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True)
+def collect_garbage():
+    """A test's 2.2 GB pipelines outlive it as reference cycles until the collector runs: collect them
+    before the next test loads its own (else the two add up: 7.2 GB peak instead of 5.4 GB)."""
+    gc.collect()
+    yield
+    gc.collect()
+
+
 def test_a_bfl_layout_flux_file_is_told_apart_as_flux(flux_bfl):
     folder, bfl_file = flux_bfl
     assert families.family_of_checkpoint(bfl_file).name == "flux"
@@ -132,7 +141,6 @@ def test_a_bf16_bfl_file_with_comfyuis_prefix_loads_the_folders_weights_rounded_
         _assert_rounded_through(pipeline.transformer, folder, "transformer", torch.bfloat16, torch.float32)
     finally:
         target.unlink()
-        gc.collect()
 
 
 def test_a_whole_fp8_checkpoint_as_comfyui_saves_it_gives_all_four_components_from_the_file(flux_bfl, tmp_path):
@@ -163,7 +171,6 @@ def test_a_whole_fp8_checkpoint_as_comfyui_saves_it_gives_all_four_components_fr
         assert (pipeline.vae.config.scaling_factor, pipeline.vae.config.shift_factor) == _latent_factors(folder)
     finally:
         target.unlink()
-        gc.collect()
 
 
 def test_an_fp8_bfl_file_loads_at_bf16_with_the_folders_weights_rounded_through_fp8(flux_bfl, tmp_path):
@@ -181,7 +188,6 @@ def test_an_fp8_bfl_file_loads_at_bf16_with_the_folders_weights_rounded_through_
         _assert_rounded_through(pipeline.transformer, folder, "transformer", torch.float8_e4m3fn, torch.bfloat16)
     finally:
         target.unlink()
-        gc.collect()
 
 
 def test_a_scaled_fp8_file_is_refused_on_model_since_diffusers_would_drop_its_scales(tmp_path):
