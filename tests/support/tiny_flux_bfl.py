@@ -149,7 +149,8 @@ def write_variant(bfl_file: Path, target: Path, dtype, prefix: str = "") -> Path
     return Path(target)
 
 
-#: ComfyUI's fp8 all-in-one files: the transformer and T5 in float8_e4m3fn, CLIP-L and the VAE wider
+#: each component's dtype in the whole checkpoint: float8_e4m3fn for the transformer and T5 (what fp8
+#: all-in-one files quantize), another dtype each for CLIP-L and the VAE, so every conversion is checked
 WHOLE_CHECKPOINT_DTYPES = {"transformer": "float8_e4m3fn", "text_encoder_2": "float8_e4m3fn",
                            "text_encoder": "float16", "vae": "bfloat16"}
 
