@@ -98,9 +98,12 @@ FAMILIES: dict[str, Family] = {family.name: family for family in (
         tasks=("txt2img", "img2img"),
         notes="cfg is its distilled guidance; negative_prompt must stay empty; samplers: its own flow-matching "
               "euler only; inpaint: not in diffusers' modular Flux blocks",
-        # the transformer file as Black Forest Labs and ComfyUI share it (or in diffusers' layout)
+        # the transformer file as Black Forest Labs and ComfyUI share it (or in diffusers' layout), and
+        # ComfyUI's whole checkpoints (its Flux config's `vae.` and `text_encoders.` prefixes)
         single_file_parts=(("transformer", ("double_blocks.", "model.diffusion_model.", "transformer_blocks.",
-                                            "single_transformer_blocks.")),)),
+                                            "single_transformer_blocks.")),
+                           ("vae", ("vae.", "first_stage_model.")), ("text_encoder", ("text_encoders.clip_l.",)),
+                           ("text_encoder_2", ("text_encoders.t5xxl.",)))),
     Family("zimage", "Z-Image", ("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
         denoiser="transformer", conditioning=("prompt_embeds",), list_conditioning=True,
         guider_options=(("use_original_formulation", True),), latent_normalization="shift_scale", size_multiple=2,

@@ -352,6 +352,30 @@ def check_checkpoint_file(path: Path, allow_pickle: bool, field: str = "model") 
         raise NodeError(f"{path.name} is a pickle file, not safetensors: {PICKLE_HELP}", field)
     if kind == "unknown":
         raise NodeError(f"{path.name} is neither a .safetensors checkpoint nor a diffusers folder", field)
+    if kind == "safetensors":
+        _refuse_scaled_weights(path, field)
+
+
+#: the last part of the tensor names that hold the scales of quantized weights: ComfyUI's scaled fp8
+#: files (a `scaled_fp8` marker, per-layer `scale_weight` / `scale_input`) and its mixed-precision ones
+#: (`weight_scale`, `comfy_quant`). diffusers' single-file converters drop them and would load the
+#: weights unscaled, a wrong model without an error
+SCALED_WEIGHT_NAMES = ("scaled_fp8", "scale_weight", "scale_input", "weight_scale", "comfy_quant")
+
+
+def _refuse_scaled_weights(path: Path, field: str) -> None:
+    from .families import UnknownFamily, checkpoint_header
+
+    try:
+        names = checkpoint_header(path)
+    except (UnknownFamily, OSError):
+        return  # a damaged file: loading it says so in diffusers' terms
+    scales = [name for name in names if name.rsplit(".", 1)[-1] in SCALED_WEIGHT_NAMES]
+    if scales:
+        raise NodeError(f"{path.name} holds quantized weights with separate scales ({len(scales)} tensors such as "
+                        f"{scales[0]}: ComfyUI's scaled fp8 format), which diffusers' single-file loading would use "
+                        "unscaled; give the checkpoint in float32, bfloat16, float16 or plain float8_e4m3fn (weights "
+                        "without scale tensors)", field)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

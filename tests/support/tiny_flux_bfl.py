@@ -14,6 +14,12 @@ inverted: q, k and v fused in one `qkv` (and with the MLP input in `linear1` for
 final norm's modulation stored shift before scale (the converter swaps it to diffusers' scale, shift).
 
     python tests/support/tiny_flux_bfl.py OUT_DIR     # writes OUT_DIR/flux-bfl/ and flux1-bfl.safetensors
+
+The files ComfyUI users have are written from those two by `write_variant` (the BFL file in bf16,
+as `flux1-dev.safetensors` ships, or float8_e4m3fn, as `flux1-dev-fp8` files, with or without
+ComfyUI's `model.diffusion_model.` prefix) and `write_whole_checkpoint` (ComfyUI's all-in-one
+layout: that transformer, the VAE under `vae.` in the original autoencoder's names, CLIP-L and T5
+under `text_encoders.clip_l.` / `text_encoders.t5xxl.`, as ComfyUI's Flux model config saves them).
 """
 
 from __future__ import annotations
@@ -125,6 +131,63 @@ def build(root: Path, seed: int = 0) -> tuple[Path, Path]:
     target = root / "flux1-bfl.safetensors"
     save_file(bfl_layout(state, config["num_layers"], config["num_single_layers"]), str(target))
     return folder, target
+
+
+#: where ComfyUI keeps a Flux.1 transformer in a checkpoint it saves
+COMFY_PREFIX = "model.diffusion_model."
+
+
+def write_variant(bfl_file: Path, target: Path, dtype, prefix: str = "") -> Path:
+    """The BFL-layout file `bfl_file` with every tensor rounded to `dtype` (a torch dtype) and named
+    `prefix` + its name, at `target`. Read a tensor at a time; the rounded copy is held until written."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(bfl_file), "pt") as source:
+        state = {prefix + name: source.get_tensor(name).to(dtype) for name in source.keys()}  # noqa: SIM118
+    save_file(state, str(target))
+    return Path(target)
+
+
+#: each component's dtype in the whole checkpoint: float8_e4m3fn for the transformer and T5 (what fp8
+#: all-in-one files quantize), another dtype each for CLIP-L and the VAE, so every conversion is checked
+WHOLE_CHECKPOINT_DTYPES = {"transformer": "float8_e4m3fn", "text_encoder_2": "float8_e4m3fn",
+                           "text_encoder": "float16", "vae": "bfloat16"}
+
+
+def write_whole_checkpoint(folder: Path, bfl_file: Path, target: Path) -> Path:
+    """A whole Flux.1 checkpoint as ComfyUI saves one (its Flux model config's key prefixes): the
+    transformer of `bfl_file` under `model.diffusion_model.`, and `folder`'s VAE under `vae.` (the
+    original autoencoder's names), CLIP-L under `text_encoders.clip_l.transformer.` (with the
+    `text_projection` and `logit_scale` ComfyUI's CLIP keeps) and T5 under
+    `text_encoders.t5xxl.transformer.` (`shared` and `encoder.*`, with `logit_scale`), each in
+    `WHOLE_CHECKPOINT_DTYPES`."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    from support import tiny_single_files
+
+    folder = Path(folder)
+    dtypes = {part: getattr(torch, name) for part, name in WHOLE_CHECKPOINT_DTYPES.items()}
+    with safe_open(str(bfl_file), "pt") as source:
+        state = {COMFY_PREFIX + name: source.get_tensor(name).to(dtypes["transformer"])
+                 for name in source.keys()}  # noqa: SIM118
+    for key, value in tiny_single_files._vae_state(folder).items():
+        state["vae." + key.removeprefix("first_stage_model.")] = value.to(dtypes["vae"])
+    clip = tiny_single_files._text_model_keys(tiny_single_files._load(folder / "text_encoder" / "model.safetensors"))
+    width = clip["text_model.final_layer_norm.weight"].shape[0]
+    clip.setdefault("text_projection.weight", torch.eye(width))
+    for key, value in clip.items():
+        state["text_encoders.clip_l.transformer." + key] = value.to(dtypes["text_encoder"])
+    t5 = tiny_single_files._load(folder / "text_encoder_2" / "model.safetensors")
+    if "shared.weight" not in t5:  # ComfyUI's T5 keeps the token embeddings as `shared` only
+        t5["shared.weight"] = t5.pop("encoder.embed_tokens.weight")
+    for key, value in t5.items():
+        state["text_encoders.t5xxl.transformer." + key] = value.to(dtypes["text_encoder_2"])
+    for name in ("clip_l", "t5xxl"):
+        state[f"text_encoders.{name}.logit_scale"] = torch.tensor(4.6055)
+    save_file({key: value.contiguous() for key, value in state.items()}, str(target))
+    return Path(target)
 
 
 if __name__ == "__main__":
