@@ -290,8 +290,9 @@ def applied(ctx: Any, ref: Any, live: Any = None) -> Iterator[None]:
     """While inside, the LoRAs `ref` carries are active in the live model at their strengths. Their
     layers stay in the model afterwards, disabled (peft's disabled layers call the original layer
     alone, so the model computes exactly what it did without them), and the next use of the same
-    files only sets the strengths again; other files replace them. A load that fails takes every
-    LoRA layer out. `live`: what the model cache holds for `ref` (loaded here when None)."""
+    files (or of the first few of them) only sets the strengths again; other files replace them. A
+    load that fails takes every LoRA layer out of the modules it was loading into. `live`: what the
+    model cache holds for `ref` (loaded here when None)."""
     entries = list(getattr(ref, "loras", ()))
     if not any(strength != 0.0 for _, _, strength in entries):  # 0: the model as it is
         yield
@@ -301,9 +302,8 @@ def applied(ctx: Any, ref: Any, live: Any = None) -> Iterator[None]:
     reached = _resident(ref, modules, entries, ref.kind, _unet_config(ref, live))
     try:
         for component, module in modules.items():
-            _use(module, [(name, entries[index][2]) for name, index in sorted(reached[component].items(),
-                                                                              key=lambda item: item[1])
-                          if entries[index][2] != 0.0])
+            active = sorted((index, name) for name, index in reached[component].items() if entries[index][2] != 0.0)
+            _use(module, [(name, entries[index][2]) for index, name in active])  # in stacking order
         yield
     finally:
         for module in modules.values():

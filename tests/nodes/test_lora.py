@@ -468,3 +468,41 @@ def test_a_lora_that_fails_to_load_takes_every_lora_layer_out_of_that_model(lora
     for name, settings in (("txt2img", overrides("sdxl", model)), ("txt2img_lora", with_a)):
         ours = run(name, settings, shared, tmp_path / f"{name}-after").value("decode", "image")
         assert torch.equal(ours, run(name, settings, {}, tmp_path / f"{name}-fresh").value("decode", "image"))
+
+
+def test_an_ip_adapter_run_after_a_lora_run_and_both_at_once_give_a_fresh_cache_picture(lora_models, loras, tmp_path):
+    """The IP-Adapter swaps the UNet's attention processors, whose projections are the ones the LoRA's
+    layers wrap: with the LoRA resting in the UNet, and with both active, each picture is a fresh cache's."""
+    import numpy as np
+    from diffusers import UNet2DConditionModel
+    from PIL import Image as PILImage
+    from support import tiny_ipadapter
+
+    model = lora_models["sd"]
+    adapter = tiny_ipadapter.build(tmp_path / "ip", UNet2DConditionModel.from_pretrained(str(model), subfolder="unet"))
+    image = tmp_path / "reference.png"
+    PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(image)
+
+    def with_image_prompt(name: str, settings: dict[str, Any]):
+        document = copy.deepcopy(read_document(TEMPLATES / f"{name}.yaml"))
+        nodes = document["nodes"]
+        unet = nodes["sample"]["inputs"]["unet"]  # load.unet, or lora.unet
+        nodes["reference"] = {"type": "LoadImage", "params": {"image": str(image)}}
+        nodes["ip"] = {"type": "LoadIPAdapter", "params": {"ip_adapter": str(adapter)}}
+        nodes["apply"] = {"type": "ApplyIPAdapter", "params": {"strength": 0.8},
+                          "inputs": {"unet": unet, "ip_adapter": "ip.ip_adapter", "image": "reference.image"}}
+        nodes["sample"]["inputs"]["unet"] = "apply.unet"
+        return compile_workflow(document, default_registry(), settings, base=TEMPLATES)
+
+    with_a = overrides("sd", model, lora=str(loras["sd_a"]), lora_scale=SCALE)
+    sequence = [("txt2img_lora", with_a), (with_image_prompt("txt2img", overrides("sd", model)), {}),
+                (with_image_prompt("txt2img_lora", with_a), {})]
+    shared: dict[str, Any] = {}
+    pictures = []
+    for index, (workflow, settings) in enumerate(sequence):
+        ours = run(workflow, settings, shared, tmp_path / f"shared{index}").value("decode", "image")
+        fresh = run(workflow, settings, {}, tmp_path / f"fresh{index}").value("decode", "image")
+        assert torch.equal(ours, fresh), f"run {index} differs from a fresh cache's"
+        pictures.append(ours)
+    assert not torch.equal(pictures[1], pictures[2])  # the LoRA is in the last one
+    assert lora_layers_in_use(shared) == []
