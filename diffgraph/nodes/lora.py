@@ -313,7 +313,7 @@ def applied(ctx: Any, ref: Any, live: Any = None) -> Iterator[None]:
 def try_on(ctx: Any, ref: Any, field: str) -> list[str]:
     """Load the LoRAs `ref` carries into the live model (kept there, disabled, for the nodes that use
     them): the components the last one reached (none: its weights fit nothing there). A LoRA that does
-    not fit is a NodeError naming `field`, and leaves no LoRA layer in the model."""
+    not fit is a NodeError naming `field`, and leaves no LoRA layer in the modules it was loaded into."""
     live = models.load(ctx, ref, field)
     modules = lora_modules(ref, live)
     reached = _resident(ref, modules, list(ref.loras), field, _unet_config(ref, live))

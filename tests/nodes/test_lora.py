@@ -506,3 +506,16 @@ def test_an_ip_adapter_run_after_a_lora_run_and_both_at_once_give_a_fresh_cache_
         pictures.append(ours)
     assert not torch.equal(pictures[1], pictures[2])  # the LoRA is in the last one
     assert lora_layers_in_use(shared) == []
+
+
+def test_a_stacked_lora_at_strength_zero_changes_nothing_while_its_layers_rest(lora_models, loras, tmp_path):
+    """A then B at 0: B's layers are loaded with A's (one set of files) but never switched on, so the
+    picture is A's alone, bit for bit."""
+    model = lora_models["sd"]
+    with_a = overrides("sd", model, lora=str(loras["sd_a"]), lora_scale=SCALE)
+    shared: dict[str, Any] = {}
+    stacked = run(stacked_plan(with_a, loras["sd_b"], 0.0), {}, shared, tmp_path / "stacked").value("decode", "image")
+    unet = next(module for module in live_modules(shared) if type(module).__name__ == "UNet2DConditionModel")
+    assert len(unet.peft_config) == 2  # A and B rest in it
+    alone = run("txt2img_lora", with_a, {}, tmp_path / "alone").value("decode", "image")
+    assert torch.equal(stacked, alone)
