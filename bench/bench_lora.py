@@ -1,13 +1,14 @@
-"""What applying LoRAs per node costs: txt2img_lora with one and two stacked LoRAs against plain
-txt2img, all through diffgraph's executor in one process, and against diffusers' pipeline with the
-same LoRAs loaded once (`load_lora_weights` + `set_adapters`).
+"""What applying LoRAs costs: txt2img_lora with one and two stacked LoRAs against plain txt2img,
+all through diffgraph's executor in one process, and against diffusers' pipeline with the same
+LoRAs loaded once (`load_lora_weights` + `set_adapters`).
 
     python bench/bench_lora.py [--family sd|sdxl] [--steps 25] [--repeats 5] [--rank 4]
 
-The models and the LoRA files are built offline (tiny models: the per-node load and removal of the
-LoRA layers weighs far more here than on a real model, whose denoiser steps are 100x slower). Each
-diffgraph run gets a fresh result cache, so every node really runs; the model cache is shared.
-Prints the median seconds of each and the ratios to plain txt2img, and the LoRA's own share.
+The models and the LoRA files are built offline (tiny models: loading LoRA layers weighs far more
+here than on a real model, whose denoiser steps are 100x slower). Each diffgraph run gets a fresh
+result cache, so every node really runs; the model cache is shared, and with it the LoRA layers
+resting in the models between runs. Prints the median seconds of each, the ratios to plain
+txt2img and to diffusers, and how many times peft injected LoRA layers during the timed runs.
 """
 
 from __future__ import annotations
@@ -103,6 +104,16 @@ def main() -> None:
     for which in plans:  # warm up: model loads, first-call costs
         run(which)
     run_pipeline(1)
+    import peft
+
+    injections = {"count": 0}
+    inject = peft.inject_adapter_in_model
+
+    def counted(*args, **kwargs):  # diffusers' loaders and diffgraph's import it from peft per call
+        injections["count"] += 1
+        return inject(*args, **kwargs)
+
+    peft.inject_adapter_in_model = counted
     seconds: dict[str, list[float]] = {name: [] for name in [*plans, "diffusers, LoRAs loaded once: none",
                                                              "diffusers, LoRAs loaded once: one",
                                                              "diffusers, LoRAs loaded once: two"]}
@@ -111,6 +122,7 @@ def main() -> None:
             seconds[which].append(run(which))
         for adapters, label in enumerate(("none", "one", "two")):
             seconds[f"diffusers, LoRAs loaded once: {label}"].append(run_pipeline(adapters))
+    peft.inject_adapter_in_model = inject
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     print(f"{args.family}, {args.steps} steps, rank {args.rank}, {args.repeats} repeats, {args.threads} thread(s)")
     for name, value in medians.items():
@@ -118,6 +130,7 @@ def main() -> None:
     for label, count in (("one LoRA", 1), ("two LoRAs", 2)):
         base = medians[f"diffusers, LoRAs loaded once: {'one' if count == 1 else 'two'}"]
         print(f"  diffgraph {label} / diffusers with them loaded once: x{medians[label] / base:.2f}")
+    print(f"  peft injections during the {args.repeats} timed rounds (diffgraph and diffusers): {injections['count']}")
 
 
 if __name__ == "__main__":

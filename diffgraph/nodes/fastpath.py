@@ -144,14 +144,18 @@ def denoiser(ctx: Any, module: Any, name: str = "unet") -> Any:
     if adapted(module):  # the twin was made from the plain model: it would sample without the adapter
         ctx.stage("eager", f"not compiling the {name}: a LoRA or IP-Adapter is applied to it for this run")
         return module
-    twin = model_cache(ctx).derived(module, "compiled", lambda: compiled_twin(module, ctx.device, name))
+    from . import lora  # LoRA layers resting in the module between uses: out before it is copied
+
+    twin = model_cache(ctx).derived(module, "compiled", lambda: compiled_twin(lora.plain(module), ctx.device, name))
     twin._diffgraph_watch.ctx = ctx
     return twin
 
 
 def adapted(module: Any) -> bool:
-    """Whether an adapter is in `module` now: LoRA layers (peft) or IP-Adapter image projection."""
-    if getattr(module, "peft_config", None):
+    """Whether an adapter is in `module` now: active LoRA layers (peft) or IP-Adapter image projection."""
+    from . import lora
+
+    if lora.in_use(module):  # LoRA layers resting between uses (disabled) compute the plain model
         return True
     config = getattr(module, "config", None)
     return getattr(config, "encoder_hid_dim_type", None) == "ip_image_proj"

@@ -7,8 +7,12 @@ stack their entries. The nodes that compute with a model (TextEncode, SampleLoop
 modular families' paths) call `applied(...)` around their work: it loads each LoRA into the live
 modules with diffusers' own loaders (`lora_state_dict` converts kohya and the other trainer
 formats; `load_lora_into_unet` / `load_lora_into_transformer` inject the layers), sets their
-strengths as `set_adapters` does, and removes every LoRA layer when the node is done, even when it
-fails. Cache keys follow the file's content (a digest) and the strengths, so nothing stale is served.
+strengths as `set_adapters` does, and disables the layers when the node is done, even when it
+fails. The layers stay in the module between uses (keyed by the files' digests, in order), so the
+next node with the same files only sets strengths; disabled peft layers call the original layer
+alone, so the model computes exactly the plain model's numbers meanwhile. What needs the plain
+structure (fastpath's compiled twin) takes them out with `plain(module)`; a failed load takes every
+layer out. Cache keys follow the file's content (a digest) and the strengths, so nothing stale is served.
 
 Text encoders: diffusers loads their LoRAs through transformers' PEFT integration, which (in
 transformers 5.x) insists on a peft release newer than PyPI offers here; the same steps run on
@@ -63,8 +67,9 @@ LORA_DOC = ("a LoRA .safetensors file (diffusers/peft, kohya-ss and the other tr
 class LoadLoRA(Node):
     """Apply a LoRA to a model: `unet` (the denoiser) at `strength_model` and `text_encoder` at
     `strength_text` (SD 1.x/2.x, SDXL, SD3, Flux.1; Z-Image, Qwen-Image and Flux.2 [klein] take LoRAs
-    on the denoiser only). Chain several to stack them. The loaded model itself is never changed:
-    the LoRA is applied while each node that uses these outputs runs, and removed afterwards."""
+    on the denoiser only). Chain several to stack them. The loaded model's pictures never change:
+    the LoRA is active while each node that uses these outputs runs; between uses its layers stay
+    loaded, switched off, until another set of LoRAs is used."""
 
     unet: ModelRef = Input(UNet, doc="the model's denoiser (LoadPipeline, or another LoadLoRA)")
     text_encoder: ModelRef | None = Input(TextEncoder, optional=True,
@@ -128,8 +133,8 @@ class LoadLoRA(Node):
         text_encoder = None
         if self.text_encoder is not None:
             text_encoder = _with_lora(self.text_encoder, path, digest, self.strength_text)
-        # tried on the live model once (shapes, layer names), so that a LoRA that does not fit fails
-        # here, naming `lora`, rather than in every node downstream; the model is unchanged afterwards
+        # loaded into the live model here (shapes, layer names), so that a LoRA that does not fit fails
+        # here, naming `lora`, rather than in every node downstream; its layers stay, off, for those nodes
         reached = [part for ref in (unet, text_encoder) if ref is not None for part in try_on(ctx, ref, "lora")]
         if not reached:
             raise NodeError(f"the LoRA {path.name} has no weights for any part of this model "
@@ -267,35 +272,140 @@ def lora_modules(ref: Any, live: Any) -> dict[str, Any]:
             if name.startswith("text_encoder") and getattr(live, name, None) is not None}
 
 
+@dataclasses.dataclass
+class _Resident:
+    """The LoRA layers a live module keeps between the nodes that use them (its `RESIDENT` attribute)."""
+
+    digests: tuple[str, ...]  #: the files loaded, in order: adapter i (`ADAPTER_PREFIX` + i) is file i
+    reached: dict[str, int]  #: the adapters that placed layers in this module -> their file's index
+    in_use: bool = False  #: a node computes with them now (inside `applied`)
+
+
+#: the attribute of a live module that holds its `_Resident` layers
+RESIDENT = "_diffgraph_loras"
+
+
 @contextlib.contextmanager
 def applied(ctx: Any, ref: Any, live: Any = None) -> Iterator[None]:
-    """While inside, the LoRAs `ref` carries are active in the live model at their strengths; after,
-    the model is as it was (every LoRA layer removed, also when the body fails). `live`: what the
+    """While inside, the LoRAs `ref` carries are active in the live model at their strengths. Their
+    layers stay in the model afterwards, disabled (peft's disabled layers call the original layer
+    alone, so the model computes exactly what it did without them), and the next use of the same
+    files (or of the first few of them) only sets the strengths again; other files replace them. A
+    load that fails takes every LoRA layer out of the modules it was loading into. `live`: what the
     model cache holds for `ref` (loaded here when None)."""
-    entries = [entry for entry in getattr(ref, "loras", ()) if entry[2] != 0.0]  # 0: the model as it is
-    if not entries:
+    entries = list(getattr(ref, "loras", ()))
+    if not any(strength != 0.0 for _, _, strength in entries):  # 0: the model as it is
         yield
         return
     live = models.load(ctx, ref, ref.kind) if live is None else live
     modules = lora_modules(ref, live)
+    reached = _resident(ref, modules, entries, ref.kind, _unet_config(ref, live))
     try:
-        _activate(ref, modules, entries, ref.kind, _unet_config(ref, live))
+        for component, module in modules.items():
+            active = sorted((index, name) for name, index in reached[component].items() if entries[index][2] != 0.0)
+            _use(module, [(name, entries[index][2]) for index, name in active])  # in stacking order
         yield
     finally:
         for module in modules.values():
-            _unload(module)
+            _rest(module)
 
 
 def try_on(ctx: Any, ref: Any, field: str) -> list[str]:
-    """Load the last LoRA `ref` carries into the live model and take it out again: the components it
-    reached (none: its weights fit nothing there). A LoRA that does not fit is a NodeError naming `field`."""
+    """Load the LoRAs `ref` carries into the live model (kept there, disabled, for the nodes that use
+    them): the components the last one reached (none: its weights fit nothing there). A LoRA that does
+    not fit is a NodeError naming `field`, and leaves no LoRA layer in the modules it was loaded into."""
     live = models.load(ctx, ref, field)
     modules = lora_modules(ref, live)
-    try:
-        return _activate(ref, modules, [ref.loras[-1]], field, _unet_config(ref, live))
-    finally:
+    reached = _resident(ref, modules, list(ref.loras), field, _unet_config(ref, live))
+    last = f"{ADAPTER_PREFIX}{len(ref.loras) - 1}"
+    return [component for component, names in reached.items() if last in names]
+
+
+def plain(module: Any) -> Any:
+    """`module` with its resident LoRA layers taken out (its own structure and weights, as loaded):
+    for what copies or inspects the module's structure (fastpath's compiled twin). Never while a node
+    computes with them (`in_use`)."""
+    state = getattr(module, RESIDENT, None)
+    if state is not None and state.in_use:
+        raise RuntimeError("plain() on a module whose LoRA layers a node is computing with")
+    _unload(module)  # also the layers of a LoRA whose loading failed half-way
+    if state is not None:
+        delattr(module, RESIDENT)
+    return module
+
+
+def in_use(module: Any) -> bool:
+    """Whether LoRA layers in `module` are active now (resident layers resting between uses are not)."""
+    if not getattr(module, "peft_config", None):
+        return False
+    state = getattr(module, RESIDENT, None)
+    return state is None or state.in_use
+
+
+def _resident(ref: Any, modules: dict[str, Any], entries: list, field: str, unet_config: Any) -> dict[str, dict[str, int]]:
+    """Make `modules` hold the layers of `entries`' files as adapters 0..n-1, disabled: nothing to load
+    when they hold them already (perhaps followed by others, which stay off), the missing ones when
+    they hold the first few, else everything out and all of them loaded. Per component: the adapters
+    of `entries` that reached it -> their file's index."""
+    digests = tuple(digest for _, digest, _ in entries)
+
+    def files_held(module: Any) -> int:  # how many of `digests`, from the first, it holds; -1: others
+        state = getattr(module, RESIDENT, None)
+        if state is None:
+            return -1 if getattr(module, "peft_config", None) else 0
+        common = min(len(state.digests), len(digests))
+        return common if state.digests[:common] == digests[:common] else -1
+
+    def wanted(module: Any) -> dict[str, int]:
+        state = getattr(module, RESIDENT, None)
+        return {name: index for name, index in (state.reached if state else {}).items() if index < len(digests)}
+
+    held = min((files_held(module) for module in modules.values()), default=len(digests))
+    if held == len(digests):
+        return {component: wanted(module) for component, module in modules.items()}
+    if held > 0 and any(len(getattr(module, RESIDENT).digests) != held for module in modules.values()):
+        held = -1  # the modules were loaded apart (never so today): start again
+    if held <= 0:
+        held = 0
         for module in modules.values():
-            _unload(module)
+            plain(module)
+    reached = {component: wanted(module) for component, module in modules.items()}
+    try:
+        for component, names in _activate(ref, modules, entries, held, field, unet_config).items():
+            reached[component].update(names)
+    except BaseException:  # a failed (or interrupted) load: no half-loaded LoRA stays in the model
+        for module in modules.values():
+            plain(module)
+        raise
+    for component, module in modules.items():
+        setattr(module, RESIDENT, _Resident(digests, reached[component]))
+        _rest(module)
+    return reached
+
+
+def _use(module: Any, pairs: list[tuple[str, float]]) -> None:
+    """The resident adapters `pairs` names active at their strengths, the others off."""
+    import torch
+    from diffusers.utils.peft_utils import set_adapter_layers
+
+    getattr(module, RESIDENT).in_use = bool(pairs)
+    if pairs:
+        with torch.inference_mode(False):  # peft sets requires_grad on the layers it activates
+            _set_strengths(module, [name for name, _ in pairs], [strength for _, strength in pairs])
+            set_adapter_layers(module, enabled=True)
+
+
+def _rest(module: Any) -> None:
+    """Every resident LoRA layer of `module` disabled: peft's disabled layer returns its base layer's output."""
+    import torch
+    from diffusers.utils.peft_utils import set_adapter_layers
+
+    state = getattr(module, RESIDENT, None)
+    if state is not None:
+        state.in_use = False
+    if getattr(module, "peft_config", None):
+        with torch.inference_mode(False):
+            set_adapter_layers(module, enabled=False)
 
 
 def _unet_config(ref: Any, live: Any) -> Any:
@@ -306,23 +416,25 @@ def _unet_config(ref: Any, live: Any) -> Any:
     return getattr(live if ref.kind == "unet" else getattr(live, "unet", None), "config", None)
 
 
-def _activate(ref: Any, modules: dict[str, Any], entries: list, field: str, unet_config: Any = None) -> list[str]:
+def _activate(ref: Any, modules: dict[str, Any], entries: list, start: int, field: str,
+              unet_config: Any = None) -> dict[str, dict[str, int]]:
+    """Load `entries[start:]` into `modules` as adapters `ADAPTER_PREFIX` + their index: per component,
+    the adapters that reached it -> their index."""
     import torch
 
     family = modular.family_of(ref)
     mixin = _mixin(family, field)
-    active: dict[str, list[tuple[str, float]]] = {}
+    reached: dict[str, dict[str, int]] = {}
     # LoRA layers are made outside the node's inference mode
     with torch.inference_mode(False), models.libraries_quiet(), _loader_errors_quiet():
-        for index, (path, digest, strength) in enumerate(entries):
+        for index in range(start, len(entries)):
+            path, digest, _ = entries[index]
             tensors, metadata = _read(path, digest, field)
             name = f"{ADAPTER_PREFIX}{index}"
             loaded = _load(mixin, modules, tensors, metadata, name, Path(path).name, field, unet_config, family.title)
             for component in loaded:
-                active.setdefault(component, []).append((name, strength))
-        for component, pairs in active.items():
-            _set_strengths(modules[component], [n for n, _ in pairs], [s for _, s in pairs])
-    return list(active)
+                reached.setdefault(component, {})[name] = index
+    return reached
 
 
 @contextlib.contextmanager

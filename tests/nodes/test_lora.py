@@ -1,7 +1,8 @@
 """LoadLoRA: the txt2img_lora template computes the picture of the family's diffusers pipeline after
 `load_lora_weights` + `set_adapters` (CPU, float32, CPU generator, within 2/255), stacked LoRAs that of
-`set_adapters` with two adapters; the shared model is never left changed (runs with and without LoRAs
-in one process give each the picture of a fresh model); cache keys follow the LoRA file's content and
+`set_adapters` with two adapters; the shared model's pictures never change (runs with and without
+LoRAs in one process give each the picture of a fresh model: LoRA layers stay in it between uses, off,
+and are not loaded again while the same files are used); cache keys follow the LoRA file's content and
 the strengths; pickle files, LoRAs of another family and strengths out of range are refused naming
 node and field."""
 
@@ -170,7 +171,8 @@ def test_the_shared_model_is_never_changed_by_a_lora(lora_models, loras, tmp_pat
     assert not torch.equal(pictures[0], pictures[1]) and not torch.equal(pictures[1], pictures[2])
     assert torch.equal(pictures[0], pictures[3])
     assert loads[0] == loads[-1]  # the LoRA runs used the loaded model, never a reloaded copy
-    assert lora_layers_left(shared) == []
+    assert lora_layers_in_use(shared) == []
+    assert lora_layers(shared)  # A and B stay loaded, switched off, for the next run that uses them
 
 
 def test_cache_keys_follow_the_lora_file_content_and_the_strengths(lora_models, loras, services, tmp_path):
@@ -299,20 +301,39 @@ def test_on_the_server_a_lora_is_a_file_under_the_model_roots(lora_models, loras
     assert run_plan(plan, services=services, output_dir=tmp_path / "out").result.status == "succeeded"
 
 
-def lora_layers_left(services: dict[str, Any]) -> list[str]:
-    """Names of LoRA parameters or adapter configs left in any live model of the model cache."""
-    left = []
+def live_modules(services: dict[str, Any]) -> list[torch.nn.Module]:
+    """Every torch module the model cache holds (a pipeline's components, a text encoder pair's model)."""
+    found = []
     for live, _ in services["models"]._entries.values():
         parts = [live, getattr(live, "model", None), *getattr(live, "components", {}).values()]
-        for module in parts:
-            if isinstance(module, torch.nn.Module):
-                left += [name for name, _ in module.named_parameters() if "lora" in name]
-                left += ["peft_config"] if getattr(module, "peft_config", None) else []
-    return left
+        found += [module for module in parts if isinstance(module, torch.nn.Module)]
+    return found
+
+
+def lora_layers(services: dict[str, Any]) -> list[torch.nn.Module]:
+    """The peft LoRA layers in any live model of the model cache, active or not."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [layer for module in live_modules(services) for layer in module.modules() if isinstance(layer, BaseTunerLayer)]
+
+
+def lora_layers_in_use(services: dict[str, Any]) -> list[str]:
+    """LoRA layers a live model would compute with now: enabled ones, or ones that no record of resident
+    layers accounts for (left half-loaded)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from diffgraph.nodes import lora
+
+    found = []
+    for module in live_modules(services):
+        resident = getattr(module, lora.RESIDENT, None) is not None
+        found += [name for name, layer in module.named_modules()
+                  if isinstance(layer, BaseTunerLayer) and (not layer.disable_adapters or not resident)]
+    return found
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
-def test_a_run_cancelled_mid_sampling_leaves_no_lora_behind(lora_models, loras, tmp_path, family):
+def test_a_run_cancelled_mid_sampling_leaves_no_lora_active(lora_models, loras, tmp_path, family):
     from diffgraph.engine import CancelToken
 
     services: dict[str, Any] = {}
@@ -324,7 +345,7 @@ def test_a_run_cancelled_mid_sampling_leaves_no_lora_behind(lora_models, loras, 
 
     plan = template_plan("txt2img_lora", overrides(family, lora_models[family], lora=str(loras[f"{family}_a"])))
     run_plan(plan, services=services, output_dir=tmp_path, expect="cancelled", on_event=on_event, cancel=token)
-    assert lora_layers_left(services) == []
+    assert lora_layers_in_use(services) == []
     plain = overrides(family, lora_models[family])
     after = run("txt2img", plain, services, tmp_path / "after").value("decode", "image")
     assert torch.equal(after, run("txt2img", plain, {}, tmp_path / "fresh").value("decode", "image"))
@@ -356,3 +377,145 @@ def test_compile_keeps_the_lora(lora_models, loras, tmp_path):
     assert any("not compiling the unet: a LoRA" in message for message in stages), stages
     assert np.abs(compiled - eager).max() <= 2
     assert np.abs(compiled - plain).max() > 2  # the LoRA is in it
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_a_second_run_with_the_same_lora_loads_nothing_again(lora_models, loras, tmp_path, family, monkeypatch):
+    """A new seed with the same LoRA: the layers of the first run are used again (the same objects, no
+    peft injection), and the picture is the one a fresh model cache gives."""
+    import peft
+
+    injections = []
+    inject = peft.inject_adapter_in_model
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        injections.append(kwargs.get("adapter_name"))
+        return inject(*args, **kwargs)
+
+    monkeypatch.setattr(peft, "inject_adapter_in_model", counted)  # diffusers and lora.py import it per call
+    settings = overrides(family, lora_models[family], lora=str(loras[f"{family}_a"]), lora_scale=SCALE)
+    shared: dict[str, Any] = {}
+    run("txt2img_lora", settings, shared, tmp_path / "first")
+    assert injections, "the first run loads the LoRA"
+    layers = lora_layers(shared)
+    injections.clear()
+    reseeded = {**settings, "seed": SEED + 1}
+    ours = run("txt2img_lora", reseeded, shared, tmp_path / "second").value("decode", "image")
+    assert injections == []
+    again = lora_layers(shared)
+    assert len(again) == len(layers) and all(one is other for one, other in zip(again, layers, strict=True))
+    assert torch.equal(ours, run("txt2img_lora", reseeded, {}, tmp_path / "fresh").value("decode", "image"))
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_lora_a_then_none_then_b_then_a_at_another_strength_each_give_a_fresh_cache_picture(
+        lora_models, loras, tmp_path, family):
+    model, first, second = lora_models[family], loras[f"{family}_a"], loras[f"{family}_b"]
+    sequence = [("txt2img_lora", overrides(family, model, lora=str(first), lora_scale=SCALE)),
+                ("txt2img", overrides(family, model)),
+                ("txt2img_lora", overrides(family, model, lora=str(second), lora_scale=SCALE)),
+                ("txt2img_lora", overrides(family, model, lora=str(first), lora_scale=0.4))]
+    shared: dict[str, Any] = {}
+    pictures = []
+    for index, (template, settings) in enumerate(sequence):
+        ours = run(template, settings, shared, tmp_path / f"shared{index}").value("decode", "image")
+        fresh = run(template, settings, {}, tmp_path / f"fresh{index}").value("decode", "image")
+        assert torch.equal(ours, fresh), f"run {index} ({template}, lora={settings.get('lora')}) differs from a fresh cache's"
+        pictures.append(ours)
+    assert len({picture.numpy().tobytes() for picture in pictures}) == 4  # each run is its own picture
+    assert lora_layers_in_use(shared) == []
+
+
+def test_the_compiled_twin_made_after_a_lora_run_has_no_lora_layers(lora_models, loras, tmp_path):
+    """--compile copies the denoiser's structure: the LoRA layers resting in it since the last LoRA run
+    are taken out first (the twin compiles on its first call, which this test never makes)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    from diffgraph.engine import RunContext, RunOptions
+    from diffgraph.nodes import fastpath, lora
+
+    settings = overrides("sd", lora_models["sd"], lora=str(loras["sd_a"]), lora_scale=SCALE)
+    shared: dict[str, Any] = {}
+    run("txt2img_lora", settings, shared, tmp_path / "lora")
+    (unet,) = [module for module in live_modules(shared) if type(module).__name__ == "UNet2DConditionModel"]
+    assert getattr(unet, lora.RESIDENT, None) is not None and lora_layers(shared)
+    twin = fastpath.denoiser(RunContext(node_id="sample", services=shared, options=RunOptions(compile=True)), unet)
+    assert twin is not unet
+    assert not any(isinstance(layer, BaseTunerLayer) for layer in twin.modules())
+    assert not getattr(twin, "peft_config", None)
+    assert not any(isinstance(layer, BaseTunerLayer) for layer in unet.modules())  # out of the live one too
+    ours = run("txt2img_lora", settings, shared, tmp_path / "again").value("decode", "image")  # loaded anew
+    assert torch.equal(ours, run("txt2img_lora", settings, {}, tmp_path / "fresh").value("decode", "image"))
+
+
+def test_a_lora_that_fails_to_load_takes_every_lora_layer_out_of_that_model(lora_models, loras, tmp_path):
+    """SDXL's LoRA resting in the model, then an SD 1.x LoRA that does not fit its UNet: the failed load
+    takes every LoRA layer out of the UNet, and the model gives a fresh cache's pictures, with and
+    without a LoRA."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    model = lora_models["sdxl"]
+    with_a = overrides("sdxl", model, lora=str(loras["sdxl_a"]), lora_scale=SCALE)
+    shared: dict[str, Any] = {}
+    run("txt2img_lora", with_a, shared, tmp_path / "a")
+    assert lora_layers(shared)
+    plan = template_plan("txt2img_lora", overrides("sdxl", model, lora=str(loras["sd_a"])))
+    failed = run_plan(plan, services=shared, output_dir=tmp_path / "failed", expect="failed").result
+    assert failed.failed_node == "lora"
+    (unet,) = [module for module in live_modules(shared) if type(module).__name__ == "UNet2DConditionModel"]
+    assert not any(isinstance(layer, BaseTunerLayer) for layer in unet.modules())
+    assert lora_layers_in_use(shared) == []
+    for name, settings in (("txt2img", overrides("sdxl", model)), ("txt2img_lora", with_a)):
+        ours = run(name, settings, shared, tmp_path / f"{name}-after").value("decode", "image")
+        assert torch.equal(ours, run(name, settings, {}, tmp_path / f"{name}-fresh").value("decode", "image"))
+
+
+def test_an_ip_adapter_run_after_a_lora_run_and_both_at_once_give_a_fresh_cache_picture(lora_models, loras, tmp_path):
+    """The IP-Adapter swaps the UNet's attention processors, whose projections are the ones the LoRA's
+    layers wrap: with the LoRA resting in the UNet, and with both active, each picture is a fresh cache's."""
+    import numpy as np
+    from diffusers import UNet2DConditionModel
+    from PIL import Image as PILImage
+    from support import tiny_ipadapter
+
+    model = lora_models["sd"]
+    adapter = tiny_ipadapter.build(tmp_path / "ip", UNet2DConditionModel.from_pretrained(str(model), subfolder="unet"))
+    image = tmp_path / "reference.png"
+    PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(image)
+
+    def with_image_prompt(name: str, settings: dict[str, Any]):
+        document = copy.deepcopy(read_document(TEMPLATES / f"{name}.yaml"))
+        nodes = document["nodes"]
+        unet = nodes["sample"]["inputs"]["unet"]  # load.unet, or lora.unet
+        nodes["reference"] = {"type": "LoadImage", "params": {"image": str(image)}}
+        nodes["ip"] = {"type": "LoadIPAdapter", "params": {"ip_adapter": str(adapter)}}
+        nodes["apply"] = {"type": "ApplyIPAdapter", "params": {"strength": 0.8},
+                          "inputs": {"unet": unet, "ip_adapter": "ip.ip_adapter", "image": "reference.image"}}
+        nodes["sample"]["inputs"]["unet"] = "apply.unet"
+        return compile_workflow(document, default_registry(), settings, base=TEMPLATES)
+
+    with_a = overrides("sd", model, lora=str(loras["sd_a"]), lora_scale=SCALE)
+    sequence = [("txt2img_lora", with_a), (with_image_prompt("txt2img", overrides("sd", model)), {}),
+                (with_image_prompt("txt2img_lora", with_a), {})]
+    shared: dict[str, Any] = {}
+    pictures = []
+    for index, (workflow, settings) in enumerate(sequence):
+        ours = run(workflow, settings, shared, tmp_path / f"shared{index}").value("decode", "image")
+        fresh = run(workflow, settings, {}, tmp_path / f"fresh{index}").value("decode", "image")
+        assert torch.equal(ours, fresh), f"run {index} differs from a fresh cache's"
+        pictures.append(ours)
+    assert not torch.equal(pictures[1], pictures[2])  # the LoRA is in the last one
+    assert lora_layers_in_use(shared) == []
+
+
+def test_a_stacked_lora_at_strength_zero_changes_nothing_while_its_layers_rest(lora_models, loras, tmp_path):
+    """A then B at 0: B's layers are loaded with A's (one set of files) but never switched on, so the
+    picture is A's alone, bit for bit."""
+    model = lora_models["sd"]
+    with_a = overrides("sd", model, lora=str(loras["sd_a"]), lora_scale=SCALE)
+    shared: dict[str, Any] = {}
+    stacked = run(stacked_plan(with_a, loras["sd_b"], 0.0), {}, shared, tmp_path / "stacked").value("decode", "image")
+    unet = next(module for module in live_modules(shared) if type(module).__name__ == "UNet2DConditionModel")
+    assert len(unet.peft_config) == 2  # A and B rest in it
+    alone = run("txt2img_lora", with_a, {}, tmp_path / "alone").value("decode", "image")
+    assert torch.equal(stacked, alone)
