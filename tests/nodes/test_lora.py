@@ -106,6 +106,20 @@ def run(name_or_plan, settings: dict[str, Any], services: dict[str, Any], out: P
     return run_plan(plan, services=services, output_dir=out)
 
 
+def pictures_in_one_cache(sequence: list, shared: dict[str, Any], out: Path, loads: list[int] | None = None) -> list:
+    """Run `sequence` ((template or plan, settings) pairs) in the one model cache `shared`, checking each
+    picture against a fresh cache's (a fresh process's); the pictures, and the cache's `loads` after each run."""
+    pictures = []
+    for index, (workflow, settings) in enumerate(sequence):
+        ours = run(workflow, settings, shared, out / f"shared{index}").value("decode", "image")
+        if loads is not None:
+            loads.append(shared["models"].loads)
+        fresh = run(workflow, settings, {}, out / f"fresh{index}").value("decode", "image")
+        assert torch.equal(ours, fresh), f"run {index} ({settings.get('lora')}) differs from a fresh cache's"
+        pictures.append(ours)
+    return pictures
+
+
 @pytest.mark.parametrize("family", ["sd", "sdxl", "sd3", "flux", "zimage", "qwenimage", "flux2"])
 def test_template_matches_the_pipeline_after_load_lora_weights(lora_models, loras, services, tmp_path, family,
                                                                transformers_loads_text_encoder_loras):
@@ -161,13 +175,8 @@ def test_the_shared_model_is_never_changed_by_a_lora(lora_models, loras, tmp_pat
     sequence = [("txt2img", plain), ("txt2img_lora", with_a), (stacked_plan(with_a, second, 0.5), {}),
                 ("txt2img", plain)]
     shared: dict[str, Any] = {}
-    pictures, loads = [], []
-    for index, (workflow, settings) in enumerate(sequence):
-        ours = run(workflow, settings, shared, tmp_path / f"shared{index}").value("decode", "image")
-        loads.append(shared["models"].loads)
-        fresh = run(workflow, settings, {}, tmp_path / f"fresh{index}").value("decode", "image")
-        assert torch.equal(ours, fresh), f"run {index} differs from a fresh process's"
-        pictures.append(ours)
+    loads: list[int] = []
+    pictures = pictures_in_one_cache(sequence, shared, tmp_path, loads)
     assert not torch.equal(pictures[0], pictures[1]) and not torch.equal(pictures[1], pictures[2])
     assert torch.equal(pictures[0], pictures[3])
     assert loads[0] == loads[-1]  # the LoRA runs used the loaded model, never a reloaded copy
@@ -416,12 +425,7 @@ def test_lora_a_then_none_then_b_then_a_at_another_strength_each_give_a_fresh_ca
                 ("txt2img_lora", overrides(family, model, lora=str(second), lora_scale=SCALE)),
                 ("txt2img_lora", overrides(family, model, lora=str(first), lora_scale=0.4))]
     shared: dict[str, Any] = {}
-    pictures = []
-    for index, (template, settings) in enumerate(sequence):
-        ours = run(template, settings, shared, tmp_path / f"shared{index}").value("decode", "image")
-        fresh = run(template, settings, {}, tmp_path / f"fresh{index}").value("decode", "image")
-        assert torch.equal(ours, fresh), f"run {index} ({template}, lora={settings.get('lora')}) differs from a fresh cache's"
-        pictures.append(ours)
+    pictures = pictures_in_one_cache(sequence, shared, tmp_path)
     assert len({picture.numpy().tobytes() for picture in pictures}) == 4  # each run is its own picture
     assert lora_layers_in_use(shared) == []
 
@@ -498,12 +502,7 @@ def test_an_ip_adapter_run_after_a_lora_run_and_both_at_once_give_a_fresh_cache_
     sequence = [("txt2img_lora", with_a), (with_image_prompt("txt2img", overrides("sd", model)), {}),
                 (with_image_prompt("txt2img_lora", with_a), {})]
     shared: dict[str, Any] = {}
-    pictures = []
-    for index, (workflow, settings) in enumerate(sequence):
-        ours = run(workflow, settings, shared, tmp_path / f"shared{index}").value("decode", "image")
-        fresh = run(workflow, settings, {}, tmp_path / f"fresh{index}").value("decode", "image")
-        assert torch.equal(ours, fresh), f"run {index} differs from a fresh cache's"
-        pictures.append(ours)
+    pictures = pictures_in_one_cache(sequence, shared, tmp_path)
     assert not torch.equal(pictures[1], pictures[2])  # the LoRA is in the last one
     assert lora_layers_in_use(shared) == []
 
