@@ -326,6 +326,13 @@ def _from_single_file(checkpoint: Path, folder: Path, family: Family, held: list
     if not held:
         raise NodeError(f"{checkpoint.name} holds none of a {family.title} model's components "
                         f"({', '.join(part for part, _ in family.single_file_parts)})", "model")
+    if family.name == "flux" and "transformer" in held and len(held) > 1 and not any(
+            "double_blocks." in name for name in families.checkpoint_header(checkpoint)):
+        others = ", ".join(part for part in held if part != "transformer")
+        raise NodeError(f"{checkpoint.name} holds a Flux.1 transformer in diffusers' own tensor names together with "
+                        f"its {others}: diffusers reads a whole Flux.1 checkpoint only in Black Forest Labs' layout "
+                        "(double_blocks.*, as ComfyUI saves it); give the transformer as a file of its own (the "
+                        "rest from config) or a diffusers folder", "model")
     classic = getattr(diffusers, family.pipeline_classes[0])
     given = {name: value for name, value in loaded.items() if name not in held}
     pipe = classic.from_single_file(str(checkpoint), config=str(folder), local_files_only=True,

@@ -60,6 +60,24 @@ def test_flux_transformer_file_with_the_rest_from_config_draws_the_folder_pipeli
     assert_same_picture(run.value("decode", "image"), expected, run.result.outputs["save"][0])
 
 
+def test_a_whole_flux_file_with_a_transformer_in_diffusers_names_is_refused_naming_the_layout(single_files,
+                                                                                              services, tmp_path):
+    """diffusers converts a whole Flux.1 checkpoint (transformer, VAE, text encoders) only from Black
+    Forest Labs' layout; with the transformer in diffusers' names its converter failed on an index."""
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(single_files["flux_file"]))
+    vae = load_file(str(single_files["flux"] / "vae" / "diffusion_pytorch_model.safetensors"))
+    whole = tmp_path / "flux-whole-diffusers-names.safetensors"
+    save_file({**tensors, **{f"vae.{name}": value for name, value in vae.items()}}, str(whole))
+    run = run_plan(txt2img(whole, config=str(single_files["flux"]), cfg=3.5), services=services,
+                   output_dir=tmp_path, expect="failed")
+    error = str(run.result.error)
+    assert error.startswith("node 'load' (LoadPipeline), field 'model': flux-whole-diffusers-names.safetensors holds "
+                            "a Flux.1 transformer in diffusers' own tensor names together with its vae"), error
+    assert "double_blocks.*" in error and "a file of its own" in error
+
+
 def test_single_file_without_a_known_config_names_the_config_param(single_files, services, tmp_path, monkeypatch):
     import huggingface_hub.constants
 
