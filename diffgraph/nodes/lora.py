@@ -299,7 +299,7 @@ def applied(ctx: Any, ref: Any, live: Any = None) -> Iterator[None]:
         return
     live = models.load(ctx, ref, ref.kind) if live is None else live
     modules = lora_modules(ref, live)
-    reached = _resident(ref, modules, entries, ref.kind, _unet_config(ref, live))
+    reached = _resident(ref, modules, entries, ref.kind, _unet_config(ref, live), models.model_cache(ctx))
     try:
         for component, module in modules.items():
             active = sorted((index, name) for name, index in reached[component].items() if entries[index][2] != 0.0)
@@ -316,7 +316,7 @@ def try_on(ctx: Any, ref: Any, field: str) -> list[str]:
     not fit is a NodeError naming `field`, and leaves no LoRA layer in the modules it was loaded into."""
     live = models.load(ctx, ref, field)
     modules = lora_modules(ref, live)
-    reached = _resident(ref, modules, list(ref.loras), field, _unet_config(ref, live))
+    reached = _resident(ref, modules, list(ref.loras), field, _unet_config(ref, live), models.model_cache(ctx))
     last = f"{ADAPTER_PREFIX}{len(ref.loras) - 1}"
     return [component for component, names in reached.items() if last in names]
 
@@ -342,7 +342,8 @@ def in_use(module: Any) -> bool:
     return state is None or state.in_use
 
 
-def _resident(ref: Any, modules: dict[str, Any], entries: list, field: str, unet_config: Any) -> dict[str, dict[str, int]]:
+def _resident(ref: Any, modules: dict[str, Any], entries: list, field: str, unet_config: Any,
+              cache: models.ModelCache) -> dict[str, dict[str, int]]:
     """Make `modules` hold the layers of `entries`' files as adapters 0..n-1, disabled: nothing to load
     when they hold them already (perhaps followed by others, which stay off), the missing ones when
     they hold the first few, else everything out and all of them loaded. Per component: the adapters
@@ -377,6 +378,9 @@ def _resident(ref: Any, modules: dict[str, Any], entries: list, field: str, unet
         for module in modules.values():
             plain(module)
         raise
+    finally:
+        for module in modules.values():  # the kept layers count in the model cache's budget
+            cache.recount(module)
     for component, module in modules.items():
         setattr(module, RESIDENT, _Resident(digests, reached[component]))
         _rest(module)

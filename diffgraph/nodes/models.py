@@ -693,7 +693,7 @@ class ModelCache:
             for name, component in modules.items():
                 fastpath.place_under_budget(_placed(component, "cpu", torch_dtype), plan[name], device,
                                             self.offload_group, name)
-        self._put(key, pipeline, sum(_module_bytes(component) for component in pipeline.components.values()))
+        self._put(key, pipeline)
         return pipeline
 
     @staticmethod
@@ -713,18 +713,47 @@ class ModelCache:
             return DepthPair(_load_part(folder, ref.subfolder, torch_dtype, ref.allow_pickle), processor)
         return _load_part(folder, ref.subfolder, torch_dtype, ref.allow_pickle)
 
-    def _put(self, key: tuple, value: Any, nbytes: int | None = None) -> None:
-        nbytes = _module_bytes(value) if nbytes is None else nbytes
+    def _put(self, key: tuple, value: Any) -> None:
+        nbytes = _entry_bytes(value)
         self._entries[key] = (value, nbytes)
         self.bytes += nbytes
+        self._evict_over_budget()
+
+    def recount(self, live: Any) -> None:
+        """`live` (a model this cache holds, or a component of one) changed size (LoRA layers kept in it):
+        its entry counted again and made the most recently used; older models unloaded while over budget."""
+        key = next((key for key, (value, _) in self._entries.items() if id(live) in _held_ids(value)), None)
+        if key is None:
+            return
+        value, counted = self._entries[key]
+        nbytes = _entry_bytes(value)
+        self._entries[key] = (value, nbytes)
+        self._entries.move_to_end(key)
+        self.bytes += nbytes - counted
+        self._evict_over_budget()
+
+    def _evict_over_budget(self) -> None:
         while self.bytes > self.max_bytes and len(self._entries) > 1:
             _, (model, evicted) = self._entries.popitem(last=False)
             self.bytes -= evicted
-            gone = {id(model), id(getattr(model, "model", None)),
-                    *(id(c) for c in (getattr(model, "components", None) or {}).values())}
+            gone = _held_ids(model)
             for derived_key in [k for k, (base, _) in self._derived.items() if id(base) in gone]:
                 del self._derived[derived_key]
             self.offload_group.forget(gone)
+
+
+def _held_ids(value: Any) -> set[int]:
+    """The ids of a cache entry's value and of the modules in it (a pair's model, a pipeline's components)."""
+    return {id(value), id(getattr(value, "model", None)),
+            *(id(c) for c in (getattr(value, "components", None) or {}).values())}
+
+
+def _entry_bytes(value: Any) -> int:
+    """A cache entry's weights: a module's (or a pair's model's), or all of a pipeline's components'."""
+    components = getattr(value, "components", None)
+    if isinstance(components, dict):
+        return sum(_module_bytes(component) for component in components.values())
+    return _module_bytes(value)
 
 
 def _placed(value: Any, device: str, torch_dtype: Any) -> Any:

@@ -389,6 +389,24 @@ def test_compile_keeps_the_lora(lora_models, loras, tmp_path):
 
 
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
+def test_kept_lora_layers_count_in_the_model_caches_budget(lora_models, loras, tmp_path, family):
+    """The layers a LoRA leaves in the live models are weights like any other: the model cache counts
+    them (and evicts by them), and counts them out when other LoRAs replace them."""
+    def lora_bytes() -> int:
+        return sum(parameter.numel() * parameter.element_size() for module in live_modules(shared)
+                   for name, parameter in module.named_parameters() if "lora_" in name)
+
+    model, first, second = lora_models[family], loras[f"{family}_a"], loras[f"{family}_b"]
+    shared: dict[str, Any] = {}
+    run("txt2img", overrides(family, model), shared, tmp_path / "plain")
+    plain_bytes = shared["models"].bytes
+    for lora in (first, second):
+        run("txt2img_lora", overrides(family, model, lora=str(lora), lora_scale=SCALE), shared, tmp_path / lora.stem)
+        assert lora_bytes() > 0
+        assert shared["models"].bytes == plain_bytes + lora_bytes(), f"after {lora.name}"
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl"])
 def test_a_second_run_with_the_same_lora_loads_nothing_again(lora_models, loras, tmp_path, family, monkeypatch):
     """A new seed with the same LoRA: the layers of the first run are used again (the same objects, no
     peft injection), and the picture is the one a fresh model cache gives."""
