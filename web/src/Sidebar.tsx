@@ -147,13 +147,14 @@ function TemplateParams({ base, hints, setTemplateParam }: Pick<Props, "base" | 
         const number = decl?.type === "INT" || decl?.type === "FLOAT";
         const hint = hints[name] ?? {};
         const choices = decl?.choices ?? null;
+        const kind = modelKind(hint.widget);
         return (
           <label key={name} className="template-param" data-testid={`template-param-${name}`}>
             <span>
               {name} <small>{decl?.type}</small>
             </span>
-            {modelKind(hint.widget) !== null && !choices ? (
-              <ModelInput name={name} kind={modelKind(hint.widget) ?? ""} value={value} onChange={set} />
+            {kind !== null && !choices ? (
+              <ModelInput name={name} kind={kind} value={value} onChange={set} />
             ) : choices ? (
               <select value={String(value ?? "")} onChange={(e) => set(e.target.value)}>
                 {!choices.includes(String(value ?? "")) && <option value={String(value ?? "")}>{String(value ?? "")}</option>}
