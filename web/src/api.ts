@@ -161,12 +161,13 @@ export async function uploadImage(file: File): Promise<{ name: string }> {
   return request<{ name: string }>("POST", "/api/uploads", form);
 }
 
-/** URL of an uploaded picture (the name POST /api/uploads gave): the server reads it back. */
-export function uploadUrl(name: string): string {
-  return `/api/uploads/${name.split("/").map(encodeURIComponent).join("/")}`;
+/** URL of a file under one of the server's folders: each segment of its relative name escaped. */
+function fileUrl(folder: "uploads" | "outputs", name: string): string {
+  return `/api/${folder}/${name.split("/").map(encodeURIComponent).join("/")}`;
 }
 
+/** URL of an uploaded picture (the name POST /api/uploads gave): the server reads it back. */
+export const uploadUrl = (name: string): string => fileUrl("uploads", name);
+
 /** URL of a run output (a name relative to the server's outputs folder). */
-export function outputUrl(name: string): string {
-  return `/api/outputs/${name.split("/").map(encodeURIComponent).join("/")}`;
-}
+export const outputUrl = (name: string): string => fileUrl("outputs", name);
