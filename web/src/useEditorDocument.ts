@@ -16,5 +16,3 @@ export function useEditorDocument() {
   const currentDocument = useCallback((): WorkflowDocument => graphToWorkflow(doc() as Graph), [doc]);
   return { state, dispatch, doc, currentDocument };
 }
-
-export type EditorDocument = ReturnType<typeof useEditorDocument>;
