@@ -204,24 +204,38 @@ async function setTemplateParam(page, name, value) {
   return true;
 }
 
+/** Opens a template, sets its params from --set and its prompt (by default one no cache holds yet);
+ * true when the prompt was editable. */
+async function openTemplate(page, name, prompt = `${name} in the browser ${Date.now()}`) {
+  await page.getByTestId("tab-templates").click();
+  await page.getByTestId(`template-${name}`).click();
+  await page.locator('[data-node-type="SaveImage"]').first().waitFor();
+  await page.getByTestId("tab-params").click();
+  for (const pair of options.set) {
+    const [param, ...value] = pair.split("=");
+    check.ok(await setTemplateParam(page, param, value.join("=")), `template param ${param} is editable`);
+  }
+  return setTemplateParam(page, "prompt", prompt);
+}
+
+/** The models a model input inside `scope` offers, once the list of its kind has arrived (it is
+ * asked for when the first input of that kind shows). */
+async function modelChoices(scope) {
+  const choices = scope.locator("datalist option");
+  await choices.first().waitFor({ state: "attached", timeout: 10_000 }).catch(() => {});
+  return choices.evaluateAll((els) => els.map((el) => el.value));
+}
+
 async function waitForRunEnd(page) {
   await page.getByTestId("run").filter({ hasText: /^Run$/ }).waitFor({ timeout: 240_000 });
 }
 
 async function txt2img(page) {
-  await page.getByTestId("tab-templates").click();
-  await page.getByTestId("template-txt2img").click();
-  const save = page.locator('[data-node-type="SaveImage"]').first();
-  await save.waitFor();
-  const saveId = (await save.getAttribute("data-testid")).replace(/^node-/, "");
-  await page.getByTestId("tab-params").click();
-  for (const pair of options.set) {
-    const [name, ...value] = pair.split("=");
-    check.ok(await setTemplateParam(page, name, value.join("=")), `template param ${name} is editable`);
-  }
   // unique per run, so the server's cache cannot already hold this picture
   const stamp = `${Date.now()}`;
-  check.ok(await setTemplateParam(page, "prompt", `a tiny blue square, edited in the browser ${stamp}`), "the prompt is editable");
+  check.ok(await openTemplate(page, "txt2img", `a tiny blue square, edited in the browser ${stamp}`), "the prompt is editable");
+  const save = page.locator('[data-node-type="SaveImage"]').first();
+  const saveId = (await save.getAttribute("data-testid")).replace(/^node-/, "");
   await page.keyboard.press("Control+Enter");
   await save.locator('[data-testid="node-images"] img').first().waitFor({ timeout: 240_000 });
   await waitForRunEnd(page);
@@ -644,9 +658,7 @@ async function comfy(page) {
   await page.getByTestId("tab-nodes").click();
   await page.getByTestId("palette-LoadPipeline").click();
   await node(page, "loadpipeline").waitFor();
-  // the list of the param's kind is asked for when the first such input shows
-  await node(page, "loadpipeline").locator("datalist option").first().waitFor({ state: "attached", timeout: 10_000 }).catch(() => {});
-  const choices = await node(page, "loadpipeline").locator("datalist option").evaluateAll((els) => els.map((el) => el.value));
+  const choices = await modelChoices(node(page, "loadpipeline"));
   check.ok(choices.includes("models/tiny-sd"), `LoadPipeline's model offers the models the server knows (${choices.join(", ")})`);
 
   // the shortcuts are listed in a help panel
@@ -721,9 +733,7 @@ async function widgets(page) {
   const offered = async (type, id) => {
     await page.getByTestId(`palette-${type}`).click();
     await node(page, id).waitFor();
-    const list = node(page, id).locator("datalist");
-    await page.waitForFunction((el) => el.options.length > 0, await list.elementHandle());
-    return list.locator("option").evaluateAll((els) => els.map((el) => el.value));
+    return modelChoices(node(page, id));
   };
   const vaes = await offered("LoadVAE", "loadvae");
   const pipelines = await offered("LoadPipeline", "loadpipeline");
@@ -731,19 +741,6 @@ async function widgets(page) {
     `LoadVAE offers VAEs and pipelines holding one (${vaes.join(", ")})`);
   check.ok(pipelines.includes("models/tiny-sd") && !pipelines.includes("e2e-vae"), `LoadPipeline offers pipelines only (${pipelines.join(", ")})`);
   await screenshot(page, options.artifacts, "e2e-widgets-models-by-kind");
-}
-
-/** Opens a template and sets its params from --set (and a prompt no cache holds yet). */
-async function openTemplate(page, name) {
-  await page.getByTestId("tab-templates").click();
-  await page.getByTestId(`template-${name}`).click();
-  await page.locator('[data-node-type="SaveImage"]').first().waitFor();
-  await page.getByTestId("tab-params").click();
-  for (const pair of options.set) {
-    const [param, ...value] = pair.split("=");
-    check.ok(await setTemplateParam(page, param, value.join("=")), `template param ${param} is editable`);
-  }
-  await setTemplateParam(page, "prompt", `${name} in the browser ${Date.now()}`);
 }
 
 /** Issue 15 in the editor: the compile toggle asks for `options.compile`, and the sampler shows the
@@ -785,9 +782,7 @@ async function controlnet(page) {
   await page.getByTestId("preview-control_image").waitFor();
   const uploaded = await page.getByRole("textbox", { name: "control_image", exact: true }).inputValue();
   check.ok(/^[0-9a-f]+\.png$/.test(uploaded), `uploading sets the control_image param to the upload (${uploaded})`);
-  const list = page.getByTestId("template-param-controlnet").locator("datalist");
-  await page.waitForFunction((el) => el.options.length > 0, await list.elementHandle(), { timeout: 10_000 }).catch(() => {});
-  const offered = await list.locator("option").evaluateAll((els) => els.map((el) => el.value));
+  const offered = await modelChoices(page.getByTestId("template-param-controlnet"));
   check.ok(offered.includes("e2e-controlnet") && !offered.includes("e2e-sd"), `the controlnet param offers the server's ControlNets only (${offered.join(", ")})`);
   await page.getByTestId("template-param-controlnet").locator('input[data-param="controlnet"]').fill("e2e-controlnet");
   await screenshot(page, options.artifacts, "e2e-controlnet-params");
