@@ -18,7 +18,7 @@ import { ShortcutsHelp, Toolbar } from "./Toolbar";
 import type { TemplateParam } from "./types";
 import { useCatalog } from "./useCatalog";
 import { useClipboard } from "./useClipboard";
-import { useDocumentLoader } from "./useDocumentLoader";
+import { FIT_VIEW, useDocumentLoader } from "./useDocumentLoader";
 import { useEditorActions } from "./useEditorActions";
 import { useEditorDocument } from "./useEditorDocument";
 import { useFileDrop } from "./useFileDrop";
@@ -60,7 +60,7 @@ function Editor() {
 
   const undo = useCallback(() => dispatch({ type: "undo" }), [dispatch]);
   const redo = useCallback(() => dispatch({ type: "redo" }), [dispatch]);
-  const fitView = useCallback(() => flow.fitView({ padding: 0.1, maxZoom: 1 }), [flow]);
+  const fitView = useCallback(() => flow.fitView(FIT_VIEW), [flow]);
   const autoLayout = useCallback(() => {
     dispatch({ type: "layout", positions: layoutPositions(doc().nodes, doc().edges, catalog) });
     requestAnimationFrame(fitView);

@@ -20,6 +20,9 @@ export interface LoadOptions {
   quiet?: boolean;
 }
 
+/** How the view is fitted to a graph: on opening it, after an auto-layout, and the toolbar's Fit. */
+export const FIT_VIEW = { padding: 0.1, maxZoom: 1 };
+
 export type LoadDocument = (document: WorkflowDocument, source: string, opts?: LoadOptions) => void;
 
 export function useDocumentLoader(catalog: Catalog, stores: EditorStores, dispatch: Dispatch<Action>, say: (text: string, error?: boolean) => void): LoadDocument {
@@ -44,7 +47,7 @@ export function useDocumentLoader(catalog: Catalog, stores: EditorStores, dispat
         const canvas = document.querySelector(".canvas")?.getBoundingClientRect();
         if (canvas) flow.setViewport(fittingViewport(graph, catalog, canvas));
         // (an empty graph is not fitted: React Flow would keep the request and zoom on the first node added)
-        requestAnimationFrame(() => flow.fitView({ padding: 0.1, maxZoom: 1 }));
+        requestAnimationFrame(() => flow.fitView(FIT_VIEW));
       }
       if (!opts.quiet) say(`Opened ${source}.`);
     },
