@@ -340,7 +340,7 @@ def default_single_file_config(path: Path, title: str) -> Path:
         raise NodeError(advice, "config") from None
     try:
         return Path(snapshot_download(repo_id, local_files_only=True,
-                                      allow_patterns=["*.json", "*.txt", "*/*.safetensors", "*.model"]))
+                                      allow_patterns=list(PIPELINE_HUB_PATTERNS)))
     except (LocalEntryNotFoundError, OSError, ValueError):
         raise NodeError(f"{advice}; diffusers would use {repo_id}, which is not in the Hugging Face cache here",
                         "config") from None
