@@ -155,9 +155,7 @@ def resolve_lora(text: str, access: FileAccess) -> Path:
     """The LoRA file `text` names: any local path on the CLI, a file under the model roots on the server,
     or a file in a Hugging Face repo (`org/name/path/in/repo.safetensors`: diffusers' repo id + weight_name)
     from the hub cache, fetched only where `access` allows downloads."""
-    path = models.local_path(text, access) if isinstance(text, str) else None
-    if path is None and isinstance(text, str) and models.hub_file(text) is not None:
-        path = models.resolve_file(text, "lora", access)
+    path = models.resolve_file(text, "lora", access) if isinstance(text, str) else None
     if path is None:
         if isinstance(text, str) and text.strip() and not access.permissive:
             access.model_path(text, "lora")  # the policy's refusal, which says nothing about the path
