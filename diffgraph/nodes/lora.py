@@ -121,9 +121,7 @@ class LoadLoRA(Node):
         if not self.lora.strip():
             return {"unet": self.unet, "text_encoder": self.text_encoder}
         family = modular.family_of(self.unet)
-        if family.name not in LOADERS:
-            raise NodeError(f"diffgraph applies LoRAs to {', '.join(families.get(n).title for n in LOADERS)} "
-                            f"models; this model is {family.title}", "unet")
+        _loader_name(family, "unet")  # a family without a LoRA loader is refused before the file is read
         path = resolve_lora(self.lora, ctx.access)
         problem = family_problem(tensor_names(path), family)
         if problem:
@@ -247,13 +245,18 @@ def _read(path_text: str, digest: str, field: str) -> tuple[dict[str, Any], dict
 # applying LoRAs for the length of a node
 
 
-def _mixin(family: families.Family, field: str) -> Any:
-    import diffusers.loaders
-
+def _loader_name(family: families.Family, field: str) -> str:
+    """The name of `family`'s LoRA loader mixin in diffusers.loaders; a NodeError on `field` for a family without one."""
     if family.name not in LOADERS:
         raise NodeError(f"diffgraph applies LoRAs to {', '.join(families.get(n).title for n in LOADERS)} models; "
                         f"this model is {family.title}", field)
-    return getattr(diffusers.loaders, LOADERS[family.name])
+    return LOADERS[family.name]
+
+
+def _mixin(family: families.Family, field: str) -> Any:
+    import diffusers.loaders
+
+    return getattr(diffusers.loaders, _loader_name(family, field))
 
 
 def lora_modules(ref: Any, live: Any) -> dict[str, Any]:
