@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
-from diffgraph.engine.files import read_regular
 
 from . import models, modular
 from .loaders import PICKLE_DOC
@@ -315,10 +314,9 @@ def _config_file(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(read_regular(path, models.MAX_CONFIG_BYTES).decode("utf-8"))
-    except (OSError, ValueError):
+        return models._read_json(path)
+    except NodeError:  # unreadable, or not a JSON object: the run reports it
         return None
-    return data if isinstance(data, dict) else None
 
 
 def controlnet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, Any]] | None:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
-from diffgraph.engine.files import open_regular, read_regular
+from diffgraph.engine.files import open_regular
 
 from . import models, modular
 from .models import ModelRef
@@ -263,8 +263,8 @@ def _loader_cross_attention(source: tuple[str, dict[str, Any], str], access: Fil
     for config in (path / "unet" / "config.json", path / "config.json"):
         if config.is_file():
             try:
-                width = json.loads(read_regular(config, models.MAX_CONFIG_BYTES).decode("utf-8")).get("cross_attention_dim")
-            except (OSError, ValueError, AttributeError):
+                width = models._read_json(config).get("cross_attention_dim")
+            except NodeError:  # unreadable, or not a JSON object: the run decides
                 return None
             return width if isinstance(width, int) else None
     return None
