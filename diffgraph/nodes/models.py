@@ -588,8 +588,7 @@ class ModelCache:
         if ref.family not in ("", "sd"):  # a component of the family's one shared ModularPipeline
             pipeline = self.pipeline(ref, device, dtype, field, budget_gb)
             return pipeline if ref.kind == "text_encoder" else getattr(pipeline, ref.subfolder)
-        budget_gb = budget_gb if fastpath.is_cuda(device) else None
-        placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
+        budget_gb, placement = _placement(device, budget_gb)
         key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, ref.fingerprint, placement, dtype)
         if (live := self._kept(key)) is not None:
             return live
@@ -667,8 +666,7 @@ class ModelCache:
                  budget_gb: float | None = None) -> Any:
         """The one Modular Diffusers pipeline of a model beyond SD 1.x/2.x, holding all of its
         components (blocks run against it, never against a pipeline built per node: see modular.py)."""
-        budget_gb = budget_gb if fastpath.is_cuda(device) else None
-        placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
+        budget_gb, placement = _placement(device, budget_gb)
         key = ("pipeline", ref.path, "", ref.revision, ref.config, ref.fingerprint, placement, dtype)
         if (live := self._kept(key)) is not None:
             return live
@@ -740,6 +738,13 @@ class ModelCache:
             for derived_key in [k for k, (base, _) in self._derived.items() if id(base) in gone]:
                 del self._derived[derived_key]
             self.offload_group.forget(gone)
+
+
+def _placement(device: str, budget_gb: float | None) -> tuple[float | None, str]:
+    """The VRAM budget that applies on `device` (CUDA only), and where a model so placed is, for cache keys:
+    models under a budget are kept apart from those placed whole."""
+    budget_gb = budget_gb if fastpath.is_cuda(device) else None
+    return budget_gb, device if budget_gb is None else f"{device}@{budget_gb:g}GB"
 
 
 def _held_ids(value: Any) -> set[int]:
