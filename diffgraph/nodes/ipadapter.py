@@ -79,12 +79,11 @@ def _weights_file(text: str, access: FileAccess) -> Path:
 def _hub_folder(text: str, access: FileAccess) -> Path | None:
     """The hub cache's copy of a folder in a Hugging Face repo, `org/name[@revision]/path/in/repo` (as
     diffusers' load_ip_adapter takes `image_encoder_folder` in the repo); None when `text` names none."""
-    found = HUB_FOLDER.match(text.strip())
-    if found is None or models.local_path(text, access) is not None or any(
-            part in (".", "..") for part in found["path"].split("/")):
+    reference = models.hub_file(text, HUB_FOLDER)
+    if reference is None or models.local_path(text, access) is not None:
         return None
-    path = found["path"]
-    snapshot = models._from_hub(found["repo"], found["revision"] or "", "image_encoder", access.allow_downloads,
+    repo_id, revision, path = reference
+    snapshot = models._from_hub(repo_id, revision, "image_encoder", access.allow_downloads,
                                 (f"{path}/*.json", f"{path}/*.safetensors"))
     return snapshot / path
 

@@ -157,9 +157,10 @@ def resolve_model(text: str, revision: str = "", field: str = "model", access: F
     return _from_hub(text, revision, field, access.allow_downloads, hub_patterns)
 
 
-def hub_file(text: str) -> tuple[str, str, str] | None:
-    """(repo id, revision, path in the repo) of a `org/name[@revision]/path/file.safetensors` reference, or None."""
-    found = HUB_FILE.match(text.strip())
+def hub_file(text: str, pattern: re.Pattern[str] = HUB_FILE) -> tuple[str, str, str] | None:
+    """(repo id, revision, path in the repo) of a `org/name[@revision]/path/file.safetensors` reference (or of
+    another repo path `pattern` names: ipadapter's HUB_FOLDER), or None."""
+    found = pattern.match(text.strip())
     if found is None or any(part in (".", "..") for part in found["path"].split("/")):
         return None
     return found["repo"], found["revision"] or "", found["path"]
