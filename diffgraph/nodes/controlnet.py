@@ -335,10 +335,10 @@ def controlnet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, A
     if path is None:
         return None
     if path.is_file():
-        folder = models.local_path(config, access) if config.strip() else None
         if not config.strip():
             found = _config_from_header(path)
             return (model, found) if found else None
+        folder = models.local_path(config, access)
         candidates = [folder / "config.json"] if folder is not None and folder.is_dir() else []
     else:
         candidates = [path / "config.json", path / "controlnet" / "config.json"]
