@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
-from diffgraph.engine.files import read_regular
 
 from . import models, modular
 from .loaders import PICKLE_DOC
@@ -315,10 +314,9 @@ def _config_file(path: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        data = json.loads(read_regular(path, models.MAX_CONFIG_BYTES).decode("utf-8"))
-    except (OSError, ValueError):
+        return models._read_json(path)
+    except NodeError:  # unreadable, or not a JSON object: the run reports it
         return None
-    return data if isinstance(data, dict) else None
 
 
 def controlnet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, Any]] | None:
@@ -337,10 +335,10 @@ def controlnet_config(source: Any, access: FileAccess) -> tuple[str, dict[str, A
     if path is None:
         return None
     if path.is_file():
-        folder = models.local_path(config, access) if config.strip() else None
         if not config.strip():
             found = _config_from_header(path)
             return (model, found) if found else None
+        folder = models.local_path(config, access)
         candidates = [folder / "config.json"] if folder is not None and folder.is_dir() else []
     else:
         candidates = [path / "config.json", path / "controlnet" / "config.json"]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from diffgraph.engine import FileAccess, Input, Node, NodeError, Output, Param, node
-from diffgraph.engine.files import open_regular, read_regular
+from diffgraph.engine.files import open_regular
 
 from . import models, modular
 from .models import ModelRef
@@ -79,12 +79,11 @@ def _weights_file(text: str, access: FileAccess) -> Path:
 def _hub_folder(text: str, access: FileAccess) -> Path | None:
     """The hub cache's copy of a folder in a Hugging Face repo, `org/name[@revision]/path/in/repo` (as
     diffusers' load_ip_adapter takes `image_encoder_folder` in the repo); None when `text` names none."""
-    found = HUB_FOLDER.match(text.strip())
-    if found is None or models.local_path(text, access) is not None or any(
-            part in (".", "..") for part in found["path"].split("/")):
+    reference = models.hub_file(text, HUB_FOLDER)
+    if reference is None or models.local_path(text, access) is not None:
         return None
-    path = found["path"]
-    snapshot = models._from_hub(found["repo"], found["revision"] or "", "image_encoder", access.allow_downloads,
+    repo_id, revision, path = reference
+    snapshot = models._from_hub(repo_id, revision, "image_encoder", access.allow_downloads,
                                 (f"{path}/*.json", f"{path}/*.safetensors"))
     return snapshot / path
 
@@ -263,8 +262,8 @@ def _loader_cross_attention(source: tuple[str, dict[str, Any], str], access: Fil
     for config in (path / "unet" / "config.json", path / "config.json"):
         if config.is_file():
             try:
-                width = json.loads(read_regular(config, models.MAX_CONFIG_BYTES).decode("utf-8")).get("cross_attention_dim")
-            except (OSError, ValueError, AttributeError):
+                width = models._read_json(config).get("cross_attention_dim")
+            except NodeError:  # unreadable, or not a JSON object: the run decides
                 return None
             return width if isinstance(width, int) else None
     return None

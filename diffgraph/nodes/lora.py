@@ -121,9 +121,7 @@ class LoadLoRA(Node):
         if not self.lora.strip():
             return {"unet": self.unet, "text_encoder": self.text_encoder}
         family = modular.family_of(self.unet)
-        if family.name not in LOADERS:
-            raise NodeError(f"diffgraph applies LoRAs to {', '.join(families.get(n).title for n in LOADERS)} "
-                            f"models; this model is {family.title}", "unet")
+        _loader_name(family, "unet")  # a family without a LoRA loader is refused before the file is read
         path = resolve_lora(self.lora, ctx.access)
         problem = family_problem(tensor_names(path), family)
         if problem:
@@ -155,9 +153,7 @@ def resolve_lora(text: str, access: FileAccess) -> Path:
     """The LoRA file `text` names: any local path on the CLI, a file under the model roots on the server,
     or a file in a Hugging Face repo (`org/name/path/in/repo.safetensors`: diffusers' repo id + weight_name)
     from the hub cache, fetched only where `access` allows downloads."""
-    path = models.local_path(text, access) if isinstance(text, str) else None
-    if path is None and isinstance(text, str) and models.hub_file(text) is not None:
-        path = models.resolve_file(text, "lora", access)
+    path = models.resolve_file(text, "lora", access) if isinstance(text, str) else None
     if path is None:
         if isinstance(text, str) and text.strip() and not access.permissive:
             access.model_path(text, "lora")  # the policy's refusal, which says nothing about the path
@@ -249,13 +245,18 @@ def _read(path_text: str, digest: str, field: str) -> tuple[dict[str, Any], dict
 # applying LoRAs for the length of a node
 
 
-def _mixin(family: families.Family, field: str) -> Any:
-    import diffusers.loaders
-
+def _loader_name(family: families.Family, field: str) -> str:
+    """The name of `family`'s LoRA loader mixin in diffusers.loaders; a NodeError on `field` for a family without one."""
     if family.name not in LOADERS:
         raise NodeError(f"diffgraph applies LoRAs to {', '.join(families.get(n).title for n in LOADERS)} models; "
                         f"this model is {family.title}", field)
-    return getattr(diffusers.loaders, LOADERS[family.name])
+    return LOADERS[family.name]
+
+
+def _mixin(family: families.Family, field: str) -> Any:
+    import diffusers.loaders
+
+    return getattr(diffusers.loaders, _loader_name(family, field))
 
 
 def lora_modules(ref: Any, live: Any) -> dict[str, Any]:

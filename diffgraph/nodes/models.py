@@ -157,9 +157,10 @@ def resolve_model(text: str, revision: str = "", field: str = "model", access: F
     return _from_hub(text, revision, field, access.allow_downloads, hub_patterns)
 
 
-def hub_file(text: str) -> tuple[str, str, str] | None:
-    """(repo id, revision, path in the repo) of a `org/name[@revision]/path/file.safetensors` reference, or None."""
-    found = HUB_FILE.match(text.strip())
+def hub_file(text: str, pattern: re.Pattern[str] = HUB_FILE) -> tuple[str, str, str] | None:
+    """(repo id, revision, path in the repo) of a `org/name[@revision]/path/file.safetensors` reference (or of
+    another repo path `pattern` names: ipadapter's HUB_FOLDER), or None."""
+    found = pattern.match(text.strip())
     if found is None or any(part in (".", "..") for part in found["path"].split("/")):
         return None
     return found["repo"], found["revision"] or "", found["path"]
@@ -340,7 +341,7 @@ def default_single_file_config(path: Path, title: str) -> Path:
         raise NodeError(advice, "config") from None
     try:
         return Path(snapshot_download(repo_id, local_files_only=True,
-                                      allow_patterns=["*.json", "*.txt", "*/*.safetensors", "*.model"]))
+                                      allow_patterns=list(PIPELINE_HUB_PATTERNS)))
     except (LocalEntryNotFoundError, OSError, ValueError):
         raise NodeError(f"{advice}; diffusers would use {repo_id}, which is not in the Hugging Face cache here",
                         "config") from None
@@ -588,8 +589,7 @@ class ModelCache:
         if ref.family not in ("", "sd"):  # a component of the family's one shared ModularPipeline
             pipeline = self.pipeline(ref, device, dtype, field, budget_gb)
             return pipeline if ref.kind == "text_encoder" else getattr(pipeline, ref.subfolder)
-        budget_gb = budget_gb if fastpath.is_cuda(device) else None
-        placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
+        budget_gb, placement = _placement(device, budget_gb)
         key = (ref.kind, ref.path, ref.subfolder, ref.revision, ref.config, ref.fingerprint, placement, dtype)
         if (live := self._kept(key)) is not None:
             return live
@@ -667,8 +667,7 @@ class ModelCache:
                  budget_gb: float | None = None) -> Any:
         """The one Modular Diffusers pipeline of a model beyond SD 1.x/2.x, holding all of its
         components (blocks run against it, never against a pipeline built per node: see modular.py)."""
-        budget_gb = budget_gb if fastpath.is_cuda(device) else None
-        placement = device if budget_gb is None else f"{device}@{budget_gb:g}GB"
+        budget_gb, placement = _placement(device, budget_gb)
         key = ("pipeline", ref.path, "", ref.revision, ref.config, ref.fingerprint, placement, dtype)
         if (live := self._kept(key)) is not None:
             return live
@@ -740,6 +739,13 @@ class ModelCache:
             for derived_key in [k for k, (base, _) in self._derived.items() if id(base) in gone]:
                 del self._derived[derived_key]
             self.offload_group.forget(gone)
+
+
+def _placement(device: str, budget_gb: float | None) -> tuple[float | None, str]:
+    """The VRAM budget that applies on `device` (CUDA only), and where a model so placed is, for cache keys:
+    models under a budget are kept apart from those placed whole."""
+    budget_gb = budget_gb if fastpath.is_cuda(device) else None
+    return budget_gb, device if budget_gb is None else f"{device}@{budget_gb:g}GB"
 
 
 def _held_ids(value: Any) -> set[int]:
