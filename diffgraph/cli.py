@@ -128,11 +128,10 @@ def _vram_budget(text: str) -> float:
 
 def _run_options(args: argparse.Namespace) -> RunOptions:
     """The run's speed and memory options, parsed once; a budget on the CPU is said to do nothing."""
-    from diffgraph.nodes.fastpath import budget_note
-
-    if (note := budget_note(args.device, args.vram_budget)) is not None:
+    options = RunOptions(compile=args.compile, vram_budget_gb=args.vram_budget)
+    if (note := options.budget_note(args.device)) is not None:
         print(note, file=sys.stderr)
-    return RunOptions(compile=args.compile, vram_budget_gb=args.vram_budget)
+    return options
 
 
 def _non_negative_int(text: str) -> int:

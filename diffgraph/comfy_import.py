@@ -26,8 +26,6 @@ SAMPLERS = {"euler": "euler", "euler_ancestral": "euler_a", "heun": "heun", "dpm
 SCHEDULES = {"normal": ("default", "linspace"), "karras": ("karras", "default"),
              "exponential": ("exponential", "default"), "sgm_uniform": ("default", "trailing"),
              "simple": ("default", "trailing"), "ddim_uniform": ("default", "leading"), "beta": ("beta", "default")}
-#: classes the adapters issue brings; until then a clear 400
-LATER: dict[str, str] = {}
 #: links carry these; everything else is a widget (a literal)
 LINK_TYPES = {"MODEL", "CLIP", "VAE", "CONDITIONING", "LATENT", "IMAGE", "MASK", "CONTROL_NET"}
 MAX_SEED = 2**64 - 1
@@ -559,10 +557,7 @@ def translate_prompt(prompt: Any, resolvers: Resolvers, targets: list[str] | Non
                                                         "replaced; rename them", "invalid_prompt")])
     for cid, node in prompt.items():
         class_type = node["class_type"]
-        if class_type in LATER:
-            translator.problem(cid, "class_type", f"{class_type} ({LATER[class_type]}) is not supported yet: it waits "
-                                                  "for diffgraph's adapter nodes", "class_not_supported")
-        elif class_type not in CLASSES:
+        if class_type not in CLASSES:
             translator.problem(cid, "class_type", f"{class_type!r} is not supported; supported: "
                                                   f"{', '.join(CLASSES)}", "class_not_supported")
         else:

@@ -50,13 +50,25 @@ class RunOptions:
     #: keep the accelerator's peak under this many GiB by offloading (CUDA only; None: no budget)
     vram_budget_gb: float | None = None
 
+    def budget_applies(self, device: str) -> bool:
+        """Whether the VRAM budget does anything where the run computes: on a CUDA device only."""
+        return self.vram_budget_gb is not None and device.split(":", 1)[0] == "cuda"
+
     def cache_variant(self, device: str) -> str:
         """Appended to cache keys: a compiled run's numbers differ from an eager run's by float noise,
         and a budget on CUDA may tile the VAE; they are kept apart. A budget on the CPU does nothing."""
         variant = "-compiled" if self.compile else ""
-        if self.vram_budget_gb is not None and device.split(":", 1)[0] == "cuda":
+        if self.budget_applies(device):
             variant += f"-vram{self.vram_budget_gb:g}"
         return variant
+
+    def budget_note(self, device: str) -> str | None:
+        """The one-line notice the CLI and the server print for a budget that does nothing where the run
+        computes; None when there is nothing to say."""
+        if self.vram_budget_gb is None or self.budget_applies(device):
+            return None
+        return (f"note: --vram-budget {self.vram_budget_gb:g} has no effect on {device}: it keeps a CUDA GPU's "
+                "memory under the budget; here models stay where they are")
 
     def to_json(self) -> dict[str, Any]:
         return {"compile": self.compile, "vram_budget": self.vram_budget_gb}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -188,9 +189,9 @@ def checkpoint_header(path: Path) -> dict[str, dict]:
     return {name: entry for name, entry in header.items() if name != "__metadata__" and isinstance(entry, dict)}
 
 
-def single_file_parts(family: Family, names: object) -> list[str]:
+def single_file_parts(family: Family, names: Iterable[str]) -> list[str]:
     """The components of `family` a single-file checkpoint with these tensor names holds."""
-    keys = list(names)  # type: ignore[call-overload]
+    keys = list(names)
     return [part for part, prefixes in family.single_file_parts
             if any(key.startswith(prefixes) for key in keys)]
 

@@ -354,10 +354,3 @@ def vae_tiling(ctx: Any, vae: Any, height: int, width: int) -> None:
     else:
         vae.disable_tiling()
 
-
-def budget_note(device: str, budget: float | None) -> str | None:
-    """The one-line notice for a budget that does nothing where the run computes."""
-    if budget is None or is_cuda(device):
-        return None
-    return (f"note: --vram-budget {budget:g} has no effect on {device}: it keeps a CUDA GPU's memory under "
-            "the budget; here models stay where they are")

@@ -9,19 +9,18 @@ Only small, bounded reads: a folder's model_index.json / config.json, a safetens
 from __future__ import annotations
 
 import json
-import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffgraph.engine.files import open_regular, read_regular
+from diffgraph.engine.files import read_regular
 from diffgraph.engine.node import MODEL_KINDS
+
+from .families import checkpoint_header
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 #: the largest model_index.json / config.json read (real ones are a few KB)
 MAX_CONFIG_BYTES = 1024 * 1024
-#: a safetensors header larger than this is not read (real ones are a few MB at most)
-MAX_HEADER_BYTES = 100 * 1024 * 1024
 #: the most models one listing returns, and how deep it looks into a models folder
 MAX_LISTED = 2000
 MAX_DEPTH = 2
@@ -63,20 +62,12 @@ def _kind_of_class(class_name: str) -> str | None:
 
 
 def tensor_names(path: Path) -> list[str]:
-    """The tensor names in a .safetensors file's header (a bounded read of a regular file); [] for
-    anything that is not one."""
+    """The tensor names in a .safetensors file's header (`families.checkpoint_header`'s bounded read
+    of a regular file); [] for anything that is not one."""
     try:
-        with open_regular(path) as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                return []
-            (length,) = struct.unpack("<Q", head)
-            if length > MAX_HEADER_BYTES:
-                return []
-            header = json.loads(handle.read(length))
-    except (OSError, ValueError):
+        return list(checkpoint_header(path))
+    except (OSError, ValueError):  # UnknownFamily is a ValueError: too short, header too large, damaged
         return []
-    return [key for key in header if key != "__metadata__"] if isinstance(header, dict) else []
 
 
 def kinds_of_weights(names: Iterable[str]) -> list[str]:

@@ -118,7 +118,8 @@ def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickl
         # never code from the folder (custom blocks), only the blocks diffusers itself ships
         pipeline = ModularPipeline.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
     index = _read_json(folder / "model_index.json")
-    held = families.single_file_parts(family, families.checkpoint_header(checkpoint)) if checkpoint else []
+    names = list(families.checkpoint_header(checkpoint)) if checkpoint else []  # its tensor names, read once
+    held = families.single_file_parts(family, names)
     parts = {}
     for name, entry in index.items():
         if name in pipeline._component_specs and isinstance(entry, list) and len(entry) == 2 and entry[1]:
@@ -127,7 +128,7 @@ def build_pipeline(folder: Path, family_name: str, torch_dtype: Any, allow_pickl
             elif name not in held:
                 parts[name] = _load_part(folder, name, torch_dtype, allow_pickle)
     if checkpoint is not None:
-        parts.update(_from_single_file(checkpoint, folder, family, held, parts, torch_dtype))
+        parts.update(_from_single_file(checkpoint, names, folder, family, held, parts, torch_dtype))
     with _quiet_diffusers():
         pipeline.update_components(**parts)
     if _add_step_blocks(_blocks(pipeline), _step_block_class(), family.batched_guidance) == 0:
@@ -315,10 +316,10 @@ def _batched_denoiser(pipeline: Any, family: Family) -> Iterator[None]:
         setattr(pipeline, name, plain)
 
 
-def _from_single_file(checkpoint: Path, folder: Path, family: Family, held: list[str], loaded: dict[str, Any],
-                      torch_dtype: Any) -> dict[str, Any]:
-    """The components a single file holds (`held`), converted by the family's classic pipeline's
-    `from_single_file` with `folder`'s configs, offline; the rest are handed in as `loaded`."""
+def _from_single_file(checkpoint: Path, names: list[str], folder: Path, family: Family, held: list[str],
+                      loaded: dict[str, Any], torch_dtype: Any) -> dict[str, Any]:
+    """The components a single file (its tensor `names`) holds (`held`), converted by the family's classic
+    pipeline's `from_single_file` with `folder`'s configs, offline; the rest are handed in as `loaded`."""
     import diffusers
 
     from .models import _diffusers_dtype
@@ -327,7 +328,7 @@ def _from_single_file(checkpoint: Path, folder: Path, family: Family, held: list
         raise NodeError(f"{checkpoint.name} holds none of a {family.title} model's components "
                         f"({', '.join(part for part, _ in family.single_file_parts)})", "model")
     if family.name == "flux" and "transformer" in held and len(held) > 1 and not any(
-            "double_blocks." in name for name in families.checkpoint_header(checkpoint)):
+            "double_blocks." in name for name in names):
         others = ", ".join(part for part in held if part != "transformer")
         raise NodeError(f"{checkpoint.name} holds a Flux.1 transformer in diffusers' own tensor names together with "
                         f"its {others}: diffusers reads a whole Flux.1 checkpoint only in Black Forest Labs' layout "

@@ -468,13 +468,13 @@ class SampleLoop(Node):
         kwargs = step_kwargs(scheduler, state.generator)
         for i, t in enumerate(timesteps):
             ctx.check_cancelled()
-            model_input = torch.cat([latents] * 2) if state.mode.guided else latents
+            model_input = torch.cat([latents] * 2) if guided else latents
             model_input = scheduler.scale_model_input(model_input, t)
             residuals = controls.residuals(model_input, t, i, state.embeds) if controls else {}  # ControlNet
             if state.extra_channels is not None:
                 model_input = torch.cat([model_input, state.extra_channels], dim=1)
             prediction = self.predict_noise(unet, state, model_input, t, {**residuals, **ip_adapter})
-            if state.mode.guided:
+            if guided:
                 uncond, text = prediction.chunk(2)
                 prediction = uncond + self.cfg * (text - uncond)
             latents = scheduler_step(scheduler, prediction, t, latents, state.generator, kwargs)

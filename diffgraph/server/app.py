@@ -870,9 +870,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     if backend == "ray" and options != RunOptions():
         print("--compile and --vram-budget do not apply to --backend ray yet", file=sys.stderr)
         return 2
-    from diffgraph.nodes.fastpath import budget_note
-
-    if (note := budget_note(args.device, options.vram_budget_gb)) is not None:
+    if (note := options.budget_note(args.device)) is not None:
         print(note, file=sys.stderr)
     if backend == "ray":
         from diffgraph.ray_backend import ray_available

@@ -38,7 +38,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from diffgraph.comfy_import import (
     CLASSES,
-    LATER,
     ComfyError,
     Problem,
     Resolvers,
@@ -802,8 +801,7 @@ async def object_info(request: web.Request) -> web.Response:
 async def object_info_one(request: web.Request) -> web.Response:
     class_type = request.match_info["class_type"]
     if class_type not in CLASSES:
-        later = f" ({LATER[class_type]} waits for diffgraph's adapter nodes)" if class_type in LATER else ""
-        raise RequestError(404, f"no node class {class_type!r}{later}; supported: {', '.join(CLASSES)}")
+        raise RequestError(404, f"no node class {class_type!r}; supported: {', '.join(CLASSES)}")
     return web.json_response({class_type: _class_info(request.app[COMFY], class_type)})
 
 
