@@ -165,15 +165,15 @@ def write_whole_checkpoint(folder: Path, bfl_file: Path, target: Path) -> Path:
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
-    from support import tiny_single_files
+    from support import tiny_models, tiny_single_files
 
     folder = Path(folder)
     dtypes = {part: getattr(torch, name) for part, name in WHOLE_CHECKPOINT_DTYPES.items()}
     with safe_open(str(bfl_file), "pt") as source:
         state = {COMFY_PREFIX + name: source.get_tensor(name).to(dtypes["transformer"])
                  for name in source.keys()}  # noqa: SIM118
-    for key, value in tiny_single_files._vae_state(folder).items():
-        state["vae." + key.removeprefix("first_stage_model.")] = value.to(dtypes["vae"])
+    for key, value in tiny_models.original_vae_state(folder).items():
+        state["vae." + key] = value.to(dtypes["vae"])
     clip = tiny_single_files._text_model_keys(tiny_single_files._load(folder / "text_encoder" / "model.safetensors"))
     width = clip["text_model.final_layer_norm.weight"].shape[0]
     clip.setdefault("text_projection.weight", torch.eye(width))

@@ -54,14 +54,7 @@ def _unet_state(folder: Path) -> dict:
 
 
 def _vae_state(folder: Path) -> dict:
-    config = json.loads((folder / "vae" / "config.json").read_text())
-    found = {}
-    for key, value in _load(folder / "vae" / "diffusion_pytorch_model.safetensors").items():
-        renamed = tiny_models._rename(key, tiny_models._vae_prefixes(config))
-        if ".mid.attn_1." in renamed and renamed.endswith(".weight") and value.ndim == 2:
-            value = value[:, :, None, None]  # linear -> 1x1 convolution
-        found["first_stage_model." + renamed] = value
-    return found
+    return {"first_stage_model." + key: value for key, value in tiny_models.original_vae_state(folder).items()}
 
 
 _OPEN_CLIP_NAMES = (("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."), ("mlp.fc1.", "mlp.c_fc."),
