@@ -136,7 +136,8 @@ def build_sd3(directory: Path) -> Path:
 
 
 def _swap_halves(weight):
-    """SD3's original final norms keep (shift, scale) where diffusers keeps (scale, shift)."""
+    """diffusers' (scale, shift) modulation as the original SD3 and Flux.1 files store it, (shift, scale);
+    its own inverse."""
     import torch
 
     first, second = weight.chunk(2, dim=0)
