@@ -226,16 +226,9 @@ def bench_family(args: argparse.Namespace, family: str) -> None:
     import diffusers
     import torch
     from support import tiny_models
+    from support.templates import template_plan
 
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        RunOptions,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
+    from diffgraph.engine import Cache, Executor, MemoryCache, RunOptions
     from diffgraph.nodes.fastpath import compile_mode
     from diffgraph.nodes.sampling import SCHEDULERS
 
@@ -262,10 +255,8 @@ def bench_family(args: argparse.Namespace, family: str) -> None:
             torch.cuda.empty_cache()
 
     # diffgraph: the shipped template through the executor, a fresh result cache per generation
-    templates = REPO / "diffgraph" / "workflows"
-    plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
-                            {"model": str(model), "steps": args.steps, "seed": 0, "scheduler": args.scheduler,
-                             "width": size, "height": size}, base=templates)
+    plan = template_plan("txt2img", {"model": str(model), "steps": args.steps, "seed": 0, "scheduler": args.scheduler,
+                                     "width": size, "height": size})
     rows: dict[str, tuple[float, float, float]] = {}
 
     def diffgraph_row(name: str, options, peak_from_start: bool = False) -> None:
