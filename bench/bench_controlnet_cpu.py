@@ -13,10 +13,8 @@ Prints the median and best seconds (wall and CPU) of each and the ratio diffgrap
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +34,7 @@ def main() -> None:
     import diffusers
     import numpy as np
     import torch
+    from interleaved import print_ratios, time_interleaved
     from PIL import Image
     from support import tiny_controlnets, tiny_families, tiny_models
     from support.templates import template_plan
@@ -86,26 +85,11 @@ def main() -> None:
                      generator=torch.Generator("cpu").manual_seed(0)).images[0]
         image.save(work / "theirs" / "out.png")
 
-    run_diffgraph()  # warm-up: loads the models into the model cache
-    run_diffusers()
-    wall: dict[str, list[float]] = {"diffgraph": [], "diffusers": []}
-    cpu: dict[str, list[float]] = {"diffgraph": [], "diffusers": []}
-    sides = {"diffgraph": run_diffgraph, "diffusers": run_diffusers}
-    for repeat in range(args.repeats):  # interleaved, alternating who goes first: load drift hits both
-        order = ("diffgraph", "diffusers") if repeat % 2 == 0 else ("diffusers", "diffgraph")
-        for side in order:
-            started, started_cpu = time.perf_counter(), time.process_time()
-            sides[side]()
-            wall[side].append(time.perf_counter() - started)
-            cpu[side].append(time.process_time() - started_cpu)
+    # warm-up (loads the models into the model cache), then interleaved, alternating who goes first
+    wall, cpu = time_interleaved({"diffgraph": run_diffgraph, "diffusers": run_diffusers}, args.repeats)
     print(f"tiny {args.family} controlnet, {args.steps} steps ({args.scheduler}), {size}x{size}, CPU float32, "
           f"{torch.get_num_threads()} threads, {args.repeats} runs each")
-    for name, measured in (("wall", wall), ("CPU", cpu)):  # CPU time suffers less from a busy machine
-        ours, theirs = measured["diffgraph"], measured["diffusers"]
-        print(f"{name} seconds: diffgraph median {statistics.median(ours):.3f} (best {min(ours):.3f}), "
-              f"diffusers median {statistics.median(theirs):.3f} (best {min(theirs):.3f})")
-        print(f"  ratio diffgraph / diffusers: median {statistics.median(ours) / statistics.median(theirs):.3f}, "
-              f"best {min(ours) / min(theirs):.3f}")
+    print_ratios(wall, cpu)
 
 
 if __name__ == "__main__":

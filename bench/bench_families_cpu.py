@@ -21,7 +21,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,6 +57,7 @@ def main() -> None:
 def bench_family(args: argparse.Namespace, family: str, work: Path) -> None:
     import diffusers
     import torch
+    from interleaved import time_interleaved
     from support import tiny_families
     from support.templates import template_plan
 
@@ -94,18 +94,8 @@ def bench_family(args: argparse.Namespace, family: str, work: Path) -> None:
         unbatched = dataclasses.replace(table, batched_guidance=False)
         sides["diffgraph, passes unbatched"] = lambda: run_diffgraph(unbatched)
     sides["diffusers"] = run_classic
-    for side in sides.values():  # warm-up: loading
-        side()
-    cpu: dict[str, list[float]] = {name: [] for name in sides}
-    wall: dict[str, list[float]] = {name: [] for name in sides}
+    wall, cpu = time_interleaved(sides, args.repeats)
     names = list(sides)
-    for repeat in range(args.repeats):
-        shift = repeat % len(names)
-        for name in names[shift:] + names[:shift]:
-            started, started_cpu = time.perf_counter(), time.process_time()
-            sides[name]()
-            wall[name].append(time.perf_counter() - started)
-            cpu[name].append(time.process_time() - started_cpu)
     print(f"{family} ({classic_name}, cfg {cfg:g}):")
     for name in names:
         seconds = statistics.median(cpu[name])

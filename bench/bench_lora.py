@@ -80,6 +80,7 @@ def main() -> None:
         return time.perf_counter() - start
 
     import diffusers
+    from peft_injections import counting_injections
 
     transformers_peft.MIN_PEFT_VERSION = "0.17.0"  # the reference's text-encoder LoRAs (see tests/nodes/test_lora.py)
     cls = diffusers.StableDiffusionPipeline if args.family == "sd" else diffusers.StableDiffusionXLPipeline
@@ -104,25 +105,15 @@ def main() -> None:
     for which in plans:  # warm up: model loads, first-call costs
         run(which)
     run_pipeline(1)
-    import peft
-
-    injections = {"count": 0}
-    inject = peft.inject_adapter_in_model
-
-    def counted(*args, **kwargs):  # diffusers' loaders and diffgraph's import it from peft per call
-        injections["count"] += 1
-        return inject(*args, **kwargs)
-
-    peft.inject_adapter_in_model = counted
     seconds: dict[str, list[float]] = {name: [] for name in [*plans, "diffusers, LoRAs loaded once: none",
                                                              "diffusers, LoRAs loaded once: one",
                                                              "diffusers, LoRAs loaded once: two"]}
-    for _ in range(args.repeats):  # interleaved, so that a busy machine slows every side alike
-        for which in plans:
-            seconds[which].append(run(which))
-        for adapters, label in enumerate(("none", "one", "two")):
-            seconds[f"diffusers, LoRAs loaded once: {label}"].append(run_pipeline(adapters))
-    peft.inject_adapter_in_model = inject
+    with counting_injections() as injections:
+        for _ in range(args.repeats):  # interleaved, so that a busy machine slows every side alike
+            for which in plans:
+                seconds[which].append(run(which))
+            for adapters, label in enumerate(("none", "one", "two")):
+                seconds[f"diffusers, LoRAs loaded once: {label}"].append(run_pipeline(adapters))
     medians = {name: statistics.median(values) for name, values in seconds.items()}
     print(f"{args.family}, {args.steps} steps, rank {args.rank}, {args.repeats} repeats, {args.threads} thread(s)")
     for name, value in medians.items():

@@ -178,25 +178,61 @@ def main() -> None:
             bench_family(args, family)
 
 
+def dtype_of(args: argparse.Namespace):
+    """(name, torch dtype) of the run: --dtype, else fp16 on cuda and fp32 elsewhere."""
+    import torch
+
+    name = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
+    return name, {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
+def sync(cuda: bool) -> None:
+    import torch
+
+    if cuda:
+        torch.cuda.synchronize()
+
+
+def timed(run, repeats: int, cuda: bool, peak_from_start: bool = False) -> tuple[float, float, float]:
+    """(median seconds of `repeats` generations after a warm-up, the warm-up's seconds, peak GiB: of
+    the timed generations, or from the warm-up on with `peak_from_start`; NaN off CUDA)."""
+    import torch
+
+    def reset_peak() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
+    if peak_from_start:
+        reset_peak()
+    sync(cuda)
+    started = time.perf_counter()
+    run()  # warm-up: loading, and compiling where asked
+    sync(cuda)
+    first = time.perf_counter() - started
+    seconds = []
+    if not peak_from_start:
+        reset_peak()
+    for _ in range(repeats):
+        sync(cuda)
+        started = time.perf_counter()
+        run()
+        sync(cuda)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), first, torch.cuda.max_memory_allocated() / 1024**3 if cuda else float("nan")
+
+
 def bench_family(args: argparse.Namespace, family: str) -> None:
     import diffusers
     import torch
     from support import tiny_models
+    from support.templates import template_plan
 
-    from diffgraph.engine import (
-        Cache,
-        Executor,
-        MemoryCache,
-        RunOptions,
-        compile_workflow,
-        default_registry,
-        read_document,
-    )
+    from diffgraph.engine import Cache, Executor, MemoryCache, RunOptions
     from diffgraph.nodes.fastpath import compile_mode
     from diffgraph.nodes.sampling import SCHEDULERS
 
-    dtype_name = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    dtype_name, dtype = dtype_of(args)
     sdxl = family == "sdxl"
     size = args.size or (32 if args.tiny else 1024 if sdxl else 512)
     work = Path(tempfile.mkdtemp(prefix="diffgraph-gpu-bench-"))
@@ -212,38 +248,6 @@ def bench_family(args: argparse.Namespace, family: str) -> None:
         print(f"built {family}-sized random components in {time.perf_counter() - started:.0f} s: {model}")
     cuda = args.device.startswith("cuda")
 
-    def reset_peak() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-
-    def peak_gib() -> float:
-        return torch.cuda.max_memory_allocated() / 1024**3 if cuda else float("nan")
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    def timed(run, peak_from_start: bool = False) -> tuple[float, float, float]:
-        """(median seconds, first generation's seconds, peak GiB)."""
-        if peak_from_start:
-            reset_peak()
-        sync()
-        started = time.perf_counter()
-        run()  # warm-up: loading, and compiling where asked
-        sync()
-        first = time.perf_counter() - started
-        seconds = []
-        if not peak_from_start:
-            reset_peak()
-        for _ in range(args.repeats):
-            sync()
-            started = time.perf_counter()
-            run()
-            sync()
-            seconds.append(time.perf_counter() - started)
-        return statistics.median(seconds), first, peak_gib()
-
     def unload(holder: dict) -> None:
         holder.clear()
         gc.collect()
@@ -251,10 +255,8 @@ def bench_family(args: argparse.Namespace, family: str) -> None:
             torch.cuda.empty_cache()
 
     # diffgraph: the shipped template through the executor, a fresh result cache per generation
-    templates = REPO / "diffgraph" / "workflows"
-    plan = compile_workflow(read_document(templates / "txt2img.yaml"), default_registry(),
-                            {"model": str(model), "steps": args.steps, "seed": 0, "scheduler": args.scheduler,
-                             "width": size, "height": size}, base=templates)
+    plan = template_plan("txt2img", {"model": str(model), "steps": args.steps, "seed": 0, "scheduler": args.scheduler,
+                                     "width": size, "height": size})
     rows: dict[str, tuple[float, float, float]] = {}
 
     def diffgraph_row(name: str, options, peak_from_start: bool = False) -> None:
@@ -265,7 +267,7 @@ def bench_family(args: argparse.Namespace, family: str) -> None:
                 plan, device=args.device, dtype=dtype_name, output_dir=work / "ours", options=options)
             assert result.status == "succeeded", result.error
 
-        rows[name] = timed(run, peak_from_start)
+        rows[name] = timed(run, args.repeats, cuda, peak_from_start)
         unload(services)
 
     diffgraph_row("diffgraph eager", RunOptions())
@@ -292,7 +294,7 @@ def bench_family(args: argparse.Namespace, family: str) -> None:
                          generator=torch.Generator("cpu").manual_seed(0), width=size, height=size).images[0]
             image.save(work / "theirs" / "out.png")
 
-        rows[name] = timed(run)
+        rows[name] = timed(run, args.repeats, cuda)
         unload(holder)
 
     diffusers_row("diffusers eager", False)
@@ -344,8 +346,7 @@ def bench_adapters(args: argparse.Namespace) -> None:
     )
     from diffgraph.nodes.sampling import SCHEDULERS
 
-    dtype_name = args.dtype or ("fp16" if args.device.startswith("cuda") else "fp32")
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[dtype_name]
+    dtype_name, dtype = dtype_of(args)
     cuda = args.device.startswith("cuda")
     size = args.size or (32 if args.tiny else 1024)
     work = Path(tempfile.mkdtemp(prefix="diffgraph-gpu-bench-adapters-"))
@@ -370,21 +371,6 @@ def bench_adapters(args: argparse.Namespace) -> None:
     print(f"built the adapters row's model, ControlNet and two rank-{rank} LoRAs in "
           f"{time.perf_counter() - started:.0f} s: {work}")
 
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
-
-    def timed(run) -> float:
-        run()  # warm-up: loading
-        seconds = []
-        for _ in range(args.repeats):
-            sync()
-            begun = time.perf_counter()
-            run()
-            sync()
-            seconds.append(time.perf_counter() - begun)
-        return statistics.median(seconds)
-
     templates = REPO / "diffgraph" / "workflows"
     document = read_document(templates / "controlnet.yaml")
     nodes = document["nodes"]
@@ -408,7 +394,7 @@ def bench_adapters(args: argparse.Namespace) -> None:
         pictures["diffgraph"] = np.asarray(Image.open(result.outputs["save"][0]).convert("RGB"))
         node_seconds.append(result.seconds)
 
-    rows = {"diffgraph (controlnet template + 2 LoadLoRA)": timed(ours)}
+    rows = {"diffgraph (controlnet template + 2 LoadLoRA)": timed(ours, args.repeats, cuda)[0]}
     services.clear()
     gc.collect()
     if cuda:
@@ -431,7 +417,7 @@ def bench_adapters(args: argparse.Namespace) -> None:
                      generator=torch.Generator("cpu").manual_seed(0)).images[0]
         pictures["diffusers"] = np.asarray(image.convert("RGB"))
 
-    rows["diffusers StableDiffusionXLControlNetPipeline + 2 LoRAs"] = timed(theirs)
+    rows["diffusers StableDiffusionXLControlNetPipeline + 2 LoRAs"] = timed(theirs, args.repeats, cuda)[0]
     device_name = torch.cuda.get_device_name() if cuda else args.device
     label = "tiny SDXL-sized model" if args.tiny else "SDXL-sized model, random weights"
     print(f"{label} + one ControlNet (scale 0.8) + two rank-{rank} LoRAs (0.8, 0.5), {size} px, {args.steps} steps "

@@ -27,8 +27,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
 
-    import peft
     import torch
+    from peft_injections import counting_injections
     from support import tiny_families, tiny_loras
     from support.templates import run_plan, template_plan
 
@@ -46,22 +46,14 @@ def main() -> None:
         run_plan(template_plan("txt2img_lora", settings), services=services, output_dir=work / "out")
 
     generate(0)  # the model's load and the first LoRA load
-    injections = {"count": 0}
-    inject = peft.inject_adapter_in_model
-
-    def counted(*positional, **keywords):  # diffusers' loaders and lora.py import it from peft per call
-        injections["count"] += 1
-        return inject(*positional, **keywords)
-
-    peft.inject_adapter_in_model = counted
-    profile = cProfile.Profile()
-    start = time.perf_counter()
-    profile.enable()
-    for seed in range(1, args.runs + 1):
-        generate(seed)
-    profile.disable()
-    total = time.perf_counter() - start
-    peft.inject_adapter_in_model = inject
+    with counting_injections() as injections:
+        profile = cProfile.Profile()
+        start = time.perf_counter()
+        profile.enable()
+        for seed in range(1, args.runs + 1):
+            generate(seed)
+        profile.disable()
+        total = time.perf_counter() - start
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
 
     def inside(function: str) -> tuple[int, float]:  # calls and cumulative seconds of lora.py's `function`

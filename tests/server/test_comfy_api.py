@@ -60,6 +60,17 @@ async def post_prompt(session: aiohttp.ClientSession, url: str, prompt: dict[str
         return response.status, await response.json()
 
 
+async def history_entry(session: aiohttp.ClientSession, url: str, prompt_id: str, polls: int) -> dict[str, Any]:
+    """The prompt's /history entry, asked for every 0.1 s until it has one (at most `polls` times)."""
+    for _ in range(polls):
+        async with session.get(f"{url}/history/{prompt_id}") as response:
+            history = await response.json()
+        if history:
+            break
+        await asyncio.sleep(0.1)
+    return history[prompt_id]
+
+
 async def messages_until_done(ws: aiohttp.ClientWebSocketResponse, prompt_id: str) -> list[dict[str, Any]]:
     """ComfyUI messages up to `executing` with node null for this prompt (binary frames as {'binary': n})."""
     seen: list[dict[str, Any]] = []
@@ -369,13 +380,7 @@ async def test_other_samplers_and_schedules_run(server, sampler: str, scheduler:
         status, body = await post_prompt(session, server.url, tiny_prompt(steps=3, sampler=sampler,
                                                                           scheduler=scheduler))
         assert status == 200, body
-        for _ in range(600):
-            async with session.get(f"{server.url}/history/{body['prompt_id']}") as response:
-                history = await response.json()
-            if history:
-                break
-            await asyncio.sleep(0.1)
-    entry = history[body["prompt_id"]]
+        entry = await history_entry(session, server.url, body["prompt_id"], polls=600)
     assert entry["status"]["status_str"] == "success", entry["status"]
     assert len(entry["outputs"]["9"]["images"]) == 1
 

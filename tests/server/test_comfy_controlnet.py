@@ -4,7 +4,6 @@ the ControlNet (at strength 0 the picture is the plain prompt's, at 1.5 another 
 
 from __future__ import annotations
 
-import asyncio
 import io
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 from PIL import Image
 from server_support import Server
 from support import tiny_controlnets
-from test_comfy_api import post_prompt, tiny_prompt
+from test_comfy_api import history_entry, post_prompt, tiny_prompt
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +39,7 @@ def with_controlnet(strength: float) -> dict[str, Any]:
 async def picture_of(session: aiohttp.ClientSession, url: str, prompt: dict[str, Any]) -> np.ndarray:
     status, body = await post_prompt(session, url, prompt)
     assert status == 200, str(body)[-1500:]
-    for _ in range(1200):
-        async with session.get(f"{url}/history/{body['prompt_id']}") as response:
-            history = await response.json()
-        if history:
-            break
-        await asyncio.sleep(0.1)
-    entry = history[body["prompt_id"]]
+    entry = await history_entry(session, url, body["prompt_id"], polls=1200)
     assert entry["status"]["status_str"] == "success", entry["status"]
     [image] = entry["outputs"]["9"]["images"]
     async with session.get(f"{url}/view", params=image) as response:

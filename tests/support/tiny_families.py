@@ -49,53 +49,84 @@ def t5_tokenizer(directory: Path):
     return T5TokenizerFast.from_pretrained(str(directory), local_files_only=True)
 
 
-def t5_encoder():
+def t5_encoder(d_model: int = 32):
     import torch
     from transformers import T5Config, T5EncoderModel
 
     torch.manual_seed(0)
-    config = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+    config = T5Config(vocab_size=64, d_model=d_model, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
                       relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0,
                       pad_token_id=0, eos_token_id=1)
     return T5EncoderModel(config).eval()
 
 
-def build_sdxl(directory: Path, in_channels: int = 4) -> Path:
-    """An SDXL base model: two CLIP text encoders (the second with projection), a text-time UNet;
-    with in_channels=9 an SDXL inpainting model (mask and masked image as extra UNet channels)."""
+def sdxl_unet(in_channels: int = 4, cross_attention_dim: int = 64, time_ids_width: int = 80):
+    """The tiny SDXL UNet (text-time conditioning; `time_ids_width`: the time ids' embeddings plus the
+    pooled projection); the caller seeds torch."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=in_channels, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=time_ids_width, cross_attention_dim=cross_attention_dim,
+        norm_num_groups=1).eval()
+
+
+def sdxl_vae():
+    """The tiny SDXL VAE (seed 0), which the base and the refiner share."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLInpaintPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+                         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4,
+                         sample_size=128).eval()
+
+
+def sdxl_scheduler():
+    from diffusers import EulerDiscreteScheduler
+
+    return EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                  beta_schedule="scaled_linear", timestep_spacing="leading")
+
+
+def flow_vae():
+    """The tiny VAE (seed 0) of the flow-matching families SD3, Flux.1 and Z-Image."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    return AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8),
+                         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
+                         latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                         shift_factor=0.0609, scaling_factor=1.5035).eval()
+
+
+def build_sdxl(directory: Path, in_channels: int = 4, width_2: int = 32, layers_2: int = 5) -> Path:
+    """An SDXL base model: two CLIP text encoders (the second with projection, `width_2` wide with
+    `layers_2` layers), a text-time UNet; with in_channels=9 an SDXL inpainting model (mask and masked
+    image as extra UNet channels)."""
+    import torch
+    from diffusers import StableDiffusionXLInpaintPipeline, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     directory = Path(directory)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=in_channels, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=1).eval()
-    torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
-                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4,
-                        sample_size=128).eval()
+    unet = sdxl_unet(in_channels, cross_attention_dim=32 + width_2)
+    vae = sdxl_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(clip_config()).eval()
     torch.manual_seed(1)
-    text_encoder_2 = CLIPTextModelWithProjection(clip_config()).eval()
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                       beta_schedule="scaled_linear", timestep_spacing="leading")
+    text_encoder_2 = CLIPTextModelWithProjection(clip_config(hidden_size=width_2, num_hidden_layers=layers_2)).eval()
     tokenizer = clip_tokenizer(directory / "_clip")
     cls = StableDiffusionXLPipeline if in_channels == 4 else StableDiffusionXLInpaintPipeline
     pipe = cls(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-               tokenizer_2=tokenizer, unet=unet, scheduler=scheduler, image_encoder=None, feature_extractor=None)
+               tokenizer_2=tokenizer, unet=unet, scheduler=sdxl_scheduler(), image_encoder=None,
+               feature_extractor=None)
     pipe.save_pretrained(str(directory), safe_serialization=True)
     shutil.rmtree(directory / "_clip")
     return directory
@@ -105,7 +136,6 @@ def build_sd3(directory: Path) -> Path:
     """An SD3 model: two CLIP encoders with projection, a T5 encoder, an MMDiT transformer."""
     import torch
     from diffusers import (
-        AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         SD3Transformer2DModel,
         StableDiffusion3Pipeline,
@@ -117,12 +147,7 @@ def build_sd3(directory: Path) -> Path:
     transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=1,
                                         attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
                                         joint_attention_dim=32, pooled_projection_dim=64, out_channels=4).eval()
-    torch.manual_seed(0)
-    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8),
-                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
-                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
-                        shift_factor=0.0609, scaling_factor=1.5035).eval()
+    vae = flow_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModelWithProjection(clip_config()).eval()
     torch.manual_seed(1)
@@ -141,7 +166,7 @@ def build_sd3(directory: Path) -> Path:
 def build_flux(directory: Path) -> Path:
     """A Flux.1-dev-like model (guidance-distilled: the transformer embeds the guidance scale)."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel
 
     directory = Path(directory)
@@ -150,12 +175,7 @@ def build_flux(directory: Path) -> Path:
                                          attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
                                          pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
                                          guidance_embeds=True).eval()
-    torch.manual_seed(0)
-    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8),
-                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
-                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
-                        shift_factor=0.0609, scaling_factor=1.5035).eval()
+    vae = flow_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(clip_config()).eval()
     tokenizer = clip_tokenizer(directory / "_clip")
@@ -192,7 +212,6 @@ def build_zimage(directory: Path) -> Path:
     tensor per prompt) and a single-stream DiT."""
     import torch
     from diffusers import (
-        AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
         ZImagePipeline,
         ZImageTransformer2DModel,
@@ -204,12 +223,7 @@ def build_zimage(directory: Path) -> Path:
     transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32,
                                            n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2, cap_feat_dim=16,
                                            axes_dims=[8, 4, 4], axes_lens=[256, 32, 32]).eval()
-    torch.manual_seed(0)
-    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8),
-                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
-                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
-                        shift_factor=0.0609, scaling_factor=1.5035).eval()
+    vae = flow_vae()
     torch.manual_seed(0)
     text_encoder = Qwen3Model(Qwen3Config(vocab_size=300, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
                                           num_attention_heads=2, num_key_value_heads=2, head_dim=8,

@@ -28,7 +28,7 @@ import json
 import sys
 from pathlib import Path
 
-from support import tiny_families
+from support import tiny_families, tiny_single_files
 
 #: the width diffusers' converter takes for granted (Flux.1's): 24 heads of 128
 HEADS, HEAD_DIM = 24, 128
@@ -61,14 +61,6 @@ def _transformer_state(seed: int = 0) -> tuple[dict, dict]:
     return config, state
 
 
-def _swap_halves(value):
-    """diffusers' (scale, shift) modulation as BFL stores it, (shift, scale); its own inverse."""
-    import torch
-
-    first, second = value.chunk(2, dim=0)
-    return torch.cat([second, first])
-
-
 def bfl_layout(state: dict, num_layers: int, num_single_layers: int) -> dict:
     """A diffusers-named Flux.1 transformer state dict in Black Forest Labs' names and fusions: the
     inverse of diffusers' `convert_flux_transformer_checkpoint_to_diffusers` (written from its
@@ -87,7 +79,7 @@ def bfl_layout(state: dict, num_layers: int, num_single_layers: int) -> dict:
         found[f"txt_in.{kind}"] = state[f"context_embedder.{kind}"]
         found[f"img_in.{kind}"] = state[f"x_embedder.{kind}"]
         found[f"final_layer.linear.{kind}"] = state[f"proj_out.{kind}"]
-        found[f"final_layer.adaLN_modulation.1.{kind}"] = _swap_halves(state[f"norm_out.linear.{kind}"])
+        found[f"final_layer.adaLN_modulation.1.{kind}"] = tiny_single_files._swap_halves(state[f"norm_out.linear.{kind}"])
     for i in range(num_layers):
         ours, bfl = f"transformer_blocks.{i}.", f"double_blocks.{i}."
         renamed = {"norm1.linear": "img_mod.lin", "norm1_context.linear": "txt_mod.lin", "ff.net.0.proj": "img_mlp.0",
@@ -165,15 +157,15 @@ def write_whole_checkpoint(folder: Path, bfl_file: Path, target: Path) -> Path:
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
-    from support import tiny_single_files
+    from support import tiny_models
 
     folder = Path(folder)
     dtypes = {part: getattr(torch, name) for part, name in WHOLE_CHECKPOINT_DTYPES.items()}
     with safe_open(str(bfl_file), "pt") as source:
         state = {COMFY_PREFIX + name: source.get_tensor(name).to(dtypes["transformer"])
                  for name in source.keys()}  # noqa: SIM118
-    for key, value in tiny_single_files._vae_state(folder).items():
-        state["vae." + key.removeprefix("first_stage_model.")] = value.to(dtypes["vae"])
+    for key, value in tiny_models.original_vae_state(folder).items():
+        state["vae." + key] = value.to(dtypes["vae"])
     clip = tiny_single_files._text_model_keys(tiny_single_files._load(folder / "text_encoder" / "model.safetensors"))
     width = clip["text_model.final_layer_norm.weight"].shape[0]
     clip.setdefault("text_projection.weight", torch.eye(width))

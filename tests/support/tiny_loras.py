@@ -74,6 +74,16 @@ def diffusers_lora(model: Path, family: str, target: Path, seed: int = 0, rank: 
     return target
 
 
+def _kohya_layer(key: str, layer, generator, rank: int, alpha: float, scale: float) -> dict:
+    """One Linear layer's kohya-ss LoRA tensors: lora_down [rank, in], lora_up [out, rank] (drawn in
+    that order from `generator`) and alpha."""
+    import torch
+
+    return {f"{key}.lora_down.weight": torch.randn(rank, layer.in_features, generator=generator) * scale,
+            f"{key}.lora_up.weight": torch.randn(layer.out_features, rank, generator=generator) * scale,
+            f"{key}.alpha": torch.tensor(alpha)}
+
+
 def kohya_lora(model: Path, target: Path, seed: int = 0, rank: int = 4, alpha: float = 2.0, scale: float = 0.3) -> Path:
     """A kohya-ss LoRA for a tiny SD 1.x model: `lora_unet_<module path with _>` and
     `lora_te_text_model_<...>`, each with lora_down [rank, in], lora_up [out, rank] and alpha."""
@@ -88,10 +98,8 @@ def kohya_lora(model: Path, target: Path, seed: int = 0, rank: int = 4, alpha: f
     for prefix, inner, module, targets in parts:
         for name, layer in module.named_modules():
             if isinstance(layer, torch.nn.Linear) and any(name.endswith(t) for t in targets):
-                key = prefix + inner + name.replace(".", "_")
-                tensors[f"{key}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=generator) * scale
-                tensors[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=generator) * scale
-                tensors[f"{key}.alpha"] = torch.tensor(alpha)
+                tensors.update(_kohya_layer(prefix + inner + name.replace(".", "_"), layer, generator, rank, alpha,
+                                            scale))
     target.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(target))
     return target
@@ -122,10 +130,7 @@ def kohya_sdxl_lora(model: Path, target: Path, seed: int = 0, rank: int = 4, alp
         for name, layer in module.named_modules():
             if isinstance(layer, torch.nn.Linear) and any(name.endswith(t) for t in (*DENOISER_TARGETS, *TEXT_TARGETS)):
                 path = _sgm_name(name) if prefix == "lora_unet_" else name.removeprefix("text_model.")
-                key = prefix + path.replace(".", "_")
-                tensors[f"{key}.lora_down.weight"] = torch.randn(rank, layer.in_features, generator=generator) * scale
-                tensors[f"{key}.lora_up.weight"] = torch.randn(layer.out_features, rank, generator=generator) * scale
-                tensors[f"{key}.alpha"] = torch.tensor(alpha)
+                tensors.update(_kohya_layer(prefix + path.replace(".", "_"), layer, generator, rank, alpha, scale))
     target.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(target))
     return target

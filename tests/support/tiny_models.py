@@ -259,6 +259,21 @@ def _vae_prefixes(config: dict) -> list[tuple[str, str, tuple]]:
     return prefixes
 
 
+def original_vae_state(folder: Path) -> dict:
+    """The VAE of the diffusers folder `folder` in the original autoencoder's tensor names (those a
+    single-file checkpoint keeps under `first_stage_model.`)."""
+    from safetensors.torch import load_file
+
+    config = json.loads((Path(folder) / "vae" / "config.json").read_text())
+    state = {}
+    for key, value in load_file(str(Path(folder) / "vae" / "diffusion_pytorch_model.safetensors")).items():
+        renamed = _rename(key, _vae_prefixes(config))
+        if ".mid.attn_1." in renamed and renamed.endswith(".weight") and value.ndim == 2:
+            value = value[:, :, None, None]  # linear -> 1x1 convolution
+        state[renamed] = value
+    return state
+
+
 def write_original_checkpoint(folder: Path, target: Path) -> Path:
     """Convert a diffusers SD folder (UNet, VAE, CLIP text encoder) into one `.safetensors` file
     in the original Stable Diffusion layout (model.diffusion_model.*, first_stage_model.*,
@@ -270,12 +285,8 @@ def write_original_checkpoint(folder: Path, target: Path) -> Path:
     unet_config = json.loads((folder / "unet" / "config.json").read_text())
     for key, value in load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors")).items():
         state["model.diffusion_model." + _rename(key, _unet_prefixes(unet_config))] = value
-    vae_config = json.loads((folder / "vae" / "config.json").read_text())
-    for key, value in load_file(str(folder / "vae" / "diffusion_pytorch_model.safetensors")).items():
-        renamed = _rename(key, _vae_prefixes(vae_config))
-        if ".mid.attn_1." in renamed and renamed.endswith(".weight") and value.ndim == 2:
-            value = value[:, :, None, None]  # linear -> 1x1 convolution
-        state["first_stage_model." + renamed] = value
+    for key, value in original_vae_state(folder).items():
+        state["first_stage_model." + key] = value
     for key, value in load_file(str(folder / "text_encoder" / "model.safetensors")).items():
         key = key if key.startswith("text_model.") else "text_model." + key
         state["cond_stage_model.transformer." + key] = value

@@ -27,44 +27,10 @@ WIDTH_2 = 48
 
 
 def build_sdxl(directory: Path) -> Path:
-    """A tiny SDXL base model whose two text encoders differ in width (a single file can hold it)."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-    directory = Path(directory)
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
-        addition_time_embed_dim=8, transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=32 + WIDTH_2, norm_num_groups=1).eval()
-    torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
-                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4,
-                        sample_size=128).eval()
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(tiny_families.clip_config()).eval()
-    torch.manual_seed(1)
-    # ten layers: diffusers recognizes an SDXL base checkpoint by its OpenCLIP encoder's tenth block
-    text_encoder_2 = CLIPTextModelWithProjection(tiny_families.clip_config(hidden_size=WIDTH_2,
-                                                                           num_hidden_layers=10)).eval()
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, steps_offset=1,
-                                       beta_schedule="scaled_linear", timestep_spacing="leading")
-    tokenizer = tiny_families.clip_tokenizer(directory / "_clip")
-    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-                                     tokenizer=tokenizer, tokenizer_2=tokenizer, unet=unet, scheduler=scheduler,
-                                     image_encoder=None, feature_extractor=None)
-    pipe.save_pretrained(str(directory), safe_serialization=True)
-    shutil.rmtree(directory / "_clip")
-    return directory
+    """A tiny SDXL base model whose two text encoders differ in width (a single file can hold it);
+    ten layers in the second: diffusers recognizes an SDXL base checkpoint by its OpenCLIP encoder's
+    tenth block."""
+    return tiny_families.build_sdxl(directory, width_2=WIDTH_2, layers_2=10)
 
 
 def _load(path: Path) -> dict:
@@ -88,14 +54,7 @@ def _unet_state(folder: Path) -> dict:
 
 
 def _vae_state(folder: Path) -> dict:
-    config = json.loads((folder / "vae" / "config.json").read_text())
-    found = {}
-    for key, value in _load(folder / "vae" / "diffusion_pytorch_model.safetensors").items():
-        renamed = tiny_models._rename(key, tiny_models._vae_prefixes(config))
-        if ".mid.attn_1." in renamed and renamed.endswith(".weight") and value.ndim == 2:
-            value = value[:, :, None, None]  # linear -> 1x1 convolution
-        found["first_stage_model." + renamed] = value
-    return found
+    return {"first_stage_model." + key: value for key, value in tiny_models.original_vae_state(folder).items()}
 
 
 _OPEN_CLIP_NAMES = (("layer_norm1.", "ln_1."), ("layer_norm2.", "ln_2."), ("mlp.fc1.", "mlp.c_fc."),
@@ -149,35 +108,22 @@ def build_sd3(directory: Path) -> Path:
     """A tiny SD3 model a single file can hold: CLIP-L (width 32, identity projection, as SD3 files
     imply), CLIP-G (width 48) and a T5 wide enough (96) for the two CLIP widths side by side."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-    )
-    from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
 
     directory = Path(directory)
     torch.manual_seed(0)
     transformer = SD3Transformer2DModel(sample_size=16, patch_size=1, in_channels=4, num_layers=2,
                                         attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
                                         joint_attention_dim=96, pooled_projection_dim=64, out_channels=4).eval()
-    torch.manual_seed(0)
-    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4, 8),
-                        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-                        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], layers_per_block=1,
-                        latent_channels=4, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
-                        shift_factor=0.0609, scaling_factor=1.5035).eval()
+    vae = tiny_families.flow_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModelWithProjection(tiny_families.clip_config()).eval()
     with torch.no_grad():  # diffusers gives a single file's CLIP-L the identity projection
         text_encoder.text_projection.weight.copy_(torch.eye(32))
     torch.manual_seed(1)
     text_encoder_2 = CLIPTextModelWithProjection(tiny_families.clip_config(hidden_size=WIDTH_2)).eval()
-    torch.manual_seed(0)
-    t5 = T5EncoderModel(T5Config(vocab_size=64, d_model=96, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
-                                 relative_attention_num_buckets=8, dropout_rate=0.0, decoder_start_token_id=0,
-                                 pad_token_id=0, eos_token_id=1)).eval()
+    t5 = tiny_families.t5_encoder(d_model=96)
     tokenizer = tiny_families.clip_tokenizer(directory / "_clip")
     pipe = StableDiffusion3Pipeline(
         transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
@@ -190,7 +136,8 @@ def build_sd3(directory: Path) -> Path:
 
 
 def _swap_halves(weight):
-    """SD3's original final norms keep (shift, scale) where diffusers keeps (scale, shift)."""
+    """diffusers' (scale, shift) modulation as the original SD3 and Flux.1 files store it, (shift, scale);
+    its own inverse."""
     import torch
 
     first, second = weight.chunk(2, dim=0)
